@@ -1,0 +1,290 @@
+//! One backup run: every configured set through the pipeline into the store.
+//!
+//! Per set: start a multipart upload under a new key, run the CPU stages on a blocking thread
+//! and the uploader on the async side, and commit only if both finished cleanly — complete the
+//! upload, check the stored size, then write the manifest. Any failure aborts the multipart
+//! upload so no partial object ever appears; earlier runs are never touched. A failed set does
+//! not stop the others (DESIGN.md section 7).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, SetSpec, SourceSpec};
+use crate::keys;
+use crate::layout::{self, Kind, RunId};
+use crate::manifest::{self, Manifest, SourceInfo};
+use crate::pipeline::compress::{Compression, Compressor};
+use crate::pipeline::encrypt::Sealer;
+use crate::pipeline::parts::{PartWriter, Stored};
+use crate::pipeline::upload::upload_parts;
+use crate::pipeline::Counter;
+use crate::source::tree::TreeSource;
+use crate::source::{Report, Source};
+use crate::store::DynStore;
+
+/// Parts waiting in the channel besides those in flight.
+const CHANNEL_DEPTH: usize = 2;
+
+/// What a run needs besides the configuration.
+pub struct RunContext {
+    pub store: DynStore,
+    pub certs: Arc<Vec<Cert>>,
+}
+
+/// The result of one set's run.
+pub struct SetOutcome {
+    pub set: String,
+    pub result: anyhow::Result<Manifest>,
+    pub seconds: f64,
+}
+
+impl SetOutcome {
+    /// Files that could not be read: the run committed, but not everything is in it.
+    pub fn unreadable(&self) -> usize {
+        self.result
+            .as_ref()
+            .map(|m| m.warnings.iter().filter(|w| w.unreadable).count())
+            .unwrap_or(0)
+    }
+}
+
+/// The file name layers of an archive: `tar.zst.gpg`, `tar.xz`, `tar`.
+pub fn extension(format: &str, compression: Compression, encrypted: bool) -> String {
+    let mut ext = format.to_string();
+    if let Some(c) = compression.extension() {
+        ext.push('.');
+        ext.push_str(c);
+    }
+    if encrypted {
+        ext.push_str(".gpg");
+    }
+    ext
+}
+
+fn source_for(set: &SetSpec) -> (Box<dyn Source>, SourceInfo) {
+    match &set.source {
+        SourceSpec::Directory { path, excludes } => (
+            Box::new(TreeSource {
+                root: path.clone(),
+                excludes: excludes.clone(),
+            }),
+            SourceInfo::Directory {
+                path: path.display().to_string(),
+                excludes: excludes.iter().map(|p| p.display().to_string()).collect(),
+            },
+        ),
+    }
+}
+
+/// Loads the recipients' certificates once per run.
+pub fn load_certs(config: &Config) -> anyhow::Result<Arc<Vec<Cert>>> {
+    if config.recipients.is_empty() {
+        log::warn!("no GpgRecipient configured: archives are stored unencrypted");
+        return Ok(Arc::new(Vec::new()));
+    }
+    Ok(Arc::new(keys::recipient_certs(
+        &config.recipients,
+        config.keyring.as_deref(),
+    )?))
+}
+
+/// Aborts multipart uploads of this host that an earlier, interrupted run left open. Only
+/// called while holding the run lock, so none of them can belong to a live run of this
+/// configuration.
+pub async fn abort_stale_uploads(store: &DynStore, host: &str, before: DateTime<Utc>) {
+    let pending = match store.list_uploads(&format!("{host}/")).await {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("cannot list unfinished uploads: {e}");
+            return;
+        }
+    };
+    for upload in pending {
+        if upload.initiated.is_some_and(|t| t >= before) {
+            continue;
+        }
+        match store.abort_upload(&upload.key, &upload.upload_id).await {
+            Ok(()) => log::info!(
+                "aborted the unfinished upload of {} left by an interrupted run",
+                store.locate(&upload.key)
+            ),
+            Err(e) => log::warn!("cannot abort unfinished upload: {e}"),
+        }
+    }
+}
+
+/// Runs every set in order; each outcome stands on its own.
+pub async fn run_all(
+    config: &Config,
+    ctx: &RunContext,
+    now: DateTime<Utc>,
+    only: &[String],
+) -> Vec<SetOutcome> {
+    let mut outcomes = Vec::new();
+    for set in &config.sets {
+        if !only.is_empty()
+            && !only
+                .iter()
+                .any(|o| config.find_set(o).is_some_and(|s| s.name == set.name))
+        {
+            continue;
+        }
+        let started = Instant::now();
+        log::info!("{}: starting full backup", set.name);
+        let result = run_set(config, ctx, set, now).await;
+        let outcome = SetOutcome {
+            set: set.name.clone(),
+            result,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Backs up one set as a FULL run started at `now`.
+pub async fn run_set(
+    config: &Config,
+    ctx: &RunContext,
+    set: &SetSpec,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Manifest> {
+    let store = &ctx.store;
+    let run = RunId::at(now);
+    let kind = Kind::Full;
+    let (source, source_info) = source_for(set);
+    let encrypted = !ctx.certs.is_empty();
+    let ext = extension(source.format(), set.compression, encrypted);
+    let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
+    let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
+    for key in [&manifest_key, &archive_key] {
+        if store.head(key).await?.is_some() {
+            bail!(
+                "{} already exists: runs are never overwritten",
+                store.locate(key)
+            );
+        }
+    }
+
+    let upload_id = store.create_upload(&archive_key).await?;
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let uploader = tokio::spawn(upload_parts(
+        store.clone(),
+        archive_key.clone(),
+        upload_id.clone(),
+        rx,
+        config.parallel_uploads,
+        |_| {},
+    ));
+    let certs = ctx.certs.clone();
+    let compression = set.compression;
+    let chunk = config.chunk_size;
+    let producer =
+        tokio::task::spawn_blocking(move || produce(source, compression, &certs, tx, chunk));
+    let (produced, uploaded) = tokio::join!(producer, uploader);
+    let produced = produced
+        .map_err(|e| anyhow!("pipeline thread failed: {e}"))
+        .and_then(|r| r);
+    let uploaded = uploaded
+        .map_err(|e| anyhow!("upload task failed: {e}"))
+        .and_then(|r| r.map_err(anyhow::Error::from));
+
+    let (report, plaintext, stored, receipts) = match (produced, uploaded) {
+        (Ok((report, plaintext, stored)), Ok(receipts)) => (report, plaintext, stored, receipts),
+        (produced, uploaded) => {
+            // The upload's own error is the cause when both failed: the pipeline only saw the
+            // channel close.
+            let cause = match (uploaded, produced) {
+                (Err(e), _) => e.context(format!("uploading {}", store.locate(&archive_key))),
+                (Ok(_), Err(e)) => e,
+                (Ok(_), Ok(_)) => unreachable!("handled above"),
+            };
+            if let Err(abort) = store.abort_upload(&archive_key, &upload_id).await {
+                log::warn!("{abort}; the next run aborts it");
+            }
+            return Err(cause);
+        }
+    };
+
+    if let Err(e) = store
+        .complete_upload(&archive_key, &upload_id, receipts)
+        .await
+    {
+        if let Err(abort) = store.abort_upload(&archive_key, &upload_id).await {
+            log::warn!("{abort}; the next run aborts it");
+        }
+        return Err(e.into());
+    }
+    let info = store.head(&archive_key).await?.ok_or_else(|| {
+        anyhow!(
+            "{}: missing right after its upload completed",
+            store.locate(&archive_key)
+        )
+    })?;
+    if info.size != stored.size {
+        bail!(
+            "{}: stored {} bytes but the pipeline produced {}; not committing this run",
+            store.locate(&archive_key),
+            info.size,
+            stored.size
+        );
+    }
+
+    let manifest = Manifest {
+        format: manifest::FORMAT_VERSION,
+        tool: format!("s3nap {}", env!("CARGO_PKG_VERSION")),
+        host: config.host.clone(),
+        set: set.name.clone(),
+        run,
+        kind,
+        base_run: None,
+        cycle: set.cycle.name.clone(),
+        slot: None,
+        started: now,
+        finished: Utc::now(),
+        archive: manifest::Archive {
+            key: archive_key.clone(),
+            stored_size: stored.size,
+            sha256: stored.sha256,
+            plaintext_size: plaintext,
+            format: "tar".into(),
+            compression,
+            recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
+            parts: stored.parts,
+        },
+        source: source_info,
+        counts: report.counts,
+        warnings: report.warnings,
+    };
+    store
+        .put(&manifest_key, manifest.to_json().into())
+        .await
+        .with_context(|| format!("committing the manifest of {}", store.locate(&archive_key)))?;
+    Ok(manifest)
+}
+
+/// The synchronous stages, outermost finished first: source → counter → compressor → sealer →
+/// part writer.
+fn produce(
+    mut source: Box<dyn Source>,
+    compression: Compression,
+    certs: &[Cert],
+    tx: mpsc::Sender<bytes::Bytes>,
+    chunk: u64,
+) -> anyhow::Result<(Report, u64, Stored)> {
+    let mut parts = PartWriter::new(tx, chunk);
+    let sealer = Sealer::new(&mut parts, certs).context("starting encryption")?;
+    let compressor = Compressor::new(compression, sealer).context("starting compression")?;
+    let mut counter = Counter::new(compressor);
+    let report = source.write_to(&mut counter)?;
+    let (compressor, plaintext) = counter.into_parts();
+    let sealer = compressor.finish().context("finishing compression")?;
+    sealer.finish().context("finishing encryption")?;
+    let stored = parts.finish().context("sending the last part")?;
+    Ok((report, plaintext, stored))
+}

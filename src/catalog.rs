@@ -1,0 +1,234 @@
+//! The catalog: the committed runs, read from the manifests in the store.
+//!
+//! The bucket is the truth: a run exists exactly when its manifest does, so recovery on a new
+//! machine needs nothing but the store and the key. Recovery picks a chain from here — the FULL
+//! and the DIFFs up to the chosen point, in order.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::layout::{self, Kind, RunId};
+use crate::manifest::Manifest;
+use crate::store::DynStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{target}: unreadable manifest: {message}")]
+    BadManifest { target: String, message: String },
+    #[error("set '{set}' has no complete run{when}")]
+    NoRun { set: String, when: String },
+    #[error("set '{set}': run {run} needs base run {base}, which is missing")]
+    BrokenChain {
+        set: String,
+        run: RunId,
+        base: RunId,
+    },
+}
+
+/// Every committed run of `host` (of one set when given), sorted by set then run.
+pub async fn load(
+    store: &DynStore,
+    host: &str,
+    set: Option<&str>,
+) -> Result<Vec<Manifest>, CatalogError> {
+    let prefix = match set {
+        Some(set) => layout::set_prefix(host, set),
+        None => format!("{host}/"),
+    };
+    let keys: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let (s, _, _) = layout::parse_manifest_key(host, &o.key)?;
+            // Sets nest as key prefixes (dir/etc, dir/etc/ssh): keep exact matches only.
+            (set.is_none() || set == Some(s.as_str())).then_some(o.key)
+        })
+        .collect();
+    let mut manifests: Vec<Manifest> = stream::iter(keys)
+        .map(|key| async move {
+            let data = store.get(&key).await?;
+            let manifest =
+                Manifest::from_json(&data).map_err(|message| CatalogError::BadManifest {
+                    target: store.locate(&key),
+                    message,
+                })?;
+            let expected = layout::manifest_key(host, &manifest.set, manifest.run, manifest.kind);
+            if expected != key {
+                return Err(CatalogError::BadManifest {
+                    target: store.locate(&key),
+                    message: format!("describes {expected}, not this key"),
+                });
+            }
+            Ok(manifest)
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    manifests.sort_by(|a, b| (&a.set, a.run).cmp(&(&b.set, b.run)));
+    Ok(manifests)
+}
+
+/// The runs to replay to get the state of `set` at `at` (latest when `None`): a FULL and the
+/// DIFFs that follow it, oldest first.
+pub fn chain_at<'a>(
+    set: &str,
+    runs: &'a [Manifest],
+    at: Option<DateTime<Utc>>,
+) -> Result<Vec<&'a Manifest>, CatalogError> {
+    let mut candidates: Vec<&Manifest> = runs
+        .iter()
+        .filter(|m| m.set == set && at.is_none_or(|t| m.run.0 <= t))
+        .collect();
+    candidates.sort_by_key(|m| m.run);
+    let Some(mut current) = candidates.last().copied() else {
+        return Err(CatalogError::NoRun {
+            set: set.to_string(),
+            when: at.map(|t| format!(" at or before {t}")).unwrap_or_default(),
+        });
+    };
+    let mut chain = vec![current];
+    while current.kind == Kind::Diff {
+        let base = current.base_run.ok_or_else(|| CatalogError::BrokenChain {
+            set: set.to_string(),
+            run: current.run,
+            base: current.run,
+        })?;
+        current = candidates.iter().copied().find(|m| m.run == base).ok_or(
+            CatalogError::BrokenChain {
+                set: set.to_string(),
+                run: current.run,
+                base,
+            },
+        )?;
+        chain.push(current);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// A point in time as users write it: a run id (`20261122T031500Z`), RFC 3339, or
+/// `YYYY-MM-DD[ HH:MM[:SS]]` in UTC; a bare date means the end of that day.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(run) = text.parse::<RunId>() {
+        return Ok(run.0);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(23, 59, 59).expect("valid").and_utc());
+    }
+    Err(format!(
+        "'{text}' is not a time (use 20261122T031500Z, 2026-11-22T03:15:00Z, '2026-11-22 03:15' or 2026-11-22)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Archive, SourceInfo};
+    use crate::pipeline::compress::Compression;
+
+    fn run(text: &str) -> RunId {
+        text.parse().unwrap()
+    }
+
+    fn manifest(set: &str, id: &str, kind: Kind, base: Option<&str>) -> Manifest {
+        Manifest {
+            format: 1,
+            tool: "test".into(),
+            host: "h".into(),
+            set: set.into(),
+            run: run(id),
+            kind,
+            base_run: base.map(run),
+            cycle: None,
+            slot: None,
+            started: run(id).0,
+            finished: run(id).0,
+            archive: Archive {
+                key: String::new(),
+                stored_size: 0,
+                sha256: String::new(),
+                plaintext_size: 0,
+                format: "tar".into(),
+                compression: Compression::None,
+                recipients: vec![],
+                parts: 1,
+            },
+            source: SourceInfo::Directory {
+                path: "/x".into(),
+                excludes: vec![],
+            },
+            counts: Default::default(),
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn chains_follow_base_runs_back_to_their_full() {
+        let runs = vec![
+            manifest("dir/a", "20261101T000000Z", Kind::Full, None),
+            manifest(
+                "dir/a",
+                "20261102T000000Z",
+                Kind::Diff,
+                Some("20261101T000000Z"),
+            ),
+            manifest(
+                "dir/a",
+                "20261103T000000Z",
+                Kind::Diff,
+                Some("20261102T000000Z"),
+            ),
+            manifest("dir/a", "20261104T000000Z", Kind::Full, None),
+            manifest("dir/b", "20261105T000000Z", Kind::Full, None),
+        ];
+        let ids = |c: Vec<&Manifest>| c.iter().map(|m| m.run.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(chain_at("dir/a", &runs, None).unwrap()),
+            vec!["20261104T000000Z"]
+        );
+        let at = parse_time("2026-11-03").unwrap();
+        assert_eq!(
+            ids(chain_at("dir/a", &runs, Some(at)).unwrap()),
+            vec!["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"]
+        );
+        let early = parse_time("2026-10-01T00:00:00Z").unwrap();
+        assert!(matches!(
+            chain_at("dir/a", &runs, Some(early)),
+            Err(CatalogError::NoRun { .. })
+        ));
+        let broken = vec![runs[0].clone(), runs[2].clone()];
+        assert!(matches!(
+            chain_at("dir/a", &broken, None),
+            Err(CatalogError::BrokenChain { .. })
+        ));
+    }
+
+    #[test]
+    fn times_in_every_documented_form() {
+        let want = parse_time("20261122T031500Z").unwrap();
+        assert_eq!(parse_time("2026-11-22T03:15:00Z").unwrap(), want);
+        assert_eq!(parse_time("2026-11-22 03:15").unwrap(), want);
+        assert_eq!(parse_time("2026-11-22T04:15:00+01:00").unwrap(), want);
+        assert_eq!(
+            parse_time("2026-11-22").unwrap().to_rfc3339(),
+            "2026-11-22T23:59:59+00:00"
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+}

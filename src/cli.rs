@@ -1,0 +1,82 @@
+//! Command-line interface definitions (clap). Parsing only: `main.rs` dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every set succeeded
+  1  completed, with warnings (files that could not be read)
+  2  at least one set (or the recovery) failed
+  3  configuration or usage error
+  4  another run holds the lock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3nap",
+    version,
+    about = "Streaming, encrypted backups of directory trees into S3 (tar | zstd | gpg | split)",
+    after_help = EXIT_STATUS_HELP
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(short, long, global = true, default_value = "/etc/s3nap/s3nap.conf")]
+    pub config: PathBuf,
+
+    /// Run even when a set is not due
+    #[arg(short, long, global = true)]
+    pub force: bool,
+
+    /// Show what a run would do; change nothing, locally or remotely
+    #[arg(short = 't', long = "test", global = true)]
+    pub test: bool,
+
+    /// Debug output
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+
+    /// Wait for another run's lock instead of exiting with status 4
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// Pretend the current time is TIME (for tests and rehearsals)
+    #[arg(long, global = true, value_name = "TIME", hide = true)]
+    pub now: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the configured sets (the default command)
+    Run {
+        /// Only these sets (names as `list` shows them, or configured paths)
+        sets: Vec<String>,
+    },
+    /// List the committed runs in the store
+    List {
+        /// Only this set
+        set: Option<String>,
+        /// One JSON array on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a set's backup to stdout as one tar stream: `s3nap recover dir/etc | tar -x -C /`
+    Recover {
+        /// Set name (`dir/etc`) or configured path (`/etc`)
+        set: String,
+        /// The state as of TIME (run id, RFC 3339, or `YYYY-MM-DD[ HH:MM]` UTC); default: latest
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Secret key file to decrypt with (passphrase: S3NAP_PASSPHRASE_FILE or a prompt)
+        #[arg(long, value_name = "FILE", conflicts_with = "gpg")]
+        identity: Option<PathBuf>,
+        /// Decrypt through `gpg --decrypt` (gpg-agent, smartcards); the default without --identity
+        #[arg(long)]
+        gpg: bool,
+        /// Only these members (as `tar t` names them; a leading `/` is ignored)
+        paths: Vec<PathBuf>,
+    },
+}

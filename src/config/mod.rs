@@ -1,0 +1,161 @@
+//! Configuration: the s3napback-style file in, a typed [`Config`] out.
+//!
+//! Two steps, as in ripgrep: [`syntax`] turns text into a syntax tree with positions (pure, no
+//! knowledge of directives), then [`resolve`] checks every directive against what s3nap knows
+//! and builds the typed configuration. Every error names `file:line:column`.
+
+pub mod resolve;
+pub mod syntax;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use resolve::resolve;
+pub use syntax::{ConfigError, Pos};
+
+use crate::pipeline::compress::Compression;
+
+/// Where the archives go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    S3 { bucket: String, prefix: String },
+    Local(PathBuf),
+}
+
+impl StoreSpec {
+    /// `s3://bucket/prefix`, `file:///path`, an absolute or `./` path, or a plain bucket name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("'{text}' names no bucket"));
+            }
+            return Ok(StoreSpec::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!("'{text}': file:// needs an absolute path"));
+            }
+            return Ok(StoreSpec::Local(PathBuf::from(path)));
+        }
+        if text.starts_with('/') || text.starts_with("./") || text.starts_with("../") {
+            return Ok(StoreSpec::Local(PathBuf::from(text)));
+        }
+        let valid = !text.is_empty()
+            && text.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+            });
+        if valid {
+            Ok(StoreSpec::S3 {
+                bucket: text.to_string(),
+                prefix: String::new(),
+            })
+        } else {
+            Err(format!(
+                "'{text}' is neither s3://bucket[/prefix], a bucket name, nor a local path"
+            ))
+        }
+    }
+}
+
+/// s3napback's cycle settings; cycles and retention act on them in their own module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleSettings {
+    pub name: Option<String>,
+    pub cycle_type: CycleType,
+    pub frequency: u64,
+    pub phase: u64,
+    pub diffs: u64,
+    pub fulls: u64,
+    pub discs: u64,
+    pub archive_oldest_disc: bool,
+    pub use_temp_file: bool,
+}
+
+impl Default for CycleSettings {
+    fn default() -> Self {
+        CycleSettings {
+            name: None,
+            cycle_type: CycleType::Simple,
+            frequency: 1,
+            phase: 0,
+            diffs: 6,
+            fulls: 4,
+            discs: 5,
+            archive_oldest_disc: false,
+            use_temp_file: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleType {
+    Simple,
+    Hanoi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Directory {
+        path: PathBuf,
+        excludes: Vec<PathBuf>,
+    },
+}
+
+/// One backup set: a source with its own name, layers and schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    pub name: String,
+    pub source: SourceSpec,
+    pub compression: Compression,
+    pub cycle: CycleSettings,
+    pub pos: Pos,
+}
+
+/// Transport settings of the S3 store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Spec {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub keyfile: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub store: StoreSpec,
+    pub s3: S3Spec,
+    pub diff_dir: PathBuf,
+    pub recipients: Vec<String>,
+    pub keyring: Option<PathBuf>,
+    pub chunk_size: u64,
+    pub host: String,
+    pub parallel_uploads: usize,
+    pub retries: u32,
+    pub sets: Vec<SetSpec>,
+}
+
+impl Config {
+    /// Reads, parses and resolves a configuration file (with its `Include`s).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let items = syntax::load(path)?;
+        resolve(path, &items)
+    }
+
+    /// The set called `name`, or configured for the path `name`.
+    pub fn find_set(&self, name: &str) -> Option<&SetSpec> {
+        let trimmed = name.trim_end_matches('/');
+        self.sets.iter().find(|s| {
+            s.name == trimmed
+                || match &s.source {
+                    SourceSpec::Directory { path, .. } => {
+                        path == Path::new(name) || path == Path::new(trimmed)
+                    }
+                }
+        })
+    }
+}

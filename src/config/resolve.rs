@@ -1,0 +1,614 @@
+//! Syntax tree → typed configuration.
+//!
+//! Global directives live at the top level. Cycle settings, `Compression` and `Exclude` may be
+//! given at any level and are inherited inward (a `<Cycle>` sees the top level, a `<Directory>`
+//! block sees its `<Cycle>`; the innermost value wins, excludes accumulate). Unlike s3napback,
+//! nothing is silently ignored: an unknown or misplaced directive, a missing or malformed value,
+//! a repeated single-valued directive or a set configured twice is an error at its position.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::syntax::{Block, ConfigError, Directive, Item, Pos, Word};
+use super::{Config, CycleSettings, CycleType, S3Spec, SetSpec, SourceSpec, StoreSpec};
+use crate::layout::directory_set_name;
+use crate::pipeline::compress::Compression;
+
+const GLOBALS: &[&str] = &[
+    "diffdir",
+    "tempdir",
+    "bucket",
+    "endpoint",
+    "region",
+    "s3keyfile",
+    "gpgrecipient",
+    "gpgkeyring",
+    "chunksize",
+    "host",
+    "paralleluploads",
+    "retries",
+    "timeout",
+];
+
+const SCOPED: &[&str] = &[
+    "cycletype",
+    "frequency",
+    "phase",
+    "diffs",
+    "fulls",
+    "discs",
+    "archiveoldestdisc",
+    "usetempfile",
+    "exclude",
+    "compression",
+];
+
+const PLANNED_SOURCES: &[&str] = &["mysql", "postgresql", "subversion", "subversiondir"];
+
+fn err(pos: &Pos, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(pos, message)
+}
+
+fn single<'a>(d: &'a Directive) -> Result<&'a Word, ConfigError> {
+    match d.values.as_slice() {
+        [one] => Ok(one),
+        [] => Err(err(&d.name.pos, format!("{} needs a value", d.name.text))),
+        [_, extra, ..] => Err(err(
+            &extra.pos,
+            format!("{} takes one value, found more", d.name.text),
+        )),
+    }
+}
+
+fn number(d: &Directive) -> Result<u64, ConfigError> {
+    let w = single(d)?;
+    w.text.parse().map_err(|_| {
+        err(
+            &w.pos,
+            format!("{} must be a whole number, not '{}'", d.name.text, w.text),
+        )
+    })
+}
+
+fn positive(d: &Directive) -> Result<u64, ConfigError> {
+    let n = number(d)?;
+    if n == 0 {
+        return Err(err(
+            &single(d)?.pos,
+            format!("{} must be at least 1", d.name.text),
+        ));
+    }
+    Ok(n)
+}
+
+/// A value with no word means yes, as in Config::ApacheFormat.
+fn boolean(d: &Directive) -> Result<bool, ConfigError> {
+    if d.values.is_empty() {
+        return Ok(true);
+    }
+    let w = single(d)?;
+    match w.text.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" => Ok(false),
+        _ => Err(err(
+            &w.pos,
+            format!(
+                "{} must be yes/no/on/off/true/false/1/0, not '{}'",
+                d.name.text, w.text
+            ),
+        )),
+    }
+}
+
+/// Bytes, with an optional K/M/G (powers of 1000) or KiB/MiB/GiB (powers of 1024) suffix.
+fn size(d: &Directive) -> Result<u64, ConfigError> {
+    let w = single(d)?;
+    let text = w.text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => u64::MAX,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if mult != u64::MAX && n > 0 => n
+            .checked_mul(mult)
+            .ok_or_else(|| err(&w.pos, format!("{} is too large", d.name.text))),
+        _ => Err(err(
+            &w.pos,
+            format!(
+                "{} must be a size like 25000000, 25M or 16MiB, not '{}'",
+                d.name.text, w.text
+            ),
+        )),
+    }
+}
+
+fn absolute_path(d_name: &str, w: &Word) -> Result<PathBuf, ConfigError> {
+    let path = Path::new(&w.text);
+    if !path.is_absolute() {
+        return Err(err(
+            &w.pos,
+            format!("{d_name} needs an absolute path, not '{}'", w.text),
+        ));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(err(
+            &w.pos,
+            format!("{d_name} path '{}' must not contain '..'", w.text),
+        ));
+    }
+    Ok(path.components().collect())
+}
+
+fn file_path(base: &Path, w: &Word) -> PathBuf {
+    let p = Path::new(&w.text);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scope {
+    cycle: CycleSettings,
+    compression: Compression,
+    excludes: Vec<PathBuf>,
+}
+
+impl Scope {
+    /// This level's own settings over the inherited ones.
+    fn enter(&self, items: &[Item], name: Option<String>) -> Result<Scope, ConfigError> {
+        let mut scope = self.clone();
+        if name.is_some() {
+            scope.cycle.name = name;
+        }
+        for item in items {
+            let Item::Directive(d) = item else { continue };
+            let c = &mut scope.cycle;
+            match d.name.text.to_ascii_lowercase().as_str() {
+                "cycletype" => {
+                    let w = single(d)?;
+                    c.cycle_type = match w.text.to_ascii_lowercase().as_str() {
+                        "simplecycle" | "simple" => CycleType::Simple,
+                        "hanoicycle" | "hanoi" => CycleType::Hanoi,
+                        _ => {
+                            return Err(err(
+                                &w.pos,
+                                format!(
+                                    "CycleType must be SimpleCycle or HanoiCycle, not '{}'",
+                                    w.text
+                                ),
+                            ))
+                        }
+                    }
+                }
+                "frequency" => c.frequency = positive(d)?,
+                "phase" => c.phase = number(d)?,
+                "diffs" => c.diffs = number(d)?,
+                "fulls" => c.fulls = positive(d)?,
+                "discs" => c.discs = positive(d)?,
+                "archiveoldestdisc" => c.archive_oldest_disc = boolean(d)?,
+                "usetempfile" => c.use_temp_file = boolean(d)?,
+                "compression" => {
+                    let w = single(d)?;
+                    scope.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
+                }
+                "exclude" => {
+                    if d.values.is_empty() {
+                        return Err(err(&d.name.pos, "Exclude needs a path"));
+                    }
+                    for w in &d.values {
+                        scope.excludes.push(absolute_path("Exclude", w)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(scope)
+    }
+}
+
+struct Resolver {
+    sets: Vec<SetSpec>,
+    names: HashMap<String, Pos>,
+}
+
+impl Resolver {
+    fn add_directory(&mut self, scope: &Scope, w: &Word) -> Result<(), ConfigError> {
+        let path = absolute_path("Directory", w)?;
+        let name = directory_set_name(&path);
+        if let Some(first) = self.names.get(&name) {
+            return Err(err(
+                &w.pos,
+                format!("set '{name}' is already configured at {first}"),
+            ));
+        }
+        self.names.insert(name.clone(), w.pos.clone());
+        let excludes = scope
+            .excludes
+            .iter()
+            .filter(|x| x.starts_with(&path) && **x != path)
+            .cloned()
+            .collect();
+        self.sets.push(SetSpec {
+            name,
+            source: SourceSpec::Directory { path, excludes },
+            compression: scope.compression,
+            cycle: scope.cycle.clone(),
+            pos: w.pos.clone(),
+        });
+        Ok(())
+    }
+
+    /// Walks one level: `depth` 0 is the top level, `block` the enclosing block's name.
+    fn walk(
+        &mut self,
+        items: &[Item],
+        scope: &Scope,
+        block: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        for item in items {
+            match item {
+                Item::Directive(d) => {
+                    let name = d.name.text.to_ascii_lowercase();
+                    let in_directory_block = block == Some("directory");
+                    if name == "directory" && !in_directory_block {
+                        if d.values.is_empty() {
+                            return Err(err(&d.name.pos, "Directory needs a path"));
+                        }
+                        for w in &d.values {
+                            self.add_directory(scope, w)?;
+                        }
+                    } else if SCOPED.contains(&name.as_str()) {
+                        // Applied by Scope::enter.
+                    } else if GLOBALS.contains(&name.as_str()) {
+                        if block.is_some() {
+                            return Err(err(
+                                &d.name.pos,
+                                format!("{} is only allowed at the top level", d.name.text),
+                            ));
+                        }
+                    } else if PLANNED_SOURCES.contains(&name.as_str()) {
+                        return Err(err(
+                            &d.name.pos,
+                            format!(
+                                "{} sets are not supported by this version of s3nap",
+                                d.name.text
+                            ),
+                        ));
+                    } else {
+                        return Err(err(
+                            &d.name.pos,
+                            format!(
+                                "unknown directive '{}'{}",
+                                d.name.text,
+                                match block {
+                                    Some(b) => format!(" inside <{b}>"),
+                                    None => String::new(),
+                                }
+                            ),
+                        ));
+                    }
+                }
+                Item::Block(b) => self.block(b, scope, block)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, b: &Block, scope: &Scope, parent: Option<&str>) -> Result<(), ConfigError> {
+        let name = b.name.text.to_ascii_lowercase();
+        match (name.as_str(), parent) {
+            ("cycle", None) => {
+                let [label] = b.args.as_slice() else {
+                    return Err(err(&b.name.pos, "<Cycle> needs exactly one name"));
+                };
+                let inner = scope.enter(&b.items, Some(label.text.clone()))?;
+                self.walk(&b.items, &inner, Some("cycle"))
+            }
+            ("directory", None | Some("cycle")) => {
+                let [path] = b.args.as_slice() else {
+                    return Err(err(&b.name.pos, "<Directory> needs exactly one path"));
+                };
+                let inner = scope.enter(&b.items, None)?;
+                // Only settings inside: walk rejects anything else.
+                self.walk(&b.items, &inner, Some("directory"))?;
+                self.add_directory(&inner, path)
+            }
+            (n, _) if PLANNED_SOURCES.contains(&n) => Err(err(
+                &b.name.pos,
+                format!(
+                    "<{}> sets are not supported by this version of s3nap",
+                    b.name.text
+                ),
+            )),
+            ("cycle" | "directory", Some(p)) => Err(err(
+                &b.name.pos,
+                format!("<{}> cannot be nested inside <{p}>", b.name.text),
+            )),
+            _ => Err(err(&b.name.pos, format!("unknown block <{}>", b.name.text))),
+        }
+    }
+}
+
+/// Builds the typed configuration of the file at `file` from its syntax tree.
+pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut seen: HashMap<String, Pos> = HashMap::new();
+    let mut store = None;
+    let mut diff_dir = None;
+    let mut s3 = S3Spec {
+        endpoint: None,
+        region: None,
+        keyfile: None,
+        timeout: Duration::from_secs(60),
+    };
+    let mut recipients = Vec::new();
+    let mut keyring = None;
+    let mut chunk_size = 16 << 20;
+    let mut host = None;
+    let mut parallel_uploads = 4usize;
+    let mut retries = 6u32;
+
+    for item in items {
+        let Item::Directive(d) = item else { continue };
+        let name = d.name.text.to_ascii_lowercase();
+        if !GLOBALS.contains(&name.as_str()) {
+            continue;
+        }
+        if name != "gpgrecipient" {
+            if let Some(first) = seen.get(&name) {
+                return Err(err(
+                    &d.name.pos,
+                    format!("{} is already set at {first}", d.name.text),
+                ));
+            }
+            seen.insert(name.clone(), d.name.pos.clone());
+        }
+        match name.as_str() {
+            "bucket" => {
+                let w = single(d)?;
+                let mut spec = StoreSpec::parse(&w.text).map_err(|m| err(&w.pos, m))?;
+                if let StoreSpec::Local(p) = &mut spec {
+                    if p.is_relative() {
+                        *p = base.join(&*p);
+                    }
+                }
+                store = Some(spec);
+            }
+            "diffdir" => diff_dir = Some(file_path(base, single(d)?)),
+            "tempdir" => {
+                // s3napback's UseTempFile staging: s3nap always streams, so it is never used.
+                single(d)?;
+            }
+            "endpoint" => {
+                let w = single(d)?;
+                if !(w.text.starts_with("http://") || w.text.starts_with("https://")) {
+                    return Err(err(
+                        &w.pos,
+                        format!(
+                            "Endpoint must be an http:// or https:// URL, not '{}'",
+                            w.text
+                        ),
+                    ));
+                }
+                s3.endpoint = Some(w.text.clone());
+            }
+            "region" => s3.region = Some(single(d)?.text.clone()),
+            "s3keyfile" => s3.keyfile = Some(file_path(base, single(d)?)),
+            "gpgrecipient" => {
+                if d.values.is_empty() {
+                    return Err(err(
+                        &d.name.pos,
+                        "GpgRecipient needs a key id, fingerprint or e-mail",
+                    ));
+                }
+                recipients.extend(d.values.iter().map(|w| w.text.clone()));
+            }
+            "gpgkeyring" => keyring = Some(file_path(base, single(d)?)),
+            "chunksize" => chunk_size = size(d)?,
+            "host" => {
+                let w = single(d)?;
+                if w.text.is_empty() || w.text.contains('/') {
+                    return Err(err(&w.pos, "Host must be a non-empty name without '/'"));
+                }
+                host = Some(w.text.clone());
+            }
+            "paralleluploads" => parallel_uploads = positive(d)? as usize,
+            "retries" => retries = number(d)? as u32 + 1,
+            "timeout" => s3.timeout = Duration::from_secs(positive(d)?),
+            _ => unreachable!("every global is handled"),
+        }
+    }
+
+    let top = Pos {
+        file: std::sync::Arc::from(file),
+        line: 1,
+        column: 1,
+    };
+    let store = store.ok_or_else(|| err(&top, "missing required directive Bucket"))?;
+    let diff_dir = diff_dir.ok_or_else(|| err(&top, "missing required directive DiffDir"))?;
+    let host = match host {
+        Some(h) => h,
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .map_err(|e| err(&top, format!("cannot read the host name ({e}); set Host")))?,
+    };
+
+    let root = Scope {
+        cycle: CycleSettings::default(),
+        compression: Compression::default(),
+        excludes: Vec::new(),
+    }
+    .enter(items, None)?;
+    let mut resolver = Resolver {
+        sets: Vec::new(),
+        names: HashMap::new(),
+    };
+    resolver.walk(items, &root, None)?;
+
+    Ok(Config {
+        file: file.to_path_buf(),
+        store,
+        s3,
+        diff_dir,
+        recipients,
+        keyring,
+        chunk_size,
+        host,
+        parallel_uploads,
+        retries,
+        sets: resolver.sets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::syntax::parse_str;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new("/etc/s3nap/test.conf");
+        resolve(path, &parse_str(path, text)?)
+    }
+
+    const BASE: &str = "Bucket s3://b/p\nDiffDir /var/lib/s3nap\nHost h\n";
+
+    #[test]
+    fn globals_sets_and_inheritance() {
+        let c = load(&format!(
+            "{BASE}GpgRecipient a@example.org\nGpgRecipient b@example.org\nChunkSize 25000000\n\
+             Compression xz:2\nExclude /etc/skip\n\
+             Directory /etc\n\
+             <Cycle weekly>\n  Frequency 7\n  Directory /opt /srv/\n  Exclude /opt/useless\n\
+               <Directory /home/foo>\n    Compression zstd:9\n    Exclude /home/foo/wumpus\n  </Directory>\n</Cycle>\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreSpec::S3 {
+                bucket: "b".into(),
+                prefix: "p".into()
+            }
+        );
+        assert_eq!(c.recipients, vec!["a@example.org", "b@example.org"]);
+        assert_eq!(c.chunk_size, 25_000_000);
+        let names: Vec<&str> = c.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["dir/etc", "dir/opt", "dir/srv", "dir/home/foo"]);
+        let SourceSpec::Directory { excludes, .. } = &c.sets[0].source;
+        assert_eq!(excludes, &vec![PathBuf::from("/etc/skip")]);
+        let SourceSpec::Directory { excludes, .. } = &c.sets[1].source;
+        assert_eq!(excludes, &vec![PathBuf::from("/opt/useless")]);
+        assert_eq!(c.sets[1].cycle.frequency, 7);
+        assert_eq!(c.sets[1].cycle.name.as_deref(), Some("weekly"));
+        assert_eq!(c.sets[0].compression, Compression::Xz { level: 2 });
+        assert_eq!(c.sets[3].compression, Compression::Zstd { level: 9 });
+        let SourceSpec::Directory { excludes, .. } = &c.sets[3].source;
+        assert_eq!(excludes, &vec![PathBuf::from("/home/foo/wumpus")]);
+    }
+
+    #[test]
+    fn mistakes_name_their_position() {
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("Bucket s3://b\n", 1, 1, "DiffDir"),
+            ("DiffDir /d\n", 1, 1, "Bucket"),
+            ("Bucket b1\nDiffDir /d\nBucket b2\n", 3, 1, "already set"),
+            (
+                "Bucket b1\nDiffDir /d\nFrobnicate 3\n",
+                3,
+                1,
+                "unknown directive",
+            ),
+            ("Bucket b1\nDiffDir /d\nChunkSize lots\n", 3, 11, "size"),
+            (
+                "Bucket b1\nDiffDir /d\nCompression gzip\n",
+                3,
+                13,
+                "unknown compression",
+            ),
+            ("Bucket b1\nDiffDir /d\nDirectory etc\n", 3, 11, "absolute"),
+            (
+                "Bucket b1\nDiffDir /d\nDirectory /etc\nDirectory /etc/\n",
+                4,
+                11,
+                "already configured",
+            ),
+            (
+                "Bucket b1\nDiffDir /d\n<Cycle x>\n  Bucket b2\n</Cycle>\n",
+                4,
+                3,
+                "top level",
+            ),
+            (
+                "Bucket b1\nDiffDir /d\n<Cycle x>\nFrequency often\n</Cycle>\n",
+                4,
+                11,
+                "whole number",
+            ),
+            (
+                "Bucket b1\nDiffDir /d\n<Directory /a>\nDirectory /b\n</Directory>\n",
+                4,
+                1,
+                "unknown directive",
+            ),
+            (
+                "Bucket b1\nDiffDir /d\n<Frob x>\n</Frob>\n",
+                3,
+                2,
+                "unknown block",
+            ),
+            (
+                "Bucket b1\nDiffDir /d\nArchiveOldestDisc maybe\n",
+                3,
+                19,
+                "yes/no",
+            ),
+            ("Bucket B_ad!\nDiffDir /d\n", 1, 8, "neither"),
+            (
+                "Bucket b1\nDiffDir /d\nEndpoint localhost:9000\n",
+                3,
+                10,
+                "http",
+            ),
+        ];
+        for (text, line, column, needle) in cases {
+            let e = load(text).unwrap_err();
+            assert_eq!(
+                (e.pos.line, e.pos.column),
+                (*line, *column),
+                "{text:?}: {e}"
+            );
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+            assert!(e.to_string().starts_with("/etc/s3nap/test.conf:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn store_specs() {
+        assert_eq!(
+            StoreSpec::parse("file:///srv/backup").unwrap(),
+            StoreSpec::Local("/srv/backup".into())
+        );
+        assert_eq!(
+            StoreSpec::parse("dev.example.com.backup1").unwrap(),
+            StoreSpec::S3 {
+                bucket: "dev.example.com.backup1".into(),
+                prefix: String::new()
+            }
+        );
+        let c = load("Bucket ./store\nDiffDir state\nHost h\n").unwrap();
+        assert_eq!(c.store, StoreSpec::Local("/etc/s3nap/./store".into()));
+        assert_eq!(c.diff_dir, PathBuf::from("/etc/s3nap/state"));
+    }
+}

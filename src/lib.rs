@@ -1,0 +1,22 @@
+//! s3nap: streaming, encrypted, rotating backups into S3.
+//!
+//! Layers, from the outside in: `config` (file → typed settings), `backup` / `recover` (one
+//! run or one recovery, orchestrated), `pipeline` (the streaming stages), `source` (what is
+//! read), `store` (where it goes), with `layout`, `manifest` and `catalog` describing what is
+//! stored. See DESIGN.md for the whole picture.
+
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod layout;
+pub mod lock;
+pub mod logging;
+pub mod manifest;
+pub mod pipeline;
+pub mod recover;
+pub mod report;
+pub mod source;
+pub mod store;
+pub mod tarstream;

@@ -1,0 +1,203 @@
+//! `s3nap`: parse the command line, call the library, print, map the outcome to an exit status.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use chrono::Utc;
+use clap::Parser;
+
+use s3nap::backup::{self, RunContext};
+use s3nap::catalog;
+use s3nap::cli::{Cli, Command};
+use s3nap::config::Config;
+use s3nap::keys::Identity;
+use s3nap::lock::{LockError, RunLock};
+use s3nap::pipeline::decrypt::DecryptWith;
+use s3nap::recover;
+
+const EXIT_WARNINGS: u8 = 1;
+const EXIT_FAILED: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
+const EXIT_LOCKED: u8 = 4;
+
+/// An error with the exit status it stands for.
+struct Failure(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(EXIT_FAILED, e.into())
+    }
+}
+
+fn config_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure(EXIT_CONFIG, e.into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    s3nap::logging::init(cli.debug);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(code, e)) => {
+            // One line: the cause chain joined.
+            eprintln!("s3nap: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    let config = Config::load(&cli.config).map_err(config_error)?;
+    let now = match &cli.now {
+        Some(t) => catalog::parse_time(t).map_err(|e| config_error(anyhow!("--now: {e}")))?,
+        None => Utc::now(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command.unwrap_or(Command::Run { sets: Vec::new() }) {
+        Command::Run { sets } => backup_command(&runtime, &config, cli.test, cli.wait, now, &sets),
+        Command::List { set, json } => {
+            let store = runtime
+                .block_on(s3nap::store::open(
+                    &config.store,
+                    &config.s3,
+                    config.retries,
+                ))
+                .map_err(|e| anyhow!(e))?;
+            let set = set.map(|s| set_name(&config, &s));
+            let runs = runtime.block_on(catalog::load(&store, &config.host, set.as_deref()))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &s3nap::report::list_json(&runs))?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", s3nap::report::list_table(&runs))?;
+            }
+            Ok(0)
+        }
+        Command::Recover {
+            set,
+            at,
+            identity,
+            gpg: _,
+            paths,
+        } => {
+            let at = at
+                .map(|t| catalog::parse_time(&t))
+                .transpose()
+                .map_err(|e| config_error(anyhow!("--at: {e}")))?;
+            let decrypt = match identity {
+                Some(path) => DecryptWith::Identity(Identity::load(&path).map_err(config_error)?),
+                None => DecryptWith::Gpg,
+            };
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(config_error(anyhow!(
+                    "refusing to write a tar stream to a terminal; pipe it: s3nap recover {set} | tar -x"
+                )));
+            }
+            let store = runtime
+                .block_on(s3nap::store::open(
+                    &config.store,
+                    &config.s3,
+                    config.retries,
+                ))
+                .map_err(|e| anyhow!(e))?;
+            let request = recover::Request {
+                set: set_name(&config, &set),
+                at,
+                paths: paths
+                    .iter()
+                    .map(|p| p.as_os_str().as_bytes().to_vec())
+                    .collect(),
+            };
+            let chain = runtime.block_on(recover::plan(&store, &config.host, &request))?;
+            let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let summary = recover::stream(
+                runtime.handle(),
+                &store,
+                chain,
+                request.paths,
+                Some(&decrypt),
+                out,
+            )?;
+            log::info!(
+                "{}: recovered {} member(s) from {} run(s)",
+                request.set,
+                summary.members,
+                summary.runs.len()
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// A set given by path (`/etc`) is looked up in the configuration; anything else is a set name.
+fn set_name(config: &Config, given: &str) -> String {
+    config
+        .find_set(given)
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| given.trim_end_matches('/').to_string())
+}
+
+fn backup_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    test: bool,
+    wait: bool,
+    now: chrono::DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    for name in only {
+        if config.find_set(name).is_none() {
+            return Err(config_error(anyhow!(
+                "{}: no set '{name}' is configured",
+                config.file.display()
+            )));
+        }
+    }
+    if test {
+        print!("{}", s3nap::report::plan_text(config, now, only));
+        return Ok(0);
+    }
+    std::fs::create_dir_all(&config.diff_dir)
+        .with_context(|| format!("DiffDir {}", config.diff_dir.display()))
+        .map_err(config_error)?;
+    let _lock = RunLock::acquire(&config.diff_dir, wait).map_err(|e| match e {
+        LockError::Held { .. } => Failure(EXIT_LOCKED, e.into()),
+        other => Failure(EXIT_FAILED, other.into()),
+    })?;
+    let certs = backup::load_certs(config).map_err(config_error)?;
+    let store = runtime
+        .block_on(s3nap::store::open(
+            &config.store,
+            &config.s3,
+            config.retries,
+        ))
+        .map_err(|e| config_error(anyhow!(e)))?;
+    let ctx = RunContext { store, certs };
+    let outcomes = runtime.block_on(async {
+        backup::abort_stale_uploads(&ctx.store, &config.host, Utc::now()).await;
+        backup::run_all(config, &ctx, now, only).await
+    });
+    let mut code = 0;
+    for outcome in &outcomes {
+        match &outcome.result {
+            Ok(manifest) => {
+                log::info!("{}", s3nap::report::summary_line(manifest, outcome.seconds));
+                if outcome.unreadable() > 0 {
+                    code = code.max(EXIT_WARNINGS);
+                }
+            }
+            Err(e) => {
+                log::error!("{}: FAILED: {e:#}", outcome.set);
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
+}

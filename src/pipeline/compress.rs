@@ -1,0 +1,207 @@
+//! Compression stage: plaintext (a tar stream or a dump) in, zstd or xz frames out.
+//!
+//! Compression runs before encryption and outside OpenPGP, so the stored bytes are
+//! `OpenPGP(zstd(tar))` and `gpg -d | zstd -d | tar x` reads them. zstd and xz both use every
+//! core; zstd frames carry their checksum so `zstd -d` verifies them too.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd { level: i32 },
+    Xz { level: u32 },
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 3 }
+    }
+}
+
+impl Compression {
+    /// `zstd[:LEVEL]`, `xz[:LEVEL]` or `none`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (text, None),
+        };
+        let level_num =
+            |range: std::ops::RangeInclusive<i64>, default: i64| -> Result<i64, String> {
+                let Some(l) = level else { return Ok(default) };
+                let n: i64 = l
+                    .parse()
+                    .map_err(|_| format!("compression level '{l}' is not a number"))?;
+                if !range.contains(&n) {
+                    return Err(format!(
+                        "compression level {n} is outside {}..={}",
+                        range.start(),
+                        range.end()
+                    ));
+                }
+                Ok(n)
+            };
+        match name.to_ascii_lowercase().as_str() {
+            "zstd" => Ok(Compression::Zstd {
+                level: level_num(1..=22, 3)? as i32,
+            }),
+            "xz" => Ok(Compression::Xz {
+                level: level_num(0..=9, 6)? as u32,
+            }),
+            "none" if level.is_none() => Ok(Compression::None),
+            _ => Err(format!(
+                "unknown compression '{text}' (expected zstd[:LEVEL], xz[:LEVEL] or none)"
+            )),
+        }
+    }
+
+    /// The layer's file name extension, if it adds one.
+    pub fn extension(&self) -> Option<&'static str> {
+        match self {
+            Compression::Zstd { .. } => Some("zst"),
+            Compression::Xz { .. } => Some("xz"),
+            Compression::None => None,
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+            Compression::Xz { level } => write!(f, "xz:{level}"),
+            Compression::None => write!(f, "none"),
+        }
+    }
+}
+
+fn threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// A `Write` adapter that compresses into `W`. Call [`Compressor::finish`]: dropping it
+/// without finishing leaves a truncated stream, which the upload stage then never commits.
+pub enum Compressor<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(xz2::write::XzEncoder<W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    pub fn new(compression: Compression, inner: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Zstd { level } => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+                enc.include_checksum(true)?;
+                let n = threads();
+                if n > 1 {
+                    enc.multithread(n)?;
+                }
+                Compressor::Zstd(enc)
+            }
+            Compression::Xz { level } => {
+                let stream = xz2::stream::MtStreamBuilder::new()
+                    .threads(threads())
+                    .preset(level)
+                    .check(xz2::stream::Check::Crc64)
+                    .encoder()
+                    .map_err(io::Error::other)?;
+                Compressor::Xz(xz2::write::XzEncoder::new_stream(inner, stream))
+            }
+            Compression::None => Compressor::None(inner),
+        })
+    }
+
+    /// Flushes the last frame and hands back the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Zstd(enc) => enc.finish(),
+            Compressor::Xz(enc) => enc.finish(),
+            Compressor::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(e) => e.write(buf),
+            Compressor::Xz(e) => e.write(buf),
+            Compressor::None(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.write_all(buf),
+            Compressor::Xz(e) => e.write_all(buf),
+            Compressor::None(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::Xz(e) => e.flush(),
+            Compressor::None(w) => w.flush(),
+        }
+    }
+}
+
+/// The reverse stage: a `Read` of decompressed bytes. Multi-frame input (concatenated zstd
+/// frames, concatenated xz streams) is read to its end.
+pub fn decompressor<'a, R: Read + 'a>(
+    compression: Compression,
+    inner: R,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::new(inner)?),
+        Compression::Xz { .. } => Box::new(xz2::read::XzDecoder::new_multi_decoder(inner)),
+        Compression::None => Box::new(inner),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        for (text, want) in [
+            ("zstd", Compression::Zstd { level: 3 }),
+            ("ZSTD:19", Compression::Zstd { level: 19 }),
+            ("xz", Compression::Xz { level: 6 }),
+            ("xz:9", Compression::Xz { level: 9 }),
+            ("none", Compression::None),
+        ] {
+            assert_eq!(Compression::parse(text).unwrap(), want, "{text}");
+            assert_eq!(Compression::parse(&want.to_string()).unwrap(), want);
+        }
+        for bad in ["gzip", "zstd:0", "zstd:x", "xz:10", "none:1", ""] {
+            assert!(Compression::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in [
+            Compression::Zstd { level: 3 },
+            Compression::Xz { level: 1 },
+            Compression::None,
+        ] {
+            let mut comp = Compressor::new(c, Vec::new()).unwrap();
+            comp.write_all(&data).unwrap();
+            let stored = comp.finish().unwrap();
+            let mut back = Vec::new();
+            decompressor(c, &stored[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{c}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The streaming stages (DESIGN.md section 2).
+//!
+//! ```text
+//! backup:  Source ─► Counter ─► Compressor ─► Sealer ─► PartWriter ═► upload_parts ─► store
+//! recover: store ─► fetch (ObjectReader) ─► decryptor ─► decompressor ─► TarSplicer ─► stdout
+//! ```
+//! The CPU stages are synchronous `Write`/`Read` adapters on a blocking thread, finished
+//! explicitly outermost first; only the store edge is async. Bounded channels between the two
+//! keep memory constant whatever the data size.
+
+pub mod compress;
+pub mod decrypt;
+pub mod download;
+pub mod encrypt;
+pub mod parts;
+pub mod upload;
+
+use std::io::{self, Write};
+
+/// Counts the bytes that pass, for the manifest's plaintext size.
+pub struct Counter<W: Write> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Counter<W> {
+    pub fn new(inner: W) -> Self {
+        Counter { inner, count: 0 }
+    }
+
+    pub fn into_parts(self) -> (W, u64) {
+        (self.inner, self.count)
+    }
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

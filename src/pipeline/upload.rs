@@ -1,0 +1,65 @@
+//! Upload stage (async): parts from the channel in, a completed multipart upload out.
+//!
+//! Up to `in_flight` parts travel at once. The first failed part (after the store's retries)
+//! ends the stage: the receiver is dropped, which makes the producer's next `write` fail, and
+//! the caller aborts the upload. Completing is the caller's decision too, taken only once the
+//! producing stages have finished without error — never here, and never in a `Drop`.
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc::Receiver;
+
+use crate::store::{DynStore, PartReceipt, Result};
+
+/// Uploads every part received until the channel closes; returns the receipts in part order.
+pub async fn upload_parts(
+    store: DynStore,
+    key: String,
+    upload_id: String,
+    mut rx: Receiver<Bytes>,
+    in_flight: usize,
+    progress: impl Fn(u64) + Send,
+) -> Result<Vec<PartReceipt>> {
+    let in_flight = in_flight.max(1);
+    let mut running = FuturesUnordered::new();
+    let mut receipts = Vec::new();
+    let mut number = 0u32;
+    let mut open = true;
+    loop {
+        if open && running.len() < in_flight {
+            tokio::select! {
+                done = running.next(), if !running.is_empty() => {
+                    let (receipt, len): (PartReceipt, u64) = done.expect("non-empty")?;
+                    progress(len);
+                    receipts.push(receipt);
+                }
+                part = rx.recv() => match part {
+                    Some(data) => {
+                        number += 1;
+                        let (store, key, upload_id) = (store.clone(), key.clone(), upload_id.clone());
+                        let len = data.len() as u64;
+                        running.push(async move {
+                            store
+                                .upload_part(&key, &upload_id, number, data)
+                                .await
+                                .map(|r| (r, len))
+                        });
+                    }
+                    None => open = false,
+                },
+            }
+        } else {
+            match running.next().await {
+                Some(done) => {
+                    let (receipt, len) = done?;
+                    progress(len);
+                    receipts.push(receipt);
+                }
+                None if !open => break,
+                None => {}
+            }
+        }
+    }
+    receipts.sort_by_key(|r| r.number);
+    Ok(receipts)
+}

@@ -1,0 +1,120 @@
+//! Recovery: a set and a point in time in, one tar stream out (DESIGN.md section 6).
+//!
+//! The chain current at the chosen time (a FULL and its DIFFs) is read archive by archive:
+//! ranged GETs → integrity check against the manifest → decryption → decompression → tar
+//! splicing (path filter, one end-of-archive marker). Nothing local is needed but the key.
+//! Any integrity failure ends the command with an error that names the object.
+
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+
+use crate::catalog;
+use crate::manifest::Manifest;
+use crate::pipeline::compress::decompressor;
+use crate::pipeline::decrypt::{decryptor, DecryptWith};
+use crate::pipeline::download::{fetch, Expected, Failure};
+use crate::store::DynStore;
+use crate::tarstream::{PathFilter, TarSplicer};
+
+/// Size of each ranged GET, and how many run at once.
+const RANGE_SIZE: u64 = 8 << 20;
+const PARALLEL_GETS: usize = 4;
+
+pub struct Request {
+    pub set: String,
+    pub at: Option<DateTime<Utc>>,
+    /// Member paths to keep (as `tar t` shows them; a leading `/` is ignored). Empty: all.
+    pub paths: Vec<Vec<u8>>,
+}
+
+pub struct Summary {
+    pub runs: Vec<Manifest>,
+    pub members: u64,
+}
+
+/// Picks the chain for `request`; async, so that the caller can run it on the runtime.
+pub async fn plan(
+    store: &DynStore,
+    host: &str,
+    request: &Request,
+) -> anyhow::Result<Vec<Manifest>> {
+    let runs = catalog::load(store, host, Some(&request.set)).await?;
+    let chain = catalog::chain_at(&request.set, &runs, request.at)?;
+    Ok(chain.into_iter().cloned().collect())
+}
+
+/// Streams `chain` into `out`. Blocking: call it outside the async runtime, whose `handle`
+/// runs the downloads.
+pub fn stream<W: Write>(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    chain: Vec<Manifest>,
+    paths: Vec<Vec<u8>>,
+    decrypt: Option<&DecryptWith>,
+    out: W,
+) -> anyhow::Result<Summary> {
+    let mut filter = PathFilter::new(paths);
+    let mut splicer = TarSplicer::new(out);
+    for manifest in &chain {
+        let target = store.locate(&manifest.archive.key);
+        if manifest.archive.format != "tar" {
+            bail!(
+                "{target}: format '{}' cannot be recovered as a tar stream",
+                manifest.archive.format
+            );
+        }
+        let failure = Failure::default();
+        let reader = fetch(
+            handle,
+            store.clone(),
+            Expected {
+                key: manifest.archive.key.clone(),
+                size: manifest.archive.stored_size,
+                sha256: manifest.archive.sha256.clone(),
+            },
+            RANGE_SIZE,
+            PARALLEL_GETS,
+            failure.clone(),
+        );
+        let result = (|| -> anyhow::Result<()> {
+            let plain: Box<dyn std::io::Read + Send> = if manifest.encrypted() {
+                let how = decrypt.ok_or_else(|| {
+                    anyhow!("the archive is encrypted and no way to decrypt was given")
+                })?;
+                decryptor(reader, how)?
+            } else {
+                Box::new(reader)
+            };
+            let tar = decompressor(manifest.archive.compression, plain)?;
+            splicer.append(tar, &mut filter)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // The integrity check's own words beat whatever a later stage made of them.
+            return Err(match failure.get() {
+                Some(message) => anyhow!(message),
+                None => e.context(format!("recovering {target}")),
+            });
+        }
+        if let Some(message) = failure.get() {
+            bail!(message);
+        }
+        log::info!(
+            "recovered {} run {} from {target}",
+            manifest.kind,
+            manifest.run
+        );
+    }
+    let members = splicer.members;
+    splicer.finish().context("writing the recovered stream")?;
+    let missing = filter.unmatched();
+    if !missing.is_empty() {
+        bail!("not found in the recovered run(s): {}", missing.join(", "));
+    }
+    Ok(Summary {
+        runs: chain,
+        members,
+    })
+}

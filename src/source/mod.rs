@@ -1,0 +1,46 @@
+//! Sources: what a set reads and turns into the plaintext stream of its archive.
+//!
+//! A source writes its whole stream into the pipeline's first stage and reports what it saw
+//! (counts, warnings, the details the manifest records). It never decides whether the run
+//! commits: a source error aborts the run, warnings are recorded and raise the exit status.
+
+pub mod tree;
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// A problem with one file that does not stop the run (DESIGN.md section 7, rule 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub path: String,
+    pub problem: String,
+    /// The file could not be read at all: its content is missing from the archive, and the
+    /// run's exit status says so.
+    #[serde(default)]
+    pub unreadable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub special: u64,
+    /// Bytes of file content read.
+    pub content_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub counts: Counts,
+    pub warnings: Vec<Warning>,
+}
+
+pub trait Source: Send {
+    /// File name layers of the plaintext, e.g. `tar`.
+    fn format(&self) -> &'static str;
+    /// Writes the complete plaintext stream to `out`.
+    fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report>;
+}

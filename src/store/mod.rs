@@ -1,0 +1,143 @@
+//! Object stores: where archives and manifests live.
+//!
+//! Keys are relative to the configured root (`s3://bucket/prefix` or a local directory). A store
+//! offers what the pipeline needs and no more: whole small objects (manifests), multipart
+//! uploads for archive streams (nothing visible until `complete_upload`), ranged reads for
+//! recovery, listing and deletion. Behaviour that is the same for every store — retries with
+//! backoff — is a wrapper ([`retry::RetryStore`]), not a flag inside each implementation, and one
+//! conformance suite (tests/store_conformance.rs) runs against every implementation.
+
+pub mod local;
+pub mod retry;
+pub mod s3;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+/// What went wrong, as far as callers need to decide: retry, report "missing", or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    /// Worth retrying: 5xx, throttling, timeouts, connection failures.
+    Transient,
+    /// Credentials or permissions refused.
+    Denied,
+    Other,
+}
+
+/// A store error always names the object (`s3://bucket/key` or a local path) it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} {target}: {message}")]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub operation: &'static str,
+    pub target: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(
+        kind: ErrorKind,
+        operation: &'static str,
+        target: impl Into<String>,
+        message: impl fmt::Display,
+    ) -> Self {
+        StoreError {
+            kind,
+            operation,
+            target: target.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// An upload that was started and never completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// Receipt of one uploaded part, needed to complete the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    pub number: u32,
+    pub etag: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// How to name `key` in messages: `s3://bucket/prefix/key` or the local path.
+    fn locate(&self, key: &str) -> String;
+
+    /// Stores a small object atomically; fails if it cannot, never leaves a partial object.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Bytes `range` of the object; shorter only at the object's end.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    /// `None` when the object does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    async fn create_upload(&self, key: &str) -> Result<String>;
+    /// Part numbers start at 1; parts may arrive in any order and concurrently.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt>;
+    /// Makes the object visible under `key`, its parts in number order.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()>;
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()>;
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// The configured store, wrapped in retries.
+pub async fn open(
+    spec: &crate::config::StoreSpec,
+    s3: &crate::config::S3Spec,
+    attempts: u32,
+) -> std::result::Result<DynStore, String> {
+    let inner: DynStore = match spec {
+        crate::config::StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
+        crate::config::StoreSpec::S3 { bucket, prefix } => {
+            let settings = s3::S3Settings {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                keyfile: s3.keyfile.clone(),
+                timeout: s3.timeout,
+            };
+            Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
+        }
+    };
+    let policy = retry::RetryPolicy {
+        attempts: attempts.max(1),
+        ..Default::default()
+    };
+    Ok(Arc::new(retry::RetryStore::new(inner, policy)))
+}

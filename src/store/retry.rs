@@ -1,0 +1,166 @@
+//! Retries with exponential backoff around any store.
+//!
+//! Only errors of kind [`ErrorKind::Transient`] are retried; a refused credential or a missing
+//! object fails at once. Each call is retried on its own, so a multipart upload that loses one
+//! part to a connection reset resends that part only.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.first_delay.saturating_mul(1 << attempt.min(16));
+        exp.min(self.max_delay)
+    }
+}
+
+#[derive(Debug)]
+pub struct RetryStore {
+    inner: DynStore,
+    policy: RetryPolicy,
+}
+
+impl RetryStore {
+    pub fn new(inner: DynStore, policy: RetryPolicy) -> Self {
+        RetryStore { inner, policy }
+    }
+
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.kind == ErrorKind::Transient && attempt + 1 < self.policy.attempts => {
+                    let delay = self.policy.delay(attempt);
+                    log::warn!(
+                        "{e}; retrying in {:.1}s (attempt {} of {})",
+                        delay.as_secs_f64(),
+                        attempt + 2,
+                        self.policy.attempts
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(mut e) if e.kind == ErrorKind::Transient => {
+                    e.message = format!("{} (gave up after {} attempts)", e.message, attempt + 1);
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RetryStore {
+    fn locate(&self, key: &str) -> String {
+        self.inner.locate(key)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.retry(|| self.inner.put(key, data.clone())).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.retry(|| self.inner.get(key)).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.retry(|| self.inner.get_range(key, range.clone()))
+            .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.retry(|| self.inner.head(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.retry(|| self.inner.list(prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.retry(|| self.inner.delete(key)).await
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<String> {
+        self.retry(|| self.inner.create_upload(key)).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt> {
+        self.retry(|| self.inner.upload_part(key, upload_id, number, data.clone()))
+            .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()> {
+        let mut lost_reply = false;
+        let result = self
+            .retry(|| {
+                let parts = parts.clone();
+                let first = !lost_reply;
+                lost_reply = true;
+                async move {
+                    let r = self.inner.complete_upload(key, upload_id, parts).await;
+                    match r {
+                        // A retried completion whose first reply was lost finds the upload gone
+                        // because it already succeeded; the object's presence decides.
+                        Err(e) if !first && e.kind == ErrorKind::NotFound => {
+                            match self.inner.head(key).await? {
+                                Some(_) => Ok(()),
+                                None => Err(e),
+                            }
+                        }
+                        other => other,
+                    }
+                }
+            })
+            .await;
+        result.map_err(|e: StoreError| e)
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        self.retry(|| self.inner.abort_upload(key, upload_id)).await
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        self.retry(|| self.inner.list_uploads(prefix)).await
+    }
+}

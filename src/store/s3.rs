@@ -1,0 +1,471 @@
+//! S3 and S3-compatible servers through aws-sdk-s3.
+//!
+//! Keys are placed under `s3://BUCKET/PREFIX/`. Parts travel as in-memory `Bytes`, which keeps
+//! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject, and
+//! default request checksums are only sent where the service requires them (integrity is checked
+//! end to end by the SHA-256 in each manifest). The SDK's own retries are off: retrying is the
+//! job of [`super::retry::RetryStore`], so every store behaves the same way.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+
+/// How to reach the server; everything optional falls back to the AWS defaults.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// s3napback's `key=` / `secret=` file.
+    pub keyfile: Option<PathBuf>,
+    /// Longest wait for a response before the attempt counts as failed.
+    pub timeout: Duration,
+}
+
+/// Access key pair read from an S3Keyfile. Debug output never shows the secret.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyPair({}, ****)", self.access_key)
+    }
+}
+
+/// Reads `key=…` and `secret=…` lines (also AWS's `aws_access_key_id` / `aws_secret_access_key`).
+pub fn parse_keyfile(path: &std::path::Path, text: &str) -> std::result::Result<KeyPair, String> {
+    let mut access = None;
+    let mut secret = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{}:{}: expected key=value", path.display(), n + 1));
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "key" | "aws_access_key_id" | "access_key" => access = Some(v.trim().to_string()),
+            "secret" | "aws_secret_access_key" | "secret_key" => {
+                secret = Some(v.trim().to_string())
+            }
+            other => {
+                return Err(format!(
+                    "{}:{}: unknown entry '{other}'",
+                    path.display(),
+                    n + 1
+                ))
+            }
+        }
+    }
+    match (access, secret) {
+        (Some(access_key), Some(secret_key)) => Ok(KeyPair {
+            access_key,
+            secret_key,
+        }),
+        _ => Err(format!(
+            "{}: needs both key= and secret= lines",
+            path.display()
+        )),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty or ending in '/'.
+    prefix: String,
+}
+
+impl S3Store {
+    pub async fn connect(
+        bucket: &str,
+        prefix: &str,
+        settings: &S3Settings,
+    ) -> std::result::Result<Self, String> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(path) = &settings.keyfile {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("S3Keyfile {}: {e}", path.display()))?;
+            let keys = parse_keyfile(path, &text)?;
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                keys.access_key,
+                keys.secret_key,
+                None,
+                None,
+                "s3nap-keyfile",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10).min(settings.timeout))
+                    .read_timeout(settings.timeout)
+                    .build(),
+            )
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            config = config.region(Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint).force_path_style(true);
+        }
+        let prefix = prefix.trim_matches('/');
+        Ok(S3Store {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let target = self.locate(key);
+        let kind = match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => ErrorKind::Transient,
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or_default();
+                match (status, code) {
+                    (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket") => {
+                        ErrorKind::NotFound
+                    }
+                    (401 | 403, _) => ErrorKind::Denied,
+                    (429 | 500..=599, _)
+                    | (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
+                        ErrorKind::Transient
+                    }
+                    _ => ErrorKind::Other,
+                }
+            }
+            _ => ErrorKind::Other,
+        };
+        let message = match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                match (se.err().code(), se.err().message()) {
+                    (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
+                    (Some(code), None) => format!("{code} (HTTP {status})"),
+                    _ => format!("HTTP {status}"),
+                }
+            }
+            other => DisplayErrorContext(other).to_string(),
+        };
+        StoreError::new(kind, operation, target, message)
+    }
+}
+
+fn body_error(target: String, e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(
+        ErrorKind::Transient,
+        "get",
+        target,
+        format!("reading body: {e}"),
+    )
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn locate(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.full(key))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.error("put", key, e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_error(self.locate(key), e))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_error(self.locate(key), e))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) => {
+                let err = self.error("head", key, e);
+                if err.kind == ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.error("list", prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() || page.is_truncated() == Some(false) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        Ok(())
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.error("create upload", key, e))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Other,
+                "create upload",
+                self.locate(key),
+                "no upload id returned",
+            )
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.error("upload part", key, e))?;
+        let etag = out.e_tag().map(str::to_string).ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Other,
+                "upload part",
+                self.locate(key),
+                "no ETag returned",
+            )
+        })?;
+        Ok(PartReceipt { number, etag })
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        mut parts: Vec<PartReceipt>,
+    ) -> Result<()> {
+        parts.sort_by_key(|p| p.number);
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number as i32)
+                            .e_tag(p.etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(|e| self.error("complete upload", key, e))?;
+        Ok(())
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = self.error("abort upload", key, e);
+                if err.kind == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let mut out = Vec::new();
+        let mut key_marker = None;
+        let mut id_marker = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|e| self.error("list uploads", prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let Some(key) = key.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                out.push(PendingUpload {
+                    key: key.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: upload
+                        .initiated()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), 0)),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
