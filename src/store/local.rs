@@ -96,8 +96,10 @@ fn write_atomically(
     Ok(())
 }
 
-fn is_hidden(name: &std::ffi::OsStr) -> bool {
-    name.to_string_lossy().starts_with('.')
+/// Our own in-progress files and the upload area: never objects.
+fn is_internal(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name == UPLOADS || (name.starts_with('.') && name.contains(".tmp-"))
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
@@ -108,7 +110,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io:
     };
     for entry in entries {
         let entry = entry?;
-        if is_hidden(&entry.file_name()) {
+        if is_internal(&entry.file_name()) {
             continue;
         }
         let path = entry.path();

@@ -186,7 +186,7 @@ impl S3Store {
                 match (se.err().code(), se.err().message()) {
                     (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
                     (Some(code), None) => format!("{code} (HTTP {status})"),
-                    _ => format!("HTTP {status}"),
+                    _ => format!("HTTP {status}: {}", DisplayErrorContext(se.err())),
                 }
             }
             other => DisplayErrorContext(other).to_string(),

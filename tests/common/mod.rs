@@ -1,0 +1,456 @@
+//! Shared test fixtures: a real S3 server (moto, started per test), a real GnuPG home with a
+//! fresh key, configuration files, the s3nap binary, and tree comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::Client;
+
+/// The moto S3 server of one test. Killed when dropped.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub pid: u32,
+    runtime: tokio::runtime::Runtime,
+    pub client: Client,
+}
+
+fn python() -> PathBuf {
+    match std::env::var_os("S3NAP_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+            assert!(
+                venv.exists(),
+                "no test S3 server: run `bash scripts/test.sh` (it installs moto into .venv), \
+                 or set S3NAP_TEST_PYTHON to a python with moto[server] 5.2.5"
+            );
+            venv
+        }
+    }
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-test-server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the moto S3 server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.is_empty(), "the moto S3 server did not start");
+        let info: serde_json::Value = serde_json::from_str(&line).expect("server info line");
+        let s = |k: &str| info[k].as_str().unwrap().to_string();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(s("endpoint"))
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                s("access_key"),
+                s("secret_key"),
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        S3Server {
+            endpoint: s("endpoint"),
+            access_key: s("access_key"),
+            secret_key: s("secret_key"),
+            pid: info["pid"].as_u64().unwrap() as u32,
+            child,
+            client: Client::from_conf(config),
+            runtime,
+        }
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        self.block_on(self.client.create_bucket().bucket(name).send())
+            .expect("create bucket");
+    }
+
+    /// Every object key in the bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .block_on(self.client.list_objects_v2().bucket(bucket).send())
+            .unwrap();
+        out.contents()
+            .iter()
+            .map(|o| o.key().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .block_on(self.client.list_multipart_uploads().bucket(bucket).send())
+            .unwrap();
+        out.uploads()
+            .iter()
+            .map(|u| u.key().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let out = self
+            .block_on(self.client.get_object().bucket(bucket).key(key).send())
+            .unwrap();
+        self.block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, data: Vec<u8>) {
+        self.block_on(
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(data.into())
+                .send(),
+        )
+        .unwrap();
+    }
+
+    /// SIGSTOP / SIGCONT: the server stops answering but keeps its state.
+    pub fn pause(&self) {
+        signal(self.pid, "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid, "CONT");
+    }
+
+    /// An s3napback key file with this server's credentials.
+    pub fn keyfile(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("s3key.txt");
+        std::fs::write(
+            &path,
+            format!("key={}\nsecret={}\n", self.access_key, self.secret_key),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = signal_quiet(self.pid);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal_quiet(pid: u32) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+}
+
+/// A GnuPG home with one fresh key pair (no passphrase unless given).
+pub struct Gpg {
+    pub home: PathBuf,
+    pub email: String,
+    pub fingerprint: String,
+    /// Exported certificate (public key) file.
+    pub cert: PathBuf,
+    /// Exported secret key file.
+    pub secret: PathBuf,
+}
+
+impl Gpg {
+    pub fn new(dir: &Path) -> Gpg {
+        Gpg::with_passphrase(dir, None)
+    }
+
+    pub fn with_passphrase(dir: &Path, passphrase: Option<&str>) -> Gpg {
+        let home = dir.join("gnupg");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let email = "backup@example.org".to_string();
+        let gpg = |args: &[&str]| -> Output {
+            let out = Command::new("gpg")
+                .env("GNUPGHOME", &home)
+                .args(["--batch", "--pinentry-mode", "loopback"])
+                .args(args)
+                .output()
+                .expect("running gpg");
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        };
+        gpg(&[
+            "--passphrase",
+            passphrase.unwrap_or(""),
+            "--quick-gen-key",
+            "Backup Test <backup@example.org>",
+            "future-default",
+            "default",
+            "never",
+        ]);
+        let listing = gpg(&["--with-colons", "--list-keys", &email]);
+        let fingerprint = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_string();
+        let cert = dir.join("backup.pub");
+        std::fs::write(&cert, gpg(&["--export", &email]).stdout).unwrap();
+        let secret = dir.join("backup.sec");
+        std::fs::write(
+            &secret,
+            gpg(&[
+                "--passphrase",
+                passphrase.unwrap_or(""),
+                "--export-secret-keys",
+                &email,
+            ])
+            .stdout,
+        )
+        .unwrap();
+        Gpg {
+            home,
+            email,
+            fingerprint,
+            cert,
+            secret,
+        }
+    }
+
+    /// `gpg --decrypt` of `data` with this home.
+    pub fn decrypt(&self, data: &[u8]) -> Vec<u8> {
+        pipe(
+            Command::new("gpg").env("GNUPGHOME", &self.home).args([
+                "--batch",
+                "--quiet",
+                "--decrypt",
+            ]),
+            data,
+        )
+    }
+
+    pub fn encrypt(&self, data: &[u8]) -> Vec<u8> {
+        pipe(
+            Command::new("gpg")
+                .env("GNUPGHOME", &self.home)
+                .args([
+                    "--batch",
+                    "--quiet",
+                    "--trust-model",
+                    "always",
+                    "--encrypt",
+                    "-r",
+                ])
+                .arg(&self.email),
+            data,
+        )
+    }
+}
+
+/// Runs `cmd` with `input` on stdin; panics with its stderr on failure.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs the s3nap binary.
+pub fn s3nap(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `tar -x -C dest` of `stream` (GNU tar).
+pub fn untar(stream: &[u8], dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    pipe(
+        Command::new("tar")
+            .args(["-x", "--numeric-owner", "-C"])
+            .arg(dest),
+        stream,
+    );
+}
+
+/// Metadata and content of every path under `root`, for comparing trees.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        mtime: i64,
+        sha: String,
+        len: u64,
+        ino_group: usize,
+    },
+    Symlink {
+        target: OsString,
+    },
+    Other {
+        mode: u32,
+    },
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    use sha2::{Digest, Sha256};
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let ft = meta.file_type();
+        let node = if ft.is_dir() {
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            Node::Dir {
+                mode: meta.mode() & 0o7777,
+            }
+        } else if ft.is_symlink() {
+            Node::Symlink {
+                target: std::fs::read_link(&path).unwrap().into_os_string(),
+            }
+        } else if ft.is_file() {
+            let mut f = std::fs::File::open(&path).unwrap();
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let next = inodes.len();
+            let group = if meta.nlink() > 1 {
+                *inodes.entry((meta.dev(), meta.ino())).or_insert(next)
+            } else {
+                usize::MAX
+            };
+            Node::File {
+                mode: meta.mode() & 0o7777,
+                mtime: meta.mtime(),
+                sha: hex::encode(h.finalize()),
+                len: meta.len(),
+                ino_group: group,
+            }
+        } else {
+            Node::Other {
+                mode: meta.mode() & 0o7777,
+            }
+        };
+        out.insert(rel, node);
+    }
+    // Directory mtimes change when extraction fills them; files and links are compared.
+    out
+}
+
+/// Asserts two trees are equal, naming the first difference.
+pub fn assert_same_tree(want: &Path, got: &Path) {
+    let a = snapshot(want);
+    let b = snapshot(got);
+    for (k, v) in &a {
+        match b.get(k) {
+            None => panic!(
+                "{} missing from {}",
+                String::from_utf8_lossy(k),
+                got.display()
+            ),
+            Some(w) => assert_eq!(v, w, "{} differs", String::from_utf8_lossy(k)),
+        }
+    }
+    for k in b.keys() {
+        assert!(
+            a.contains_key(k),
+            "{} is extra in {}",
+            String::from_utf8_lossy(k),
+            got.display()
+        );
+    }
+}
+
+/// Writes a configuration file and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("s3nap.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,175 @@
+//! One conformance suite, run against every store implementation: the local directory store
+//! and the S3 store talking to a real S3 server (moto) over HTTP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use s3nap::store::local::LocalStore;
+use s3nap::store::s3::{S3Settings, S3Store};
+use s3nap::store::{DynStore, ErrorKind};
+
+async fn conformance(store: DynStore) {
+    // Small objects.
+    store
+        .put("h/set/a.json", Bytes::from_static(b"{\"a\":1}"))
+        .await
+        .unwrap();
+    store
+        .put("h/set/b.json", Bytes::from_static(b"bbb"))
+        .await
+        .unwrap();
+    store
+        .put("h/set/nested/c", Bytes::from_static(b"c"))
+        .await
+        .unwrap();
+    store
+        .put("h/other", Bytes::from_static(b"o"))
+        .await
+        .unwrap();
+    assert_eq!(&store.get("h/set/a.json").await.unwrap()[..], b"{\"a\":1}");
+    assert_eq!(store.head("h/set/b.json").await.unwrap().unwrap().size, 3);
+    assert!(store.head("h/set/none").await.unwrap().is_none());
+    let missing = store.get("h/set/none").await.unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+    assert!(
+        missing.to_string().contains("h/set/none"),
+        "errors name the object: {missing}"
+    );
+
+    // Listing: by prefix, in key order, with sizes.
+    let listed: Vec<(String, u64)> = store
+        .list("h/set/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("h/set/a.json".to_string(), 7),
+            ("h/set/b.json".to_string(), 3),
+            ("h/set/nested/c".to_string(), 1)
+        ]
+    );
+    assert_eq!(store.list("h/").await.unwrap().len(), 4);
+    assert!(store.list("nothing/").await.unwrap().is_empty());
+
+    // Ranged reads.
+    let data: Vec<u8> = (0..100u8).collect();
+    store
+        .put("h/range", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        &store.get_range("h/range", 10..20).await.unwrap()[..],
+        &data[10..20]
+    );
+    assert_eq!(
+        &store.get_range("h/range", 90..100).await.unwrap()[..],
+        &data[90..]
+    );
+
+    // Multipart: parts arrive out of order; nothing is visible before completion.
+    let part1 = vec![1u8; 5 * 1024 * 1024];
+    let part2 = b"tail".to_vec();
+    let id = store.create_upload("h/set/big.tar").await.unwrap();
+    let r2 = store
+        .upload_part("h/set/big.tar", &id, 2, Bytes::from(part2.clone()))
+        .await
+        .unwrap();
+    let r1 = store
+        .upload_part("h/set/big.tar", &id, 1, Bytes::from(part1.clone()))
+        .await
+        .unwrap();
+    assert!(
+        store.head("h/set/big.tar").await.unwrap().is_none(),
+        "visible before completion"
+    );
+    let pending = store.list_uploads("h/").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].key, "h/set/big.tar");
+    assert_eq!(pending[0].upload_id, id);
+    store
+        .complete_upload("h/set/big.tar", &id, vec![r2, r1])
+        .await
+        .unwrap();
+    let got = store.get("h/set/big.tar").await.unwrap();
+    assert_eq!(got.len(), part1.len() + part2.len());
+    assert_eq!(&got[..part1.len()], &part1[..]);
+    assert_eq!(&got[part1.len()..], &part2[..]);
+    assert!(store.list_uploads("h/").await.unwrap().is_empty());
+
+    // Abort: the object never appears and the upload is gone.
+    let id = store.create_upload("h/set/aborted").await.unwrap();
+    store
+        .upload_part("h/set/aborted", &id, 1, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store.abort_upload("h/set/aborted", &id).await.unwrap();
+    assert!(store.head("h/set/aborted").await.unwrap().is_none());
+    assert!(store.list_uploads("h/").await.unwrap().is_empty());
+    assert!(store
+        .list("h/set/")
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| o.key != "h/set/aborted"));
+
+    // Delete is idempotent.
+    store.delete("h/set/b.json").await.unwrap();
+    store.delete("h/set/b.json").await.unwrap();
+    assert!(store.head("h/set/b.json").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_directory_store() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(Arc::new(LocalStore::new(dir.path().join("store")))).await;
+    // No temporary or upload debris is left under the store root.
+    let leftovers: Vec<_> = walk(&dir.path().join("store"))
+        .into_iter()
+        .filter(|p| p.contains(".tmp-") || p.contains(".s3nap-uploads/"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_store_against_a_real_server() {
+    let server = common::S3Server::start();
+    server.create_bucket("conformance");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = S3Settings {
+        endpoint: Some(server.endpoint.clone()),
+        region: None,
+        keyfile: Some(server.keyfile(dir.path())),
+        timeout: Duration::from_secs(30),
+    };
+    server.block_on(async {
+        let store = S3Store::connect("conformance", "some/prefix", &settings)
+            .await
+            .unwrap();
+        conformance(Arc::new(store)).await;
+    });
+    // Everything went under the prefix.
+    assert!(server
+        .keys("conformance")
+        .iter()
+        .all(|k| k.starts_with("some/prefix/h/")));
+}
