@@ -280,3 +280,46 @@ fn bad_configuration_and_keys_exit_3_with_the_place() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_brief_outage_is_retried_and_the_run_commits() {
+    let s = setup(40);
+    let server = S3Server::start();
+    server.create_bucket("outage");
+    let conf = config(
+        &s,
+        &server,
+        "outage",
+        "Timeout 1\nRetries 8\nParallelUploads 2",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
+        .args(["-c", conf.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.open_uploads("outage").is_empty() {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.pause();
+    std::thread::sleep(Duration::from_millis(2500));
+    server.resume();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("retrying in"),
+        "the outage was noticed and retried: {err}"
+    );
+    assert_eq!(manifests(&server.keys("outage")).len(), 1);
+    assert!(server.open_uploads("outage").is_empty());
+
+    let out = recover_tree(&conf, &s, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = s.dir.join("restored");
+    untar(&out.stdout, &dest);
+    assert_same_tree(&s.tree, &dest.join(s.tree.strip_prefix("/").unwrap()));
+}

@@ -50,7 +50,7 @@ fn err(pos: &Pos, message: impl Into<String>) -> ConfigError {
     ConfigError::new(pos, message)
 }
 
-fn single<'a>(d: &'a Directive) -> Result<&'a Word, ConfigError> {
+fn single(d: &Directive) -> Result<&Word, ConfigError> {
     match d.values.as_slice() {
         [one] => Ok(one),
         [] => Err(err(&d.name.pos, format!("{} needs a value", d.name.text))),
