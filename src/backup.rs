@@ -126,14 +126,7 @@ pub async fn run_all(
     only: &[String],
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
-    for set in &config.sets {
-        if !only.is_empty()
-            && !only
-                .iter()
-                .any(|o| config.find_set(o).is_some_and(|s| s.name == set.name))
-        {
-            continue;
-        }
+    for set in config.selected_sets(only) {
         let started = Instant::now();
         log::info!("{}: starting full backup", set.name);
         let result = run_set(config, ctx, set, now).await;

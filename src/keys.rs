@@ -34,6 +34,25 @@ pub fn policy() -> &'static StandardPolicy<'static> {
     &POLICY
 }
 
+/// The keys of `cert` that archives are encrypted to: valid now, not revoked, flagged for
+/// storage or transport encryption, with an algorithm sequoia supports.
+pub fn encryption_keys(
+    cert: &Cert,
+) -> impl Iterator<
+    Item = openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation<
+        '_,
+        openpgp::packet::key::PublicParts,
+    >,
+> {
+    cert.keys()
+        .with_policy(policy(), None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_storage_encryption()
+        .for_transport_encryption()
+}
+
 /// Does `cert` answer to `query` (fingerprint, key ID, or part of a user ID)?
 pub fn cert_matches(cert: &Cert, query: &str) -> bool {
     let hex: String = query
@@ -86,7 +105,6 @@ pub fn recipient_certs(
         }
         None => None,
     };
-    let policy = policy();
     let mut out: Vec<Cert> = Vec::new();
     for recipient in recipients {
         let found = match &ring {
@@ -107,16 +125,7 @@ pub fn recipient_certs(
             });
         }
         for cert in found {
-            let usable = cert
-                .keys()
-                .with_policy(policy, None)
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_storage_encryption()
-                .for_transport_encryption()
-                .count();
-            if usable == 0 {
+            if encryption_keys(&cert).next().is_none() {
                 return Err(KeyError::Recipient {
                     recipient: recipient.clone(),
                     message: format!(

@@ -61,13 +61,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command.unwrap_or(Command::Run { sets: Vec::new() }) {
         Command::Run { sets } => backup_command(&runtime, &config, cli.test, cli.wait, now, &sets),
         Command::List { set, json } => {
-            let store = runtime
-                .block_on(s3nap::store::open(
-                    &config.store,
-                    &config.s3,
-                    config.retries,
-                ))
-                .map_err(|e| anyhow!(e))?;
+            let store = open_store(&runtime, &config)?;
             let set = set.map(|s| set_name(&config, &s));
             let runs = runtime.block_on(catalog::load(&store, &config.host, set.as_deref()))?;
             let mut out = std::io::stdout().lock();
@@ -100,13 +94,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     "refusing to write a tar stream to a terminal; pipe it: s3nap recover {set} | tar -x"
                 )));
             }
-            let store = runtime
-                .block_on(s3nap::store::open(
-                    &config.store,
-                    &config.s3,
-                    config.retries,
-                ))
-                .map_err(|e| anyhow!(e))?;
+            let store = open_store(&runtime, &config)?;
             let request = recover::Request {
                 set: set_name(&config, &set),
                 at,
@@ -134,6 +122,21 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// A store that cannot even be set up (unreadable key file, bad endpoint) is a configuration
+/// error.
+fn open_store(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Result<s3nap::store::DynStore, Failure> {
+    runtime
+        .block_on(s3nap::store::open(
+            &config.store,
+            &config.s3,
+            config.retries,
+        ))
+        .map_err(|e| config_error(anyhow!(e)))
 }
 
 /// A set given by path (`/etc`) is looked up in the configuration; anything else is a set name.
@@ -172,13 +175,7 @@ fn backup_command(
         other => Failure(EXIT_FAILED, other.into()),
     })?;
     let certs = backup::load_certs(config).map_err(config_error)?;
-    let store = runtime
-        .block_on(s3nap::store::open(
-            &config.store,
-            &config.s3,
-            config.retries,
-        ))
-        .map_err(|e| config_error(anyhow!(e)))?;
+    let store = open_store(runtime, config)?;
     let ctx = RunContext { store, certs };
     let outcomes = runtime.block_on(async {
         backup::abort_stale_uploads(&ctx.store, &config.host, Utc::now()).await;

@@ -95,14 +95,7 @@ pub fn plan_text(config: &Config, now: DateTime<Utc>, only: &[String]) -> String
         config.file.display(),
         now.format("%Y-%m-%dT%H:%M:%SZ")
     );
-    for set in &config.sets {
-        if !only.is_empty()
-            && !only
-                .iter()
-                .any(|o| config.find_set(o).is_some_and(|s| s.name == set.name))
-        {
-            continue;
-        }
+    for set in config.selected_sets(only) {
         out.push_str(&format!(
             "{}: FULL ({}{}) -> {}\n",
             set.name,

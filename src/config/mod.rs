@@ -146,6 +146,16 @@ impl Config {
         resolve(path, &items)
     }
 
+    /// The sets a command names (by set name or path); all of them when it names none.
+    pub fn selected_sets<'a>(&'a self, only: &'a [String]) -> impl Iterator<Item = &'a SetSpec> {
+        self.sets.iter().filter(move |set| {
+            only.is_empty()
+                || only
+                    .iter()
+                    .any(|o| self.find_set(o).is_some_and(|s| s.name == set.name))
+        })
+    }
+
     /// The set called `name`, or configured for the path `name`.
     pub fn find_set(&self, name: &str) -> Option<&SetSpec> {
         let trimmed = name.trim_end_matches('/');

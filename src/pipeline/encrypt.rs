@@ -25,21 +25,12 @@ impl<'a, W: Write + Send + Sync + 'a> Sealer<'a, W> {
     /// Encrypts to every valid storage/transport encryption key of `certs`; with no
     /// certificates the data passes through unencrypted.
     pub fn new(inner: W, certs: &'a [Cert]) -> openpgp::Result<Self> {
-        let policy = crate::keys::policy();
         if certs.is_empty() {
             return Ok(Sealer::Plain(inner));
         }
         let mut recipients = Vec::new();
         for cert in certs {
-            for ka in cert
-                .keys()
-                .with_policy(policy, None)
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_storage_encryption()
-                .for_transport_encryption()
-            {
+            for ka in crate::keys::encryption_keys(cert) {
                 recipients.push(Recipient::new(
                     Features::empty().set_seipdv1(),
                     openpgp::KeyHandle::from(ka.key().keyid()),
