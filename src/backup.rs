@@ -14,15 +14,18 @@ use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 use tokio::sync::mpsc;
 
+use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::keys;
-use crate::layout::{self, Kind, RunId};
+use crate::layout;
 use crate::manifest::{self, Manifest, SourceInfo};
 use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
+use crate::plan::{self, Action, SetPlan};
+use crate::prune;
 use crate::source::tree::TreeSource;
 use crate::source::{Report, Source};
 use crate::store::DynStore;
@@ -36,20 +39,33 @@ pub struct RunContext {
     pub certs: Arc<Vec<Cert>>,
 }
 
-/// The result of one set's run.
+/// What became of one set in a run.
+pub enum Outcome {
+    /// Committed; with the runs retention retired afterwards.
+    Committed {
+        manifest: Box<Manifest>,
+        retired: Vec<String>,
+    },
+    Skipped(String),
+    Failed(anyhow::Error),
+}
+
 pub struct SetOutcome {
     pub set: String,
-    pub result: anyhow::Result<Manifest>,
+    pub cycle: String,
+    pub outcome: Outcome,
     pub seconds: f64,
 }
 
 impl SetOutcome {
     /// Files that could not be read: the run committed, but not everything is in it.
     pub fn unreadable(&self) -> usize {
-        self.result
-            .as_ref()
-            .map(|m| m.warnings.iter().filter(|w| w.unreadable).count())
-            .unwrap_or(0)
+        match &self.outcome {
+            Outcome::Committed { manifest, .. } => {
+                manifest.warnings.iter().filter(|w| w.unreadable).count()
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -66,17 +82,32 @@ pub fn extension(format: &str, compression: Compression, encrypted: bool) -> Str
     ext
 }
 
-fn source_for(set: &SetSpec) -> (Box<dyn Source>, SourceInfo) {
+/// The source of `set`; a DIFF reads what changed since its base run started.
+fn source_for(
+    set: &SetSpec,
+    base: Option<&Manifest>,
+) -> anyhow::Result<(Box<dyn Source>, SourceInfo)> {
     match &set.source {
-        SourceSpec::Directory { path, excludes } => (
+        SourceSpec::Directory { path, excludes } => Ok((
             Box::new(TreeSource {
                 root: path.clone(),
                 excludes: excludes.clone(),
+                since: base.map(|b| b.source_started.unwrap_or(b.started)),
             }),
             SourceInfo::Directory {
                 path: path.display().to_string(),
                 excludes: excludes.iter().map(|p| p.display().to_string()).collect(),
             },
+        )),
+        other => bail!(
+            "{} sets are planned but this version of s3nap cannot dump them yet ({})",
+            match other {
+                SourceSpec::MySql { .. } => "MySQL",
+                SourceSpec::PostgreSql { .. } => "PostgreSQL",
+                SourceSpec::Subversion { .. } => "Subversion",
+                _ => "SubversionDir",
+            },
+            other.target()
         ),
     }
 }
@@ -118,39 +149,103 @@ pub async fn abort_stale_uploads(store: &DynStore, host: &str, before: DateTime<
     }
 }
 
-/// Runs every set in order; each outcome stands on its own.
+/// Plans `set` against the store's catalog of its runs.
+pub async fn plan(
+    store: &DynStore,
+    config: &Config,
+    set: &SetSpec,
+    now: DateTime<Utc>,
+    force: bool,
+) -> anyhow::Result<SetPlan> {
+    let all = catalog::load(store, &config.host, Some(&set.name)).await?;
+    Ok(plan::plan_set(set, &all, now, force))
+}
+
+/// Runs every selected set in order: plan, run or skip, then retire what the policy no longer
+/// keeps. Each outcome stands on its own.
 pub async fn run_all(
     config: &Config,
     ctx: &RunContext,
     now: DateTime<Utc>,
+    force: bool,
     only: &[String],
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
     for set in config.selected_sets(only) {
         let started = Instant::now();
-        log::info!("{}: starting full backup", set.name);
-        let result = run_set(config, ctx, set, now).await;
-        let outcome = SetOutcome {
-            set: set.name.clone(),
-            result,
-            seconds: started.elapsed().as_secs_f64(),
+        let outcome = match plan(&ctx.store, config, set, now, force).await {
+            Err(e) => Outcome::Failed(e),
+            Ok(p) => match &p.action {
+                Action::Skip { reason } => Outcome::Skipped(reason.clone()),
+                Action::Run { kind, position, .. } => {
+                    log::info!(
+                        "{} [{}]: starting {kind} run in slot {}",
+                        set.name,
+                        set.cycle_label(),
+                        position.slot
+                    );
+                    match run_set(config, ctx, &p, now).await {
+                        Ok(manifest) => match prune_set(ctx, config, set, now).await {
+                            Ok(retired) => Outcome::Committed {
+                                manifest: Box::new(manifest),
+                                retired,
+                            },
+                            Err(e) => Outcome::Failed(e.context(format!(
+                                "run {} committed, but pruning failed",
+                                manifest.run
+                            ))),
+                        },
+                        Err(e) => Outcome::Failed(e),
+                    }
+                }
+            },
         };
-        outcomes.push(outcome);
+        outcomes.push(SetOutcome {
+            set: set.name.clone(),
+            cycle: set.cycle_label().to_string(),
+            outcome,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     outcomes
 }
 
-/// Backs up one set as a FULL run started at `now`.
+/// Retires the runs of `set` (in its cycle) that retention no longer keeps.
+pub async fn prune_set(
+    ctx: &RunContext,
+    config: &Config,
+    set: &SetSpec,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let all = catalog::load(&ctx.store, &config.host, Some(&set.name)).await?;
+    let runs = plan::own_runs(set, &all);
+    let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
+    let verdicts = crate::policy::retention::evaluate(&refs, &plan::rules(set), now);
+    let retired = prune::retire(&ctx.store, &runs, &verdicts, false).await?;
+    Ok(retired.iter().map(|m| m.run.to_string()).collect())
+}
+
+/// Executes the run `plan` decided on, started at `now`.
 pub async fn run_set(
     config: &Config,
     ctx: &RunContext,
-    set: &SetSpec,
+    plan: &SetPlan,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Manifest> {
+    let Action::Run {
+        position,
+        kind,
+        run,
+        base,
+        forced,
+        ..
+    } = &plan.action
+    else {
+        bail!("{}: nothing to run", plan.set.name);
+    };
+    let (set, run, kind) = (&plan.set, *run, *kind);
     let store = &ctx.store;
-    let run = RunId::at(now);
-    let kind = Kind::Full;
-    let (source, source_info) = source_for(set);
+    let (source, source_info) = source_for(set, base.as_deref())?;
     let encrypted = !ctx.certs.is_empty();
     let ext = extension(source.format(), set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
@@ -164,6 +259,7 @@ pub async fn run_set(
         }
     }
 
+    let source_started = Utc::now();
     let upload_id = store.create_upload(&archive_key).await?;
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let uploader = tokio::spawn(upload_parts(
@@ -235,11 +331,15 @@ pub async fn run_set(
         set: set.name.clone(),
         run,
         kind,
-        base_run: None,
+        base_run: base.as_ref().map(|b| b.run),
         cycle: set.cycle.name.clone(),
-        slot: None,
+        slot: Some(position.slot),
+        period: Some(position.period),
+        forced: *forced,
         started: now,
-        finished: Utc::now(),
+        // On the same clock as `started`, which follows --now.
+        finished: now + (Utc::now() - source_started),
+        source_started: Some(source_started),
         archive: manifest::Archive {
             key: archive_key.clone(),
             stored_size: stored.size,

@@ -157,8 +157,11 @@ mod tests {
             base_run: base.map(run),
             cycle: None,
             slot: None,
+            period: None,
+            forced: false,
             started: run(id).0,
             finished: run(id).0,
+            source_started: None,
             archive: Archive {
                 key: String::new(),
                 stored_size: 0,

@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(short, long, global = true, default_value = "/etc/s3nap/s3nap.conf")]
     pub config: PathBuf,
 
-    /// Run even when a set is not due
+    /// Run even when a set is not due or its backup of the day is done
     #[arg(short, long, global = true)]
     pub force: bool,
 
@@ -53,6 +53,12 @@ pub enum Command {
     /// Back up the configured sets (the default command)
     Run {
         /// Only these sets (names as `list` shows them, or configured paths)
+        sets: Vec<String>,
+    },
+    /// Retire the runs retention no longer keeps, and the debris of interrupted runs (with -t:
+    /// only show it)
+    Prune {
+        /// Only these sets
         sets: Vec<String>,
     },
     /// List the committed runs in the store

@@ -105,14 +105,39 @@ pub fn parse_manifest_key(host: &str, key: &str) -> Option<(String, RunId, Kind)
     Some((set.to_string(), run.parse().ok()?, kind.parse().ok()?))
 }
 
-/// The set name of a directory: `dir/etc` for `/etc`, and `dir` for `/` itself.
-pub fn directory_set_name(path: &std::path::Path) -> String {
-    let text = path.to_string_lossy();
-    let trimmed = text.trim_matches('/');
-    if trimmed.is_empty() {
-        "dir".to_string()
-    } else {
-        format!("dir/{trimmed}")
+/// Splits an archive key into (set, run, kind); `None` for manifests and foreign objects.
+pub fn parse_archive_key(host: &str, key: &str) -> Option<(String, RunId, Kind)> {
+    if key.ends_with(MANIFEST_SUFFIX) {
+        return None;
+    }
+    let rest = key.strip_prefix(host)?.strip_prefix('/')?;
+    let (set, file) = rest.rsplit_once('/')?;
+    let mut parts = file.splitn(3, '.');
+    let run = parts.next()?.parse().ok()?;
+    let kind = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((set.to_string(), run, kind))
+}
+
+/// The set name of any source: `dir/etc`, `mysql/shop`, `mysql/all`, `pgsql/app`,
+/// `svn/srv/svn/repos/myproject`, `svndir/home/svn/repos`.
+pub fn set_name(source: &crate::config::SourceSpec) -> String {
+    use crate::config::SourceSpec;
+    let path = |prefix: &str, p: &std::path::Path| {
+        let text = p.to_string_lossy();
+        let trimmed = text.trim_matches('/');
+        if trimmed.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{trimmed}")
+        }
+    };
+    match source {
+        SourceSpec::Directory { path: p, .. } => path("dir", p),
+        SourceSpec::MySql { database } => format!("mysql/{database}"),
+        SourceSpec::PostgreSql { database } => format!("pgsql/{database}"),
+        SourceSpec::Subversion { repository } => path("svn", repository),
+        SourceSpec::SubversionDir { directory } => path("svndir", directory),
     }
 }
 
@@ -134,17 +159,34 @@ mod tests {
             Some(("dir/etc".to_string(), run, Kind::Diff))
         );
         assert_eq!(parse_manifest_key("web1", &key), None);
+        assert_eq!(
+            parse_archive_key("web1", &key),
+            Some(("dir/etc".to_string(), run, Kind::Full))
+        );
+        assert_eq!(parse_archive_key("web1", &m), None);
+        assert_eq!(parse_archive_key("web1", "web1/dir/etc/notes.txt"), None);
         assert_eq!(parse_manifest_key("web2", &m), None);
     }
 
     #[test]
-    fn directory_set_names() {
-        use std::path::Path;
-        assert_eq!(directory_set_name(Path::new("/etc")), "dir/etc");
-        assert_eq!(
-            directory_set_name(Path::new("/home/foobar/")),
-            "dir/home/foobar"
-        );
-        assert_eq!(directory_set_name(Path::new("/")), "dir");
+    fn set_names() {
+        use crate::config::SourceSpec;
+        let dir = |p: &str| {
+            set_name(&SourceSpec::Directory {
+                path: p.into(),
+                excludes: vec![],
+            })
+        };
+        assert_eq!(dir("/etc"), "dir/etc");
+        assert_eq!(dir("/home/foobar/"), "dir/home/foobar");
+        assert_eq!(dir("/"), "dir");
+        let all = SourceSpec::MySql {
+            database: "all".into(),
+        };
+        assert_eq!(set_name(&all), "mysql/all");
+        let repo = SourceSpec::Subversion {
+            repository: "/srv/svn/repos/myproject".into(),
+        };
+        assert_eq!(set_name(&repo), "svn/srv/svn/repos/myproject");
     }
 }

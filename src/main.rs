@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context};
 use chrono::Utc;
 use clap::Parser;
 
-use s3nap::backup::{self, RunContext};
+use s3nap::backup::{self, Outcome, RunContext};
 use s3nap::catalog;
 use s3nap::cli::{Cli, Command};
 use s3nap::config::Config;
@@ -59,7 +59,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Run { sets: Vec::new() }) {
-        Command::Run { sets } => backup_command(&runtime, &config, cli.test, cli.wait, now, &sets),
+        Command::Run { sets } => {
+            check_sets(&config, &sets)?;
+            if cli.test {
+                return plan_command(&runtime, &config, cli.force, now, &sets);
+            }
+            backup_command(&runtime, &config, cli.wait, cli.force, now, &sets)
+        }
+        Command::Prune { sets } => {
+            check_sets(&config, &sets)?;
+            prune_command(&runtime, &config, cli.test, cli.wait, now, &sets)
+        }
         Command::List { set, json } => {
             let store = open_store(&runtime, &config)?;
             let set = set.map(|s| set_name(&config, &s));
@@ -147,14 +157,7 @@ fn set_name(config: &Config, given: &str) -> String {
         .unwrap_or_else(|| given.trim_end_matches('/').to_string())
 }
 
-fn backup_command(
-    runtime: &tokio::runtime::Runtime,
-    config: &Config,
-    test: bool,
-    wait: bool,
-    now: chrono::DateTime<Utc>,
-    only: &[String],
-) -> Result<u8, Failure> {
+fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {
     for name in only {
         if config.find_set(name).is_none() {
             return Err(config_error(anyhow!(
@@ -163,38 +166,148 @@ fn backup_command(
             )));
         }
     }
-    if test {
-        print!("{}", s3nap::report::plan_text(config, now, only));
-        return Ok(0);
-    }
+    Ok(())
+}
+
+/// `-t`: plans every set against the store, read-only; no lock, no DiffDir, no writes.
+fn plan_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    force: bool,
+    now: chrono::DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let store = open_store(runtime, config)?;
+    let plans: Vec<_> = runtime.block_on(async {
+        let mut plans = Vec::new();
+        for set in config.selected_sets(only) {
+            plans.push((
+                set.clone(),
+                backup::plan(&store, config, set, now, force).await,
+            ));
+        }
+        plans
+    });
+    print!("{}", s3nap::report::plan_text(config, now, &plans));
+    Ok(if plans.iter().any(|(_, p)| p.is_err()) {
+        EXIT_FAILED
+    } else {
+        0
+    })
+}
+
+/// Creates DiffDir and takes the configuration's run lock.
+fn lock(config: &Config, wait: bool) -> Result<RunLock, Failure> {
     std::fs::create_dir_all(&config.diff_dir)
         .with_context(|| format!("DiffDir {}", config.diff_dir.display()))
         .map_err(config_error)?;
-    let _lock = RunLock::acquire(&config.diff_dir, wait).map_err(|e| match e {
+    RunLock::acquire(&config.diff_dir, wait).map_err(|e| match e {
         LockError::Held { .. } => Failure(EXIT_LOCKED, e.into()),
         other => Failure(EXIT_FAILED, other.into()),
-    })?;
+    })
+}
+
+fn backup_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    wait: bool,
+    force: bool,
+    now: chrono::DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let _lock = lock(config, wait)?;
     let certs = backup::load_certs(config).map_err(config_error)?;
     let store = open_store(runtime, config)?;
     let ctx = RunContext { store, certs };
     let outcomes = runtime.block_on(async {
         backup::abort_stale_uploads(&ctx.store, &config.host, Utc::now()).await;
-        backup::run_all(config, &ctx, now, only).await
+        backup::run_all(config, &ctx, now, force, only).await
     });
     let mut code = 0;
     for outcome in &outcomes {
-        match &outcome.result {
-            Ok(manifest) => {
+        let label = format!("{} [{}]", outcome.set, outcome.cycle);
+        match &outcome.outcome {
+            Outcome::Committed { manifest, retired } => {
                 log::info!("{}", s3nap::report::summary_line(manifest, outcome.seconds));
+                if !retired.is_empty() {
+                    log::info!("{label}: retired {}", retired.join(", "));
+                }
                 if outcome.unreadable() > 0 {
                     code = code.max(EXIT_WARNINGS);
                 }
             }
-            Err(e) => {
-                log::error!("{}: FAILED: {e:#}", outcome.set);
+            Outcome::Skipped(reason) => log::info!("{label}: skipped: {reason}"),
+            Outcome::Failed(e) => {
+                log::error!("{label}: FAILED: {e:#}");
                 code = EXIT_FAILED;
             }
         }
+    }
+    Ok(code)
+}
+
+fn prune_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    test: bool,
+    wait: bool,
+    now: chrono::DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let _lock = if test {
+        None
+    } else {
+        Some(lock(config, wait)?)
+    };
+    let store = open_store(runtime, config)?;
+    let mut out = std::io::stdout().lock();
+    let verb = if test { "would retire" } else { "retired" };
+    let mut code = 0;
+    for set in config.selected_sets(only) {
+        let result = runtime.block_on(async {
+            let all = catalog::load(&store, &config.host, Some(&set.name)).await?;
+            let runs = s3nap::plan::own_runs(set, &all);
+            let refs: Vec<_> = runs.iter().map(s3nap::plan::run_ref).collect();
+            let verdicts = s3nap::policy::retention::evaluate(&refs, &s3nap::plan::rules(set), now);
+            let retired = s3nap::prune::retire(&store, &runs, &verdicts, test).await?;
+            anyhow::Ok((verdicts, retired.len()))
+        });
+        match result {
+            Ok((verdicts, _)) => {
+                for v in &verdicts {
+                    let what = if v.keep { "keep" } else { verb };
+                    writeln!(
+                        out,
+                        "{} [{}]: {what} {} ({})",
+                        set.name,
+                        set.cycle_label(),
+                        v.run,
+                        v.reason
+                    )?;
+                }
+            }
+            Err(e) => {
+                log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    let debris = runtime.block_on(s3nap::prune::clear_debris(
+        &store,
+        &config.host,
+        Utc::now(),
+        test,
+    ))?;
+    let verb = if test { "would remove" } else { "removed" };
+    for key in &debris.archives {
+        writeln!(
+            out,
+            "{verb} {} (archive without manifest)",
+            store.locate(key)
+        )?;
+    }
+    for key in &debris.uploads {
+        writeln!(out, "{verb} unfinished upload of {}", store.locate(key))?;
     }
     Ok(code)
 }

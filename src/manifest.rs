@@ -30,8 +30,18 @@ pub struct Manifest {
     pub cycle: Option<String>,
     #[serde(default)]
     pub slot: Option<u64>,
+    /// The cycle's backup number this run belongs to.
+    #[serde(default)]
+    pub period: Option<u64>,
+    /// Made with `-f` on a day that was not due or already done.
+    #[serde(default)]
+    pub forced: bool,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
+    /// The real clock when the source began to be read (`started` follows `--now`); the next
+    /// DIFF takes what changed since then.
+    #[serde(default)]
+    pub source_started: Option<DateTime<Utc>>,
     pub archive: Archive,
     pub source: SourceInfo,
     #[serde(default)]

@@ -73,6 +73,10 @@ pub struct CycleSettings {
     pub discs: u64,
     pub archive_oldest_disc: bool,
     pub use_temp_file: bool,
+    /// Age-based retention on top of the cycle (backup-my-bucket's RetentionPolicy, in days).
+    pub retention_days: Option<u64>,
+    /// With RetentionPolicy: the newest N+1 restore points are kept whatever their age.
+    pub minimum_redundancy: u64,
 }
 
 impl Default for CycleSettings {
@@ -87,6 +91,8 @@ impl Default for CycleSettings {
             discs: 5,
             archive_oldest_disc: false,
             use_temp_file: false,
+            retention_days: None,
+            minimum_redundancy: 1,
         }
     }
 }
@@ -103,6 +109,43 @@ pub enum SourceSpec {
         path: PathBuf,
         excludes: Vec<PathBuf>,
     },
+    /// A database, or `all` for every database.
+    MySql {
+        database: String,
+    },
+    PostgreSql {
+        database: String,
+    },
+    Subversion {
+        repository: PathBuf,
+    },
+    /// Every repository in a directory.
+    SubversionDir {
+        directory: PathBuf,
+    },
+}
+
+impl SourceSpec {
+    /// Whether DIFF runs exist for this source; dumps rotate through `Fulls` FULL slots.
+    pub fn incremental(&self) -> crate::policy::cycle::Incremental {
+        use crate::policy::cycle::Incremental;
+        match self {
+            SourceSpec::Directory { .. } | SourceSpec::Subversion { .. } => Incremental::Yes,
+            _ => Incremental::No,
+        }
+    }
+
+    /// The configured path or database, as a user would name it.
+    pub fn target(&self) -> String {
+        match self {
+            SourceSpec::Directory { path, .. } => path.display().to_string(),
+            SourceSpec::MySql { database } | SourceSpec::PostgreSql { database } => {
+                database.clone()
+            }
+            SourceSpec::Subversion { repository: p }
+            | SourceSpec::SubversionDir { directory: p } => p.display().to_string(),
+        }
+    }
 }
 
 /// One backup set: a source with its own name, layers and schedule.
@@ -148,24 +191,34 @@ impl Config {
 
     /// The sets a command names (by set name or path); all of them when it names none.
     pub fn selected_sets<'a>(&'a self, only: &'a [String]) -> impl Iterator<Item = &'a SetSpec> {
-        self.sets.iter().filter(move |set| {
-            only.is_empty()
-                || only
-                    .iter()
-                    .any(|o| self.find_set(o).is_some_and(|s| s.name == set.name))
-        })
+        self.sets
+            .iter()
+            .filter(move |set| only.is_empty() || only.iter().any(|o| set.answers_to(o)))
     }
 
-    /// The set called `name`, or configured for the path `name`.
+    /// The first set called `name` or configured for the path `name`. A set configured in
+    /// several cycles has one name: its runs share the set's place in the store.
     pub fn find_set(&self, name: &str) -> Option<&SetSpec> {
-        let trimmed = name.trim_end_matches('/');
-        self.sets.iter().find(|s| {
-            s.name == trimmed
-                || match &s.source {
-                    SourceSpec::Directory { path, .. } => {
-                        path == Path::new(name) || path == Path::new(trimmed)
-                    }
+        self.sets.iter().find(|s| s.answers_to(name))
+    }
+}
+
+impl SetSpec {
+    /// Does the user mean this set by `given` (its name, or its configured path)?
+    pub fn answers_to(&self, given: &str) -> bool {
+        let trimmed = given.trim_end_matches('/');
+        self.name == trimmed
+            || match &self.source {
+                SourceSpec::Directory { path, .. } => {
+                    path == Path::new(given) || path == Path::new(trimmed)
                 }
-        })
+                _ => false,
+            }
+    }
+
+    /// The cycle's name, `-` outside any `<Cycle>`: what tells this set's runs from the same
+    /// set's runs in another cycle.
+    pub fn cycle_label(&self) -> &str {
+        self.cycle.name.as_deref().unwrap_or("-")
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::syntax::{Block, ConfigError, Directive, Item, Pos, Word};
 use super::{Config, CycleSettings, CycleType, S3Spec, SetSpec, SourceSpec, StoreSpec};
-use crate::layout::directory_set_name;
+use crate::layout;
 use crate::pipeline::compress::Compression;
 
 const GLOBALS: &[&str] = &[
@@ -42,9 +42,18 @@ const SCOPED: &[&str] = &[
     "usetempfile",
     "exclude",
     "compression",
+    "retentionpolicy",
+    "minimumredundancy",
 ];
 
-const PLANNED_SOURCES: &[&str] = &["mysql", "postgresql", "subversion", "subversiondir"];
+/// Directives (and blocks) that configure a set; each value is one set.
+const SOURCES: &[&str] = &[
+    "directory",
+    "mysql",
+    "postgresql",
+    "subversion",
+    "subversiondir",
+];
 
 fn err(pos: &Pos, message: impl Into<String>) -> ConfigError {
     ConfigError::new(pos, message)
@@ -200,6 +209,8 @@ impl Scope {
                 "discs" => c.discs = positive(d)?,
                 "archiveoldestdisc" => c.archive_oldest_disc = boolean(d)?,
                 "usetempfile" => c.use_temp_file = boolean(d)?,
+                "retentionpolicy" => c.retention_days = Some(positive(d)?),
+                "minimumredundancy" => c.minimum_redundancy = number(d)?,
                 "compression" => {
                     let w = single(d)?;
                     scope.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
@@ -221,29 +232,70 @@ impl Scope {
 
 struct Resolver {
     sets: Vec<SetSpec>,
-    names: HashMap<String, Pos>,
+    /// (set name, cycle) → where it was configured.
+    names: HashMap<(String, Option<String>), Pos>,
+}
+
+fn database(directive: &str, w: &Word) -> Result<String, ConfigError> {
+    let bad = w.text.is_empty() || w.text.contains('/') || w.text.starts_with('-');
+    if bad {
+        return Err(err(
+            &w.pos,
+            format!(
+                "{directive} needs a database name (or 'all'), not '{}'",
+                w.text
+            ),
+        ));
+    }
+    Ok(w.text.clone())
 }
 
 impl Resolver {
-    fn add_directory(&mut self, scope: &Scope, w: &Word) -> Result<(), ConfigError> {
-        let path = absolute_path("Directory", w)?;
-        let name = directory_set_name(&path);
-        if let Some(first) = self.names.get(&name) {
+    /// One set of kind `source` (a lower-case directive name) for the value `w`.
+    fn add_set(&mut self, source: &str, scope: &Scope, w: &Word) -> Result<(), ConfigError> {
+        let spec = match source {
+            "directory" => {
+                let path = absolute_path("Directory", w)?;
+                let excludes = scope
+                    .excludes
+                    .iter()
+                    .filter(|x| x.starts_with(&path) && **x != path)
+                    .cloned()
+                    .collect();
+                SourceSpec::Directory { path, excludes }
+            }
+            "mysql" => SourceSpec::MySql {
+                database: database("MySQL", w)?,
+            },
+            "postgresql" => SourceSpec::PostgreSql {
+                database: database("PostgreSQL", w)?,
+            },
+            "subversion" => SourceSpec::Subversion {
+                repository: absolute_path("Subversion", w)?,
+            },
+            "subversiondir" => SourceSpec::SubversionDir {
+                directory: absolute_path("SubversionDir", w)?,
+            },
+            other => unreachable!("{other} is not a source"),
+        };
+        let name = layout::set_name(&spec);
+        let id = (name.clone(), scope.cycle.name.clone());
+        if let Some(first) = self.names.get(&id) {
             return Err(err(
                 &w.pos,
-                format!("set '{name}' is already configured at {first}"),
+                format!(
+                    "set '{name}' is already configured{} at {first}",
+                    match &scope.cycle.name {
+                        Some(c) => format!(" in cycle '{c}'"),
+                        None => String::new(),
+                    }
+                ),
             ));
         }
-        self.names.insert(name.clone(), w.pos.clone());
-        let excludes = scope
-            .excludes
-            .iter()
-            .filter(|x| x.starts_with(&path) && **x != path)
-            .cloned()
-            .collect();
+        self.names.insert(id, w.pos.clone());
         self.sets.push(SetSpec {
             name,
-            source: SourceSpec::Directory { path, excludes },
+            source: spec,
             compression: scope.compression,
             cycle: scope.cycle.clone(),
             pos: w.pos.clone(),
@@ -251,24 +303,24 @@ impl Resolver {
         Ok(())
     }
 
-    /// Walks one level: `depth` 0 is the top level, `block` the enclosing block's name.
+    /// Walks one level; `block` is the enclosing block's lower-case name.
     fn walk(
         &mut self,
         items: &[Item],
         scope: &Scope,
         block: Option<&str>,
     ) -> Result<(), ConfigError> {
+        let in_source_block = block.is_some_and(|b| SOURCES.contains(&b));
         for item in items {
             match item {
                 Item::Directive(d) => {
                     let name = d.name.text.to_ascii_lowercase();
-                    let in_directory_block = block == Some("directory");
-                    if name == "directory" && !in_directory_block {
+                    if SOURCES.contains(&name.as_str()) && !in_source_block {
                         if d.values.is_empty() {
-                            return Err(err(&d.name.pos, "Directory needs a path"));
+                            return Err(err(&d.name.pos, format!("{} needs a value", d.name.text)));
                         }
                         for w in &d.values {
-                            self.add_directory(scope, w)?;
+                            self.add_set(&name, scope, w)?;
                         }
                     } else if SCOPED.contains(&name.as_str()) {
                         // Applied by Scope::enter.
@@ -279,14 +331,6 @@ impl Resolver {
                                 format!("{} is only allowed at the top level", d.name.text),
                             ));
                         }
-                    } else if PLANNED_SOURCES.contains(&name.as_str()) {
-                        return Err(err(
-                            &d.name.pos,
-                            format!(
-                                "{} sets are not supported by this version of s3nap",
-                                d.name.text
-                            ),
-                        ));
                     } else {
                         return Err(err(
                             &d.name.pos,
@@ -309,6 +353,7 @@ impl Resolver {
 
     fn block(&mut self, b: &Block, scope: &Scope, parent: Option<&str>) -> Result<(), ConfigError> {
         let name = b.name.text.to_ascii_lowercase();
+        let is_source = SOURCES.contains(&name.as_str());
         match (name.as_str(), parent) {
             ("cycle", None) => {
                 let [label] = b.args.as_slice() else {
@@ -317,23 +362,23 @@ impl Resolver {
                 let inner = scope.enter(&b.items, Some(label.text.clone()))?;
                 self.walk(&b.items, &inner, Some("cycle"))
             }
-            ("directory", None | Some("cycle")) => {
-                let [path] = b.args.as_slice() else {
-                    return Err(err(&b.name.pos, "<Directory> needs exactly one path"));
+            (_, None | Some("cycle")) if is_source => {
+                let [arg] = b.args.as_slice() else {
+                    return Err(err(
+                        &b.name.pos,
+                        format!("<{}> needs exactly one value", b.name.text),
+                    ));
                 };
                 let inner = scope.enter(&b.items, None)?;
                 // Only settings inside: walk rejects anything else.
-                self.walk(&b.items, &inner, Some("directory"))?;
-                self.add_directory(&inner, path)
+                self.walk(&b.items, &inner, Some(&name))?;
+                self.add_set(&name, &inner, arg)
             }
-            (n, _) if PLANNED_SOURCES.contains(&n) => Err(err(
+            ("cycle", Some(p)) => Err(err(
                 &b.name.pos,
-                format!(
-                    "<{}> sets are not supported by this version of s3nap",
-                    b.name.text
-                ),
+                format!("<{}> cannot be nested inside <{p}>", b.name.text),
             )),
-            ("cycle" | "directory", Some(p)) => Err(err(
+            (_, Some(p)) if is_source => Err(err(
                 &b.name.pos,
                 format!("<{}> cannot be nested inside <{p}>", b.name.text),
             )),
@@ -485,6 +530,53 @@ mod tests {
 
     const BASE: &str = "Bucket s3://b/p\nDiffDir /var/lib/s3nap\nHost h\n";
 
+    fn dir_excludes(set: &SetSpec) -> &Vec<PathBuf> {
+        match &set.source {
+            SourceSpec::Directory { excludes, .. } => excludes,
+            other => panic!("not a directory set: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_source_kind_and_the_same_set_in_two_cycles() {
+        let c = load(&format!(
+            "{BASE}<Cycle daily>\n  Directory /etc\n  MySQL all shop\n</Cycle>\n\
+             <Cycle decaying>\n  CycleType HanoiCycle\n  Discs 6\n  Directory /etc\n</Cycle>\n\
+             <PostgreSQL app>\n  Fulls 14\n  RetentionPolicy 30\n  MinimumRedundancy 3\n</PostgreSQL>\n\
+             <SubversionDir /srv/svn>\n  Fulls 10\n</SubversionDir>\n\
+             <Subversion /srv/svn/repos/p>\n  Diffs 3\n</Subversion>\n"
+        ))
+        .unwrap();
+        let names: Vec<(&str, &str)> = c
+            .sets
+            .iter()
+            .map(|s| (s.name.as_str(), s.cycle_label()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("dir/etc", "daily"),
+                ("mysql/all", "daily"),
+                ("mysql/shop", "daily"),
+                ("dir/etc", "decaying"),
+                ("pgsql/app", "-"),
+                ("svndir/srv/svn", "-"),
+                ("svn/srv/svn/repos/p", "-"),
+            ]
+        );
+        assert_eq!(c.sets[3].cycle.cycle_type, CycleType::Hanoi);
+        assert_eq!(c.sets[3].cycle.discs, 6);
+        assert_eq!(c.sets[4].cycle.retention_days, Some(30));
+        assert_eq!(c.sets[4].cycle.minimum_redundancy, 3);
+        assert_eq!(c.sets[4].cycle.fulls, 14);
+        assert_eq!(c.sets[6].cycle.diffs, 3);
+        let e = load(&format!(
+            "{BASE}<Cycle a>\nDirectory /etc\nDirectory /etc\n</Cycle>\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("already configured in cycle 'a'"), "{e}");
+    }
+
     #[test]
     fn globals_sets_and_inheritance() {
         let c = load(&format!(
@@ -506,15 +598,15 @@ mod tests {
         assert_eq!(c.chunk_size, 25_000_000);
         let names: Vec<&str> = c.sets.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["dir/etc", "dir/opt", "dir/srv", "dir/home/foo"]);
-        let SourceSpec::Directory { excludes, .. } = &c.sets[0].source;
+        let excludes = dir_excludes(&c.sets[0]);
         assert_eq!(excludes, &vec![PathBuf::from("/etc/skip")]);
-        let SourceSpec::Directory { excludes, .. } = &c.sets[1].source;
+        let excludes = dir_excludes(&c.sets[1]);
         assert_eq!(excludes, &vec![PathBuf::from("/opt/useless")]);
         assert_eq!(c.sets[1].cycle.frequency, 7);
         assert_eq!(c.sets[1].cycle.name.as_deref(), Some("weekly"));
         assert_eq!(c.sets[0].compression, Compression::Xz { level: 2 });
         assert_eq!(c.sets[3].compression, Compression::Zstd { level: 9 });
-        let SourceSpec::Directory { excludes, .. } = &c.sets[3].source;
+        let excludes = dir_excludes(&c.sets[3]);
         assert_eq!(excludes, &vec![PathBuf::from("/home/foo/wumpus")]);
     }
 

@@ -475,4 +475,31 @@ mod tests {
             assert!(err.message.contains(needle), "{text:?}: {err}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any text at all: an error or a tree, never a panic.
+        #[test]
+        fn never_panics_on_arbitrary_text(text in ".{0,400}") {
+            let _ = parse(&text);
+        }
+
+        /// Text built from the language's own pieces reaches the deeper paths.
+        #[test]
+        fn never_panics_on_config_like_text(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "<", ">", "</", "Cycle", "Directory", " ", "\t", "\n", "\\\n", "\"", "'",
+                    "#", "\\", "/etc", "x", "é", "\r\n", "<Cycle a>", "</Cycle>", "Exclude",
+                ]),
+                0..80,
+            )
+        ) {
+            let text: String = pieces.concat();
+            if let Ok(items) = parse(&text) {
+                // Whatever parses also resolves without panicking.
+                let _ = crate::config::resolve(Path::new("t.conf"), &items);
+            }
+        }
+    }
 }

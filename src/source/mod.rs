@@ -30,6 +30,9 @@ pub struct Counts {
     pub special: u64,
     /// Bytes of file content read.
     pub content_bytes: u64,
+    /// Entries left out of a DIFF because they did not change.
+    #[serde(default)]
+    pub unchanged: u64,
 }
 
 #[derive(Debug, Clone, Default)]

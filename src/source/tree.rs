@@ -17,6 +17,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tar::{Builder, EntryType, Header};
 
 use super::{Report, Source, Warning};
@@ -25,6 +26,9 @@ pub struct TreeSource {
     pub root: PathBuf,
     /// Absolute paths left out with everything below them.
     pub excludes: Vec<PathBuf>,
+    /// For a DIFF: the start of the base run. Entries whose mtime and ctime are both older are
+    /// left out (directories always go in, so the tree's shape and modes are restored).
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl Source for TreeSource {
@@ -42,6 +46,8 @@ impl Source for TreeSource {
         let mut walker = Walker {
             builder: Builder::new(out),
             excludes: &self.excludes,
+            // One second of slack for file systems with coarse timestamps.
+            since: self.since.map(|t| t.timestamp() - 1),
             links: HashMap::new(),
             users: HashMap::new(),
             groups: HashMap::new(),
@@ -61,6 +67,7 @@ impl Source for TreeSource {
 struct Walker<'a, W: Write> {
     builder: Builder<W>,
     excludes: &'a [PathBuf],
+    since: Option<i64>,
     /// (device, inode) → first archived name, for hard links.
     links: HashMap<(u64, u64), PathBuf>,
     users: HashMap<u32, Option<String>>,
@@ -139,6 +146,12 @@ impl<W: Write> Walker<'_, W> {
     fn entry(&mut self, path: &Path, meta: Metadata) -> anyhow::Result<()> {
         let name = member_name(path);
         let ft = meta.file_type();
+        if let Some(since) = self.since {
+            if !ft.is_dir() && meta.mtime() < since && meta.ctime() < since {
+                self.report.counts.unchanged += 1;
+                return Ok(());
+            }
+        }
         if ft.is_dir() {
             let mut header = self.header(&meta, EntryType::Directory);
             self.builder.append_data(&mut header, &name, io::empty())?;

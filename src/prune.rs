@@ -1,0 +1,96 @@
+//! Prune: retention's verdicts in, deletions out — and the debris of interrupted runs.
+//!
+//! A run is retired manifest first: once its manifest is gone it is no longer a run (never
+//! listed, never recovered), so a deletion that stops half-way leaves debris, never a broken
+//! run. Debris — archives without a manifest, multipart uploads left open — is removed here
+//! too. Only called while holding the run lock, so no live run of this configuration can be
+//! mistaken for debris.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::layout;
+use crate::manifest::Manifest;
+use crate::policy::retention::Verdict;
+use crate::store::{DynStore, StoreError};
+
+/// Open multipart uploads younger than this may belong to a run of another configuration.
+const UPLOAD_GRACE: Duration = Duration::days(1);
+
+/// Deletes the runs `verdicts` retire (or, in a dry run, deletes nothing); returns them.
+pub async fn retire<'a>(
+    store: &DynStore,
+    runs: &'a [Manifest],
+    verdicts: &[Verdict],
+    dry_run: bool,
+) -> Result<Vec<&'a Manifest>, StoreError> {
+    let mut retired = Vec::new();
+    for verdict in verdicts.iter().filter(|v| !v.keep) {
+        let Some(m) = runs.iter().find(|m| m.run == verdict.run) else {
+            continue; // the planned run itself is never retired by its own plan
+        };
+        if !dry_run {
+            store
+                .delete(&layout::manifest_key(&m.host, &m.set, m.run, m.kind))
+                .await?;
+            store.delete(&m.archive.key).await?;
+            log::info!(
+                "{}: retired {} run {} ({})",
+                m.set,
+                m.kind,
+                m.run,
+                verdict.reason
+            );
+        }
+        retired.push(m);
+    }
+    Ok(retired)
+}
+
+#[derive(Debug, Default)]
+pub struct Debris {
+    /// Archive keys without a manifest.
+    pub archives: Vec<String>,
+    /// Keys of multipart uploads left open.
+    pub uploads: Vec<String>,
+}
+
+/// Finds (and unless `dry_run`, removes) what interrupted runs of `host` left behind.
+pub async fn clear_debris(
+    store: &DynStore,
+    host: &str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Debris, StoreError> {
+    let objects = store.list(&format!("{host}/")).await?;
+    let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    let mut debris = Debris::default();
+    for o in &objects {
+        let Some((set, run, kind)) = layout::parse_archive_key(host, &o.key) else {
+            continue;
+        };
+        if !keys.contains(layout::manifest_key(host, &set, run, kind).as_str()) {
+            if !dry_run {
+                store.delete(&o.key).await?;
+                log::info!(
+                    "removed {}: archive of an interrupted run (no manifest)",
+                    store.locate(&o.key)
+                );
+            }
+            debris.archives.push(o.key.clone());
+        }
+    }
+    for upload in store.list_uploads(&format!("{host}/")).await? {
+        if upload.initiated.is_some_and(|t| now - t < UPLOAD_GRACE) {
+            continue;
+        }
+        if !dry_run {
+            store.abort_upload(&upload.key, &upload.upload_id).await?;
+            log::info!(
+                "aborted an unfinished upload of {}",
+                store.locate(&upload.key)
+            );
+        }
+        debris.uploads.push(upload.key);
+    }
+    Ok(debris)
+}
