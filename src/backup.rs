@@ -37,6 +37,7 @@ const CHANNEL_DEPTH: usize = 2;
 pub struct RunContext {
     pub store: DynStore,
     pub certs: Arc<Vec<Cert>>,
+    pub progress: crate::progress::Progress,
 }
 
 /// What became of one set in a run.
@@ -268,13 +269,20 @@ pub async fn run_set(
         upload_id.clone(),
         rx,
         config.parallel_uploads,
-        |_| {},
+        {
+            let progress = ctx.progress.clone();
+            move |n| progress.in_flight(n)
+        },
     ));
     let certs = ctx.certs.clone();
     let compression = set.compression;
     let chunk = config.chunk_size;
-    let producer =
-        tokio::task::spawn_blocking(move || produce(source, compression, &certs, tx, chunk));
+    let progress = ctx.progress.clone();
+    progress.start_set(&set.name);
+    let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
+    let producer = tokio::task::spawn_blocking(move || {
+        produce(source, compression, &certs, tx, chunk, on_read)
+    });
     let (produced, uploaded) = tokio::join!(producer, uploader);
     let produced = produced
         .map_err(|e| anyhow!("pipeline thread failed: {e}"))
@@ -369,11 +377,12 @@ fn produce(
     certs: &[Cert],
     tx: mpsc::Sender<bytes::Bytes>,
     chunk: u64,
+    on_read: Box<dyn FnMut(u64) + Send>,
 ) -> anyhow::Result<(Report, u64, Stored)> {
     let mut parts = PartWriter::new(tx, chunk);
     let sealer = Sealer::new(&mut parts, certs).context("starting encryption")?;
     let compressor = Compressor::new(compression, sealer).context("starting compression")?;
-    let mut counter = Counter::new(compressor);
+    let mut counter = Counter::new(compressor, on_read);
     let report = source.write_to(&mut counter)?;
     let (compressor, plaintext) = counter.into_parts();
     let sealer = compressor.finish().context("finishing compression")?;

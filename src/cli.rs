@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  every set succeeded
-  1  completed, with warnings (files that could not be read)
+  0  every set succeeded (or was not due)
+  1  completed, with warnings (files that could not be read or changed while read)
   2  at least one set (or the recovery) failed
   3  configuration or usage error
   4  another run holds the lock";
@@ -40,9 +40,21 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub wait: bool,
 
-    /// Pretend the current time is TIME (for tests and rehearsals)
-    #[arg(long, global = true, value_name = "TIME", hide = true)]
+    /// Act as if it were TIME (rehearse a schedule): run id, RFC 3339 or YYYY-MM-DD[ HH:MM]
+    #[arg(long, global = true, value_name = "TIME")]
     pub now: Option<String>,
+
+    /// JSON on stdout: one object per set for a run, one array for list
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Show progress even when stderr is not a terminal
+    #[arg(long, global = true, conflicts_with = "no_progress")]
+    pub progress: bool,
+
+    /// Never show progress
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -65,9 +77,6 @@ pub enum Command {
     List {
         /// Only this set
         set: Option<String>,
-        /// One JSON array on stdout
-        #[arg(long)]
-        json: bool,
     },
     /// Write a set's backup to stdout as one tar stream: `s3nap recover dir/etc | tar -x -C /`
     Recover {
@@ -85,4 +94,22 @@ pub enum Command {
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },
+    /// Check the configuration and print it resolved, secrets masked
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script: s3nap completions bash > /etc/bash_completion.d/s3nap
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): s3nap man > /usr/local/share/man/man1/s3nap.1
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Parse, resolve and print the configuration
+    Check,
 }

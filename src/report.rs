@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::backup::extension;
+use crate::backup::{extension, Outcome, SetOutcome};
 use crate::config::{Config, CycleType, SetSpec};
 use crate::layout::{self, Kind, RunId};
 use crate::manifest::Manifest;
@@ -25,22 +25,78 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-pub fn summary_line(m: &Manifest, seconds: f64) -> String {
-    let read = m.archive.plaintext_size;
-    let stored = m.archive.stored_size;
-    format!(
-        "{}: {} run {} committed: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} file(s), {} warning(s)",
-        m.set,
-        m.kind,
-        m.run,
-        human_bytes(read),
-        human_bytes(stored),
-        if read > 0 { stored as f64 / read as f64 } else { 0.0 },
-        seconds,
-        human_bytes((read as f64 / seconds.max(1e-3)) as u64),
-        m.counts.files,
-        m.warnings.len()
-    )
+fn ratio(read: u64, stored: u64) -> f64 {
+    if read > 0 {
+        stored as f64 / read as f64
+    } else {
+        0.0
+    }
+}
+
+/// The one summary line a run logs per set: set, kind, slot, bytes read and stored, ratio,
+/// duration, throughput, warnings, outcome.
+pub fn outcome_line(o: &SetOutcome) -> String {
+    let head = format!("{} [{}]", o.set, o.cycle);
+    match &o.outcome {
+        Outcome::Committed {
+            manifest: m,
+            retired,
+        } => {
+            let read = m.archive.plaintext_size;
+            let stored = m.archive.stored_size;
+            format!(
+                "{head}: {} slot {}: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} warning(s): committed run {}{}",
+                m.kind,
+                m.slot.map_or("-".to_string(), |s| s.to_string()),
+                human_bytes(read),
+                human_bytes(stored),
+                ratio(read, stored),
+                o.seconds,
+                human_bytes((read as f64 / o.seconds.max(1e-3)) as u64),
+                m.warnings.len(),
+                m.run,
+                if retired.is_empty() {
+                    String::new()
+                } else {
+                    format!("; retired {}", retired.join(", "))
+                }
+            )
+        }
+        Outcome::Skipped(reason) => format!("{head}: skipped: {reason}"),
+        Outcome::Failed(e) => format!("{head}: FAILED after {:.1}s: {e:#}", o.seconds),
+    }
+}
+
+/// One JSON object per set for `run --json`; field names are documented in README.md.
+pub fn outcome_json(o: &SetOutcome) -> serde_json::Value {
+    let mut v = json!({
+        "set": o.set,
+        "cycle": o.cycle,
+        "duration_seconds": (o.seconds * 1000.0).round() / 1000.0,
+    });
+    let fields = match &o.outcome {
+        Outcome::Committed {
+            manifest: m,
+            retired,
+        } => json!({
+            "outcome": if m.warnings.is_empty() { "committed" } else { "warnings" },
+            "run": m.run.to_string(),
+            "kind": m.kind,
+            "slot": m.slot,
+            "bytes_read": m.archive.plaintext_size,
+            "bytes_stored": m.archive.stored_size,
+            "ratio": (ratio(m.archive.plaintext_size, m.archive.stored_size) * 1000.0).round() / 1000.0,
+            "warnings": m.warnings.len(),
+            "archive": m.archive.key,
+            "retired": retired,
+        }),
+        Outcome::Skipped(reason) => json!({ "outcome": "skipped", "reason": reason }),
+        Outcome::Failed(e) => json!({ "outcome": "failed", "error": format!("{e:#}") }),
+    };
+    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    v
 }
 
 pub fn list_table(runs: &[Manifest]) -> String {

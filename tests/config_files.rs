@@ -66,3 +66,14 @@ fn mistakes_exit_3_naming_file_line_and_column() {
         assert!(err.contains(needle), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn shipped_log4rs_configuration_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/log4rs.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let raw: log4rs::config::RawConfig = serde_yaml::from_str(&text).unwrap();
+    let (appenders, errors) = raw.appenders_lossy(&log4rs::config::Deserializers::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(appenders.len(), 2);
+    assert!(text.contains("kind: rolling_file"));
+}

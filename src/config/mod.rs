@@ -167,6 +167,25 @@ pub struct S3Spec {
     pub timeout: Duration,
 }
 
+/// Where log lines go besides the default stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    /// A log4rs YAML file; replaces everything else here.
+    pub config_file: Option<PathBuf>,
+    pub file: Option<PathBuf>,
+    pub level: Option<log::LevelFilter>,
+    pub syslog: Option<SyslogSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSpec {
+    /// Facility number (RFC 3164: daemon is 3, local0 is 16).
+    pub facility: u8,
+    pub tag: String,
+    /// The local syslog socket.
+    pub socket: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub file: PathBuf,
@@ -179,6 +198,11 @@ pub struct Config {
     pub host: String,
     pub parallel_uploads: usize,
     pub retries: u32,
+    pub log: LogSpec,
+    /// Prometheus textfile written after each run.
+    pub metrics_file: Option<PathBuf>,
+    /// Program and arguments run after each run with the summary on stdin.
+    pub notify: Vec<String>,
     pub sets: Vec<SetSpec>,
 }
 

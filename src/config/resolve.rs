@@ -29,6 +29,38 @@ const GLOBALS: &[&str] = &[
     "paralleluploads",
     "retries",
     "timeout",
+    "logconfig",
+    "logfile",
+    "loglevel",
+    "syslog",
+    "syslogfacility",
+    "syslogtag",
+    "syslogsocket",
+    "metricsfile",
+    "notifycommand",
+];
+
+const FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
 ];
 
 const SCOPED: &[&str] = &[
@@ -405,6 +437,13 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut host = None;
     let mut parallel_uploads = 4usize;
     let mut retries = 6u32;
+    let mut log = super::LogSpec::default();
+    let mut syslog = false;
+    let mut facility = 3u8;
+    let mut tag = "s3nap".to_string();
+    let mut syslog_socket = PathBuf::from("/dev/log");
+    let mut metrics_file = None;
+    let mut notify = Vec::new();
 
     for item in items {
         let Item::Directive(d) = item else { continue };
@@ -412,7 +451,7 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
         if !GLOBALS.contains(&name.as_str()) {
             continue;
         }
-        if name != "gpgrecipient" {
+        if name != "gpgrecipient" && name != "notifycommand" {
             if let Some(first) = seen.get(&name) {
                 return Err(err(
                     &d.name.pos,
@@ -473,6 +512,52 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
             "paralleluploads" => parallel_uploads = positive(d)? as usize,
             "retries" => retries = number(d)? as u32 + 1,
             "timeout" => s3.timeout = Duration::from_secs(positive(d)?),
+            "logconfig" => log.config_file = Some(file_path(base, single(d)?)),
+            "logfile" => log.file = Some(file_path(base, single(d)?)),
+            "loglevel" => {
+                let w = single(d)?;
+                log.level = Some(w.text.parse().map_err(|_| {
+                    err(
+                        &w.pos,
+                        format!(
+                            "LogLevel must be error, warn, info, debug or trace, not '{}'",
+                            w.text
+                        ),
+                    )
+                })?);
+            }
+            "syslog" => syslog = boolean(d)?,
+            "syslogfacility" => {
+                let w = single(d)?;
+                facility = FACILITIES
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&w.text))
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| {
+                        err(
+                            &w.pos,
+                            format!(
+                                "unknown syslog facility '{}' (daemon, user, local0…local7, …)",
+                                w.text
+                            ),
+                        )
+                    })?;
+            }
+            "syslogtag" => tag = single(d)?.text.clone(),
+            "syslogsocket" => syslog_socket = file_path(base, single(d)?),
+            "metricsfile" => metrics_file = Some(file_path(base, single(d)?)),
+            "notifycommand" => {
+                if !notify.is_empty() {
+                    return Err(err(&d.name.pos, "NotifyCommand is already set"));
+                }
+                notify = match d.values.as_slice() {
+                    [] => return Err(err(&d.name.pos, "NotifyCommand needs a program")),
+                    [one] if one.text.contains(char::is_whitespace) => {
+                        super::syntax::split_words(&one.text).map_err(|m| err(&one.pos, m))?
+                    }
+                    many => many.iter().map(|w| w.text.clone()).collect(),
+                };
+            }
             _ => unreachable!("every global is handled"),
         }
     }
@@ -490,6 +575,21 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
             .map(|h| h.to_string_lossy().into_owned())
             .map_err(|e| err(&top, format!("cannot read the host name ({e}); set Host")))?,
     };
+
+    if syslog {
+        log.syslog = Some(super::SyslogSpec {
+            facility,
+            tag,
+            socket: syslog_socket,
+        });
+    }
+    if log.config_file.is_some() && (log.file.is_some() || log.level.is_some()) {
+        let pos = seen.get("logconfig").expect("set above");
+        return Err(err(
+            pos,
+            "LogConfig replaces LogFile and LogLevel: use one or the other",
+        ));
+    }
 
     let root = Scope {
         cycle: CycleSettings::default(),
@@ -514,6 +614,9 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
         host,
         parallel_uploads,
         retries,
+        log,
+        metrics_file,
+        notify,
         sets: resolver.sets,
     })
 }

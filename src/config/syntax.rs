@@ -305,6 +305,20 @@ fn tokenize(text: &str, base: usize, at: &dyn Fn(usize) -> Pos) -> Result<Vec<Wo
     }
 }
 
+/// Splits a command line written as one quoted value (`"mail -s 'backup report' root"`) into
+/// words by the configuration's own quoting rules; no shell is involved.
+pub fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let file: Arc<Path> = Arc::from(Path::new("-"));
+    let at = |offset: usize| Pos {
+        file: file.clone(),
+        line: 1,
+        column: offset + 1,
+    };
+    tokenize(text, 0, &at)
+        .map(|words| words.into_iter().map(|w| w.text).collect())
+        .map_err(|e| format!("column {}: {}", e.pos.column, e.message))
+}
+
 /// A configuration file on disk, with the path it was read from.
 pub fn parse_file(path: &Path) -> Result<Vec<Item>, ConfigError> {
     let text = std::fs::read(path).map_err(|e| ConfigError {

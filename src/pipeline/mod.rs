@@ -17,15 +17,21 @@ pub mod upload;
 
 use std::io::{self, Write};
 
-/// Counts the bytes that pass, for the manifest's plaintext size.
+/// Counts the bytes that pass, for the manifest's plaintext size, and tells `on_write` (the
+/// progress display).
 pub struct Counter<W: Write> {
     inner: W,
     count: u64,
+    on_write: Box<dyn FnMut(u64) + Send>,
 }
 
 impl<W: Write> Counter<W> {
-    pub fn new(inner: W) -> Self {
-        Counter { inner, count: 0 }
+    pub fn new(inner: W, on_write: Box<dyn FnMut(u64) + Send>) -> Self {
+        Counter {
+            inner,
+            count: 0,
+            on_write,
+        }
     }
 
     pub fn into_parts(self) -> (W, u64) {
@@ -37,6 +43,7 @@ impl<W: Write> Write for Counter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
+        (self.on_write)(n as u64);
         Ok(n)
     }
 

@@ -18,7 +18,8 @@ pub async fn upload_parts(
     upload_id: String,
     mut rx: Receiver<Bytes>,
     in_flight: usize,
-    progress: impl Fn(u64) + Send,
+    // Told the number of parts in flight whenever it changes.
+    progress: impl Fn(usize) + Send,
 ) -> Result<Vec<PartReceipt>> {
     let in_flight = in_flight.max(1);
     let mut running = FuturesUnordered::new();
@@ -29,21 +30,17 @@ pub async fn upload_parts(
         if open && running.len() < in_flight {
             tokio::select! {
                 done = running.next(), if !running.is_empty() => {
-                    let (receipt, len): (PartReceipt, u64) = done.expect("non-empty")?;
-                    progress(len);
-                    receipts.push(receipt);
+                    receipts.push(done.expect("non-empty")?);
+                    progress(running.len());
                 }
                 part = rx.recv() => match part {
                     Some(data) => {
                         number += 1;
                         let (store, key, upload_id) = (store.clone(), key.clone(), upload_id.clone());
-                        let len = data.len() as u64;
                         running.push(async move {
-                            store
-                                .upload_part(&key, &upload_id, number, data)
-                                .await
-                                .map(|r| (r, len))
+                            store.upload_part(&key, &upload_id, number, data).await
                         });
+                        progress(running.len());
                     }
                     None => open = false,
                 },
@@ -51,9 +48,8 @@ pub async fn upload_parts(
         } else {
             match running.next().await {
                 Some(done) => {
-                    let (receipt, len) = done?;
-                    progress(len);
-                    receipts.push(receipt);
+                    receipts.push(done?);
+                    progress(running.len());
                 }
                 None if !open => break,
                 None => {}

@@ -16,7 +16,6 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
@@ -186,13 +185,29 @@ impl S3Store {
                 match (se.err().code(), se.err().message()) {
                     (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
                     (Some(code), None) => format!("{code} (HTTP {status})"),
-                    _ => format!("HTTP {status}: {}", DisplayErrorContext(se.err())),
+                    _ => format!("HTTP {status}: {}", cause_chain(se.err())),
                 }
             }
-            other => DisplayErrorContext(other).to_string(),
+            other => cause_chain(other),
         };
         StoreError::new(kind, operation, target, message)
     }
+}
+
+/// The error and its sources as one readable line (`a: b: c`), without repeating a source
+/// whose text its parent already contains, and without the SDK's debug representation.
+fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
 }
 
 fn body_error(target: String, e: impl std::fmt::Display) -> StoreError {

@@ -1,0 +1,575 @@
+//! The commands behind the CLI: each takes the parsed command line, calls the library, prints,
+//! and returns the exit status of the contract (README, `--help`):
+//! 0 all sets succeeded, 1 completed with warnings, 2 a set failed, 3 configuration or usage
+//! error, 4 another run holds the lock.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{anyhow, Context};
+use chrono::{DateTime, Utc};
+use clap::CommandFactory;
+
+use crate::backup::{self, Outcome, RunContext, SetOutcome};
+use crate::catalog;
+use crate::cli::{Cli, Command, ConfigAction};
+use crate::config::{Config, CycleType, SourceSpec, StoreSpec};
+use crate::keys::Identity;
+use crate::lock::{LockError, RunLock};
+use crate::pipeline::decrypt::DecryptWith;
+use crate::progress::Progress;
+use crate::store::DynStore;
+use crate::{metrics, notify, plan, policy, prune, recover, report};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_WARNINGS: u8 = 1;
+pub const EXIT_FAILED: u8 = 2;
+pub const EXIT_CONFIG: u8 = 3;
+pub const EXIT_LOCKED: u8 = 4;
+
+/// An error with the exit status it stands for.
+pub struct Failure(pub u8, pub anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(EXIT_FAILED, e.into())
+    }
+}
+
+fn config_error(e: impl Into<anyhow::Error>) -> Failure {
+    Failure(EXIT_CONFIG, e.into())
+}
+
+/// A panic is a bug, but it still ends as one readable line and a failure status.
+pub fn install_panic_hook(debug: bool) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if debug {
+            default(info);
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("s3nap: internal error{place}: {message} (please report it; -d shows more)");
+    }));
+}
+
+pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure> {
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "s3nap", &mut std::io::stdout());
+            return Ok(EXIT_OK);
+        }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
+    let config = Config::load(&cli.config).map_err(config_error)?;
+    if let Some(handle) = &logging {
+        crate::logging::configure(handle, &config.log, cli.debug)
+            .map_err(|e| config_error(anyhow!("{}: {e}", config.file.display())))?;
+    }
+    let now = match &cli.now {
+        Some(t) => catalog::parse_time(t).map_err(|e| config_error(anyhow!("--now: {e}")))?,
+        None => Utc::now(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let progress = match (cli.progress, cli.no_progress) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    match cli.command.unwrap_or(Command::Run { sets: Vec::new() }) {
+        Command::Run { sets } => {
+            check_sets(&config, &sets)?;
+            if cli.test {
+                return plan_command(&runtime, &config, cli.force, now, &sets);
+            }
+            let options = RunOptions {
+                wait: cli.wait,
+                force: cli.force,
+                json: cli.json,
+                progress,
+            };
+            backup_command(&runtime, &config, &options, now, &sets)
+        }
+        Command::Prune { sets } => {
+            check_sets(&config, &sets)?;
+            prune_command(&runtime, &config, cli.test, cli.wait, now, &sets)
+        }
+        Command::List { set } => list_command(&runtime, &config, set, cli.json),
+        Command::Recover {
+            set,
+            at,
+            identity,
+            gpg: _,
+            paths,
+        } => recover_command(&runtime, &config, set, at, identity, paths),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            print!("{}", config_text(&config));
+            Ok(EXIT_OK)
+        }
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+    }
+}
+
+fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {
+    for name in only {
+        if config.find_set(name).is_none() {
+            return Err(config_error(anyhow!(
+                "{}: no set '{name}' is configured",
+                config.file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A store that cannot even be set up (unreadable key file, bad endpoint) is a configuration
+/// error.
+fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynStore, Failure> {
+    runtime
+        .block_on(crate::store::open(
+            &config.store,
+            &config.s3,
+            config.retries,
+        ))
+        .map_err(|e| config_error(anyhow!(e)))
+}
+
+/// Creates DiffDir and takes the configuration's run lock.
+fn lock(config: &Config, wait: bool) -> Result<RunLock, Failure> {
+    std::fs::create_dir_all(&config.diff_dir)
+        .with_context(|| format!("DiffDir {}", config.diff_dir.display()))
+        .map_err(config_error)?;
+    if wait {
+        log::info!("waiting for the run lock in {}", config.diff_dir.display());
+    }
+    RunLock::acquire(&config.diff_dir, wait).map_err(|e| match e {
+        LockError::Held { .. } => Failure(EXIT_LOCKED, e.into()),
+        other => Failure(EXIT_FAILED, other.into()),
+    })
+}
+
+/// `-t`: plans every set against the store, read-only; no lock, no DiffDir, no writes.
+fn plan_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    force: bool,
+    now: DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let store = open_store(runtime, config)?;
+    let plans: Vec<_> = runtime.block_on(async {
+        let mut plans = Vec::new();
+        for set in config.selected_sets(only) {
+            plans.push((
+                set.clone(),
+                backup::plan(&store, config, set, now, force).await,
+            ));
+        }
+        plans
+    });
+    print!("{}", report::plan_text(config, now, &plans));
+    Ok(if plans.iter().any(|(_, p)| p.is_err()) {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+struct RunOptions {
+    wait: bool,
+    force: bool,
+    json: bool,
+    progress: Option<bool>,
+}
+
+/// The exit status of a run: any failed set → 2, else any warning → 1.
+pub fn exit_status(outcomes: &[SetOutcome]) -> u8 {
+    let failed = outcomes
+        .iter()
+        .any(|o| matches!(o.outcome, Outcome::Failed(_)));
+    let warned = outcomes.iter().any(|o| match &o.outcome {
+        Outcome::Committed { manifest, .. } => !manifest.warnings.is_empty(),
+        _ => false,
+    });
+    if failed {
+        EXIT_FAILED
+    } else if warned {
+        EXIT_WARNINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+fn backup_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    options: &RunOptions,
+    now: DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let _lock = lock(config, options.wait)?;
+    let selected = config.selected_sets(only).count();
+    log::info!(
+        "s3nap {} run started: {} ({selected} set(s){}{})",
+        env!("CARGO_PKG_VERSION"),
+        config.file.display(),
+        if options.force { ", forced" } else { "" },
+        if now.timestamp() != Utc::now().timestamp() {
+            format!(", as of {}", now.format("%Y-%m-%dT%H:%M:%SZ"))
+        } else {
+            String::new()
+        }
+    );
+    let certs = backup::load_certs(config).map_err(config_error)?;
+    let store = open_store(runtime, config)?;
+    let progress = Progress::new(options.progress);
+    let ctx = RunContext {
+        store,
+        certs,
+        progress: progress.clone(),
+    };
+    let outcomes = runtime.block_on(async {
+        backup::abort_stale_uploads(&ctx.store, &config.host, Utc::now()).await;
+        backup::run_all(config, &ctx, now, options.force, only).await
+    });
+    progress.finish();
+    let code = exit_status(&outcomes);
+    let mut summary = String::new();
+    for outcome in &outcomes {
+        let line = report::outcome_line(outcome);
+        match &outcome.outcome {
+            Outcome::Failed(_) => log::error!("{line}"),
+            Outcome::Committed { manifest, .. } if !manifest.warnings.is_empty() => {
+                log::warn!("{line}")
+            }
+            _ => log::info!("{line}"),
+        }
+        summary.push_str(&line);
+        summary.push('\n');
+    }
+    if options.json {
+        let mut out = std::io::stdout().lock();
+        for outcome in &outcomes {
+            writeln!(out, "{}", report::outcome_json(outcome))?;
+        }
+    }
+    if let Some(path) = &config.metrics_file {
+        if let Err(e) = metrics::update(path, &outcomes, Utc::now()) {
+            log::error!("MetricsFile {}: {e}", path.display());
+        }
+    }
+    if !config.notify.is_empty() {
+        summary.push_str(&format!(
+            "exit status {code} ({})\n",
+            match code {
+                EXIT_OK => "all sets succeeded",
+                EXIT_WARNINGS => "completed with warnings",
+                _ => "at least one set failed",
+            }
+        ));
+        if let Err(e) = notify::notify(&config.notify, &summary, code) {
+            log::error!("{e}");
+        }
+    }
+    Ok(code)
+}
+
+fn prune_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    test: bool,
+    wait: bool,
+    now: DateTime<Utc>,
+    only: &[String],
+) -> Result<u8, Failure> {
+    let _lock = if test {
+        None
+    } else {
+        Some(lock(config, wait)?)
+    };
+    let store = open_store(runtime, config)?;
+    let mut out = std::io::stdout().lock();
+    let verb = if test { "would retire" } else { "retired" };
+    let mut code = EXIT_OK;
+    for set in config.selected_sets(only) {
+        let result = runtime.block_on(async {
+            let all = catalog::load(&store, &config.host, Some(&set.name)).await?;
+            let runs = plan::own_runs(set, &all);
+            let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
+            let verdicts = policy::retention::evaluate(&refs, &plan::rules(set), now);
+            prune::retire(&store, &runs, &verdicts, test).await?;
+            anyhow::Ok(verdicts)
+        });
+        match result {
+            Ok(verdicts) => {
+                for v in &verdicts {
+                    let what = if v.keep { "keep" } else { verb };
+                    writeln!(
+                        out,
+                        "{} [{}]: {what} {} ({})",
+                        set.name,
+                        set.cycle_label(),
+                        v.run,
+                        v.reason
+                    )?;
+                }
+            }
+            Err(e) => {
+                log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    let debris = runtime.block_on(prune::clear_debris(&store, &config.host, Utc::now(), test))?;
+    let verb = if test { "would remove" } else { "removed" };
+    for key in &debris.archives {
+        writeln!(
+            out,
+            "{verb} {} (archive without manifest)",
+            store.locate(key)
+        )?;
+    }
+    for key in &debris.uploads {
+        writeln!(out, "{verb} unfinished upload of {}", store.locate(key))?;
+    }
+    Ok(code)
+}
+
+fn list_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    set: Option<String>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let store = open_store(runtime, config)?;
+    let set = set.map(|s| set_name(config, &s));
+    let runs = runtime.block_on(catalog::load(&store, &config.host, set.as_deref()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report::list_json(&runs))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::list_table(&runs))?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn recover_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    set: String,
+    at: Option<String>,
+    identity: Option<std::path::PathBuf>,
+    paths: Vec<std::path::PathBuf>,
+) -> Result<u8, Failure> {
+    let at = at
+        .map(|t| catalog::parse_time(&t))
+        .transpose()
+        .map_err(|e| config_error(anyhow!("--at: {e}")))?;
+    let decrypt = match identity {
+        Some(path) => DecryptWith::Identity(Identity::load(&path).map_err(config_error)?),
+        None => DecryptWith::Gpg,
+    };
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(config_error(anyhow!(
+            "refusing to write a tar stream to a terminal; pipe it: s3nap recover {set} | tar -x"
+        )));
+    }
+    let store = open_store(runtime, config)?;
+    let request = recover::Request {
+        set: set_name(config, &set),
+        at,
+        paths: paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+    };
+    let chain = runtime.block_on(recover::plan(&store, &config.host, &request))?;
+    let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let summary = recover::stream(
+        runtime.handle(),
+        &store,
+        chain,
+        request.paths,
+        Some(&decrypt),
+        out,
+    )?;
+    log::info!(
+        "{}: recovered {} member(s) from {} run(s)",
+        request.set,
+        summary.members,
+        summary.runs.len()
+    );
+    Ok(EXIT_OK)
+}
+
+/// A set given by path (`/etc`) is looked up in the configuration; anything else is a set name.
+fn set_name(config: &Config, given: &str) -> String {
+    config
+        .find_set(given)
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| given.trim_end_matches('/').to_string())
+}
+
+/// `ABCD…WXYZ`: enough to recognise a key, too little to use it.
+fn mask(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 8 {
+        return "****".into();
+    }
+    format!(
+        "{}…{}",
+        chars[..4].iter().collect::<String>(),
+        chars[chars.len() - 4..].iter().collect::<String>()
+    )
+}
+
+/// The resolved configuration for `config check`. Secrets are never shown: the S3 secret key
+/// appears as `****`, the access key id shortened.
+pub fn config_text(config: &Config) -> String {
+    let mut out = format!("configuration {} is valid\n", config.file.display());
+    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<16} {v}\n"));
+    line(
+        "Bucket",
+        match &config.store {
+            StoreSpec::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+            StoreSpec::Local(p) => format!("{} (local directory store)", p.display()),
+        },
+    );
+    if let Some(e) = &config.s3.endpoint {
+        line("Endpoint", e.clone());
+    }
+    if let Some(r) = &config.s3.region {
+        line("Region", r.clone());
+    }
+    match &config.s3.keyfile {
+        Some(path) => {
+            let keys = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::store::s3::parse_keyfile(path, &t));
+            line(
+                "S3Keyfile",
+                match keys {
+                    Ok(k) => format!(
+                        "{} (access key {}, secret ****)",
+                        path.display(),
+                        mask(&k.access_key)
+                    ),
+                    Err(e) => format!("{} (unreadable: {e})", path.display()),
+                },
+            );
+        }
+        None => line("S3Keyfile", "none: the AWS credential chain".into()),
+    }
+    line("DiffDir", config.diff_dir.display().to_string());
+    line("Host", config.host.clone());
+    line(
+        "GpgRecipient",
+        if config.recipients.is_empty() {
+            "none: archives are NOT encrypted".into()
+        } else {
+            config.recipients.join(", ")
+        },
+    );
+    line(
+        "GpgKeyring",
+        config
+            .keyring
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none: gpg --export".into()),
+    );
+    line("ChunkSize", format!("{} bytes", config.chunk_size));
+    line("ParallelUploads", config.parallel_uploads.to_string());
+    line("Retries", config.retries.saturating_sub(1).to_string());
+    line("Timeout", format!("{}s", config.s3.timeout.as_secs()));
+    line(
+        "Logging",
+        match (&config.log.config_file, &config.log.file) {
+            (Some(c), _) => format!("LogConfig {}", c.display()),
+            (None, Some(f)) => format!(
+                "LogFile {} at {}",
+                f.display(),
+                config.log.level.unwrap_or(log::LevelFilter::Info)
+            ),
+            (None, None) => format!(
+                "stderr at {}",
+                config.log.level.unwrap_or(log::LevelFilter::Info)
+            ),
+        } + &match &config.log.syslog {
+            Some(s) => format!(
+                ", syslog {} (facility {}, tag {})",
+                s.socket.display(),
+                s.facility,
+                s.tag
+            ),
+            None => String::new(),
+        },
+    );
+    if let Some(m) = &config.metrics_file {
+        line("MetricsFile", m.display().to_string());
+    }
+    if !config.notify.is_empty() {
+        line("NotifyCommand", format!("{:?}", config.notify));
+    }
+    out.push_str(&format!("  {} set(s):\n", config.sets.len()));
+    for set in &config.sets {
+        let c = &set.cycle;
+        let cycle = match c.cycle_type {
+            CycleType::Simple => format!(
+                "SimpleCycle every {} day(s), phase {}, {} diffs, {} fulls",
+                c.frequency, c.phase, c.diffs, c.fulls
+            ),
+            CycleType::Hanoi => format!(
+                "HanoiCycle every {} day(s), {} discs{}",
+                c.frequency,
+                c.discs,
+                if c.archive_oldest_disc {
+                    ", oldest disc archived"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let retention = c
+            .retention_days
+            .map(|d| {
+                format!(
+                    ", RetentionPolicy {d} days, MinimumRedundancy {}",
+                    c.minimum_redundancy
+                )
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    {} [cycle {}] at {}: {cycle}{retention}; {}\n",
+            set.name,
+            set.cycle_label(),
+            set.pos,
+            set.compression
+        ));
+        if let SourceSpec::Directory { excludes, .. } = &set.source {
+            for x in excludes {
+                out.push_str(&format!("      Exclude {}\n", x.display()));
+            }
+        }
+    }
+    out
+}
