@@ -18,6 +18,7 @@ use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::keys;
 use crate::layout;
+use crate::layout::Kind;
 use crate::manifest::{self, Manifest, SourceInfo};
 use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
@@ -26,8 +27,9 @@ use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::plan::{self, Action, SetPlan};
 use crate::prune;
+use crate::source::state::{self, State};
 use crate::source::tree::TreeSource;
-use crate::source::{Report, Source};
+use crate::source::{Report, Source, Warning};
 use crate::store::DynStore;
 
 /// Parts waiting in the channel besides those in flight.
@@ -83,17 +85,19 @@ pub fn extension(format: &str, compression: Compression, encrypted: bool) -> Str
     ext
 }
 
-/// The source of `set`; a DIFF reads what changed since its base run started.
-fn source_for(
-    set: &SetSpec,
-    base: Option<&Manifest>,
-) -> anyhow::Result<(Box<dyn Source>, SourceInfo)> {
+/// The source of `set`; a DIFF compares with `base`, the state of its base run.
+fn source_for(set: &SetSpec, base: Option<State>) -> anyhow::Result<(Box<dyn Source>, SourceInfo)> {
     match &set.source {
-        SourceSpec::Directory { path, excludes } => Ok((
+        SourceSpec::Directory {
+            path,
+            excludes,
+            one_file_system,
+        } => Ok((
             Box::new(TreeSource {
                 root: path.clone(),
                 excludes: excludes.clone(),
-                since: base.map(|b| b.source_started.unwrap_or(b.started)),
+                one_file_system: *one_file_system,
+                base,
             }),
             SourceInfo::Directory {
                 path: path.display().to_string(),
@@ -244,9 +248,11 @@ pub async fn run_set(
     else {
         bail!("{}: nothing to run", plan.set.name);
     };
-    let (set, run, kind) = (&plan.set, *run, *kind);
+    let (set, run) = (&plan.set, *run);
     let store = &ctx.store;
-    let (source, source_info) = source_for(set, base.as_deref())?;
+    let state_path = state::path(&config.diff_dir, &set.name, set.cycle_label());
+    let (kind, base, base_state, state_warning) = base_state(*kind, base.as_deref(), &state_path);
+    let (source, source_info) = source_for(set, base_state)?;
     let encrypted = !ctx.certs.is_empty();
     let ext = extension(source.format(), set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
@@ -332,6 +338,9 @@ pub async fn run_set(
         );
     }
 
+    let new_state = report.state;
+    let mut warnings = report.warnings;
+    warnings.extend(state_warning);
     let manifest = Manifest {
         format: manifest::FORMAT_VERSION,
         tool: format!("s3nap {}", env!("CARGO_PKG_VERSION")),
@@ -339,7 +348,7 @@ pub async fn run_set(
         set: set.name.clone(),
         run,
         kind,
-        base_run: base.as_ref().map(|b| b.run),
+        base_run: base.map(|b| b.run),
         cycle: set.cycle.name.clone(),
         slot: Some(position.slot),
         period: Some(position.period),
@@ -360,13 +369,58 @@ pub async fn run_set(
         },
         source: source_info,
         counts: report.counts,
-        warnings: report.warnings,
+        warnings,
     };
     store
         .put(&manifest_key, manifest.to_json().into())
         .await
         .with_context(|| format!("committing the manifest of {}", store.locate(&archive_key)))?;
+    // Committed: only now may the next DIFF build on this run.
+    if let Some(mut state) = new_state {
+        state.run = Some(run);
+        if let Err(e) = state.save(&state_path) {
+            log::error!(
+                "{}: run {run} committed, but its incremental state could not be saved to {} ({e}); the next run will be a FULL",
+                set.name,
+                state_path.display()
+            );
+        }
+    }
     Ok(manifest)
+}
+
+/// A DIFF needs the state of exactly its base run; without it the run becomes a FULL (never a
+/// wrong DIFF), and the manifest says why.
+fn base_state<'a>(
+    kind: Kind,
+    base: Option<&'a Manifest>,
+    path: &std::path::Path,
+) -> (Kind, Option<&'a Manifest>, Option<State>, Option<Warning>) {
+    let Some(base_run) = base.filter(|_| kind == Kind::Diff) else {
+        return (kind, base, None, None);
+    };
+    let problem = match State::load(path) {
+        Ok(Some(state)) if state.run == Some(base_run.run) => {
+            return (Kind::Diff, base, Some(state), None)
+        }
+        Ok(Some(state)) => format!(
+            "incremental state describes run {}, not the base run {}",
+            state
+                .run
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "none".into()),
+            base_run.run
+        ),
+        Ok(None) => "no incremental state".to_string(),
+        Err(e) => format!("incremental state unusable: {e}"),
+    };
+    let warning = Warning {
+        path: path.display().to_string(),
+        problem: format!("{problem}; this run is a FULL instead of a DIFF"),
+        unreadable: false,
+    };
+    log::warn!("{}: {}", warning.path, warning.problem);
+    (Kind::Full, None, None, Some(warning))
 }
 
 /// The synchronous stages, outermost finished first: source → counter → compressor → sealer →

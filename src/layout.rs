@@ -175,6 +175,7 @@ mod tests {
             set_name(&SourceSpec::Directory {
                 path: p.into(),
                 excludes: vec![],
+                one_file_system: false,
             })
         };
         assert_eq!(dir("/etc"), "dir/etc");

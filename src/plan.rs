@@ -176,6 +176,7 @@ mod tests {
             source: SourceSpec::Directory {
                 path: "/etc".into(),
                 excludes: vec![],
+                one_file_system: false,
             },
             compression: Compression::None,
             cycle,

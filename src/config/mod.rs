@@ -108,6 +108,7 @@ pub enum SourceSpec {
     Directory {
         path: PathBuf,
         excludes: Vec<PathBuf>,
+        one_file_system: bool,
     },
     /// A database, or `all` for every database.
     MySql {

@@ -76,6 +76,7 @@ const SCOPED: &[&str] = &[
     "compression",
     "retentionpolicy",
     "minimumredundancy",
+    "onefilesystem",
 ];
 
 /// Directives (and blocks) that configure a set; each value is one set.
@@ -205,6 +206,7 @@ struct Scope {
     cycle: CycleSettings,
     compression: Compression,
     excludes: Vec<PathBuf>,
+    one_file_system: bool,
 }
 
 impl Scope {
@@ -242,6 +244,7 @@ impl Scope {
                 "archiveoldestdisc" => c.archive_oldest_disc = boolean(d)?,
                 "usetempfile" => c.use_temp_file = boolean(d)?,
                 "retentionpolicy" => c.retention_days = Some(positive(d)?),
+                "onefilesystem" => scope.one_file_system = boolean(d)?,
                 "minimumredundancy" => c.minimum_redundancy = number(d)?,
                 "compression" => {
                     let w = single(d)?;
@@ -294,7 +297,11 @@ impl Resolver {
                     .filter(|x| x.starts_with(&path) && **x != path)
                     .cloned()
                     .collect();
-                SourceSpec::Directory { path, excludes }
+                SourceSpec::Directory {
+                    path,
+                    excludes,
+                    one_file_system: scope.one_file_system,
+                }
             }
             "mysql" => SourceSpec::MySql {
                 database: database("MySQL", w)?,
@@ -595,6 +602,7 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
         cycle: CycleSettings::default(),
         compression: Compression::default(),
         excludes: Vec::new(),
+        one_file_system: false,
     }
     .enter(items, None)?;
     let mut resolver = Resolver {

@@ -4,7 +4,9 @@
 //! (counts, warnings, the details the manifest records). It never decides whether the run
 //! commits: a source error aborts the run, warnings are recorded and raise the exit status.
 
+pub mod state;
 pub mod tree;
+pub mod xattr;
 
 use std::io::Write;
 
@@ -39,6 +41,8 @@ pub struct Counts {
 pub struct Report {
     pub counts: Counts,
     pub warnings: Vec<Warning>,
+    /// For incremental sources: the state to keep for the next DIFF, once the run commits.
+    pub state: Option<state::State>,
 }
 
 pub trait Source: Send {
