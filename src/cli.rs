@@ -91,6 +91,9 @@ pub enum Command {
         /// Decrypt through `gpg --decrypt` (gpg-agent, smartcards); the default without --identity
         #[arg(long)]
         gpg: bool,
+        /// List the members (type code and name, run by run) instead of writing a tar stream
+        #[arg(long)]
+        list: bool,
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },

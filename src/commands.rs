@@ -115,8 +115,9 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
             at,
             identity,
             gpg: _,
+            list,
             paths,
-        } => recover_command(&runtime, &config, set, at, identity, paths),
+        } => recover_command(&runtime, &config, set, at, identity, list, paths),
         Command::Config {
             action: ConfigAction::Check,
         } => {
@@ -377,6 +378,7 @@ fn recover_command(
     set: String,
     at: Option<String>,
     identity: Option<std::path::PathBuf>,
+    list: bool,
     paths: Vec<std::path::PathBuf>,
 ) -> Result<u8, Failure> {
     let at = at
@@ -388,7 +390,7 @@ fn recover_command(
         None => DecryptWith::Gpg,
     };
     let stdout = std::io::stdout();
-    if stdout.is_terminal() {
+    if stdout.is_terminal() && !list {
         return Err(config_error(anyhow!(
             "refusing to write a tar stream to a terminal; pipe it: s3nap recover {set} | tar -x"
         )));
@@ -410,6 +412,7 @@ fn recover_command(
         chain,
         request.paths,
         Some(&decrypt),
+        list,
         out,
     )?;
     log::info!(

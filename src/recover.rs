@@ -53,10 +53,15 @@ pub fn stream<W: Write>(
     chain: Vec<Manifest>,
     paths: Vec<Vec<u8>>,
     decrypt: Option<&DecryptWith>,
+    list: bool,
     out: W,
 ) -> anyhow::Result<Summary> {
     let mut filter = PathFilter::new(paths);
-    let mut splicer = TarSplicer::new(out);
+    let mut splicer = if list {
+        TarSplicer::listing(out)
+    } else {
+        TarSplicer::new(out)
+    };
     for manifest in &chain {
         let target = store.locate(&manifest.archive.key);
         if manifest.archive.format != "tar" {

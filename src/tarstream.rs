@@ -161,11 +161,26 @@ fn pax_path(data: &[u8]) -> Option<Vec<u8>> {
 pub struct TarSplicer<W: Write> {
     out: W,
     pub members: u64,
+    /// List member names (one line each, with a `/` after directories) instead of copying.
+    listing: bool,
 }
 
 impl<W: Write> TarSplicer<W> {
     pub fn new(out: W) -> Self {
-        TarSplicer { out, members: 0 }
+        TarSplicer {
+            out,
+            members: 0,
+            listing: false,
+        }
+    }
+
+    /// Writes `TYPE NAME` lines (as `tar t` names them) instead of a tar stream.
+    pub fn listing(out: W) -> Self {
+        TarSplicer {
+            out,
+            members: 0,
+            listing: true,
+        }
     }
 
     /// Copies the members of one archive that `filter` keeps.
@@ -230,7 +245,19 @@ impl<W: Write> TarSplicer<W> {
                     };
                     // Global PAX headers apply to everything after them: always kept.
                     let keep = typeflag == b'g' || filter.keep(&name);
-                    if keep {
+                    if keep && self.listing {
+                        if typeflag != b'g' {
+                            let code = if typeflag == 0 { b'0' } else { typeflag };
+                            self.out.write_all(&[code, b' '])?;
+                            self.out.write_all(&name)?;
+                            self.out.write_all(b"\n")?;
+                            self.members += 1;
+                        }
+                        let skipped = io::copy(&mut (&mut input).take(padded), &mut io::sink())?;
+                        if skipped != padded {
+                            return Err(bad("member data cut short (archive truncated)"));
+                        }
+                    } else if keep {
                         self.out.write_all(&pending)?;
                         self.out.write_all(&block)?;
                         let copied = io::copy(&mut (&mut input).take(padded), &mut self.out)?;
@@ -252,9 +279,11 @@ impl<W: Write> TarSplicer<W> {
         }
     }
 
-    /// Writes the end-of-archive marker and returns the output.
+    /// Writes the end-of-archive marker (not in a listing) and returns the output.
     pub fn finish(mut self) -> io::Result<W> {
-        self.out.write_all(&[0u8; BLOCK * 2])?;
+        if !self.listing {
+            self.out.write_all(&[0u8; BLOCK * 2])?;
+        }
         self.out.flush()?;
         Ok(self.out)
     }

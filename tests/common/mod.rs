@@ -334,6 +334,7 @@ pub fn untar(stream: &[u8], dest: &Path) {
 pub enum Node {
     Dir {
         mode: u32,
+        xattrs: Vec<(String, Vec<u8>)>,
     },
     File {
         mode: u32,
@@ -341,6 +342,7 @@ pub enum Node {
         sha: String,
         len: u64,
         ino_group: usize,
+        xattrs: Vec<(String, Vec<u8>)>,
     },
     Symlink {
         target: OsString,
@@ -370,6 +372,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
             }
             Node::Dir {
                 mode: meta.mode() & 0o7777,
+                xattrs: user_xattrs(&path),
             }
         } else if ft.is_symlink() {
             Node::Symlink {
@@ -398,6 +401,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
                 sha: hex::encode(h.finalize()),
                 len: meta.len(),
                 ino_group: group,
+                xattrs: user_xattrs(&path),
             }
         } else {
             Node::Other {
@@ -408,6 +412,33 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     }
     // Directory mtimes change when extraction fills them; files and links are compared.
     out
+}
+
+/// The `user.*` extended attributes of `path` (what GNU tar restores by default).
+pub fn user_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    s3nap::source::xattr::pax_records(path)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SCHILY.xattr.user."))
+        .collect()
+}
+
+/// `tar -x -G --xattrs -C dest` (GNU tar, replaying dumpdirs).
+pub fn untar_incremental(stream: &[u8], dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    pipe(
+        Command::new("tar")
+            .args([
+                "-x",
+                "-G",
+                "--xattrs",
+                "--xattrs-include=user.*",
+                "--numeric-owner",
+                "-C",
+            ])
+            .arg(dest),
+        stream,
+    );
 }
 
 /// Asserts two trees are equal, naming the first difference.
