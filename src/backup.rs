@@ -389,6 +389,25 @@ pub async fn run_set(
     Ok(manifest)
 }
 
+/// For `-t`: says when a planned DIFF will be a FULL because DiffDir lacks its base's state
+/// (reads the state file; changes nothing).
+pub fn check_incremental_state(config: &Config, mut plan: SetPlan) -> SetPlan {
+    if let Action::Run {
+        kind: Kind::Diff,
+        base,
+        note,
+        ..
+    } = &mut plan.action
+    {
+        let path = state::path(&config.diff_dir, &plan.set.name, plan.set.cycle_label());
+        let (kind, _, _, warning) = base_state(Kind::Diff, base.as_deref(), &path);
+        if kind == Kind::Full {
+            *note = warning.map(|w| format!("{}: {}", w.path, w.problem));
+        }
+    }
+    plan
+}
+
 /// A DIFF needs the state of exactly its base run; without it the run becomes a FULL (never a
 /// wrong DIFF), and the manifest says why.
 fn base_state<'a>(

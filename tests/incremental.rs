@@ -414,3 +414,75 @@ fn a_failed_diff_upload_is_made_up_for_by_the_next_diff() {
     untar_incremental(&out.stdout, &dest);
     assert_same_tree(&tree, &dest.join(tree.strip_prefix("/").unwrap()));
 }
+
+#[test]
+fn posix_acls_survive_backup_and_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    write(&tree.join("shared/report.txt"), "numbers\n");
+    let run = |cmd: &str, args: &[&str]| {
+        let out = Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd} (scripts/setup-tests.sh installs acl): {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = tree.join("shared/report.txt");
+    let shared = tree.join("shared");
+    run(
+        "setfacl",
+        &["-m", "u:1234:r--,g:2345:rw-", file.to_str().unwrap()],
+    );
+    run(
+        "setfacl",
+        &["-d", "-m", "u:1234:rwx", shared.to_str().unwrap()],
+    );
+    let conf = write_config(
+        tmp.path(),
+        &format!(
+            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\n",
+            tmp.path().display(),
+            tree.display()
+        ),
+    );
+    let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s3nap(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "recover",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = tmp.path().join("restored");
+    fs::create_dir_all(&dest).unwrap();
+    pipe(
+        Command::new("tar")
+            .args(["-x", "-G", "--acls", "-C"])
+            .arg(&dest),
+        &out.stdout,
+    );
+    let restored = dest.join(tree.strip_prefix("/").unwrap());
+    let acl = |p: &Path| {
+        run(
+            "getfacl",
+            &["--omit-header", "--numeric", p.to_str().unwrap()],
+        )
+    };
+    assert!(acl(&file).contains("user:1234:r--"), "{}", acl(&file));
+    assert_eq!(acl(&restored.join("shared/report.txt")), acl(&file));
+    assert!(
+        acl(&shared).contains("default:user:1234:rwx"),
+        "{}",
+        acl(&shared)
+    );
+    assert_eq!(acl(&restored.join("shared")), acl(&shared));
+}
