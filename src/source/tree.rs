@@ -619,6 +619,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_shrank_is_zero_filled_to_its_announced_size() {
+        let data = b"only ten b";
+        let mut r = ExactSize {
+            inner: (&data[..]).take(16),
+            remaining: 16,
+            padded: 0,
+            error: None,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 16);
+        assert_eq!(&out[..10], data);
+        assert!(out[10..].iter().all(|b| *b == 0));
+        assert_eq!(r.padded, 6);
+    }
+
+    #[test]
     fn excludes_are_paths_or_globs() {
         let m = exclude_matcher(&["/home/*/cache".into(), "/opt/useless".into()]).unwrap();
         assert!(m.is_match("/home/alice/cache"));
