@@ -139,46 +139,13 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Archive, SourceInfo};
-    use crate::pipeline::compress::Compression;
 
     fn run(text: &str) -> RunId {
         text.parse().unwrap()
     }
 
     fn manifest(set: &str, id: &str, kind: Kind, base: Option<&str>) -> Manifest {
-        Manifest {
-            format: 1,
-            tool: "test".into(),
-            host: "h".into(),
-            set: set.into(),
-            run: run(id),
-            kind,
-            base_run: base.map(run),
-            cycle: None,
-            slot: None,
-            period: None,
-            forced: false,
-            started: run(id).0,
-            finished: run(id).0,
-            source_started: None,
-            archive: Archive {
-                key: String::new(),
-                stored_size: 0,
-                sha256: String::new(),
-                plaintext_size: 0,
-                format: "tar".into(),
-                compression: Compression::None,
-                recipients: vec![],
-                parts: 1,
-            },
-            source: SourceInfo::Directory {
-                path: "/x".into(),
-                excludes: vec![],
-            },
-            counts: Default::default(),
-            warnings: vec![],
-        }
+        crate::manifest::sample(set, run(id), kind, base.map(run))
     }
 
     #[test]

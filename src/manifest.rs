@@ -96,6 +96,43 @@ impl Manifest {
     }
 }
 
+/// A minimal manifest for tests of the logic above the store.
+#[cfg(test)]
+pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifest {
+    Manifest {
+        format: FORMAT_VERSION,
+        tool: "test".into(),
+        host: "h".into(),
+        set: set.into(),
+        run,
+        kind,
+        base_run: base,
+        cycle: None,
+        slot: None,
+        period: None,
+        forced: false,
+        started: run.0,
+        finished: run.0,
+        source_started: None,
+        archive: Archive {
+            key: String::new(),
+            stored_size: 0,
+            sha256: String::new(),
+            plaintext_size: 0,
+            format: "tar".into(),
+            compression: Compression::None,
+            recipients: vec![],
+            parts: 1,
+        },
+        source: SourceInfo::Directory {
+            path: "/x".into(),
+            excludes: vec![],
+        },
+        counts: Default::default(),
+        warnings: vec![],
+    }
+}
+
 mod compression_text {
     use super::Compression;
     use serde::{Deserialize, Deserializer, Serializer};

@@ -167,7 +167,6 @@ fn finish(set: &SetSpec, runs: Vec<Manifest>, action: Action, now: DateTime<Utc>
 mod tests {
     use super::*;
     use crate::config::{CycleSettings, SourceSpec};
-    use crate::manifest::{Archive, SourceInfo};
     use crate::pipeline::compress::Compression;
 
     fn set(cycle: CycleSettings) -> SetSpec {
@@ -190,38 +189,11 @@ mod tests {
 
     fn manifest(set: &SetSpec, day: i64, kind: Kind, slot: u64, base: Option<RunId>) -> Manifest {
         let run = RunId::at(DateTime::from_timestamp(day * 86_400 + 3600, 0).unwrap());
-        Manifest {
-            format: 1,
-            tool: "t".into(),
-            host: "h".into(),
-            set: set.name.clone(),
-            run,
-            kind,
-            base_run: base,
-            cycle: set.cycle.name.clone(),
-            slot: Some(slot),
-            period: Some(day as u64),
-            forced: false,
-            started: run.0,
-            finished: run.0,
-            source_started: None,
-            archive: Archive {
-                key: String::new(),
-                stored_size: 0,
-                sha256: String::new(),
-                plaintext_size: 0,
-                format: "tar".into(),
-                compression: Compression::None,
-                recipients: vec![],
-                parts: 1,
-            },
-            source: SourceInfo::Directory {
-                path: "/etc".into(),
-                excludes: vec![],
-            },
-            counts: Default::default(),
-            warnings: vec![],
-        }
+        let mut m = crate::manifest::sample(&set.name, run, kind, base);
+        m.cycle = set.cycle.name.clone();
+        m.slot = Some(slot);
+        m.period = Some(day as u64);
+        m
     }
 
     fn at(day: i64, hour: i64) -> DateTime<Utc> {

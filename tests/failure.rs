@@ -7,8 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -92,21 +91,11 @@ fn server_stopped_mid_upload_commits_nothing_and_loses_nothing() {
     assert_eq!(manifests(&before).len(), 1);
 
     // Second run: stop the server once the upload is under way.
-    let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .args(["-c", conf_s, "--now", "2026-11-02T03:00:00Z"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.open_uploads("stopped").is_empty() {
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server.pause();
-    let out = child.wait_with_output().unwrap();
-    server.resume();
+    let out = server.s3nap_with_outage(
+        "stopped",
+        &["-c", conf_s, "--now", "2026-11-02T03:00:00Z"],
+        None,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -293,22 +282,11 @@ fn a_brief_outage_is_retried_and_the_run_commits() {
         "outage",
         "Timeout 1\nRetries 8\nParallelUploads 2",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .args(["-c", conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.open_uploads("outage").is_empty() {
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server.pause();
-    std::thread::sleep(Duration::from_millis(2500));
-    server.resume();
-    let out = child.wait_with_output().unwrap();
+    let out = server.s3nap_with_outage(
+        "outage",
+        &["-c", conf.to_str().unwrap()],
+        Some(Duration::from_millis(2500)),
+    );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(

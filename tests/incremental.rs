@@ -11,8 +11,8 @@ use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 
@@ -380,21 +380,7 @@ fn a_failed_diff_upload_is_made_up_for_by_the_next_diff() {
     // Day 1's changes, and its upload stopped half-way.
     write(&tree.join("big.bin"), random_bytes(40 << 20, 9));
     write(&tree.join("a.txt"), "a changed on day 1\n");
-    let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .args(["-c", c, "--now", &day_time(1)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.open_uploads("faileddiff").is_empty() {
-        assert!(Instant::now() < deadline, "the upload never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server.pause();
-    let out = child.wait_with_output().unwrap();
-    server.resume();
+    let out = server.s3nap_with_outage("faileddiff", &["-c", c, "--now", &day_time(1)], None);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(
         fs::read(&state_file).unwrap(),

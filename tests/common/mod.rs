@@ -142,6 +142,38 @@ impl S3Server {
         signal(self.pid, "CONT");
     }
 
+    /// Runs s3nap with `args` and stops this server (SIGSTOP) as soon as its multipart upload
+    /// into `bucket` is under way; resumes the server after `outage`, or once s3nap exited
+    /// when `outage` is `None`.
+    pub fn s3nap_with_outage(
+        &self,
+        bucket: &str,
+        args: &[&str],
+        outage: Option<std::time::Duration>,
+    ) -> Output {
+        use std::time::{Duration, Instant};
+        let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.open_uploads(bucket).is_empty() {
+            assert!(Instant::now() < deadline, "the upload never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.pause();
+        if let Some(outage) = outage {
+            std::thread::sleep(outage);
+            self.resume();
+        }
+        let out = child.wait_with_output().unwrap();
+        self.resume();
+        out
+    }
+
     /// An s3napback key file with this server's credentials.
     pub fn keyfile(&self, dir: &Path) -> PathBuf {
         let path = dir.join("s3key.txt");
