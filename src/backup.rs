@@ -27,8 +27,9 @@ use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::plan::{self, Action, SetPlan};
 use crate::prune;
+use crate::source::program;
 use crate::source::state::{self, State};
-use crate::source::tree::TreeSource;
+use crate::source::tree::{PickedPaths, TreeSource};
 use crate::source::{Report, Source, Warning};
 use crate::store::DynStore;
 
@@ -85,36 +86,246 @@ pub fn extension(format: &str, compression: Compression, encrypted: bool) -> Str
     ext
 }
 
-/// The source of `set`; a DIFF compares with `base`, the state of its base run.
-fn source_for(set: &SetSpec, base: Option<State>) -> anyhow::Result<(Box<dyn Source>, SourceInfo)> {
-    match &set.source {
+/// Where a DIFF starts: the tree state, or the last dumped Subversion revision, of its base run.
+enum Base {
+    None,
+    Tree(State),
+    Revision(u64),
+}
+
+/// The restore command recorded for a dump when neither `Restore` nor the program names one.
+fn default_restore(source: &SourceSpec) -> Option<Vec<String>> {
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match source {
+        SourceSpec::MySql { database, options } => {
+            let client = program::find_program(&["mariadb", "mysql"])
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "mysql".into());
+            // The dump creates its database(s) itself (--databases / --all-databases).
+            let _ = database;
+            let mut cmd = vec![client];
+            cmd.extend(options.iter().cloned());
+            Some(cmd)
+        }
+        SourceSpec::PostgreSql {
+            database,
+            user,
+            custom_format,
+        } => {
+            // Dumps create their database (--create); pg_dumpall's roles usually exist already,
+            // so its restore goes on past errors as psql does by default.
+            let mut cmd = if *custom_format {
+                owned(&["pg_restore", "--create", "--dbname", "postgres"])
+            } else if database == "all" {
+                owned(&["psql", "--quiet", "--dbname", "postgres"])
+            } else {
+                owned(&[
+                    "psql",
+                    "--quiet",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--dbname",
+                    "postgres",
+                ])
+            };
+            if let Some(u) = user {
+                cmd.extend(["--username".to_string(), u.clone()]);
+            }
+            Some(cmd)
+        }
+        _ => None,
+    }
+}
+
+/// The source of `set`, and what the manifest says of it when that is known beforehand.
+fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
+    let restore = if set.restore.is_empty() {
+        default_restore(&set.source)
+    } else {
+        Some(set.restore.clone())
+    };
+    let program =
+        |command: Vec<String>, format: &'static str, descriptor_mode: bool| -> Box<dyn Source> {
+            Box::new(program::ProgramSource {
+                command,
+                format,
+                descriptor_mode,
+                restore: restore.clone(),
+            })
+        };
+    Ok(match &set.source {
         SourceSpec::Directory {
             path,
             excludes,
             one_file_system,
-        } => Ok((
+        } => (
             Box::new(TreeSource {
                 root: path.clone(),
                 excludes: excludes.clone(),
                 one_file_system: *one_file_system,
-                base,
+                base: match base {
+                    Base::Tree(state) => Some(state),
+                    _ => None,
+                },
             }),
-            SourceInfo::Directory {
+            Some(SourceInfo::Directory {
                 path: path.display().to_string(),
                 excludes: excludes.iter().map(|p| p.display().to_string()).collect(),
-            },
-        )),
-        other => bail!(
-            "{} sets are planned but this version of s3nap cannot dump them yet ({})",
-            match other {
-                SourceSpec::MySql { .. } => "MySQL",
-                SourceSpec::PostgreSql { .. } => "PostgreSQL",
-                SourceSpec::Subversion { .. } => "Subversion",
-                _ => "SubversionDir",
-            },
-            other.target()
+            }),
         ),
+        SourceSpec::MySql { database, options } => {
+            let dump = program::find_program(&["mariadb-dump", "mysqldump"])
+                .context("neither mariadb-dump nor mysqldump is installed")?;
+            let mut cmd = vec![dump.display().to_string()];
+            // Option files (--defaults-extra-file) must come first.
+            cmd.extend(options.iter().cloned());
+            cmd.extend(
+                [
+                    "--single-transaction",
+                    "--routines",
+                    "--triggers",
+                    "--events",
+                ]
+                .map(String::from),
+            );
+            if database == "all" {
+                cmd.push("--all-databases".into());
+            } else {
+                cmd.extend(["--databases".to_string(), database.clone()]);
+            }
+            (program(cmd, "sql", false), None)
+        }
+        SourceSpec::PostgreSql {
+            database,
+            user,
+            custom_format,
+        } => {
+            let mut cmd = vec![if database == "all" {
+                "pg_dumpall"
+            } else {
+                "pg_dump"
+            }
+            .to_string()];
+            if let Some(u) = user {
+                cmd.extend(["--username".to_string(), u.clone()]);
+            }
+            if database != "all" {
+                cmd.push(
+                    if *custom_format {
+                        "--format=custom"
+                    } else {
+                        "--create"
+                    }
+                    .into(),
+                );
+                cmd.push(database.clone());
+            }
+            let format = if *custom_format && database != "all" {
+                "pgdump"
+            } else {
+                "sql"
+            };
+            (program(cmd, format, false), None)
+        }
+        SourceSpec::Subversion { repository, .. } => (
+            Box::new(program::SubversionSource {
+                repository: repository.clone(),
+                last: match base {
+                    Base::Revision(r) => Some(r),
+                    _ => None,
+                },
+            }),
+            None,
+        ),
+        SourceSpec::Command { run, fd, .. } => (program(run.clone(), "dump", *fd), None),
+        SourceSpec::Picker { run, .. } => (
+            Box::new(PickedPaths {
+                command: run.clone(),
+            }),
+            None,
+        ),
+        SourceSpec::SubversionDir { .. } | SourceSpec::SnapshotsDir { .. } => {
+            bail!("{} is expanded into its sets when a run starts", set.name)
+        }
+    })
+}
+
+fn program_kind(source: &SourceSpec) -> &'static str {
+    match source {
+        SourceSpec::MySql { .. } => "mysql",
+        SourceSpec::PostgreSql { .. } => "pgsql",
+        SourceSpec::Subversion { .. } | SourceSpec::SubversionDir { .. } => "svn",
+        SourceSpec::Picker { .. } => "picker",
+        _ => "command",
     }
+}
+
+/// The configured sets with SubversionDir and SnapshotsDir replaced by one set per
+/// repository or executable found now; a directory that cannot be read is an error for it.
+pub fn expand_sets<'a>(
+    sets: impl Iterator<Item = &'a SetSpec>,
+) -> Vec<(SetSpec, Result<(), String>)> {
+    let mut out = Vec::new();
+    for set in sets {
+        let (dir, svn) = match &set.source {
+            SourceSpec::SubversionDir { directory } => (directory, true),
+            SourceSpec::SnapshotsDir { directory } => (directory, false),
+            _ => {
+                out.push((set.clone(), Ok(())));
+                continue;
+            }
+        };
+        let mut entries: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(e) => {
+                out.push((
+                    set.clone(),
+                    Err(format!("cannot read {}: {e}", dir.display())),
+                ));
+                continue;
+            }
+        };
+        entries.sort();
+        for path in entries {
+            let source = if svn {
+                // Real repositories only: they have a format file and a db directory.
+                if !(path.join("format").is_file() && path.join("db").is_dir()) {
+                    log::debug!("{}: not a Subversion repository", path.display());
+                    continue;
+                }
+                SourceSpec::Subversion {
+                    repository: path.clone(),
+                    full_only: true,
+                }
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                let executable = std::fs::metadata(&path)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false);
+                if !executable {
+                    continue;
+                }
+                SourceSpec::Command {
+                    name: path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    run: vec![path.display().to_string()],
+                    fd: true,
+                }
+            };
+            out.push((
+                SetSpec {
+                    name: layout::set_name(&source),
+                    source,
+                    ..set.clone()
+                },
+                Ok(()),
+            ));
+        }
+    }
+    out
 }
 
 /// Loads the recipients' certificates once per run.
@@ -176,9 +387,14 @@ pub async fn run_all(
     only: &[String],
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
-    for set in config.selected_sets(only) {
+    for (set, expanded) in expand_sets(config.selected_sets(only)) {
+        let set = &set;
         let started = Instant::now();
-        let outcome = match plan(&ctx.store, config, set, now, force).await {
+        let planned = match expanded {
+            Ok(()) => plan(&ctx.store, config, set, now, force).await,
+            Err(e) => Err(anyhow!(e)),
+        };
+        let outcome = match planned {
             Err(e) => Outcome::Failed(e),
             Ok(p) => match &p.action {
                 Action::Skip { reason } => Outcome::Skipped(reason.clone()),
@@ -251,10 +467,18 @@ pub async fn run_set(
     let (set, run) = (&plan.set, *run);
     let store = &ctx.store;
     let state_path = state::path(&config.diff_dir, &set.name, set.cycle_label());
-    let (kind, base, base_state, state_warning) = base_state(*kind, base.as_deref(), &state_path);
-    let (source, source_info) = source_for(set, base_state)?;
+    let revision_path = state_path.with_extension("svnrev");
+    let (kind, base, start, state_warning) = match &set.source {
+        SourceSpec::Subversion { .. } => base_revision(*kind, base.as_deref(), &revision_path),
+        _ => {
+            let (k, b, s, w) = base_state(*kind, base.as_deref(), &state_path);
+            (k, b, s.map_or(Base::None, Base::Tree), w)
+        }
+    };
+    let (source, source_info) = source_for(set, start)?;
     let encrypted = !ctx.certs.is_empty();
-    let ext = extension(source.format(), set.compression, encrypted);
+    let format = source.format();
+    let ext = extension(format, set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
     let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
     for key in [&manifest_key, &archive_key] {
@@ -339,6 +563,15 @@ pub async fn run_set(
     }
 
     let new_state = report.state;
+    let dumped_to = report
+        .program
+        .as_ref()
+        .and_then(|p| p.revisions)
+        .map(|(_, to)| to);
+    let source_info = source_info.unwrap_or_else(|| SourceInfo::Program {
+        kind: program_kind(&set.source).to_string(),
+        run: report.program.clone().unwrap_or_default(),
+    });
     let mut warnings = report.warnings;
     warnings.extend(state_warning);
     let manifest = Manifest {
@@ -362,7 +595,7 @@ pub async fn run_set(
             stored_size: stored.size,
             sha256: stored.sha256,
             plaintext_size: plaintext,
-            format: "tar".into(),
+            format: format.to_string(),
             compression,
             recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
             parts: stored.parts,
@@ -376,6 +609,15 @@ pub async fn run_set(
         .await
         .with_context(|| format!("committing the manifest of {}", store.locate(&archive_key)))?;
     // Committed: only now may the next DIFF build on this run.
+    if let Some(to) = dumped_to {
+        if let Err(e) = program::save_revision(&revision_path, run, to) {
+            log::error!(
+                "{}: run {run} committed, but its last revision could not be saved to {} ({e}); the next run will be a FULL",
+                set.name,
+                revision_path.display()
+            );
+        }
+    }
     if let Some(mut state) = new_state {
         state.run = Some(run);
         if let Err(e) = state.save(&state_path) {
@@ -387,6 +629,35 @@ pub async fn run_set(
         }
     }
     Ok(manifest)
+}
+
+/// The Subversion counterpart of [`base_state`]: the last revision of exactly the base run.
+fn base_revision<'a>(
+    kind: Kind,
+    base: Option<&'a Manifest>,
+    path: &std::path::Path,
+) -> (Kind, Option<&'a Manifest>, Base, Option<Warning>) {
+    let Some(base_run) = base.filter(|_| kind == Kind::Diff) else {
+        return (kind, base, Base::None, None);
+    };
+    let problem = match program::load_revision(path) {
+        Ok(Some((run, rev))) if run == base_run.run => {
+            return (Kind::Diff, base, Base::Revision(rev), None)
+        }
+        Ok(Some((run, _))) => format!(
+            "last revision recorded for run {run}, not the base run {}",
+            base_run.run
+        ),
+        Ok(None) => "no last revision recorded".to_string(),
+        Err(e) => e,
+    };
+    let warning = Warning {
+        path: path.display().to_string(),
+        problem: format!("{problem}; this run is a FULL instead of a DIFF"),
+        unreadable: false,
+    };
+    log::warn!("{}: {}", warning.path, warning.problem);
+    (Kind::Full, None, Base::None, Some(warning))
 }
 
 /// For `-t`: says when a planned DIFF will be a FULL because DiffDir lacks its base's state

@@ -92,8 +92,12 @@ pub enum Command {
         #[arg(long)]
         gpg: bool,
         /// List the members (type code and name, run by run) instead of writing a tar stream
-        #[arg(long)]
+        #[arg(long, conflicts_with = "restore")]
         list: bool,
+        /// Pipe the recovered dump into its restore command (the set's Restore, the one its
+        /// program named, or the dump tool's client) instead of stdout
+        #[arg(long)]
+        restore: bool,
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },

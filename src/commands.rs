@@ -116,8 +116,19 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
             identity,
             gpg: _,
             list,
+            restore,
             paths,
-        } => recover_command(&runtime, &config, set, at, identity, list, paths),
+        } => {
+            let request = RecoverRequest {
+                set,
+                at,
+                identity,
+                list,
+                restore,
+                paths,
+            };
+            recover_command(&runtime, &config, request)
+        }
         Command::Config {
             action: ConfigAction::Check,
         } => {
@@ -372,39 +383,49 @@ fn list_command(
     Ok(EXIT_OK)
 }
 
-fn recover_command(
-    runtime: &tokio::runtime::Runtime,
-    config: &Config,
+struct RecoverRequest {
     set: String,
     at: Option<String>,
     identity: Option<std::path::PathBuf>,
     list: bool,
+    restore: bool,
     paths: Vec<std::path::PathBuf>,
+}
+
+fn recover_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    r: RecoverRequest,
 ) -> Result<u8, Failure> {
-    let at = at
-        .map(|t| catalog::parse_time(&t))
-        .transpose()
-        .map_err(|e| config_error(anyhow!("--at: {e}")))?;
-    let decrypt = match identity {
-        Some(path) => DecryptWith::Identity(Identity::load(&path).map_err(config_error)?),
+    let at =
+        r.at.map(|t| catalog::parse_time(&t))
+            .transpose()
+            .map_err(|e| config_error(anyhow!("--at: {e}")))?;
+    let decrypt = match &r.identity {
+        Some(path) => DecryptWith::Identity(Identity::load(path).map_err(config_error)?),
         None => DecryptWith::Gpg,
     };
     let stdout = std::io::stdout();
-    if stdout.is_terminal() && !list {
+    if stdout.is_terminal() && !r.list && !r.restore {
         return Err(config_error(anyhow!(
-            "refusing to write a tar stream to a terminal; pipe it: s3nap recover {set} | tar -x"
+            "refusing to write a backup to a terminal; pipe it: s3nap recover {} | tar -x",
+            r.set
         )));
     }
     let store = open_store(runtime, config)?;
     let request = recover::Request {
-        set: set_name(config, &set),
+        set: set_name(config, &r.set),
         at,
-        paths: paths
+        paths: r
+            .paths
             .iter()
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .collect(),
     };
     let chain = runtime.block_on(recover::plan(&store, &config.host, &request))?;
+    if r.restore {
+        return restore_through(runtime, config, &store, &request, chain, &decrypt);
+    }
     let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let summary = recover::stream(
         runtime.handle(),
@@ -412,13 +433,70 @@ fn recover_command(
         chain,
         request.paths,
         Some(&decrypt),
-        list,
+        r.list,
         out,
     )?;
     log::info!(
         "{}: recovered {} member(s) from {} run(s)",
         request.set,
         summary.members,
+        summary.runs.len()
+    );
+    Ok(EXIT_OK)
+}
+
+/// `recover --restore`: the chain's data into the restore command's stdin; its exit status
+/// decides.
+fn restore_through(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    store: &DynStore,
+    request: &recover::Request,
+    chain: Vec<crate::manifest::Manifest>,
+    decrypt: &DecryptWith,
+) -> Result<u8, Failure> {
+    let configured = config
+        .find_set(&request.set)
+        .map(|s| s.restore.clone())
+        .filter(|r| !r.is_empty());
+    let recorded = chain.last().and_then(|m| match &m.source {
+        crate::manifest::SourceInfo::Program { run, .. } => run.restore.clone(),
+        _ => None,
+    });
+    let argv = configured.or(recorded).ok_or_else(|| {
+        config_error(anyhow!(
+            "no restore command for {}: configure Restore, or pipe `s3nap recover {}` into one",
+            request.set,
+            request.set
+        ))
+    })?;
+    let (program, args) = argv.split_first().expect("non-empty");
+    log::info!("{}: restoring through {}", request.set, argv.join(" "));
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("cannot run restore command {program}: {e}"))?;
+    let stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
+    let streamed = recover::stream(
+        runtime.handle(),
+        store,
+        chain,
+        Vec::new(),
+        Some(decrypt),
+        false,
+        stdin,
+    );
+    let status = child
+        .wait()
+        .map_err(|e| anyhow!("waiting for {program}: {e}"))?;
+    if !status.success() {
+        return Err(anyhow!("restore command {} failed ({status})", argv.join(" ")).into());
+    }
+    let summary = streamed?;
+    log::info!(
+        "{}: restored {} run(s) through {program}, which exited 0",
+        request.set,
         summary.runs.len()
     );
     Ok(EXIT_OK)

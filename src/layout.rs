@@ -134,10 +134,13 @@ pub fn set_name(source: &crate::config::SourceSpec) -> String {
     };
     match source {
         SourceSpec::Directory { path: p, .. } => path("dir", p),
-        SourceSpec::MySql { database } => format!("mysql/{database}"),
-        SourceSpec::PostgreSql { database } => format!("pgsql/{database}"),
-        SourceSpec::Subversion { repository } => path("svn", repository),
+        SourceSpec::MySql { database, .. } => format!("mysql/{database}"),
+        SourceSpec::PostgreSql { database, .. } => format!("pgsql/{database}"),
+        SourceSpec::Subversion { repository, .. } => path("svn", repository),
         SourceSpec::SubversionDir { directory } => path("svndir", directory),
+        SourceSpec::Command { name, .. } => format!("cmd/{name}"),
+        SourceSpec::Picker { name, .. } => format!("picker/{name}"),
+        SourceSpec::SnapshotsDir { directory } => path("snapshots", directory),
     }
 }
 
@@ -183,10 +186,12 @@ mod tests {
         assert_eq!(dir("/"), "dir");
         let all = SourceSpec::MySql {
             database: "all".into(),
+            options: vec![],
         };
         assert_eq!(set_name(&all), "mysql/all");
         let repo = SourceSpec::Subversion {
             repository: "/srv/svn/repos/myproject".into(),
+            full_only: false,
         };
         assert_eq!(set_name(&repo), "svn/srv/svn/repos/myproject");
     }

@@ -70,7 +70,16 @@ pub struct Archive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceInfo {
-    Directory { path: String, excludes: Vec<String> },
+    Directory {
+        path: String,
+        excludes: Vec<String>,
+    },
+    /// A dump, snapshot or picker program; `kind` is mysql, pgsql, svn, command or picker.
+    Program {
+        kind: String,
+        #[serde(flatten)]
+        run: crate::source::program::ProgramRun,
+    },
 }
 
 impl Manifest {

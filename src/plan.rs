@@ -179,6 +179,7 @@ mod tests {
             },
             compression: Compression::None,
             cycle,
+            restore: vec![],
             pos: crate::config::Pos {
                 file: std::sync::Arc::from(std::path::Path::new("t.conf")),
                 line: 1,

@@ -45,6 +45,14 @@ pub async fn plan(
     Ok(chain.into_iter().cloned().collect())
 }
 
+/// What the decoded archives go into.
+enum Sink<W: Write> {
+    /// Tar archives spliced into one stream (or listed).
+    Tar(TarSplicer<W>, PathFilter),
+    /// Dumps passed through, a chain's archives concatenated in order.
+    Raw(W),
+}
+
 /// Streams `chain` into `out`. Blocking: call it outside the async runtime, whose `handle`
 /// runs the downloads.
 pub fn stream<W: Write>(
@@ -56,20 +64,22 @@ pub fn stream<W: Write>(
     list: bool,
     out: W,
 ) -> anyhow::Result<Summary> {
-    let mut filter = PathFilter::new(paths);
-    let mut splicer = if list {
-        TarSplicer::listing(out)
+    let tar = chain.iter().all(|m| m.archive.format == "tar");
+    let mut sink = if tar {
+        let splicer = if list {
+            TarSplicer::listing(out)
+        } else {
+            TarSplicer::new(out)
+        };
+        Sink::Tar(splicer, PathFilter::new(paths))
     } else {
-        TarSplicer::new(out)
+        if list || !paths.is_empty() {
+            bail!("member paths and --list apply to tar archives, not to dumps");
+        }
+        Sink::Raw(out)
     };
     for manifest in &chain {
         let target = store.locate(&manifest.archive.key);
-        if manifest.archive.format != "tar" {
-            bail!(
-                "{target}: format '{}' cannot be recovered as a tar stream",
-                manifest.archive.format
-            );
-        }
         let failure = Failure::default();
         let reader = fetch(
             handle,
@@ -92,8 +102,13 @@ pub fn stream<W: Write>(
             } else {
                 Box::new(reader)
             };
-            let tar = decompressor(manifest.archive.compression, plain)?;
-            splicer.append(tar, &mut filter)?;
+            let mut data = decompressor(manifest.archive.compression, plain)?;
+            match &mut sink {
+                Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
+                Sink::Raw(w) => {
+                    std::io::copy(&mut data, w)?;
+                }
+            }
             Ok(())
         })();
         if let Err(e) = result {
@@ -112,12 +127,21 @@ pub fn stream<W: Write>(
             manifest.run
         );
     }
-    let members = splicer.members;
-    splicer.finish().context("writing the recovered stream")?;
-    let missing = filter.unmatched();
-    if !missing.is_empty() {
-        bail!("not found in the recovered run(s): {}", missing.join(", "));
-    }
+    let members = match sink {
+        Sink::Tar(splicer, filter) => {
+            let members = splicer.members;
+            splicer.finish().context("writing the recovered stream")?;
+            let missing = filter.unmatched();
+            if !missing.is_empty() {
+                bail!("not found in the recovered run(s): {}", missing.join(", "));
+            }
+            members
+        }
+        Sink::Raw(mut w) => {
+            w.flush().context("writing the recovered dump")?;
+            0
+        }
+    };
     Ok(Summary {
         runs: chain,
         members,

@@ -110,20 +110,37 @@ pub enum SourceSpec {
         excludes: Vec<PathBuf>,
         one_file_system: bool,
     },
-    /// A database, or `all` for every database.
+    /// A database, or `all` for every database; `options` go first on mysqldump's command line
+    /// (e.g. `--defaults-extra-file=…`: credentials stay in the client's option files).
     MySql {
         database: String,
+        options: Vec<String>,
     },
+    /// `[user@]database`, or `all` (pg_dumpall); connection through libpq's environment.
     PostgreSql {
         database: String,
+        user: Option<String>,
+        custom_format: bool,
     },
     Subversion {
         repository: PathBuf,
+        /// Repositories found by SubversionDir rotate through FULL dumps only.
+        full_only: bool,
     },
-    /// Every repository in a directory.
-    SubversionDir {
-        directory: PathBuf,
+    /// Every repository in a directory (expanded when a run starts).
+    SubversionDir { directory: PathBuf },
+    /// A snapshotter: a program whose output is the data (`fd`: written to the descriptor it
+    /// gets as its first argument, its stdout being the description).
+    Command {
+        name: String,
+        run: Vec<String>,
+        fd: bool,
     },
+    /// A program printing the paths to archive, one per line.
+    Picker { name: String, run: Vec<String> },
+    /// Every executable in a directory, each a `Command` in descriptor mode (expanded when a
+    /// run starts).
+    SnapshotsDir { directory: PathBuf },
 }
 
 impl SourceSpec {
@@ -131,20 +148,25 @@ impl SourceSpec {
     pub fn incremental(&self) -> crate::policy::cycle::Incremental {
         use crate::policy::cycle::Incremental;
         match self {
-            SourceSpec::Directory { .. } | SourceSpec::Subversion { .. } => Incremental::Yes,
+            SourceSpec::Directory { .. }
+            | SourceSpec::Subversion {
+                full_only: false, ..
+            } => Incremental::Yes,
             _ => Incremental::No,
         }
     }
 
-    /// The configured path or database, as a user would name it.
+    /// The configured path, database or program, as a user would name it.
     pub fn target(&self) -> String {
         match self {
-            SourceSpec::Directory { path, .. } => path.display().to_string(),
-            SourceSpec::MySql { database } | SourceSpec::PostgreSql { database } => {
+            SourceSpec::Directory { path: p, .. }
+            | SourceSpec::Subversion { repository: p, .. }
+            | SourceSpec::SubversionDir { directory: p }
+            | SourceSpec::SnapshotsDir { directory: p } => p.display().to_string(),
+            SourceSpec::MySql { database, .. } | SourceSpec::PostgreSql { database, .. } => {
                 database.clone()
             }
-            SourceSpec::Subversion { repository: p }
-            | SourceSpec::SubversionDir { directory: p } => p.display().to_string(),
+            SourceSpec::Command { run, .. } | SourceSpec::Picker { run, .. } => run.join(" "),
         }
     }
 }
@@ -156,6 +178,8 @@ pub struct SetSpec {
     pub source: SourceSpec,
     pub compression: Compression,
     pub cycle: CycleSettings,
+    /// The configured restore command (`Restore`), for `recover --restore`.
+    pub restore: Vec<String>,
     pub pos: Pos,
 }
 

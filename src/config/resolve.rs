@@ -77,6 +77,10 @@ const SCOPED: &[&str] = &[
     "retentionpolicy",
     "minimumredundancy",
     "onefilesystem",
+    "mysqloptions",
+    "format",
+    "restore",
+    "run",
 ];
 
 /// Directives (and blocks) that configure a set; each value is one set.
@@ -86,7 +90,21 @@ const SOURCES: &[&str] = &[
     "postgresql",
     "subversion",
     "subversiondir",
+    "command",
+    "picker",
+    "snapshotsdir",
 ];
+
+/// A command line: several words, or one quoted string split by the configuration's quoting.
+fn command_words(d: &Directive) -> Result<Vec<String>, ConfigError> {
+    match d.values.as_slice() {
+        [] => Err(err(&d.name.pos, format!("{} needs a program", d.name.text))),
+        [one] if one.text.contains(char::is_whitespace) => {
+            super::syntax::split_words(&one.text).map_err(|m| err(&one.pos, m))
+        }
+        many => Ok(many.iter().map(|w| w.text.clone()).collect()),
+    }
+}
 
 fn err(pos: &Pos, message: impl Into<String>) -> ConfigError {
     ConfigError::new(pos, message)
@@ -207,6 +225,11 @@ struct Scope {
     compression: Compression,
     excludes: Vec<PathBuf>,
     one_file_system: bool,
+    mysql_options: Vec<String>,
+    pg_custom_format: bool,
+    restore: Vec<String>,
+    /// `Run` of a `<Command>` or `<Picker>` block, with where it was written.
+    run: Option<(Vec<String>, Pos)>,
 }
 
 impl Scope {
@@ -245,6 +268,24 @@ impl Scope {
                 "usetempfile" => c.use_temp_file = boolean(d)?,
                 "retentionpolicy" => c.retention_days = Some(positive(d)?),
                 "onefilesystem" => scope.one_file_system = boolean(d)?,
+                "mysqloptions" => {
+                    scope.mysql_options = d.values.iter().map(|w| w.text.clone()).collect()
+                }
+                "format" => {
+                    let w = single(d)?;
+                    scope.pg_custom_format = match w.text.to_ascii_lowercase().as_str() {
+                        "plain" => false,
+                        "custom" => true,
+                        _ => {
+                            return Err(err(
+                                &w.pos,
+                                format!("Format must be plain or custom, not '{}'", w.text),
+                            ))
+                        }
+                    };
+                }
+                "restore" => scope.restore = command_words(d)?,
+                "run" => scope.run = Some((command_words(d)?, d.name.pos.clone())),
                 "minimumredundancy" => c.minimum_redundancy = number(d)?,
                 "compression" => {
                     let w = single(d)?;
@@ -305,16 +346,59 @@ impl Resolver {
             }
             "mysql" => SourceSpec::MySql {
                 database: database("MySQL", w)?,
+                options: scope.mysql_options.clone(),
             },
-            "postgresql" => SourceSpec::PostgreSql {
-                database: database("PostgreSQL", w)?,
-            },
+            "postgresql" => {
+                let (user, db) = match w.text.split_once('@') {
+                    Some((u, d)) if !u.is_empty() => (Some(u.to_string()), d),
+                    _ => (None, w.text.as_str()),
+                };
+                let db_word = Word {
+                    text: db.to_string(),
+                    pos: w.pos.clone(),
+                };
+                SourceSpec::PostgreSql {
+                    database: database("PostgreSQL", &db_word)?,
+                    user,
+                    custom_format: scope.pg_custom_format,
+                }
+            }
             "subversion" => SourceSpec::Subversion {
                 repository: absolute_path("Subversion", w)?,
+                full_only: false,
             },
             "subversiondir" => SourceSpec::SubversionDir {
                 directory: absolute_path("SubversionDir", w)?,
             },
+            "snapshotsdir" => SourceSpec::SnapshotsDir {
+                directory: absolute_path("SnapshotsDir", w)?,
+            },
+            "command" | "picker" => {
+                if w.text.is_empty() || w.text.contains('/') {
+                    return Err(err(
+                        &w.pos,
+                        format!("<{source}> needs a name without '/', not '{}'", w.text),
+                    ));
+                }
+                let Some((run, _)) = scope.run.clone() else {
+                    return Err(err(
+                        &w.pos,
+                        format!("<{source} {}> needs a Run line", w.text),
+                    ));
+                };
+                if source == "command" {
+                    SourceSpec::Command {
+                        name: w.text.clone(),
+                        run,
+                        fd: false,
+                    }
+                } else {
+                    SourceSpec::Picker {
+                        name: w.text.clone(),
+                        run,
+                    }
+                }
+            }
             other => unreachable!("{other} is not a source"),
         };
         let name = layout::set_name(&spec);
@@ -337,6 +421,7 @@ impl Resolver {
             source: spec,
             compression: scope.compression,
             cycle: scope.cycle.clone(),
+            restore: scope.restore.clone(),
             pos: w.pos.clone(),
         });
         Ok(())
@@ -354,7 +439,15 @@ impl Resolver {
             match item {
                 Item::Directive(d) => {
                     let name = d.name.text.to_ascii_lowercase();
-                    if SOURCES.contains(&name.as_str()) && !in_source_block {
+                    if (name == "command" || name == "picker") && !in_source_block {
+                        return Err(err(
+                            &d.name.pos,
+                            format!(
+                                "{} is a block: <{} NAME> with a Run line",
+                                d.name.text, d.name.text
+                            ),
+                        ));
+                    } else if SOURCES.contains(&name.as_str()) && !in_source_block {
                         if d.values.is_empty() {
                             return Err(err(&d.name.pos, format!("{} needs a value", d.name.text)));
                         }
@@ -557,13 +650,7 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
                 if !notify.is_empty() {
                     return Err(err(&d.name.pos, "NotifyCommand is already set"));
                 }
-                notify = match d.values.as_slice() {
-                    [] => return Err(err(&d.name.pos, "NotifyCommand needs a program")),
-                    [one] if one.text.contains(char::is_whitespace) => {
-                        super::syntax::split_words(&one.text).map_err(|m| err(&one.pos, m))?
-                    }
-                    many => many.iter().map(|w| w.text.clone()).collect(),
-                };
+                notify = command_words(d)?;
             }
             _ => unreachable!("every global is handled"),
         }
@@ -603,6 +690,10 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
         compression: Compression::default(),
         excludes: Vec::new(),
         one_file_system: false,
+        mysql_options: Vec::new(),
+        pg_custom_format: false,
+        restore: Vec::new(),
+        run: None,
     }
     .enter(items, None)?;
     let mut resolver = Resolver {

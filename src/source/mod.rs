@@ -4,6 +4,7 @@
 //! (counts, warnings, the details the manifest records). It never decides whether the run
 //! commits: a source error aborts the run, warnings are recorded and raise the exit status.
 
+pub mod program;
 pub mod state;
 pub mod tree;
 pub mod xattr;
@@ -43,6 +44,8 @@ pub struct Report {
     pub warnings: Vec<Warning>,
     /// For incremental sources: the state to keep for the next DIFF, once the run commits.
     pub state: Option<state::State>,
+    /// For program sources: the command, its exit status and output, the restore command.
+    pub program: Option<program::ProgramRun>,
 }
 
 pub trait Source: Send {

@@ -228,6 +228,95 @@ impl Source for TreeSource {
     }
 }
 
+/// s3-sysbackup's picker: a program prints paths, one per line; the archive holds exactly those
+/// (a listed directory without what is below it), each after its parent directories, so their
+/// owners and modes come back too. A path that vanished is a warning; a relative one an error.
+pub struct PickedPaths {
+    pub command: Vec<String>,
+}
+
+fn node_at(path: &Path) -> io::Result<Node> {
+    let meta = fs::symlink_metadata(path)?;
+    let target = if meta.file_type().is_symlink() {
+        Some(fs::read_link(path)?)
+    } else {
+        None
+    };
+    Ok(Node {
+        path: path.to_path_buf(),
+        name: member_name(path),
+        meta,
+        target,
+        children: Vec::new(),
+        unlisted: false,
+    })
+}
+
+impl Source for PickedPaths {
+    fn format(&self) -> &'static str {
+        "tar"
+    }
+
+    fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+        let mut listing = Vec::new();
+        let (_, run) = super::program::ProgramSource {
+            command: self.command.clone(),
+            format: "tar",
+            descriptor_mode: false,
+            restore: None,
+        }
+        .run(&mut listing)?;
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for line in listing.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(line));
+            if !path.is_absolute() {
+                anyhow::bail!(
+                    "picker {} printed a relative path: {}",
+                    self.command[0],
+                    display(&path)
+                );
+            }
+            paths.push(path);
+        }
+        let mut report = Report::default();
+        let mut emit = Emit {
+            builder: Builder::new(out),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            links: HashMap::new(),
+            report: &mut report,
+            failed: Vec::new(),
+        };
+        emit.builder.follow_symlinks(false);
+        let mut done = std::collections::HashSet::new();
+        for path in &paths {
+            let mut chain: Vec<&Path> = path
+                .ancestors()
+                .skip(1)
+                .filter(|a| a.parent().is_some())
+                .collect();
+            chain.reverse();
+            chain.push(path);
+            for p in chain {
+                if !done.insert(p.to_path_buf()) {
+                    continue;
+                }
+                match node_at(p) {
+                    Ok(node) if node.meta.is_dir() => emit.plain_dir(&node)?,
+                    Ok(node) => emit.member(&node)?,
+                    Err(e) => {
+                        let vanished = e.kind() == io::ErrorKind::NotFound;
+                        warn(emit.report, p, format!("cannot read: {e}"), !vanished);
+                    }
+                }
+            }
+        }
+        emit.builder.into_inner()?;
+        report.program = Some(run);
+        Ok(report)
+    }
+}
+
 struct Scan {
     excludes: GlobSet,
     one_file_system: Option<u64>,
@@ -433,6 +522,16 @@ impl<W: Write> Emit<'_, W> {
             Path::new(std::ffi::OsStr::from_bytes(&name)),
             dumpdir,
         )?;
+        self.report.counts.directories += 1;
+        Ok(())
+    }
+
+    /// A directory as a plain member (no dumpdir), for pickers.
+    fn plain_dir(&mut self, node: &Node) -> io::Result<()> {
+        self.xattrs(node)?;
+        let mut header = self.header(&node.meta, EntryType::Directory);
+        let name = Path::new(std::ffi::OsStr::from_bytes(&node.name)).to_path_buf();
+        self.builder.append_data(&mut header, &name, io::empty())?;
         self.report.counts.directories += 1;
         Ok(())
     }

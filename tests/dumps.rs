@@ -1,0 +1,576 @@
+//! Dump, snapshot and picker sources against real programs: a MariaDB server and a PostgreSQL
+//! cluster started here on Unix sockets (installed by scripts/setup-tests.sh), Subversion
+//! repositories, a failing dump program, an s3-sysbackup snapshotter and a picker.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (scripts/setup-tests.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A local-store configuration around `sets`.
+fn config(dir: &Path, sets: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "Bucket {0}/store\nDiffDir {0}/state\nHost h\n{sets}\n",
+            dir.display()
+        ),
+    )
+}
+
+fn s3nap_env(conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
+    cmd.arg("-c").arg(conf).args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+struct Mariadb {
+    child: Child,
+    options: PathBuf,
+}
+
+impl Mariadb {
+    fn start(dir: &Path) -> Mariadb {
+        let data = dir.join("mysql-data");
+        let socket = dir.join("mysql.sock");
+        run(Command::new("mariadb-install-db").args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ]));
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", data.display()),
+                &format!("--socket={}", socket.display()),
+                &format!("--pid-file={}", dir.join("mysql.pid").display()),
+                &format!("--log-error={}", dir.join("mysql.err").display()),
+                "--skip-networking",
+                "--user=root",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        // Credentials and socket live in the client's own option file, never on a command line.
+        let options = dir.join("client.cnf");
+        fs::write(
+            &options,
+            format!("[client]\nsocket={}\nuser=root\n", socket.display()),
+        )
+        .unwrap();
+        let db = Mariadb { child, options };
+        wait_for("mariadbd", || {
+            Command::new("mariadb-admin")
+                .arg(db.defaults())
+                .arg("ping")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        db
+    }
+
+    fn defaults(&self) -> String {
+        format!("--defaults-extra-file={}", self.options.display())
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        run(Command::new("mariadb").arg(self.defaults()).args([
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            sql,
+        ]))
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mariadb_database_recovers_through_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Mariadb::start(tmp.path());
+    db.sql(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), picture BLOB);
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT);
+         CREATE TRIGGER items_audit AFTER INSERT ON items FOR EACH ROW INSERT INTO audit (item) VALUES (NEW.id);
+         CREATE PROCEDURE item_count() SELECT COUNT(*) FROM items;
+         INSERT INTO items SELECT seq, CONCAT('item ', seq), RANDOM_BYTES(64) FROM seq_1_to_10000;",
+    );
+    let checksums = db.sql("CHECKSUM TABLE shop.items, shop.audit");
+    assert!(db.sql("SELECT COUNT(*) FROM shop.audit").trim() == "10000");
+
+    let conf = config(
+        tmp.path(),
+        &format!("MySQLOptions {}\nMySQL shop\n", db.defaults()),
+    );
+    let out = s3nap_env(&conf, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    db.sql("DROP DATABASE shop");
+    let out = s3nap_env(&conf, &["recover", "mysql/shop", "--restore"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(db.sql("CHECKSUM TABLE shop.items, shop.audit"), checksums);
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA='shop'")
+            .trim(),
+        "1"
+    );
+    assert_eq!(db.sql("CALL shop.item_count()").trim(), "10000");
+
+    // The manifest records the command (with no secret in it), its exit status and restore.
+    let manifest = find(tmp.path(), ".manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest[0]).unwrap()).unwrap();
+    assert_eq!(m["source"]["type"], "program");
+    assert_eq!(m["source"]["kind"], "mysql");
+    assert_eq!(m["source"]["exit_status"], 0);
+    assert!(m["source"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--single-transaction"));
+    assert_eq!(m["archive"]["format"], "sql");
+}
+
+fn find(root: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    socket_dir: PathBuf,
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> Postgres {
+        let bin = fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server (scripts/setup-tests.sh installs it)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("initdb");
+        // The server refuses to run as root: everything belongs to the postgres user.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let base = dir.join("pg");
+        fs::create_dir_all(&base).unwrap();
+        run(Command::new("chown").args(["postgres:postgres"]).arg(&base));
+        let data = base.join("data");
+        let as_postgres = |program: &Path| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        };
+        run(as_postgres(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data));
+        run(as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!("-k {} -c listen_addresses=", base.display()))
+            .arg("-l")
+            .arg(base.join("log"))
+            .args(["-w", "start"]));
+        Postgres {
+            bin,
+            data,
+            socket_dir: base,
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGHOST", self.socket_dir.display().to_string()),
+            ("PGUSER", "postgres".into()),
+        ]
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]);
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
+    /// pg_dump of `db`, without the random token lines (`\restrict KEY`) each dump gets.
+    fn dump(&self, db: &str) -> String {
+        let mut c = Command::new(self.bin.join("pg_dump"));
+        c.arg(db);
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        run(&mut c)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn postgresql_database_and_cluster_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(tmp.path());
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, picture bytea);
+         CREATE TABLE audit (id serial PRIMARY KEY, item int);
+         CREATE FUNCTION audit_item() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit (item) VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER items_audit AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION audit_item();
+         INSERT INTO items SELECT g, 'item ' || g, decode(md5(g::text), 'hex') FROM generate_series(1, 10000) g;",
+    );
+    let before = pg.dump("app");
+    let env: Vec<(&str, String)> = pg.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let conf = config(tmp.path(), "PostgreSQL app\nPostgreSQL all\n");
+    let out = s3nap_env(&conf, &[], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // pg_dump of one database, restored through psql.
+    pg.psql("postgres", "DROP DATABASE app");
+    let out = s3nap_env(&conf, &["recover", "pgsql/app", "--restore"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        pg.dump("app") == before,
+        "pg_dump of the restored database differs"
+    );
+    assert!(before.contains("CREATE TRIGGER items_audit") && before.contains("10000\titem 10000"));
+
+    // pg_dumpall of the cluster.
+    pg.psql("postgres", "DROP DATABASE app");
+    let out = s3nap_env(&conf, &["recover", "pgsql/all", "--restore"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        pg.dump("app") == before,
+        "pg_dump after restoring pg_dumpall differs"
+    );
+}
+
+fn svn_commit(wc: &Path, file: &str, text: &str) {
+    let path = wc.join(file);
+    let new = !path.exists();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+    if new {
+        run(Command::new("svn")
+            .args(["add", "-q", "--parents"])
+            .arg(&path));
+    }
+    run(Command::new("svn")
+        .args(["commit", "-q", "-m", text])
+        .arg(wc));
+}
+
+#[test]
+fn subversion_chain_loads_into_a_new_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    let repo = repos.join("project");
+    fs::create_dir_all(&repos).unwrap();
+    run(Command::new("svnadmin").arg("create").arg(&repo));
+    fs::write(repos.join("not-a-repo.txt"), "ignored by SubversionDir").unwrap();
+    let wc = tmp.path().join("wc");
+    run(Command::new("svn")
+        .args(["checkout", "-q"])
+        .arg(format!("file://{}", repo.display()))
+        .arg(&wc));
+    for i in 0..30 {
+        svn_commit(
+            &wc,
+            &format!("dir{}/file{}.txt", i % 3, i % 7),
+            &format!("commit {i}\n"),
+        );
+    }
+    let conf = config(
+        tmp.path(),
+        &format!(
+            "<Subversion {}>\n  Diffs 6\n</Subversion>\nSubversionDir {}\n",
+            repo.display(),
+            repos.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    // 2026-01-01 is a FULL day of a 2×(6+1) SimpleCycle; the next day a DIFF.
+    let out = s3nap(&["-c", c, "--now", "2026-01-01T03:00:00Z"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 30..50 {
+        svn_commit(
+            &wc,
+            &format!("dir{}/file{}.txt", i % 4, i % 5),
+            &format!("commit {i}\n"),
+        );
+    }
+    let out = s3nap(&["-c", c, "--now", "2026-01-02T03:00:00Z", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outcomes: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let set = format!("svn{}", repo.display());
+    let diff = outcomes
+        .iter()
+        .find(|o| o["set"] == set.as_str() && o["cycle"] == "-" && o["kind"] == "diff");
+    assert!(diff.is_some(), "{outcomes:?}");
+    // SubversionDir found the one real repository (a FULL-only set of its own).
+    assert_eq!(
+        outcomes.iter().filter(|o| o["set"] == set.as_str()).count(),
+        2,
+        "{outcomes:?}"
+    );
+
+    // A day without commits: a valid, empty DIFF.
+    let out = s3nap(&["-c", c, "--now", "2026-01-03T03:00:00Z"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let recovered = s3nap(&["-c", c, "recover", &set], &[]);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let copy = tmp.path().join("copy");
+    run(Command::new("svnadmin").arg("create").arg(&copy));
+    pipe(
+        Command::new("svnadmin").args(["load", "-q"]).arg(&copy),
+        &recovered.stdout,
+    );
+    let look = |r: &Path, what: &str| run(Command::new("svnlook").arg(what).arg(r));
+    assert_eq!(look(&copy, "youngest").trim(), "50");
+    assert_eq!(look(&copy, "youngest"), look(&repo, "youngest"));
+    assert_eq!(look(&copy, "tree"), look(&repo, "tree"));
+}
+
+#[test]
+fn a_failing_dump_commits_nothing_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("broken");
+    let script = tmp.path().join("dump.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then head -c 300000 /dev/zero; echo 'disk on fire' >&2; exit 2; fi\necho 'good data'\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = config(
+        tmp.path(),
+        &format!(
+            "<Command nightly>\n  Run {}\n</Command>\n",
+            script.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    assert!(s3nap(&["-c", c, "--now", "2026-01-01T03:00:00Z"], &[])
+        .status
+        .success());
+
+    fs::write(&flag, "").unwrap();
+    let out = s3nap(&["-c", c, "--now", "2026-01-02T03:00:00Z"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&script.display().to_string()) && err.contains("exited with status 2"),
+        "{err}"
+    );
+    assert!(err.contains("disk on fire"), "shows its stderr: {err}");
+    assert_eq!(
+        find(tmp.path(), ".manifest.json").len(),
+        1,
+        "no manifest for the failed run"
+    );
+    assert!(fs::read_dir(tmp.path().join("store/.s3nap-uploads"))
+        .map_or(true, |mut d| d.next().is_none()));
+
+    let out = s3nap(&["-c", c, "recover", "cmd/nightly"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"good data\n");
+
+    // A program that succeeds without any data is no backup either.
+    fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let out = s3nap(&["-c", c, "-f", "--now", "2026-01-03T03:00:00Z"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("produced no data"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn snapshotter_restore_through_and_picker_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // s3-sysbackup's snapshotter protocol: data on the descriptor given as the only argument,
+    // the description (with its restore command) on stdout.
+    let snapshots = dir.join("snapshots.d");
+    fs::create_dir_all(&snapshots).unwrap();
+    let restored = dir.join("restored-config");
+    let snap = snapshots.join("router-config");
+    fs::write(
+        &snap,
+        format!(
+            "#!/bin/sh\necho 'running configuration of the router'\necho \"::restore-through:: /bin/sh -c 'cat > {}'\"\nprintf 'interface eth0\\n mtu 9000\\n' >&\"$1\"\n",
+            restored.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&snap, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        snapshots.join("README"),
+        "not executable: not a snapshotter",
+    )
+    .unwrap();
+
+    // A picker names exactly the files to keep.
+    let tree = dir.join("etc");
+    fs::create_dir_all(tree.join("app/conf.d")).unwrap();
+    fs::set_permissions(tree.join("app"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(tree.join("app/conf.d/main.conf"), "main\n").unwrap();
+    fs::write(tree.join("app/conf.d/skipped.conf"), "not picked\n").unwrap();
+    std::os::unix::fs::symlink("conf.d/main.conf", tree.join("app/current")).unwrap();
+    let picker = dir.join("pick.sh");
+    fs::write(
+        &picker,
+        format!(
+            "#!/bin/sh\necho {0}/app/conf.d/main.conf\necho {0}/app/current\n",
+            tree.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&picker, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let conf = config(
+        dir,
+        &format!(
+            "SnapshotsDir {}\n<Picker etc>\n  Run {}\n</Picker>\n",
+            snapshots.display(),
+            picker.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    let out = s3nap(&["-c", c, "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "README is not a snapshotter"
+    );
+
+    let out = s3nap(&["-c", c, "recover", "cmd/router-config", "--restore"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(&restored).unwrap(),
+        "interface eth0\n mtu 9000\n"
+    );
+    let manifest = find(dir, ".manifest.json")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("router-config"))
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(
+        m["source"]["description"][0],
+        "running configuration of the router"
+    );
+
+    let out = s3nap(&["-c", c, "recover", "picker/etc"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = dir.join("picked");
+    untar(&out.stdout, &dest);
+    let got = dest.join(tree.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read_to_string(got.join("app/conf.d/main.conf")).unwrap(),
+        "main\n"
+    );
+    assert_eq!(
+        fs::read_link(got.join("app/current")).unwrap(),
+        Path::new("conf.d/main.conf")
+    );
+    assert!(
+        !got.join("app/conf.d/skipped.conf").exists(),
+        "only picked paths"
+    );
+    assert_eq!(
+        fs::metadata(got.join("app")).unwrap().permissions().mode() & 0o7777,
+        0o750,
+        "parent metadata"
+    );
+}
