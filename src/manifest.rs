@@ -38,8 +38,7 @@ pub struct Manifest {
     pub forced: bool,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
-    /// The real clock when the source began to be read (`started` follows `--now`); the next
-    /// DIFF takes what changed since then.
+    /// The real clock when the source began to be read (`started` follows `--now`).
     #[serde(default)]
     pub source_started: Option<DateTime<Utc>>,
     pub archive: Archive,
