@@ -160,7 +160,7 @@ fn mariadb_database_recovers_through_restore() {
     assert_eq!(db.sql("CALL shop.item_count()").trim(), "10000");
 
     // The manifest records the command (with no secret in it), its exit status and restore.
-    let manifest = find(tmp.path(), ".manifest.json");
+    let manifest = find_files(tmp.path(), ".manifest.json");
     let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest[0]).unwrap()).unwrap();
     assert_eq!(m["source"]["type"], "program");
     assert_eq!(m["source"]["kind"], "mysql");
@@ -171,22 +171,6 @@ fn mariadb_database_recovers_through_restore() {
         .iter()
         .any(|a| a == "--single-transaction"));
     assert_eq!(m["archive"]["format"], "sql");
-}
-
-fn find(root: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        } else if p.to_string_lossy().ends_with(suffix) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 struct Postgres {
@@ -453,7 +437,7 @@ fn a_failing_dump_commits_nothing_and_says_why() {
     );
     assert!(err.contains("disk on fire"), "shows its stderr: {err}");
     assert_eq!(
-        find(tmp.path(), ".manifest.json").len(),
+        find_files(tmp.path(), ".manifest.json").len(),
         1,
         "no manifest for the failed run"
     );
@@ -541,7 +525,7 @@ fn snapshotter_restore_through_and_picker_round_trips() {
         fs::read_to_string(&restored).unwrap(),
         "interface eth0\n mtu 9000\n"
     );
-    let manifest = find(dir, ".manifest.json")
+    let manifest = find_files(dir, ".manifest.json")
         .into_iter()
         .find(|p| p.to_string_lossy().contains("router-config"))
         .unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -131,21 +131,6 @@ fn exit_status_1_for_a_file_that_cannot_be_read() {
         .as_str()
         .unwrap()
         .ends_with("unreadable.key"));
-}
-
-fn find_files(root: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        } else if p.to_string_lossy().ends_with(suffix) {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

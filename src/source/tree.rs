@@ -167,15 +167,7 @@ impl Source for TreeSource {
             .map(|(i, n)| (n.name.as_slice(), i))
             .collect();
 
-        let mut emit = Emit {
-            builder: Builder::new(out),
-            users: HashMap::new(),
-            groups: HashMap::new(),
-            links: HashMap::new(),
-            report: &mut report,
-            failed: Vec::new(),
-        };
-        emit.builder.follow_symlinks(false);
+        let mut emit = Emit::new(out, &mut report);
         // Dumpdirs first, as GNU tar writes them: extraction purges each directory before any
         // member lands in it.
         for node in nodes.iter().filter(|n| n.meta.is_dir() && !n.unlisted) {
@@ -279,15 +271,7 @@ impl Source for PickedPaths {
             paths.push(path);
         }
         let mut report = Report::default();
-        let mut emit = Emit {
-            builder: Builder::new(out),
-            users: HashMap::new(),
-            groups: HashMap::new(),
-            links: HashMap::new(),
-            report: &mut report,
-            failed: Vec::new(),
-        };
-        emit.builder.follow_symlinks(false);
+        let mut emit = Emit::new(out, &mut report);
         let mut done = std::collections::HashSet::new();
         for path in &paths {
             let mut chain: Vec<&Path> = path
@@ -450,7 +434,20 @@ fn pax_header(records: &[(String, Vec<u8>)], name: &[u8]) -> (Header, Vec<u8>) {
     (h, data)
 }
 
-impl<W: Write> Emit<'_, W> {
+impl<'r, W: Write> Emit<'r, W> {
+    fn new(out: W, report: &'r mut Report) -> Self {
+        let mut builder = Builder::new(out);
+        builder.follow_symlinks(false);
+        Emit {
+            builder,
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            links: HashMap::new(),
+            report,
+            failed: Vec::new(),
+        }
+    }
+
     fn header(&mut self, meta: &Metadata, kind: EntryType) -> Header {
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
