@@ -472,3 +472,50 @@ fn posix_acls_survive_backup_and_recovery() {
     );
     assert_eq!(acl(&restored.join("shared")), acl(&shared));
 }
+
+#[test]
+fn one_file_system_keeps_mount_points_and_stores_device_nodes() {
+    use std::os::unix::fs::MetadataExt;
+    // /dev (devtmpfs) holds device nodes and /dev/shm, a tmpfs mounted inside it.
+    let dev = fs::metadata("/dev").unwrap().dev();
+    assert_ne!(
+        fs::metadata("/dev/shm").unwrap().dev(),
+        dev,
+        "/dev/shm must be its own file system here"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = Path::new("/dev/shm").join(format!("s3nap-test-{}", std::process::id()));
+    fs::write(&marker, "on another file system\n").unwrap();
+    let listing = |one_fs: &str| {
+        let conf = write_config(
+            tmp.path(),
+            &format!("Bucket {0}/store-{one_fs}\nDiffDir {0}/state-{one_fs}\nHost h\nOneFileSystem {one_fs}\nDirectory /dev\n", tmp.path().display()),
+        );
+        let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = s3nap(
+            &["-c", conf.to_str().unwrap(), "recover", "/dev", "--list"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let marker_name = format!("dev/shm/{}", marker.file_name().unwrap().to_string_lossy());
+    let within = listing("yes");
+    let across = listing("no");
+    fs::remove_file(&marker).unwrap();
+    assert!(
+        within.lines().any(|l| l == "5 dev/shm"),
+        "the mount point is kept: {within}"
+    );
+    assert!(
+        !within.contains(&marker_name),
+        "another file system was entered: {within}"
+    );
+    assert!(
+        across.lines().any(|l| l == format!("0 {marker_name}")),
+        "{across}"
+    );
+    // Device nodes are stored as such (type 3: character device), never read.
+    assert!(within.lines().any(|l| l == "3 dev/null"), "{within}");
+}

@@ -170,6 +170,11 @@ impl Source for TreeSource {
         let mut emit = Emit::new(out, &mut report);
         // Dumpdirs first, as GNU tar writes them: extraction purges each directory before any
         // member lands in it.
+        // Mount points not entered and directories that could not be listed: the directory
+        // itself, without a dumpdir (which would purge its contents on replay).
+        for node in nodes.iter().filter(|n| n.meta.is_dir() && n.unlisted) {
+            emit.plain_dir(node)?;
+        }
         for node in nodes.iter().filter(|n| n.meta.is_dir() && !n.unlisted) {
             let mut dumpdir = Vec::new();
             for (child, is_dir) in &node.children {
