@@ -61,18 +61,6 @@ pub struct SetOutcome {
     pub seconds: f64,
 }
 
-impl SetOutcome {
-    /// Files that could not be read: the run committed, but not everything is in it.
-    pub fn unreadable(&self) -> usize {
-        match &self.outcome {
-            Outcome::Committed { manifest, .. } => {
-                manifest.warnings.iter().filter(|w| w.unreadable).count()
-            }
-            _ => 0,
-        }
-    }
-}
-
 /// The file name layers of an archive: `tar.zst.gpg`, `tar.xz`, `tar`.
 pub fn extension(format: &str, compression: Compression, encrypted: bool) -> String {
     let mut ext = format.to_string();
@@ -475,6 +463,9 @@ pub async fn run_set(
             (k, b, s.map_or(Base::None, Base::Tree), w)
         }
     };
+    if let Some(w) = &state_warning {
+        log::warn!("{}: {}", w.path, w.problem);
+    }
     let (source, source_info) = source_for(set, start)?;
     let encrypted = !ctx.certs.is_empty();
     let format = source.format();
@@ -656,7 +647,6 @@ fn base_revision<'a>(
         problem: format!("{problem}; this run is a FULL instead of a DIFF"),
         unreadable: false,
     };
-    log::warn!("{}: {}", warning.path, warning.problem);
     (Kind::Full, None, Base::None, Some(warning))
 }
 
@@ -709,7 +699,6 @@ fn base_state<'a>(
         problem: format!("{problem}; this run is a FULL instead of a DIFF"),
         unreadable: false,
     };
-    log::warn!("{}: {}", warning.path, warning.problem);
     (Kind::Full, None, None, Some(warning))
 }
 

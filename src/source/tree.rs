@@ -232,6 +232,19 @@ pub struct PickedPaths {
     pub command: Vec<String>,
 }
 
+impl Node {
+    fn new(path: &Path, meta: Metadata, target: Option<PathBuf>) -> Node {
+        Node {
+            path: path.to_path_buf(),
+            name: member_name(path),
+            meta,
+            target,
+            children: Vec::new(),
+            unlisted: false,
+        }
+    }
+}
+
 fn node_at(path: &Path) -> io::Result<Node> {
     let meta = fs::symlink_metadata(path)?;
     let target = if meta.file_type().is_symlink() {
@@ -239,14 +252,7 @@ fn node_at(path: &Path) -> io::Result<Node> {
     } else {
         None
     };
-    Ok(Node {
-        path: path.to_path_buf(),
-        name: member_name(path),
-        meta,
-        target,
-        children: Vec::new(),
-        unlisted: false,
-    })
+    Ok(Node::new(path, meta, target))
 }
 
 impl Source for PickedPaths {
@@ -343,14 +349,7 @@ impl Scan {
         let index = self.nodes.len();
         let is_dir = ft.is_dir();
         let dev = meta.dev();
-        self.nodes.push(Node {
-            path: path.to_path_buf(),
-            name: member_name(path),
-            meta,
-            target,
-            children: Vec::new(),
-            unlisted: false,
-        });
+        self.nodes.push(Node::new(path, meta, target));
         if !is_dir {
             return true;
         }

@@ -10,9 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
-};
+use super::{DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -131,29 +129,27 @@ impl Store for RetryStore {
         upload_id: &str,
         parts: Vec<PartReceipt>,
     ) -> Result<()> {
-        let mut lost_reply = false;
-        let result = self
-            .retry(|| {
-                let parts = parts.clone();
-                let first = !lost_reply;
-                lost_reply = true;
-                async move {
-                    let r = self.inner.complete_upload(key, upload_id, parts).await;
-                    match r {
-                        // A retried completion whose first reply was lost finds the upload gone
-                        // because it already succeeded; the object's presence decides.
-                        Err(e) if !first && e.kind == ErrorKind::NotFound => {
-                            match self.inner.head(key).await? {
-                                Some(_) => Ok(()),
-                                None => Err(e),
-                            }
+        let mut attempted = false;
+        self.retry(|| {
+            let parts = parts.clone();
+            let first = !attempted;
+            attempted = true;
+            async move {
+                let r = self.inner.complete_upload(key, upload_id, parts).await;
+                match r {
+                    // A retried completion whose first reply was lost finds the upload gone
+                    // because it already succeeded; the object's presence decides.
+                    Err(e) if !first && e.kind == ErrorKind::NotFound => {
+                        match self.inner.head(key).await? {
+                            Some(_) => Ok(()),
+                            None => Err(e),
                         }
-                        other => other,
                     }
+                    other => other,
                 }
-            })
-            .await;
-        result.map_err(|e: StoreError| e)
+            }
+        })
+        .await
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
