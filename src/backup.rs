@@ -253,6 +253,13 @@ fn program_kind(source: &SourceSpec) -> &'static str {
 pub fn expand_sets<'a>(
     sets: impl Iterator<Item = &'a SetSpec>,
 ) -> Vec<(SetSpec, Result<(), String>)> {
+    let sets: Vec<&SetSpec> = sets.collect();
+    // A set configured on its own wins over the same set found by a directory expansion in the
+    // same cycle: two sets with one identity would share (and prune) each other's runs.
+    let explicit: std::collections::HashSet<(String, Option<String>)> = sets
+        .iter()
+        .map(|s| (s.name.clone(), s.cycle.name.clone()))
+        .collect();
     let mut out = Vec::new();
     for set in sets {
         let (dir, svn) = match &set.source {
@@ -303,9 +310,17 @@ pub fn expand_sets<'a>(
                     fd: true,
                 }
             };
+            let name = layout::set_name(&source);
+            if explicit.contains(&(name.clone(), set.cycle.name.clone())) {
+                log::debug!(
+                    "{name}: configured on its own; not taken from {}",
+                    dir.display()
+                );
+                continue;
+            }
             out.push((
                 SetSpec {
-                    name: layout::set_name(&source),
+                    name,
                     source,
                     ..set.clone()
                 },
@@ -456,13 +471,7 @@ pub async fn run_set(
     let store = &ctx.store;
     let state_path = state::path(&config.diff_dir, &set.name, set.cycle_label());
     let revision_path = state_path.with_extension("svnrev");
-    let (kind, base, start, state_warning) = match &set.source {
-        SourceSpec::Subversion { .. } => base_revision(*kind, base.as_deref(), &revision_path),
-        _ => {
-            let (k, b, s, w) = base_state(*kind, base.as_deref(), &state_path);
-            (k, b, s.map_or(Base::None, Base::Tree), w)
-        }
-    };
+    let (kind, base, start, state_warning) = diff_start(set, *kind, base.as_deref(), &state_path);
     if let Some(w) = &state_warning {
         log::warn!("{}: {}", w.path, w.problem);
     }
@@ -650,6 +659,25 @@ fn base_revision<'a>(
     (Kind::Full, None, Base::None, Some(warning))
 }
 
+/// Where a run of `set` starts: the tree state or the Subversion revision of its base run,
+/// read from beside `state_path` in DiffDir (reads only). Without it a DIFF becomes a FULL.
+fn diff_start<'a>(
+    set: &SetSpec,
+    kind: Kind,
+    base: Option<&'a Manifest>,
+    state_path: &std::path::Path,
+) -> (Kind, Option<&'a Manifest>, Base, Option<Warning>) {
+    match &set.source {
+        SourceSpec::Subversion { .. } => {
+            base_revision(kind, base, &state_path.with_extension("svnrev"))
+        }
+        _ => {
+            let (k, b, s, w) = base_state(kind, base, state_path);
+            (k, b, s.map_or(Base::None, Base::Tree), w)
+        }
+    }
+}
+
 /// For `-t`: says when a planned DIFF will be a FULL because DiffDir lacks its base's state
 /// (reads the state file; changes nothing).
 pub fn check_incremental_state(config: &Config, mut plan: SetPlan) -> SetPlan {
@@ -661,7 +689,7 @@ pub fn check_incremental_state(config: &Config, mut plan: SetPlan) -> SetPlan {
     } = &mut plan.action
     {
         let path = state::path(&config.diff_dir, &plan.set.name, plan.set.cycle_label());
-        let (kind, _, _, warning) = base_state(Kind::Diff, base.as_deref(), &path);
+        let (kind, _, _, warning) = diff_start(&plan.set, Kind::Diff, base.as_deref(), &path);
         if kind == Kind::Full {
             *note = warning.map(|w| format!("{}: {}", w.path, w.problem));
         }

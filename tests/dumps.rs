@@ -349,7 +349,8 @@ fn subversion_chain_loads_into_a_new_repository() {
     let conf = config(
         tmp.path(),
         &format!(
-            "<Subversion {}>\n  Diffs 6\n</Subversion>\nSubversionDir {}\n",
+            // SubversionDir in a cycle of its own: the same repository, a distinct set.
+            "<Subversion {}>\n  Diffs 6\n</Subversion>\n<Cycle all-repos>\n  SubversionDir {}\n</Cycle>\n",
             repo.display(),
             repos.display()
         ),
