@@ -49,11 +49,156 @@ def _verify_against_raw_target() -> None:
 _verify_against_raw_target()
 
 
+def _versioning_as_s3_sends_it() -> None:
+    """Answer GetBucketVersioning with a <VersioningConfiguration> root, as S3 does; moto 5.2.5
+    sends <GetBucketVersioningResponse>, which SDKs reject."""
+    from moto.s3.responses import S3Response
+
+    def get_bucket_versioning(self):  # type: ignore[no-untyped-def]
+        status = self.backend.get_bucket_versioning(self.bucket_name)
+        inner = f"<Status>{status}</Status>" if status else ""
+        return 200, {}, (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"{inner}</VersioningConfiguration>"
+        )
+
+    S3Response.get_bucket_versioning = get_bucket_versioning
+
+
+_versioning_as_s3_sends_it()
+
+
+def _list_object_versions_as_s3_does() -> None:
+    """ListObjectVersions with S3's marker semantics, in time proportional to the page.
+
+    moto 5.2.5 deep-copies every version of the bucket (content included) on each call, which
+    takes seconds and hundreds of MB for a bucket of 20,000 keys, and it drops the first key
+    after a key-marker that is not itself a key. S3 lists the keys after the marker (or, with a
+    version-id-marker, the versions after that one), rolling keys up into common prefixes.
+    """
+    import bisect
+    import types
+
+    from moto.s3.models import FakeKey, S3Backend
+
+    def view(version, is_latest):  # type: ignore[no-untyped-def]
+        fields = {
+            "name": version.name,
+            "version_id": version.version_id,
+            "is_latest": is_latest,
+            "last_modified_ISO8601": version.last_modified_ISO8601,
+        }
+        if isinstance(version, FakeKey):
+            fields.update(etag=version.etag, size=version.size, storage_class=version.storage_class)
+        return types.SimpleNamespace(**fields)
+
+    def list_object_versions(  # type: ignore[no-untyped-def]
+        self, bucket_name, delimiter=None, key_marker=None, max_keys=1000, prefix="",
+        version_id_marker=None,
+    ):
+        bucket = self.get_bucket(bucket_name)
+        prefix = prefix or ""
+        max_keys = 1000 if max_keys is None else max_keys
+        names = sorted(bucket.keys.keys())
+        start = bisect.bisect_left(names, max(prefix, key_marker or ""))
+        versions, prefixes, markers = [], [], []
+        last = None
+        next_marker = (None, None)
+        for name in names[start:]:
+            if not name.startswith(prefix):
+                break
+            if name == key_marker and not version_id_marker:
+                continue
+            rest = name[len(prefix):]
+            if delimiter and delimiter in rest:
+                common = prefix + rest[: rest.index(delimiter) + len(delimiter)]
+                if common == key_marker or (prefixes and prefixes[-1] == common):
+                    continue
+                if len(versions) + len(markers) + len(prefixes) >= max_keys:
+                    next_marker = last
+                    break
+                prefixes.append(common)
+                last = (common, None)
+                continue
+            stored = list(reversed(bucket.keys.getlist(name)))
+            first = 0
+            if name == key_marker:
+                ids = [v.version_id for v in stored]
+                first = ids.index(version_id_marker) + 1 if version_id_marker in ids else len(stored)
+            full = False
+            for i in range(first, len(stored)):
+                if len(versions) + len(markers) + len(prefixes) >= max_keys:
+                    full = True
+                    break
+                v = stored[i]
+                (versions if isinstance(v, FakeKey) else markers).append(view(v, i == 0))
+                last = (name, v.version_id)
+            if full:
+                next_marker = last
+                break
+        return versions, prefixes, markers, next_marker[0], next_marker[1]
+
+    S3Backend.list_object_versions = list_object_versions
+
+
+_list_object_versions_as_s3_does()
+
+
+def _populate_listing_bench(versions: int) -> None:
+    """Two versions per key, written straight into moto's backend (HTTP PUTs of 100,000 versions
+    would take minutes): 80 % of the keys in one flat prefix, the rest three levels deep."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket("listing-bench", "us-east-1")
+    backend.put_bucket_versioning("listing-bench", "Enabled")
+    keys = versions // 2
+    for i in range(keys):
+        if i % 5 == 4:
+            key = f"tree/d{i % 7}/e{i % 11}/f{i:07d}"
+        else:
+            key = f"flat/k{i:07d}"
+        for v in range(2):
+            backend.put_object("listing-bench", key, f"{key} v{v}".encode())
+
+
+def _delay_listings(seconds: float) -> None:
+    import time
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response.list_object_versions
+
+    def list_object_versions(self):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        return original(self)
+
+    S3Response.list_object_versions = list_object_versions
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--credentials-file", help="also write key=/secret= here (s3napback format)")
+    parser.add_argument(
+        "--bench-versions",
+        type=int,
+        default=0,
+        help="create the versioned bucket 'listing-bench' holding this many versions (benchmarks)",
+    )
+    parser.add_argument(
+        "--list-latency-ms",
+        type=float,
+        default=0,
+        help="answer each ListObjectVersions this much later, as a distant S3 region would",
+    )
     args = parser.parse_args()
+    if args.bench_versions:
+        _populate_listing_bench(args.bench_versions)
+    if args.list_latency_ms:
+        _delay_listings(args.list_latency_ms / 1000)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()

@@ -235,6 +235,7 @@ fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Opt
         SourceSpec::SubversionDir { .. } | SourceSpec::SnapshotsDir { .. } => {
             bail!("{} is expanded into its sets when a run starts", set.name)
         }
+        SourceSpec::Bucket(_) => bail!("{}: a bucket snapshot starts asynchronously", set.name),
     })
 }
 
@@ -409,16 +410,18 @@ pub async fn run_all(
                         position.slot
                     );
                     match run_set(config, ctx, &p, now).await {
-                        Ok(manifest) => match prune_set(ctx, config, set, now).await {
-                            Ok(retired) => Outcome::Committed {
-                                manifest: Box::new(manifest),
-                                retired,
-                            },
-                            Err(e) => Outcome::Failed(e.context(format!(
-                                "run {} committed, but pruning failed",
-                                manifest.run
-                            ))),
-                        },
+                        Ok(manifest) => {
+                            match prune_set(&ctx.store, config, set, now, false).await {
+                                Ok(pruned) => Outcome::Committed {
+                                    manifest: Box::new(manifest),
+                                    retired: pruned.retired,
+                                },
+                                Err(e) => Outcome::Failed(e.context(format!(
+                                    "run {} committed, but pruning failed",
+                                    manifest.run
+                                ))),
+                            }
+                        }
                         Err(e) => Outcome::Failed(e),
                     }
                 }
@@ -434,19 +437,77 @@ pub async fn run_all(
     outcomes
 }
 
-/// Retires the runs of `set` (in its cycle) that retention no longer keeps.
+/// The retry settings of the configuration, for the S3 calls outside the store.
+pub fn retry_policy(config: &Config) -> crate::store::retry::RetryPolicy {
+    crate::store::retry::RetryPolicy {
+        attempts: config.retries.max(1),
+        ..Default::default()
+    }
+}
+
+/// What pruning one set did (or, in a dry run, would do).
+pub struct Pruned {
+    pub verdicts: Vec<crate::policy::retention::Verdict>,
+    pub retired: Vec<String>,
+    /// For bucket sets: the replica versions gc deleted.
+    pub gc: Option<crate::bucket::gc::Outcome>,
+}
+
+/// Retires the runs of `set` (in its cycle) that retention no longer keeps; for a bucket set,
+/// then deletes the replica versions only retired snapshots needed.
 pub async fn prune_set(
-    ctx: &RunContext,
+    store: &DynStore,
     config: &Config,
     set: &SetSpec,
     now: DateTime<Utc>,
-) -> anyhow::Result<Vec<String>> {
-    let all = catalog::load(&ctx.store, &config.host, Some(&set.name)).await?;
+    dry_run: bool,
+) -> anyhow::Result<Pruned> {
+    let all = catalog::load(store, &config.host, Some(&set.name)).await?;
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     let verdicts = crate::policy::retention::evaluate(&refs, &plan::rules(set), now);
-    let retired = prune::retire(&ctx.store, &runs, &verdicts, false).await?;
-    Ok(retired.iter().map(|m| m.run.to_string()).collect())
+    let retired: Vec<String> = prune::retire(store, &runs, &verdicts, dry_run)
+        .await?
+        .iter()
+        .map(|m| m.run.to_string())
+        .collect();
+    let gc = match &set.source {
+        SourceSpec::Bucket(spec) => {
+            // Every run of the set, in any cycle, except those retired here.
+            let remaining: Vec<Manifest> = all
+                .into_iter()
+                .filter(|m| !retired.contains(&m.run.to_string()))
+                .collect();
+            let kept: Vec<&Manifest> = remaining.iter().collect();
+            let outcome = crate::bucket::gc::collect(
+                store,
+                spec,
+                &config.s3,
+                retry_policy(config),
+                crate::bucket::gc::Snapshots {
+                    kept: &kept,
+                    all: &remaining,
+                    minimum_redundancy: set.cycle.minimum_redundancy,
+                },
+                dry_run,
+            )
+            .await?;
+            if !outcome.failures.is_empty() {
+                bail!(
+                    "gc could not delete {} version(s): {}",
+                    outcome.failures.len(),
+                    outcome.failures.join("; ")
+                );
+            }
+            Some(outcome)
+        }
+        _ => None,
+    };
+    Ok(Pruned {
+        verdicts,
+        retired,
+        gc,
+    })
 }
 
 /// Executes the run `plan` decided on, started at `now`.
@@ -475,13 +536,28 @@ pub async fn run_set(
     if let Some(w) = &state_warning {
         log::warn!("{}: {}", w.path, w.problem);
     }
-    let (source, source_info) = source_for(set, start)?;
+    let refs_key = layout::archive_key(&config.host, &set.name, run, kind, "refs.zst");
+    let (source, source_info) = match &set.source {
+        SourceSpec::Bucket(spec) => {
+            let snapshot = crate::bucket::snapshot::start(
+                spec,
+                &config.s3,
+                retry_policy(config),
+                &set.cycle,
+                store.clone(),
+                refs_key.clone(),
+            )
+            .await?;
+            (Box::new(snapshot) as Box<dyn Source>, None)
+        }
+        _ => source_for(set, start)?,
+    };
     let encrypted = !ctx.certs.is_empty();
     let format = source.format();
     let ext = extension(format, set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
     let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
-    for key in [&manifest_key, &archive_key] {
+    for key in [&manifest_key, &archive_key, &refs_key] {
         if store.head(key).await?.is_some() {
             bail!(
                 "{} already exists: runs are never overwritten",
@@ -568,10 +644,14 @@ pub async fn run_set(
         .as_ref()
         .and_then(|p| p.revisions)
         .map(|(_, to)| to);
-    let source_info = source_info.unwrap_or_else(|| SourceInfo::Program {
-        kind: program_kind(&set.source).to_string(),
-        run: report.program.clone().unwrap_or_default(),
-    });
+    let source_info = match (source_info, report.bucket) {
+        (Some(info), _) => info,
+        (None, Some(snapshot)) => SourceInfo::Bucket(snapshot),
+        (None, None) => SourceInfo::Program {
+            kind: program_kind(&set.source).to_string(),
+            run: report.program.clone().unwrap_or_default(),
+        },
+    };
     let mut warnings = report.warnings;
     warnings.extend(state_warning);
     let manifest = Manifest {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -85,12 +85,8 @@ pub enum Command {
         /// The state as of TIME (run id, RFC 3339, or `YYYY-MM-DD[ HH:MM]` UTC); default: latest
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        /// Secret key file to decrypt with (passphrase: S3NAP_PASSPHRASE_FILE or a prompt)
-        #[arg(long, value_name = "FILE", conflicts_with = "gpg")]
-        identity: Option<PathBuf>,
-        /// Decrypt through `gpg --decrypt` (gpg-agent, smartcards); the default without --identity
-        #[arg(long)]
-        gpg: bool,
+        #[command(flatten)]
+        decrypt: DecryptArgs,
         /// List the members (type code and name, run by run) instead of writing a tar stream
         #[arg(long, conflicts_with = "restore")]
         list: bool,
@@ -100,6 +96,11 @@ pub enum Command {
         restore: bool,
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
+    },
+    /// Bucket sets: bring a bucket back to a snapshot, or compare two snapshots
+    Bucket {
+        #[command(subcommand)]
+        action: BucketAction,
     },
     /// Check the configuration and print it resolved, secrets masked
     Config {
@@ -113,6 +114,52 @@ pub enum Command {
     },
     /// Print the manual page (roff): s3nap man > /usr/local/share/man/man1/s3nap.1
     Man,
+}
+
+/// How to decrypt archives.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Secret key file to decrypt with (passphrase: S3NAP_PASSPHRASE_FILE or a prompt)
+    #[arg(long, value_name = "FILE", conflicts_with = "gpg")]
+    pub identity: Option<PathBuf>,
+    /// Decrypt through `gpg --decrypt` (gpg-agent, smartcards); the default without --identity
+    #[arg(long)]
+    pub gpg: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketAction {
+    /// Make a bucket equal a snapshot: server-side copies of exactly the recorded versions
+    /// (unless the target holds identical content); with -t, print them instead
+    Restore {
+        /// The bucket set (`bucket/NAME` or NAME)
+        set: String,
+        /// The snapshot current at TIME (run id, RFC 3339, or `YYYY-MM-DD[ HH:MM]` UTC);
+        /// default: the latest
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Restore into this bucket and prefix instead of the master
+        #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+        to: Option<String>,
+        /// Only keys starting with P (as the snapshot records them)
+        #[arg(long, value_name = "P", default_value = "")]
+        prefix: String,
+        /// Also delete keys the target holds that did not exist at that point in time
+        #[arg(long)]
+        delete: bool,
+        #[command(flatten)]
+        decrypt: DecryptArgs,
+    },
+    /// Keys added, removed and changed between two snapshots
+    Diff {
+        set: String,
+        /// The earlier snapshot (run id or time)
+        run1: String,
+        /// The later snapshot (run id or time)
+        run2: String,
+        #[command(flatten)]
+        decrypt: DecryptArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

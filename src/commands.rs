@@ -5,6 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
@@ -12,14 +13,14 @@ use clap::CommandFactory;
 
 use crate::backup::{self, Outcome, RunContext, SetOutcome};
 use crate::catalog;
-use crate::cli::{Cli, Command, ConfigAction};
-use crate::config::{Config, CycleType, SourceSpec, StoreSpec};
+use crate::cli::{BucketAction, Cli, Command, ConfigAction};
+use crate::config::{BucketSpec, BucketUrl, Config, CycleType, SetSpec, SourceSpec, StoreSpec};
 use crate::keys::Identity;
 use crate::lock::{LockError, RunLock};
 use crate::pipeline::decrypt::DecryptWith;
 use crate::progress::Progress;
 use crate::store::DynStore;
-use crate::{metrics, notify, plan, policy, prune, recover, report};
+use crate::{bucket, metrics, notify, prune, recover, report};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_WARNINGS: u8 = 1;
@@ -113,8 +114,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
         Command::Recover {
             set,
             at,
-            identity,
-            gpg: _,
+            decrypt,
             list,
             restore,
             paths,
@@ -122,13 +122,14 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
             let request = RecoverRequest {
                 set,
                 at,
-                identity,
+                identity: decrypt.identity,
                 list,
                 restore,
                 paths,
             };
             recover_command(&runtime, &config, request)
         }
+        Command::Bucket { action } => bucket_command(&runtime, &config, action, cli.test),
         Command::Config {
             action: ConfigAction::Check,
         } => {
@@ -321,17 +322,10 @@ fn prune_command(
     let verb = if test { "would retire" } else { "retired" };
     let mut code = EXIT_OK;
     for set in config.selected_sets(only) {
-        let result = runtime.block_on(async {
-            let all = catalog::load(&store, &config.host, Some(&set.name)).await?;
-            let runs = plan::own_runs(set, &all);
-            let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
-            let verdicts = policy::retention::evaluate(&refs, &plan::rules(set), now);
-            prune::retire(&store, &runs, &verdicts, test).await?;
-            anyhow::Ok(verdicts)
-        });
+        let result = runtime.block_on(backup::prune_set(&store, config, set, now, test));
         match result {
-            Ok(verdicts) => {
-                for v in &verdicts {
+            Ok(pruned) => {
+                for v in &pruned.verdicts {
                     let what = if v.keep { "keep" } else { verb };
                     writeln!(
                         out,
@@ -340,6 +334,23 @@ fn prune_command(
                         set.cycle_label(),
                         v.run,
                         v.reason
+                    )?;
+                }
+                let gc_verb = if test { "would delete" } else { "deleted" };
+                if let Some(gc) = &pruned.gc {
+                    for d in &gc.deletions {
+                        writeln!(
+                            out,
+                            "{}: {gc_verb} version {} of {} ({})",
+                            set.name, d.version_id, d.key, d.reason
+                        )?;
+                    }
+                    writeln!(
+                        out,
+                        "{}: gc {gc_verb} {} of {} replica versions",
+                        set.name,
+                        gc.deletions.len(),
+                        gc.examined
                     )?;
                 }
             }
@@ -401,10 +412,7 @@ fn recover_command(
         r.at.map(|t| catalog::parse_time(&t))
             .transpose()
             .map_err(|e| config_error(anyhow!("--at: {e}")))?;
-    let decrypt = match &r.identity {
-        Some(path) => DecryptWith::Identity(Identity::load(path).map_err(config_error)?),
-        None => DecryptWith::Gpg,
-    };
+    let decrypt = decrypt_with(r.identity.as_deref())?;
     let stdout = std::io::stdout();
     if stdout.is_terminal() && !r.list && !r.restore {
         return Err(config_error(anyhow!(
@@ -443,6 +451,207 @@ fn recover_command(
         summary.runs.len()
     );
     Ok(EXIT_OK)
+}
+
+fn decrypt_with(identity: Option<&std::path::Path>) -> Result<DecryptWith, Failure> {
+    Ok(match identity {
+        Some(path) => DecryptWith::Identity(Identity::load(path).map_err(config_error)?),
+        None => DecryptWith::Gpg,
+    })
+}
+
+/// The bucket set `given` names, with its settings.
+fn bucket_set<'a>(
+    config: &'a Config,
+    given: &str,
+) -> Result<(&'a SetSpec, &'a BucketSpec), Failure> {
+    let name = if given.starts_with("bucket/") {
+        given.to_string()
+    } else {
+        format!("bucket/{given}")
+    };
+    match config.find_set(&name).or_else(|| config.find_set(given)) {
+        Some(
+            set @ SetSpec {
+                source: SourceSpec::Bucket(spec),
+                ..
+            },
+        ) => Ok((set, spec)),
+        Some(set) => Err(config_error(anyhow!("{} is not a bucket set", set.name))),
+        None => Err(config_error(anyhow!(
+            "no bucket set '{given}' in {}",
+            config.file.display()
+        ))),
+    }
+}
+
+/// The snapshot of `set` current at `at` (the latest without it).
+fn snapshot_at(
+    runtime: &tokio::runtime::Runtime,
+    store: &DynStore,
+    config: &Config,
+    set: &SetSpec,
+    at: Option<&str>,
+) -> Result<crate::manifest::Manifest, Failure> {
+    let at = at
+        .map(catalog::parse_time)
+        .transpose()
+        .map_err(|e| config_error(anyhow!("{e}")))?;
+    let runs = runtime.block_on(catalog::load(store, &config.host, Some(&set.name)))?;
+    let chain = catalog::chain_at(&set.name, &runs, at)?;
+    Ok(chain
+        .last()
+        .copied()
+        .cloned()
+        .expect("a chain is never empty"))
+}
+
+fn bucket_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    action: BucketAction,
+    test: bool,
+) -> Result<u8, Failure> {
+    let store = open_store(runtime, config)?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        BucketAction::Restore {
+            set,
+            at,
+            to,
+            prefix,
+            delete,
+            decrypt,
+        } => {
+            let (set, spec) = bucket_set(config, &set)?;
+            let target_url = match &to {
+                Some(t) => BucketUrl::parse(t).map_err(|e| config_error(anyhow!("--to: {e}")))?,
+                None => spec.master.clone(),
+            };
+            let decrypt = decrypt_with(decrypt.identity.as_deref())?;
+            let snapshot = snapshot_at(runtime, &store, config, set, at.as_deref())?;
+            let index = bucket::load_index(runtime.handle(), &store, &snapshot, &decrypt)?;
+            let (_, replica) = runtime
+                .block_on(bucket::connect(
+                    spec,
+                    &config.s3,
+                    backup::retry_policy(config),
+                ))
+                .map_err(|e| anyhow!(e))?;
+            let target = Arc::new(replica.for_bucket(&target_url.bucket));
+            let source_prefix = spec.master.key_prefix();
+            let scope = bucket::restore::Scope {
+                source_prefix: &source_prefix,
+                target_prefix: &target_url.key_prefix(),
+                only: &prefix,
+                delete,
+            };
+            let current = runtime.block_on(bucket::listing::current_objects(
+                target.clone(),
+                &scope.target_listing_prefix(),
+                spec.workers,
+            ))?;
+            let plan = bucket::restore::plan(&index, &current, &scope);
+            let verb = if test { "would " } else { "" };
+            if test {
+                for c in &plan.copies {
+                    writeln!(
+                        out,
+                        "copy {} (version {}, {} bytes) -> {}",
+                        replica.locate(&c.version.key),
+                        c.version.version_id,
+                        c.version.size,
+                        target.locate(&c.to)
+                    )?;
+                }
+                for key in &plan.deletes {
+                    writeln!(out, "delete {}", target.locate(key))?;
+                }
+            }
+            let outcome = if test {
+                bucket::restore::Outcome::default()
+            } else {
+                runtime.block_on(bucket::restore::execute(
+                    &plan,
+                    replica.clone(),
+                    target.clone(),
+                    spec.workers,
+                ))
+            };
+            for failure in &outcome.failures {
+                log::error!("restore failed: {failure}");
+            }
+            writeln!(
+                out,
+                "{}: snapshot {} -> {}: {verb}copy {}, {verb}delete {}, {} already identical{}",
+                set.name,
+                snapshot.run,
+                target_url,
+                if test {
+                    plan.copies.len() as u64
+                } else {
+                    outcome.copied
+                },
+                if test {
+                    plan.deletes.len() as u64
+                } else {
+                    outcome.deleted
+                },
+                plan.identical,
+                if outcome.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} FAILED", outcome.failures.len())
+                }
+            )?;
+            Ok(if outcome.failures.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
+        }
+        BucketAction::Diff {
+            set,
+            run1,
+            run2,
+            decrypt,
+        } => {
+            let (set, _) = bucket_set(config, &set)?;
+            let decrypt = decrypt_with(decrypt.identity.as_deref())?;
+            let first = snapshot_at(runtime, &store, config, set, Some(&run1))?;
+            let second = snapshot_at(runtime, &store, config, set, Some(&run2))?;
+            let before = bucket::load_index(runtime.handle(), &store, &first, &decrypt)?;
+            let after = bucket::load_index(runtime.handle(), &store, &second, &decrypt)?;
+            let changes = bucket::diff::diff(&before, &after);
+            for change in &changes {
+                use bucket::diff::Change;
+                match change {
+                    Change::Added(v) => writeln!(out, "+ {} ({} bytes)", v.key, v.size)?,
+                    Change::Removed(v) => writeln!(out, "- {}", v.key)?,
+                    Change::Changed {
+                        before,
+                        after,
+                        same_content,
+                    } => writeln!(
+                        out,
+                        "~ {} ({} -> {} bytes{})",
+                        after.key,
+                        before.size,
+                        after.size,
+                        if *same_content { ", same content" } else { "" }
+                    )?,
+                }
+            }
+            log::info!(
+                "{}: {} change(s) from snapshot {} to {}",
+                set.name,
+                changes.len(),
+                first.run,
+                second.run
+            );
+            Ok(EXIT_OK)
+        }
+    }
 }
 
 /// `recover --restore`: the chain's data into the restore command's stdin; its exit status

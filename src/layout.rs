@@ -141,6 +141,7 @@ pub fn set_name(source: &crate::config::SourceSpec) -> String {
         SourceSpec::Command { name, .. } => format!("cmd/{name}"),
         SourceSpec::Picker { name, .. } => format!("picker/{name}"),
         SourceSpec::SnapshotsDir { directory } => path("snapshots", directory),
+        SourceSpec::Bucket(b) => format!("bucket/{}", b.name),
     }
 }
 

@@ -6,6 +6,7 @@
 //! stored. See DESIGN.md for the whole picture.
 
 pub mod backup;
+pub mod bucket;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -79,6 +79,8 @@ pub enum SourceInfo {
         #[serde(flatten)]
         run: crate::source::program::ProgramRun,
     },
+    /// A bucket's version index.
+    Bucket(crate::bucket::snapshot::SnapshotInfo),
 }
 
 impl Manifest {
@@ -97,6 +99,15 @@ impl Manifest {
             ));
         }
         Ok(m)
+    }
+
+    /// Every object of the run besides its manifest: the archive, and a snapshot's version ids.
+    pub fn objects(&self) -> Vec<&str> {
+        let mut keys = vec![self.archive.key.as_str()];
+        if let SourceInfo::Bucket(info) = &self.source {
+            keys.push(&info.refs);
+        }
+        keys
     }
 
     pub fn encrypted(&self) -> bool {

@@ -32,7 +32,9 @@ pub async fn retire<'a>(
             store
                 .delete(&layout::manifest_key(&m.host, &m.set, m.run, m.kind))
                 .await?;
-            store.delete(&m.archive.key).await?;
+            for key in m.objects() {
+                store.delete(key).await?;
+            }
             log::info!(
                 "{}: retired {} run {} ({})",
                 m.set,

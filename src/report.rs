@@ -140,7 +140,11 @@ pub fn list_json(runs: &[Manifest]) -> serde_json::Value {
 }
 
 fn planned_key(config: &Config, set: &SetSpec, run: RunId, kind: Kind) -> String {
-    let ext = extension("tar", set.compression, !config.recipients.is_empty());
+    let format = match set.source {
+        crate::config::SourceSpec::Bucket(_) => "jsonl",
+        _ => "tar",
+    };
+    let ext = extension(format, set.compression, !config.recipients.is_empty());
     layout::archive_key(&config.host, &set.name, run, kind, &ext)
 }
 

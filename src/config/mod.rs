@@ -141,6 +141,67 @@ pub enum SourceSpec {
     /// Every executable in a directory, each a `Command` in descriptor mode (expanded when a
     /// run starts).
     SnapshotsDir { directory: PathBuf },
+    /// A versioned S3 bucket whose version index is the set's archive.
+    Bucket(BucketSpec),
+}
+
+/// `s3://bucket[/prefix]` of a protected or replica bucket; `prefix` has no leading or
+/// trailing '/' and is empty for the whole bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketUrl {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl BucketUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match StoreSpec::parse(text) {
+            Ok(StoreSpec::S3 { bucket, prefix }) if text.starts_with("s3://") => {
+                Ok(BucketUrl { bucket, prefix })
+            }
+            _ => Err(format!("'{text}' is not s3://bucket[/prefix]")),
+        }
+    }
+
+    /// The prefix as keys start with it: empty, or ending in '/'.
+    pub fn key_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+}
+
+impl std::fmt::Display for BucketUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// How new master objects reach the versioned replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketMode {
+    /// S3 replication (or the master being the replica) does it.
+    Replicated,
+    /// Each snapshot first copies new and changed objects server-side.
+    Copy,
+}
+
+/// A `<Bucket NAME>` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketSpec {
+    pub name: String,
+    pub master: BucketUrl,
+    /// The versioned bucket whose versions the snapshots reference (no prefix of its own: it
+    /// holds the master's keys, as replication writes them).
+    pub replica: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub mode: BucketMode,
+    /// Requests in flight for listing, copying and deleting.
+    pub workers: usize,
 }
 
 impl SourceSpec {
@@ -167,6 +228,7 @@ impl SourceSpec {
                 database.clone()
             }
             SourceSpec::Command { run, .. } | SourceSpec::Picker { run, .. } => run.join(" "),
+            SourceSpec::Bucket(b) => b.master.to_string(),
         }
     }
 }

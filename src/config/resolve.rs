@@ -11,7 +11,10 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::syntax::{Block, ConfigError, Directive, Item, Pos, Word};
-use super::{Config, CycleSettings, CycleType, S3Spec, SetSpec, SourceSpec, StoreSpec};
+use super::{
+    BucketMode, BucketSpec, BucketUrl, Config, CycleSettings, CycleType, S3Spec, SetSpec,
+    SourceSpec, StoreSpec,
+};
 use crate::layout;
 use crate::pipeline::compress::Compression;
 
@@ -82,6 +85,10 @@ const SCOPED: &[&str] = &[
     "restore",
     "run",
 ];
+
+/// Directives of a `<Bucket NAME>` block only (`Region` and `Endpoint` may also be given there,
+/// overriding the top level's for that bucket).
+const BUCKET_SETTINGS: &[&str] = &["master", "replica", "mode", "workers"];
 
 /// Directives (and blocks) that configure a set; each value is one set.
 const SOURCES: &[&str] = &[
@@ -210,6 +217,25 @@ fn absolute_path(d_name: &str, w: &Word) -> Result<PathBuf, ConfigError> {
     Ok(path.components().collect())
 }
 
+fn endpoint(d: &Directive) -> Result<String, ConfigError> {
+    let w = single(d)?;
+    if !(w.text.starts_with("http://") || w.text.starts_with("https://")) {
+        return Err(err(
+            &w.pos,
+            format!(
+                "Endpoint must be an http:// or https:// URL, not '{}'",
+                w.text
+            ),
+        ));
+    }
+    Ok(w.text.clone())
+}
+
+fn bucket_url(d: &Directive) -> Result<BucketUrl, ConfigError> {
+    let w = single(d)?;
+    BucketUrl::parse(&w.text).map_err(|m| err(&w.pos, format!("{}: {m}", d.name.text)))
+}
+
 fn file_path(base: &Path, w: &Word) -> PathBuf {
     let p = Path::new(&w.text);
     if p.is_absolute() {
@@ -230,6 +256,18 @@ struct Scope {
     restore: Vec<String>,
     /// `Run` of a `<Command>` or `<Picker>` block, with where it was written.
     run: Option<(Vec<String>, Pos)>,
+    bucket: BucketScope,
+}
+
+/// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
+#[derive(Debug, Clone)]
+struct BucketScope {
+    master: Option<BucketUrl>,
+    replica: Option<(BucketUrl, Pos)>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    mode: BucketMode,
+    workers: usize,
 }
 
 impl Scope {
@@ -287,6 +325,24 @@ impl Scope {
                 "restore" => scope.restore = command_words(d)?,
                 "run" => scope.run = Some((command_words(d)?, d.name.pos.clone())),
                 "minimumredundancy" => c.minimum_redundancy = number(d)?,
+                "master" => scope.bucket.master = Some(bucket_url(d)?),
+                "replica" => scope.bucket.replica = Some((bucket_url(d)?, d.name.pos.clone())),
+                "region" => scope.bucket.region = Some(single(d)?.text.clone()),
+                "endpoint" => scope.bucket.endpoint = Some(endpoint(d)?),
+                "workers" => scope.bucket.workers = positive(d)? as usize,
+                "mode" => {
+                    let w = single(d)?;
+                    scope.bucket.mode = match w.text.to_ascii_lowercase().as_str() {
+                        "replicated" => BucketMode::Replicated,
+                        "copy" => BucketMode::Copy,
+                        _ => {
+                            return Err(err(
+                                &w.pos,
+                                format!("Mode must be replicated or copy, not '{}'", w.text),
+                            ))
+                        }
+                    };
+                }
                 "compression" => {
                     let w = single(d)?;
                     scope.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
@@ -310,6 +366,52 @@ struct Resolver {
     sets: Vec<SetSpec>,
     /// (set name, cycle) → where it was configured.
     names: HashMap<(String, Option<String>), Pos>,
+}
+
+/// The `<Bucket NAME>` set `w` names, from its block's settings.
+fn bucket_spec(b: &BucketScope, w: &Word) -> Result<BucketSpec, ConfigError> {
+    if w.text.is_empty() || w.text.contains('/') {
+        return Err(err(
+            &w.pos,
+            format!("<Bucket> needs a name without '/', not '{}'", w.text),
+        ));
+    }
+    let Some(master) = b.master.clone() else {
+        return Err(err(
+            &w.pos,
+            format!("<Bucket {}> needs a Master s3://bucket[/prefix]", w.text),
+        ));
+    };
+    let Some((replica, replica_pos)) = b.replica.clone() else {
+        return Err(err(
+            &w.pos,
+            format!(
+                "<Bucket {}> needs a Replica s3://bucket (the versioned bucket; it may be the master's own)",
+                w.text
+            ),
+        ));
+    };
+    if !replica.prefix.is_empty() {
+        return Err(err(
+            &replica_pos,
+            "Replica names a whole bucket: it holds the master's keys as they are",
+        ));
+    }
+    if b.mode == BucketMode::Copy && replica.bucket == master.bucket {
+        return Err(err(
+            &replica_pos,
+            "Mode copy needs a Replica other than the Master bucket",
+        ));
+    }
+    Ok(BucketSpec {
+        name: w.text.clone(),
+        master,
+        replica: replica.bucket,
+        region: b.region.clone(),
+        endpoint: b.endpoint.clone(),
+        mode: b.mode,
+        workers: b.workers,
+    })
 }
 
 fn database(directive: &str, w: &Word) -> Result<String, ConfigError> {
@@ -399,6 +501,7 @@ impl Resolver {
                     }
                 }
             }
+            "bucket" => SourceSpec::Bucket(bucket_spec(&scope.bucket, w)?),
             other => unreachable!("{other} is not a source"),
         };
         let name = layout::set_name(&spec);
@@ -434,7 +537,7 @@ impl Resolver {
         scope: &Scope,
         block: Option<&str>,
     ) -> Result<(), ConfigError> {
-        let in_source_block = block.is_some_and(|b| SOURCES.contains(&b));
+        let in_source_block = block.is_some_and(|b| SOURCES.contains(&b) || b == "bucket");
         for item in items {
             match item {
                 Item::Directive(d) => {
@@ -454,7 +557,12 @@ impl Resolver {
                         for w in &d.values {
                             self.add_set(&name, scope, w)?;
                         }
-                    } else if SCOPED.contains(&name.as_str()) {
+                    } else if SCOPED.contains(&name.as_str())
+                        || (block == Some("bucket")
+                            && (BUCKET_SETTINGS.contains(&name.as_str())
+                                || name == "region"
+                                || name == "endpoint"))
+                    {
                         // Applied by Scope::enter.
                     } else if GLOBALS.contains(&name.as_str()) {
                         if block.is_some() {
@@ -485,7 +593,8 @@ impl Resolver {
 
     fn block(&mut self, b: &Block, scope: &Scope, parent: Option<&str>) -> Result<(), ConfigError> {
         let name = b.name.text.to_ascii_lowercase();
-        let is_source = SOURCES.contains(&name.as_str());
+        // `Bucket` is the store as a directive and a bucket set as a block.
+        let is_source = SOURCES.contains(&name.as_str()) || name == "bucket";
         match (name.as_str(), parent) {
             ("cycle", None) => {
                 let [label] = b.args.as_slice() else {
@@ -576,19 +685,7 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
                 // s3napback's UseTempFile staging: s3nap always streams, so it is never used.
                 single(d)?;
             }
-            "endpoint" => {
-                let w = single(d)?;
-                if !(w.text.starts_with("http://") || w.text.starts_with("https://")) {
-                    return Err(err(
-                        &w.pos,
-                        format!(
-                            "Endpoint must be an http:// or https:// URL, not '{}'",
-                            w.text
-                        ),
-                    ));
-                }
-                s3.endpoint = Some(w.text.clone());
-            }
+            "endpoint" => s3.endpoint = Some(endpoint(d)?),
             "region" => s3.region = Some(single(d)?.text.clone()),
             "s3keyfile" => s3.keyfile = Some(file_path(base, single(d)?)),
             "gpgrecipient" => {
@@ -694,6 +791,14 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
         pg_custom_format: false,
         restore: Vec::new(),
         run: None,
+        bucket: BucketScope {
+            master: None,
+            replica: None,
+            region: s3.region.clone(),
+            endpoint: s3.endpoint.clone(),
+            mode: BucketMode::Replicated,
+            workers: 8,
+        },
     }
     .enter(items, None)?;
     let mut resolver = Resolver {
@@ -885,6 +990,70 @@ mod tests {
             );
             assert!(e.message.contains(needle), "{text:?}: {e}");
             assert!(e.to_string().starts_with("/etc/s3nap/test.conf:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bucket_sets_and_their_mistakes() {
+        let c = load(&format!(
+            "{BASE}Region eu-west-1\n<Bucket www>\n  Master s3://www-site/public/\n  \
+             Replica s3://www-backup\n  Mode copy\n  Workers 16\n  RetentionPolicy 30\n\
+             </Bucket>\n<Bucket logs>\n  Master s3://logs\n  Replica s3://logs\n  \
+             Endpoint http://127.0.0.1:9000\n  Region us-east-1\n</Bucket>\n"
+        ))
+        .unwrap();
+        let SourceSpec::Bucket(www) = &c.sets[0].source else {
+            panic!("{:?}", c.sets[0]);
+        };
+        assert_eq!(c.sets[0].name, "bucket/www");
+        assert_eq!(www.master.bucket, "www-site");
+        assert_eq!(www.master.key_prefix(), "public/");
+        assert_eq!(www.replica, "www-backup");
+        assert_eq!(www.mode, BucketMode::Copy);
+        assert_eq!(www.workers, 16);
+        assert_eq!(www.region.as_deref(), Some("eu-west-1"), "inherited");
+        assert_eq!(c.sets[0].cycle.retention_days, Some(30));
+        let SourceSpec::Bucket(logs) = &c.sets[1].source else {
+            panic!("{:?}", c.sets[1]);
+        };
+        assert_eq!(logs.mode, BucketMode::Replicated);
+        assert_eq!(logs.master.key_prefix(), "");
+        assert_eq!(logs.region.as_deref(), Some("us-east-1"));
+        assert_eq!(logs.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "<Bucket b>\nReplica s3://r\n</Bucket>\n",
+                4,
+                "needs a Master",
+            ),
+            (
+                "<Bucket b>\nMaster s3://m\n</Bucket>\n",
+                4,
+                "needs a Replica",
+            ),
+            (
+                "<Bucket b>\nMaster s3://m\nReplica s3://r/x\n</Bucket>\n",
+                6,
+                "whole bucket",
+            ),
+            (
+                "<Bucket b>\nMaster s3://m\nReplica s3://m\nMode copy\n</Bucket>\n",
+                6,
+                "other than the Master",
+            ),
+            (
+                "<Bucket b>\nMaster s3://m\nReplica s3://r\nMode mirror\n</Bucket>\n",
+                7,
+                "replicated or copy",
+            ),
+            ("<Bucket b>\nMaster m\n</Bucket>\n", 5, "s3://bucket"),
+            ("Master s3://m\n", 4, "unknown directive"),
+        ];
+        for (text, line, needle) in cases {
+            let e = load(&format!("{BASE}{text}")).unwrap_err();
+            assert_eq!(e.pos.line, *line, "{text:?}: {e}");
+            assert!(e.message.contains(needle), "{text:?}: {e}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! reason for every verdict (tested as tables, like rustic's retention).
 
 pub mod cycle;
+pub mod gc;
 pub mod retention;
 
 #[cfg(test)]

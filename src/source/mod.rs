@@ -46,6 +46,8 @@ pub struct Report {
     pub state: Option<state::State>,
     /// For program sources: the command, its exit status and output, the restore command.
     pub program: Option<program::ProgramRun>,
+    /// For bucket snapshots: what the manifest records of the listing.
+    pub bucket: Option<crate::bucket::snapshot::SnapshotInfo>,
 }
 
 pub trait Source: Send {

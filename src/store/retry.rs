@@ -48,31 +48,40 @@ impl RetryStore {
         RetryStore { inner, policy }
     }
 
-    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
+    async fn retry<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: FnMut() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T>> + Send,
     {
-        let mut attempt = 0;
-        loop {
-            match call().await {
-                Err(e) if e.kind == ErrorKind::Transient && attempt + 1 < self.policy.attempts => {
-                    let delay = self.policy.delay(attempt);
-                    log::warn!(
-                        "{e}; retrying in {:.1}s (attempt {} of {})",
-                        delay.as_secs_f64(),
-                        attempt + 2,
-                        self.policy.attempts
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(mut e) if e.kind == ErrorKind::Transient => {
-                    e.message = format!("{} (gave up after {} attempts)", e.message, attempt + 1);
-                    return Err(e);
-                }
-                other => return other,
+        with_retries(&self.policy, call).await
+    }
+}
+
+/// Calls `call` until it succeeds, fails for good, or `policy` runs out of attempts.
+pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T>> + Send,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.kind == ErrorKind::Transient && attempt + 1 < policy.attempts => {
+                let delay = policy.delay(attempt);
+                log::warn!(
+                    "{e}; retrying in {:.1}s (attempt {} of {})",
+                    delay.as_secs_f64(),
+                    attempt + 2,
+                    policy.attempts
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
             }
+            Err(mut e) if e.kind == ErrorKind::Transient => {
+                e.message = format!("{} (gave up after {} attempts)", e.message, attempt + 1);
+                return Err(e);
+            }
+            other => return other,
         }
     }
 }

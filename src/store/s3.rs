@@ -93,48 +93,98 @@ pub struct S3Store {
     prefix: String,
 }
 
+/// A client for `settings`: SDK retries off (callers retry through [`super::retry`]),
+/// path-style addressing with a custom endpoint, us-east-1 when nothing names a region.
+pub async fn client(settings: &S3Settings) -> std::result::Result<Client, String> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(path) = &settings.keyfile {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("S3Keyfile {}: {e}", path.display()))?;
+        let keys = parse_keyfile(path, &text)?;
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            keys.access_key,
+            keys.secret_key,
+            None,
+            None,
+            "s3nap-keyfile",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut config = aws_sdk_s3::config::Builder::from(&shared)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10).min(settings.timeout))
+                .read_timeout(settings.timeout)
+                .build(),
+        )
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if shared.region().is_none() {
+        config = config.region(Region::new("us-east-1"));
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        config = config.endpoint_url(endpoint).force_path_style(true);
+    }
+    Ok(Client::from_conf(config.build()))
+}
+
+/// An SDK error as a [`StoreError`] about `target`, classified for retrying.
+pub fn sdk_error<E>(
+    operation: &'static str,
+    target: String,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let kind = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorKind::Transient
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or_default();
+            match (status, code) {
+                (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket") => {
+                    ErrorKind::NotFound
+                }
+                (401 | 403, _) => ErrorKind::Denied,
+                (429 | 500..=599, _)
+                | (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
+                    ErrorKind::Transient
+                }
+                _ => ErrorKind::Other,
+            }
+        }
+        _ => ErrorKind::Other,
+    };
+    let message = match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            match (se.err().code(), se.err().message()) {
+                (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}: {}", cause_chain(se.err())),
+            }
+        }
+        other => cause_chain(other),
+    };
+    StoreError::new(kind, operation, target, message)
+}
+
 impl S3Store {
     pub async fn connect(
         bucket: &str,
         prefix: &str,
         settings: &S3Settings,
     ) -> std::result::Result<Self, String> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(path) = &settings.keyfile {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("S3Keyfile {}: {e}", path.display()))?;
-            let keys = parse_keyfile(path, &text)?;
-            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
-                keys.access_key,
-                keys.secret_key,
-                None,
-                None,
-                "s3nap-keyfile",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10).min(settings.timeout))
-                    .read_timeout(settings.timeout)
-                    .build(),
-            )
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if shared.region().is_none() {
-            config = config.region(Region::new("us-east-1"));
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            config = config.endpoint_url(endpoint).force_path_style(true);
-        }
         let prefix = prefix.trim_matches('/');
         Ok(S3Store {
-            client: Client::from_conf(config.build()),
+            client: client(settings).await?,
             bucket: bucket.to_string(),
             prefix: if prefix.is_empty() {
                 String::new()
@@ -157,40 +207,7 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let target = self.locate(key);
-        let kind = match &err {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => ErrorKind::Transient,
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = se.err().code().unwrap_or_default();
-                match (status, code) {
-                    (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket") => {
-                        ErrorKind::NotFound
-                    }
-                    (401 | 403, _) => ErrorKind::Denied,
-                    (429 | 500..=599, _)
-                    | (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
-                        ErrorKind::Transient
-                    }
-                    _ => ErrorKind::Other,
-                }
-            }
-            _ => ErrorKind::Other,
-        };
-        let message = match &err {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                match (se.err().code(), se.err().message()) {
-                    (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
-                    (Some(code), None) => format!("{code} (HTTP {status})"),
-                    _ => format!("HTTP {status}: {}", cause_chain(se.err())),
-                }
-            }
-            other => cause_chain(other),
-        };
-        StoreError::new(kind, operation, target, message)
+        sdk_error(operation, self.locate(key), err)
     }
 }
 

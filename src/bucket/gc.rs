@@ -1,0 +1,165 @@
+//! gc of a bucket set: the snapshots retention keeps (their version-id lists) and a listing of
+//! every replica version under the protected prefix in, DeleteObjects of the versions
+//! [`crate::policy::gc::judge`] releases out. Any kept snapshot whose list cannot be read
+//! stops gc before it deletes anything; every per-object refusal of DeleteObjects is reported.
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, bail};
+use tokio::sync::mpsc;
+
+use super::listing::list_parallel;
+use super::snapshot::{load_refs, SnapshotInfo};
+use crate::config::{BucketSpec, S3Spec};
+use crate::manifest::{Manifest, SourceInfo};
+use crate::policy::gc::{judge, Protection};
+use crate::store::retry::RetryPolicy;
+use crate::store::DynStore;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub key: String,
+    pub version_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Deleted (or, in a dry run, to be deleted).
+    pub deletions: Vec<Deletion>,
+    pub failures: Vec<String>,
+    pub examined: u64,
+}
+
+fn info(m: &Manifest) -> anyhow::Result<&SnapshotInfo> {
+    match &m.source {
+        SourceInfo::Bucket(info) => Ok(info),
+        _ => bail!("{} run {} is not a bucket snapshot", m.set, m.run),
+    }
+}
+
+async fn union_refs<'a>(
+    store: &DynStore,
+    runs: impl Iterator<Item = &'a Manifest>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut all = BTreeSet::new();
+    for m in runs {
+        let refs = load_refs(store, &info(m)?.refs).await.map_err(|e| {
+            anyhow!(
+                "gc stopped before deleting anything: the version list of run {} is unreadable: {e:#}",
+                m.run
+            )
+        })?;
+        all.extend(refs);
+    }
+    Ok(all)
+}
+
+/// The snapshots of a bucket set as retention left them.
+pub struct Snapshots<'a> {
+    /// Those retention keeps.
+    pub kept: &'a [&'a Manifest],
+    /// Every committed snapshot of the set.
+    pub all: &'a [Manifest],
+    pub minimum_redundancy: u64,
+}
+
+/// Deletes (unless `dry_run`) the replica versions no kept snapshot needs.
+pub async fn collect(
+    store: &DynStore,
+    spec: &BucketSpec,
+    s3: &S3Spec,
+    retry: RetryPolicy,
+    snapshots: Snapshots<'_>,
+    dry_run: bool,
+) -> anyhow::Result<Outcome> {
+    let Snapshots {
+        kept,
+        all,
+        minimum_redundancy,
+    } = snapshots;
+    let Some(newest) = kept
+        .iter()
+        .map(|m| info(m).map(|i| i.listed_from))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+    else {
+        log::info!(
+            "bucket/{}: no snapshot kept, so gc deletes nothing",
+            spec.name
+        );
+        return Ok(Outcome::default());
+    };
+    let kept_refs = union_refs(store, kept.iter().copied()).await?;
+    let mut newest_first: Vec<&Manifest> = all.iter().collect();
+    newest_first.sort_by_key(|m| std::cmp::Reverse(m.run));
+    let guard_count = usize::try_from(minimum_redundancy.saturating_add(1)).unwrap_or(usize::MAX);
+    let guarded = union_refs(store, newest_first.into_iter().take(guard_count)).await?;
+    let protection = Protection {
+        kept: &kept_refs,
+        guarded: &guarded,
+        newest,
+    };
+
+    let (_, replica) = super::connect(spec, s3, retry)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let prefix = spec.master.key_prefix();
+    let (tx, mut rx) = mpsc::channel(spec.workers * 2);
+    let listing = tokio::spawn({
+        let (replica, prefix, workers) = (replica.clone(), prefix.clone(), spec.workers);
+        async move { list_parallel(replica, &prefix, workers, tx).await }
+    });
+    let mut outcome = Outcome::default();
+    while let Some(batch) = rx.recv().await {
+        for listed in batch {
+            outcome.examined += 1;
+            let v = &listed.version;
+            let (delete, reason) =
+                judge(&v.version_id, v.is_latest, listed.superseded, &protection);
+            if delete {
+                outcome.deletions.push(Deletion {
+                    key: v.key.clone(),
+                    version_id: v.version_id.clone(),
+                    reason: reason.to_string(),
+                });
+            }
+        }
+    }
+    listing
+        .await
+        .map_err(|e| anyhow!("listing task failed: {e}"))??;
+    outcome.deletions.sort_by(|a, b| a.key.cmp(&b.key));
+    if dry_run {
+        return Ok(outcome);
+    }
+    // Listed completely before deleting anything, so deletions cannot disturb the listing.
+    let batch: Vec<_> = outcome
+        .deletions
+        .iter()
+        .map(|d| (d.key.clone(), Some(d.version_id.clone())))
+        .collect();
+    let mut refused_keys = BTreeSet::new();
+    for (key, version, why) in replica.delete_all(&batch).await {
+        let version = version.unwrap_or_default();
+        outcome.failures.push(format!(
+            "{} (version {version}): {why}",
+            replica.locate(&key)
+        ));
+        refused_keys.insert((key, version));
+    }
+    outcome
+        .deletions
+        .retain(|d| !refused_keys.contains(&(d.key.clone(), d.version_id.clone())));
+    for d in &outcome.deletions {
+        log::info!(
+            "bucket/{}: deleted {} (version {}): {}",
+            spec.name,
+            replica.locate(&d.key),
+            d.version_id,
+            d.reason
+        );
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,233 @@
+//! The source of a bucket set: (in `Mode copy`, the master mirrored into the replica first,)
+//! every version under the protected prefix listed in parallel, and the current version of
+//! each key written as one JSON line. Listing runs on the async side and reaches this
+//! synchronous source over a bounded channel; the run fails if the listing does.
+//!
+//! After the index, the sorted version ids it references go to a small zstd object beside the
+//! archive (`<run>.full.refs.zst`), which the manifest names: gc reads those, not the
+//! encrypted index, so it needs no secret key.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client::BucketClient;
+use super::listing::{self, Listed};
+use super::mirror::{self, MirrorStats};
+use super::{connect, index_line};
+use crate::config::{BucketMode, BucketSpec, CycleSettings, CycleType};
+use crate::source::{Counts, Report, Source, Warning};
+use crate::store::DynStore;
+
+/// What the manifest of a snapshot says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub master: String,
+    pub replica: String,
+    pub mode: BucketMode,
+    /// The replica's keys start with this (the master's prefix).
+    pub prefix: String,
+    /// The real clock when listing began: versions superseded later may be missing from it.
+    pub listed_from: DateTime<Utc>,
+    pub listed_to: DateTime<Utc>,
+    /// Keys present at the snapshot, and keys whose current version is a delete marker.
+    pub keys: u64,
+    pub deleted_keys: u64,
+    /// Every version listed (current or not).
+    pub versions: u64,
+    pub list_requests: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Keys gone from the master that got a delete marker in the replica (`Mode copy`).
+    pub marked_deleted: u64,
+    /// The unencrypted list of referenced version ids, for gc.
+    pub refs: String,
+}
+
+type Prepared = (MirrorStats, listing::Stats, DateTime<Utc>);
+
+pub struct SnapshotSource {
+    handle: tokio::runtime::Handle,
+    rx: mpsc::Receiver<Vec<Listed>>,
+    task: Option<JoinHandle<anyhow::Result<Prepared>>>,
+    store: DynStore,
+    spec: BucketSpec,
+    refs_key: String,
+    warnings: Vec<Warning>,
+}
+
+/// How many days the oldest snapshot a cycle keeps may be old; `None`: forever.
+pub fn promised_days(cycle: &CycleSettings) -> Option<u64> {
+    if let Some(days) = cycle.retention_days {
+        return Some(days);
+    }
+    match cycle.cycle_type {
+        CycleType::Simple => Some(cycle.frequency * cycle.fulls),
+        CycleType::Hanoi if cycle.archive_oldest_disc => None,
+        CycleType::Hanoi => Some(cycle.frequency << cycle.discs.saturating_sub(1).min(40)),
+    }
+}
+
+/// Lifecycle rules of the replica that would expire versions the snapshots still reference.
+async fn lifecycle_warnings(
+    replica: &BucketClient,
+    prefix: &str,
+    cycle: &CycleSettings,
+) -> anyhow::Result<Vec<Warning>> {
+    let promised = promised_days(cycle);
+    let rules = replica.noncurrent_expiries().await?;
+    Ok(rules
+        .into_iter()
+        .filter(|r| r.prefix.starts_with(prefix) || prefix.starts_with(&r.prefix))
+        .filter(|r| promised.is_none_or(|p| r.days < p))
+        .map(|r| Warning {
+            path: replica.locate(&r.prefix),
+            problem: format!(
+                "lifecycle rule '{}' expires noncurrent versions after {} days, but snapshots are kept {}: older snapshots will not restore completely",
+                r.rule,
+                r.days,
+                match promised {
+                    Some(p) => format!("{p} days"),
+                    None => "forever".into(),
+                }
+            ),
+            unreadable: false,
+        })
+        .collect())
+}
+
+/// Checks the replica, then starts mirroring (in `Mode copy`) and listing in the background.
+pub async fn start(
+    spec: &BucketSpec,
+    s3: &crate::config::S3Spec,
+    retry: crate::store::retry::RetryPolicy,
+    cycle: &CycleSettings,
+    store: DynStore,
+    refs_key: String,
+) -> anyhow::Result<SnapshotSource> {
+    let (master, replica) = connect(spec, s3, retry).await.map_err(|e| anyhow!(e))?;
+    if !replica.versioning_enabled().await? {
+        bail!(
+            "{}: versioning is not enabled, so old versions are not kept; enable it on the replica before taking snapshots",
+            replica.locate("")
+        );
+    }
+    let prefix = spec.master.key_prefix();
+    let warnings = lifecycle_warnings(&replica, &prefix, cycle).await?;
+    for w in &warnings {
+        log::warn!("{}: {}", w.path, w.problem);
+    }
+    let (tx, rx) = mpsc::channel(spec.workers * 2);
+    let (mode, workers) = (spec.mode, spec.workers);
+    let task = tokio::spawn(async move {
+        let mirrored = match mode {
+            BucketMode::Copy => {
+                mirror::mirror(master.clone(), replica.clone(), &prefix, workers).await?
+            }
+            BucketMode::Replicated => MirrorStats::default(),
+        };
+        let listed_from = Utc::now();
+        let stats = listing::list_parallel(replica, &prefix, workers, tx).await?;
+        Ok((mirrored, stats, listed_from))
+    });
+    Ok(SnapshotSource {
+        handle: tokio::runtime::Handle::current(),
+        rx,
+        task: Some(task),
+        store,
+        spec: spec.clone(),
+        refs_key,
+        warnings,
+    })
+}
+
+impl Source for SnapshotSource {
+    fn format(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+        let mut refs = BTreeSet::new();
+        let (mut keys, mut deleted, mut bytes) = (0u64, 0u64, 0u64);
+        while let Some(batch) = self.rx.blocking_recv() {
+            for listed in batch.iter().filter(|l| l.version.is_latest) {
+                let v = &listed.version;
+                out.write_all(&index_line(v))?;
+                refs.insert(v.version_id.clone());
+                if v.delete_marker {
+                    deleted += 1;
+                } else {
+                    keys += 1;
+                    bytes += v.size;
+                }
+            }
+        }
+        let task = self
+            .task
+            .take()
+            .context("the snapshot was already written")?;
+        let (mirrored, stats, listed_from) = self
+            .handle
+            .block_on(task)
+            .map_err(|e| anyhow!("listing task failed: {e}"))??;
+        let listed_to = Utc::now();
+        let mut text = Vec::new();
+        for id in &refs {
+            text.extend_from_slice(id.as_bytes());
+            text.push(b'\n');
+        }
+        let packed = zstd::encode_all(text.as_slice(), 3).context("compressing version ids")?;
+        self.handle
+            .block_on(self.store.put(&self.refs_key, packed.into()))
+            .context("storing the snapshot's version ids")?;
+        let info = SnapshotInfo {
+            master: self.spec.master.to_string(),
+            replica: self.spec.replica.clone(),
+            mode: self.spec.mode,
+            prefix: self.spec.master.key_prefix(),
+            listed_from,
+            listed_to,
+            keys,
+            deleted_keys: deleted,
+            versions: stats.versions,
+            list_requests: stats.requests,
+            copied: mirrored.copied,
+            copied_bytes: mirrored.copied_bytes,
+            marked_deleted: mirrored.marked_deleted,
+            refs: self.refs_key.clone(),
+        };
+        log::info!(
+            "bucket/{}: {keys} keys ({deleted} deleted) of {} versions listed with {} requests ({} range splits); {} objects copied",
+            self.spec.name,
+            stats.versions,
+            stats.requests,
+            stats.splits,
+            mirrored.copied
+        );
+        Ok(Report {
+            counts: Counts {
+                files: keys,
+                content_bytes: bytes,
+                ..Counts::default()
+            },
+            warnings: std::mem::take(&mut self.warnings),
+            bucket: Some(info),
+            ..Report::default()
+        })
+    }
+}
+
+/// The version ids a snapshot references, from its refs object.
+pub async fn load_refs(store: &DynStore, key: &str) -> anyhow::Result<BTreeSet<String>> {
+    let packed = store.get(key).await?;
+    let text = zstd::decode_all(packed.as_ref())
+        .with_context(|| format!("{}: not a zstd stream", store.locate(key)))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow!("{}: version ids are not UTF-8", store.locate(key)))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
