@@ -85,7 +85,7 @@ fn main() {
 
     let rounds = if benching { 3 } else { 1 };
     let (mut sequential, mut parallel) = (Vec::new(), Vec::new());
-    let mut splits = 0;
+    let (mut splits, mut requests) = (0, (0, 0));
     for _ in 0..rounds {
         let (tx, rx) = mpsc::channel(16);
         let started = Instant::now();
@@ -93,6 +93,7 @@ fn main() {
             runtime.block_on(async { tokio::join!(list_sequential(&bucket, "", tx), drain(rx)) });
         sequential.push(started.elapsed().as_secs_f64());
         let stats = stats.unwrap();
+        requests.0 = stats.requests;
         assert_eq!(
             seen_one.len(),
             versions,
@@ -108,6 +109,7 @@ fn main() {
         parallel.push(started.elapsed().as_secs_f64());
         let stats = stats.unwrap();
         splits = stats.splits;
+        requests.1 = stats.requests;
         assert_eq!(
             seen_all, seen_one,
             "the parallel listing sees exactly the same versions"
@@ -115,16 +117,19 @@ fn main() {
         assert_eq!(stats.versions as usize, versions, "no version listed twice");
     }
     let _ = server.kill();
+    let _ = server.wait();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
     let (s, p) = (median(&mut sequential), median(&mut parallel));
     println!(
-        "listing {versions} versions (list latency {latency} ms): sequential {s:.2} s ({:.0} versions/s), \
-         parallel x{WORKERS} {p:.2} s ({:.0} versions/s, {splits} range splits); parallel/sequential speed ratio {:.2}",
+        "listing {versions} versions (list latency {latency} ms): sequential {s:.2} s ({:.0} versions/s, {} requests), \
+         parallel x{WORKERS} {p:.2} s ({:.0} versions/s, {} requests, {splits} range splits); parallel/sequential speed ratio {:.2}",
         versions as f64 / s,
+        requests.0,
         versions as f64 / p,
+        requests.1,
         s / p
     );
 }
