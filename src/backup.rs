@@ -85,12 +85,11 @@ enum Base {
 fn default_restore(source: &SourceSpec) -> Option<Vec<String>> {
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match source {
-        SourceSpec::MySql { database, options } => {
+        SourceSpec::MySql { options, .. } => {
             let client = program::find_program(&["mariadb", "mysql"])
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "mysql".into());
             // The dump creates its database(s) itself (--databases / --all-databases).
-            let _ = database;
             let mut cmd = vec![client];
             cmd.extend(options.iter().cloned());
             Some(cmd)
@@ -466,29 +465,32 @@ pub async fn prune_set(
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     let verdicts = crate::policy::retention::evaluate(&refs, &plan::rules(set), now);
-    let retired: Vec<String> = prune::retire(store, &runs, &verdicts, dry_run)
+    // Read before anything is retired (retiring deletes a snapshot's version list).
+    let guarded = match &set.source {
+        SourceSpec::Bucket(_) => {
+            Some(crate::bucket::gc::guard(store, &all, set.cycle.minimum_redundancy).await?)
+        }
+        _ => None,
+    };
+    let retired: Vec<crate::layout::RunId> = prune::retire(store, &runs, &verdicts, dry_run)
         .await?
         .iter()
-        .map(|m| m.run.to_string())
+        .map(|m| m.run)
         .collect();
-    let gc = match &set.source {
-        SourceSpec::Bucket(spec) => {
+    let gc = match (&set.source, guarded) {
+        (SourceSpec::Bucket(spec), Some(guarded)) => {
             // Every run of the set, in any cycle, except those retired here.
-            let remaining: Vec<Manifest> = all
+            let kept: Vec<Manifest> = all
                 .into_iter()
-                .filter(|m| !retired.contains(&m.run.to_string()))
+                .filter(|m| !retired.contains(&m.run))
                 .collect();
-            let kept: Vec<&Manifest> = remaining.iter().collect();
             let outcome = crate::bucket::gc::collect(
                 store,
                 spec,
                 &config.s3,
                 retry_policy(config),
-                crate::bucket::gc::Snapshots {
-                    kept: &kept,
-                    all: &remaining,
-                    minimum_redundancy: set.cycle.minimum_redundancy,
-                },
+                &kept,
+                &guarded,
                 dry_run,
             )
             .await?;
@@ -503,6 +505,7 @@ pub async fn prune_set(
         }
         _ => None,
     };
+    let retired = retired.iter().map(|r| r.to_string()).collect();
     Ok(Pruned {
         verdicts,
         retired,
@@ -536,9 +539,11 @@ pub async fn run_set(
     if let Some(w) = &state_warning {
         log::warn!("{}: {}", w.path, w.problem);
     }
-    let refs_key = layout::archive_key(&config.host, &set.name, run, kind, "refs.zst");
-    let (source, source_info) = match &set.source {
-        SourceSpec::Bucket(spec) => {
+    // A bucket snapshot stores the version ids it references beside its archive.
+    let refs_key = matches!(set.source, SourceSpec::Bucket(_))
+        .then(|| layout::archive_key(&config.host, &set.name, run, kind, "refs.zst"));
+    let (source, source_info) = match (&set.source, &refs_key) {
+        (SourceSpec::Bucket(spec), Some(refs_key)) => {
             let snapshot = crate::bucket::snapshot::start(
                 spec,
                 &config.s3,
@@ -557,7 +562,10 @@ pub async fn run_set(
     let ext = extension(format, set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
     let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
-    for key in [&manifest_key, &archive_key, &refs_key] {
+    for key in [Some(&manifest_key), Some(&archive_key), refs_key.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         if store.head(key).await?.is_some() {
             bail!(
                 "{} already exists: runs are never overwritten",

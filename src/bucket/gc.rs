@@ -55,29 +55,31 @@ async fn union_refs<'a>(
     Ok(all)
 }
 
-/// The snapshots of a bucket set as retention left them.
-pub struct Snapshots<'a> {
-    /// Those retention keeps.
-    pub kept: &'a [&'a Manifest],
-    /// Every committed snapshot of the set.
-    pub all: &'a [Manifest],
-    pub minimum_redundancy: u64,
+/// The version ids the newest MinimumRedundancy+1 of `all` (every committed snapshot of the
+/// set) reference. Read before retention retires anything, so that these stay protected per
+/// deletion even if retention were to retire one of them.
+pub async fn guard(
+    store: &DynStore,
+    all: &[Manifest],
+    minimum_redundancy: u64,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut newest_first: Vec<&Manifest> = all.iter().collect();
+    newest_first.sort_by_key(|m| std::cmp::Reverse(m.run));
+    let count = usize::try_from(minimum_redundancy.saturating_add(1)).unwrap_or(usize::MAX);
+    union_refs(store, newest_first.into_iter().take(count)).await
 }
 
-/// Deletes (unless `dry_run`) the replica versions no kept snapshot needs.
+/// Deletes (unless `dry_run`) the replica versions no snapshot of `kept` (those retention
+/// keeps) references and `guarded` (from [`guard`]) does not protect.
 pub async fn collect(
     store: &DynStore,
     spec: &BucketSpec,
     s3: &S3Spec,
     retry: RetryPolicy,
-    snapshots: Snapshots<'_>,
+    kept: &[Manifest],
+    guarded: &BTreeSet<String>,
     dry_run: bool,
 ) -> anyhow::Result<Outcome> {
-    let Snapshots {
-        kept,
-        all,
-        minimum_redundancy,
-    } = snapshots;
     let Some(newest) = kept
         .iter()
         .map(|m| info(m).map(|i| i.listed_from))
@@ -91,14 +93,10 @@ pub async fn collect(
         );
         return Ok(Outcome::default());
     };
-    let kept_refs = union_refs(store, kept.iter().copied()).await?;
-    let mut newest_first: Vec<&Manifest> = all.iter().collect();
-    newest_first.sort_by_key(|m| std::cmp::Reverse(m.run));
-    let guard_count = usize::try_from(minimum_redundancy.saturating_add(1)).unwrap_or(usize::MAX);
-    let guarded = union_refs(store, newest_first.into_iter().take(guard_count)).await?;
+    let kept_refs = union_refs(store, kept.iter()).await?;
     let protection = Protection {
         kept: &kept_refs,
-        guarded: &guarded,
+        guarded,
         newest,
     };
 
