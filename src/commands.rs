@@ -497,12 +497,15 @@ fn snapshot_at(
         .map(catalog::parse_time)
         .transpose()
         .map_err(|e| config_error(anyhow!("{e}")))?;
-    let runs = runtime.block_on(catalog::load(store, &config.host, Some(&set.name)))?;
-    let chain = catalog::chain_at(&set.name, &runs, at)?;
+    let request = recover::Request {
+        set: set.name.clone(),
+        at,
+        paths: Vec::new(),
+    };
+    let chain = runtime.block_on(recover::plan(store, &config.host, &request))?;
     Ok(chain
-        .last()
-        .copied()
-        .cloned()
+        .into_iter()
+        .next_back()
         .expect("a chain is never empty"))
 }
 

@@ -123,8 +123,9 @@ impl BucketClient {
             {
                 Ok(out) => Ok(Some(out)),
                 Err(e) => {
+                    // NoSuchLifecycleConfiguration (HTTP 404): no rules.
                     let e = sdk_error("get lifecycle of", self.locate(""), e);
-                    if e.message.contains("NoSuchLifecycleConfiguration") {
+                    if e.kind == ErrorKind::NotFound {
                         Ok(None)
                     } else {
                         Err(e)
