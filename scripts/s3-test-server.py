@@ -201,6 +201,50 @@ def _list_object_versions_as_s3_does() -> None:
 _list_object_versions_as_s3_does()
 
 
+def _uploads_stamped_when_initiated() -> None:
+    """Answer ListMultipartUploads with each upload's real initiation time, as S3 does; moto
+    5.2.5 sends the fixed date 2010-11-10 for every upload, which makes a live upload look
+    years old to anything that measures an upload's age (s3nap's debris grace period)."""
+    import datetime
+    import re
+
+    from moto.s3.models import FakeMultipart
+    from moto.s3.responses import S3Response
+
+    fixed = "2010-11-10T20:48:33.000Z"
+    original_init = FakeMultipart.__init__
+    original_list = S3Response.list_multipart_uploads
+
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original_init(self, *args, **kwargs)
+        self.s3nap_initiated = datetime.datetime.now(datetime.timezone.utc)
+
+    def list_multipart_uploads(self):  # type: ignore[no-untyped-def]
+        status, headers, body = original_list(self)
+        uploads = self.backend.list_multipart_uploads(self.bucket_name).values()
+        stamps = {
+            u.id: u.s3nap_initiated.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            for u in uploads
+            if hasattr(u, "s3nap_initiated")
+        }
+
+        def stamp(match):  # type: ignore[no-untyped-def]
+            block = match.group(0)
+            found = re.search(r"<UploadId>([^<]*)</UploadId>", block)
+            when = stamps.get(found.group(1)) if found else None
+            return block.replace(fixed, when) if when else block
+
+        text = body.decode() if isinstance(body, bytes) else body
+        text = re.sub(r"<Upload>.*?</Upload>", stamp, text, flags=re.S)
+        return status, headers, text.encode() if isinstance(body, bytes) else text
+
+    FakeMultipart.__init__ = init
+    S3Response.list_multipart_uploads = list_multipart_uploads
+
+
+_uploads_stamped_when_initiated()
+
+
 def _populate_listing_bench(versions: int) -> None:
     """Two versions per key, written straight into moto's backend (HTTP PUTs of 100,000 versions
     would take minutes): 80 % of the keys in one flat prefix, the rest three levels deep."""

@@ -32,6 +32,8 @@ use crate::source::state::{self, State};
 use crate::source::tree::{PickedPaths, TreeSource};
 use crate::source::{Report, Source, Warning};
 use crate::store::DynStore;
+use crate::uploads::{self, Records, Upload};
+use sha2::Digest;
 
 /// Parts waiting in the channel besides those in flight.
 const CHANNEL_DEPTH: usize = 2;
@@ -343,29 +345,29 @@ pub fn load_certs(config: &Config) -> anyhow::Result<Arc<Vec<Cert>>> {
     )?))
 }
 
-/// Aborts multipart uploads of this host that an earlier, interrupted run left open. Only
-/// called while holding the run lock, so none of them can belong to a live run of this
-/// configuration.
-pub async fn abort_stale_uploads(store: &DynStore, host: &str, before: DateTime<Utc>) {
-    let pending = match store.list_uploads(&format!("{host}/")).await {
-        Ok(p) => p,
-        Err(e) => {
-            log::warn!("cannot list unfinished uploads: {e}");
-            return;
-        }
-    };
-    for upload in pending {
-        if upload.initiated.is_some_and(|t| t >= before) {
-            continue;
-        }
-        match store.abort_upload(&upload.key, &upload.upload_id).await {
-            Ok(()) => log::info!(
-                "aborted the unfinished upload of {} left by an interrupted run",
-                store.locate(&upload.key)
-            ),
-            Err(e) => log::warn!("cannot abort unfinished upload: {e}"),
-        }
+/// Fails when an upload of `set` younger than the debris grace period (on the server's clock)
+/// is open: this configuration's own interrupted uploads were finished when the run started,
+/// so it belongs to another configuration backing up the same set under the same Host, which
+/// would retire this one's runs (and this one its runs).
+async fn check_no_foreign_upload(store: &DynStore, host: &str, set: &str) -> anyhow::Result<()> {
+    let pending = store.list_uploads(&layout::set_prefix(host, set)).await?;
+    let ours = |key: &str| layout::parse_archive_key(host, key).is_some_and(|(s, _, _)| s == set);
+    let pending: Vec<_> = pending.into_iter().filter(|u| ours(&u.key)).collect();
+    if pending.is_empty() {
+        return Ok(());
     }
+    let server_now = store.server_time().await?;
+    if let Some(live) = pending.iter().find(|u| {
+        u.initiated
+            .is_none_or(|t| server_now - t < prune::DEBRIS_GRACE)
+    }) {
+        bail!(
+            "{} is being uploaded by another configuration (not recorded in this DiffDir); \
+             two configurations must not back up the same set under one Host",
+            store.locate(&live.key)
+        );
+    }
+    Ok(())
 }
 
 /// Plans `set` against the store's catalog of its runs.
@@ -521,12 +523,7 @@ pub async fn run_set(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Manifest> {
     let Action::Run {
-        position,
-        kind,
-        run,
-        base,
-        forced,
-        ..
+        kind, run, base, ..
     } = &plan.action
     else {
         bail!("{}: nothing to run", plan.set.name);
@@ -535,7 +532,8 @@ pub async fn run_set(
     let store = &ctx.store;
     let state_path = state::path(&config.diff_dir, &set.name, set.cycle_label());
     let revision_path = state_path.with_extension("svnrev");
-    let (kind, base, start, state_warning) = diff_start(set, *kind, base.as_deref(), &state_path);
+    // The base again in `commit`, from the plan: a DIFF that fell back to a FULL has none.
+    let (kind, _, start, state_warning) = diff_start(set, *kind, base.as_deref(), &state_path);
     if let Some(w) = &state_warning {
         log::warn!("{}: {}", w.path, w.problem);
     }
@@ -562,9 +560,15 @@ pub async fn run_set(
     let ext = extension(format, set.compression, encrypted);
     let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
     let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
-    for key in [Some(&manifest_key), Some(&archive_key), refs_key.as_ref()]
-        .into_iter()
-        .flatten()
+    let ranges_key = layout::archive_key(&config.host, &set.name, run, kind, "sha256");
+    for key in [
+        Some(&manifest_key),
+        Some(&archive_key),
+        Some(&ranges_key),
+        refs_key.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         if store.head(key).await?.is_some() {
             bail!(
@@ -574,8 +578,28 @@ pub async fn run_set(
         }
     }
 
+    check_no_foreign_upload(store, &config.host, &set.name).await?;
+
     let source_started = Utc::now();
     let upload_id = store.create_upload(&archive_key).await?;
+    // Recorded before any part is sent, so that an interrupted run's next run finds it.
+    let records = Records::new(&config.diff_dir);
+    let upload = Upload {
+        archive: archive_key.clone(),
+        upload_id: upload_id.clone(),
+        manifest: manifest_key.clone(),
+        others: std::iter::once(ranges_key.clone())
+            .chain(refs_key.clone())
+            .collect(),
+    };
+    if let Err(e) = records.record(&upload) {
+        discard(store, &records, &upload).await;
+        bail!(
+            "cannot record the upload of {} in {} ({e}); nothing was stored",
+            store.locate(&archive_key),
+            config.diff_dir.display()
+        );
+    }
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let uploader = tokio::spawn(upload_parts(
         store.clone(),
@@ -615,36 +639,144 @@ pub async fn run_set(
                 (Ok(_), Err(e)) => e,
                 (Ok(_), Ok(_)) => unreachable!("handled above"),
             };
-            if let Err(abort) = store.abort_upload(&archive_key, &upload_id).await {
-                log::warn!("{abort}; the next run aborts it");
-            }
+            discard(store, &records, &upload).await;
             return Err(cause);
         }
     };
-
-    if let Err(e) = store
-        .complete_upload(&archive_key, &upload_id, receipts)
-        .await
-    {
-        if let Err(abort) = store.abort_upload(&archive_key, &upload_id).await {
-            log::warn!("{abort}; the next run aborts it");
+    let committed = commit(
+        config,
+        ctx,
+        plan,
+        now,
+        Finished {
+            report,
+            plaintext,
+            stored,
+            receipts,
+            source_info,
+            state_warning,
+            source_started,
+            format,
+            state_path,
+            revision_path,
+        },
+        &upload,
+    )
+    .await;
+    let manifest = match committed {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            discard(store, &records, &upload).await;
+            return Err(e);
         }
-        return Err(e.into());
+    };
+    if let Err(e) = records.clear(&archive_key) {
+        log::warn!(
+            "{}: run {run} committed, but its upload record could not be removed ({e}); the next run removes it",
+            set.name
+        );
     }
-    let info = store.head(&archive_key).await?.ok_or_else(|| {
+    Ok(manifest)
+}
+
+/// Undoes an upload that will not be committed: aborts it, deletes whatever of its objects
+/// were stored (unless its manifest exists after all), and forgets it. What fails here stays
+/// recorded, and the next run of this configuration finishes it.
+async fn discard(store: &DynStore, records: &Records, upload: &Upload) {
+    match uploads::finish_one(store, upload).await {
+        Ok(()) => {
+            if let Err(e) = records.clear(&upload.archive) {
+                log::warn!("cannot forget the upload of {}: {e}", upload.archive);
+            }
+        }
+        Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+    }
+}
+
+/// What the pipeline produced, ready to be committed.
+struct Finished {
+    report: Report,
+    plaintext: u64,
+    stored: Stored,
+    receipts: Vec<crate::store::PartReceipt>,
+    source_info: Option<SourceInfo>,
+    state_warning: Option<Warning>,
+    source_started: DateTime<Utc>,
+    format: &'static str,
+    /// Where the next DIFF's start is saved once this run is committed.
+    state_path: std::path::PathBuf,
+    revision_path: std::path::PathBuf,
+}
+
+/// Completes the upload, stores the range hashes, then the manifest (the commit), and only
+/// then saves the incremental state for the next DIFF.
+async fn commit(
+    config: &Config,
+    ctx: &RunContext,
+    plan: &SetPlan,
+    now: DateTime<Utc>,
+    finished: Finished,
+    upload: &Upload,
+) -> anyhow::Result<Manifest> {
+    let Action::Run {
+        position,
+        base,
+        forced,
+        ..
+    } = &plan.action
+    else {
+        bail!("{}: nothing to run", plan.set.name);
+    };
+    let Finished {
+        report,
+        plaintext,
+        stored,
+        receipts,
+        source_info,
+        state_warning,
+        source_started,
+        format,
+        state_path,
+        revision_path,
+    } = finished;
+    let (set, store) = (&plan.set, &ctx.store);
+    let archive_key = &upload.archive;
+    let manifest_key = &upload.manifest;
+    let (run, kind) = layout::parse_manifest_key(&config.host, manifest_key)
+        .map(|(_, run, kind)| (run, kind))
+        .ok_or_else(|| anyhow!("{manifest_key}: not a manifest key"))?;
+    // A DIFF that fell back to a FULL has no base.
+    let base = base.as_deref().filter(|_| kind == Kind::Diff);
+
+    store
+        .complete_upload(archive_key, &upload.upload_id, receipts)
+        .await?;
+    let info = store.head(archive_key).await?.ok_or_else(|| {
         anyhow!(
             "{}: missing right after its upload completed",
-            store.locate(&archive_key)
+            store.locate(archive_key)
         )
     })?;
     if info.size != stored.size {
         bail!(
             "{}: stored {} bytes but the pipeline produced {}; not committing this run",
-            store.locate(&archive_key),
+            store.locate(archive_key),
             info.size,
             stored.size
         );
     }
+    let ranges_key = layout::archive_key(&config.host, &set.name, run, kind, "sha256");
+    let hashes = manifest::RangeHashes::encode(&stored.ranges);
+    let ranges = manifest::RangeHashes {
+        key: ranges_key.clone(),
+        range_size: manifest::RANGE_SIZE,
+        count: stored.ranges.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&hashes)),
+    };
+    store
+        .put(&ranges_key, hashes.into())
+        .await
+        .with_context(|| format!("storing the range hashes of {}", store.locate(archive_key)))?;
 
     let new_state = report.state;
     let dumped_to = report
@@ -684,18 +816,19 @@ pub async fn run_set(
             sha256: stored.sha256,
             plaintext_size: plaintext,
             format: format.to_string(),
-            compression,
+            compression: set.compression,
             recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
             parts: stored.parts,
+            ranges: Some(ranges),
         },
         source: source_info,
         counts: report.counts,
         warnings,
     };
     store
-        .put(&manifest_key, manifest.to_json().into())
+        .put(manifest_key, manifest.to_json().into())
         .await
-        .with_context(|| format!("committing the manifest of {}", store.locate(&archive_key)))?;
+        .with_context(|| format!("committing the manifest of {}", store.locate(archive_key)))?;
     // Committed: only now may the next DIFF build on this run.
     if let Some(to) = dumped_to {
         if let Err(e) = program::save_revision(&revision_path, run, to) {
@@ -828,7 +961,7 @@ fn produce(
     chunk: u64,
     on_read: Box<dyn FnMut(u64) + Send>,
 ) -> anyhow::Result<(Report, u64, Stored)> {
-    let mut parts = PartWriter::new(tx, chunk);
+    let mut parts = PartWriter::new(tx, chunk, manifest::RANGE_SIZE);
     let sealer = Sealer::new(&mut parts, certs).context("starting encryption")?;
     let compressor = Compressor::new(compression, sealer).context("starting compression")?;
     let mut counter = Counter::new(compressor, on_read);

@@ -259,7 +259,8 @@ fn backup_command(
         progress: progress.clone(),
     };
     let outcomes = runtime.block_on(async {
-        backup::abort_stale_uploads(&ctx.store, &config.host, Utc::now()).await;
+        let records = crate::uploads::Records::new(&config.diff_dir);
+        crate::uploads::finish_interrupted(&ctx.store, &records).await;
         backup::run_all(config, &ctx, now, options.force, only).await
     });
     progress.finish();
@@ -360,7 +361,26 @@ fn prune_command(
             }
         }
     }
-    let debris = runtime.block_on(prune::clear_debris(&store, &config.host, Utc::now(), test))?;
+    // This configuration's own interrupted uploads are known exactly: finished at once.
+    let records = crate::uploads::Records::new(&config.diff_dir);
+    if test {
+        for upload in records.list()? {
+            writeln!(
+                out,
+                "would finish the clean-up of {} (left by an interrupted run)",
+                store.locate(&upload.archive)
+            )?;
+        }
+    } else {
+        for archive in runtime.block_on(crate::uploads::finish_interrupted(&store, &records)) {
+            writeln!(
+                out,
+                "finished the clean-up of {} (left by an interrupted run)",
+                store.locate(&archive)
+            )?;
+        }
+    }
+    let debris = runtime.block_on(prune::clear_debris(&store, &config.host, test))?;
     let verb = if test { "would remove" } else { "removed" };
     for key in &debris.archives {
         writeln!(
@@ -371,6 +391,14 @@ fn prune_command(
     }
     for key in &debris.uploads {
         writeln!(out, "{verb} unfinished upload of {}", store.locate(key))?;
+    }
+    for key in &debris.young {
+        writeln!(
+            out,
+            "kept {} for now: no manifest, but younger than {} hours (perhaps another configuration's live run)",
+            store.locate(key),
+            prune::DEBRIS_GRACE.num_hours()
+        )?;
     }
     Ok(code)
 }

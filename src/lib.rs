@@ -28,3 +28,4 @@ pub mod report;
 pub mod source;
 pub mod store;
 pub mod tarstream;
+pub mod uploads;

@@ -5,6 +5,11 @@
 //! the archive key, its stored size and SHA-256, the layers (compression, encryption), and the
 //! chain (kind, base run). The rest documents the run for people: source details, counts,
 //! warnings, times.
+//!
+//! From format 2 on, the archive's SHA-256 per fixed range ([`RANGE_SIZE`]) lives in a small
+//! object of its own (`<run>.<kind>.sha256`, one hex digest per line), named and hashed here: a
+//! multi-GiB archive has hundreds of ranges, which `list` and the catalog need not read.
+//! Recovery checks each range before it goes on to decryption, so no unverified byte leaves.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +18,14 @@ use crate::layout::{Kind, RunId};
 use crate::pipeline::compress::Compression;
 use crate::source::{Counts, Warning};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this s3nap writes; it reads every format from 1 up to this one.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Bytes of the stored object covered by each range hash. Independent of the upload's part
+/// sizes, so recovery holds a few ranges in memory whatever the part size was.
+pub const RANGE_SIZE: u64 = 8 << 20;
+/// The largest range size recovery accepts from a manifest (it holds a few ranges at once).
+pub const MAX_RANGE_SIZE: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -64,6 +76,76 @@ pub struct Archive {
     /// Fingerprints of the certificates it is encrypted to; empty when not encrypted.
     pub recipients: Vec<String>,
     pub parts: u32,
+    /// Format 2 on: where the per-range SHA-256s are. `None` in format 1 manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<RangeHashes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeHashes {
+    /// The object holding one lowercase hex SHA-256 per line, range by range.
+    pub key: String,
+    /// Bytes per range; the last range may be shorter.
+    pub range_size: u64,
+    /// Number of ranges (lines).
+    pub count: u64,
+    /// SHA-256 of the hash object itself.
+    pub sha256: String,
+}
+
+impl RangeHashes {
+    /// The hash object's content for `ranges`.
+    pub fn encode(ranges: &[[u8; 32]]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ranges.len() * 65);
+        for r in ranges {
+            out.extend_from_slice(hex::encode(r).as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Checks `data` (the hash object as read) against this description and the archive's
+    /// `stored_size`, and returns the digests.
+    pub fn decode(&self, data: &[u8], stored_size: u64) -> Result<Vec<[u8; 32]>, String> {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(data));
+        if !digest.eq_ignore_ascii_case(&self.sha256) {
+            return Err(format!(
+                "SHA-256 {digest} does not match the manifest's {}: object damaged",
+                self.sha256
+            ));
+        }
+        if self.range_size == 0 || self.range_size > MAX_RANGE_SIZE {
+            return Err(format!(
+                "range size {} is outside 1..={MAX_RANGE_SIZE}",
+                self.range_size
+            ));
+        }
+        if stored_size.div_ceil(self.range_size) != self.count {
+            return Err(format!(
+                "{} ranges of {} bytes cannot cover {stored_size} bytes",
+                self.count, self.range_size
+            ));
+        }
+        let ranges = data
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(line, &mut digest)
+                    .map_err(|e| format!("line '{}': {e}", String::from_utf8_lossy(line)))?;
+                Ok(digest)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if ranges.len() as u64 != self.count {
+            return Err(format!(
+                "holds {} hashes, the manifest says {}",
+                ranges.len(),
+                self.count
+            ));
+        }
+        Ok(ranges)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,19 +173,34 @@ impl Manifest {
     }
 
     pub fn from_json(data: &[u8]) -> Result<Self, String> {
-        let m: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
-        if m.format > FORMAT_VERSION {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        // The format first: a newer one may not parse as this version's fields at all.
+        let Format { format } = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if !(1..=FORMAT_VERSION).contains(&format) {
             return Err(format!(
-                "manifest format {} is newer than this s3nap understands ({FORMAT_VERSION})",
+                "manifest format {format} is not one this s3nap understands (1 to {FORMAT_VERSION})"
+            ));
+        }
+        let m: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if m.format >= 2 && m.archive.ranges.is_none() {
+            return Err(format!(
+                "manifest format {} without the archive's range hashes",
                 m.format
             ));
         }
         Ok(m)
     }
 
-    /// Every object of the run besides its manifest: the archive, and a snapshot's version ids.
+    /// Every object of the run besides its manifest: the archive, its range hashes, and a
+    /// snapshot's version ids.
     pub fn objects(&self) -> Vec<&str> {
         let mut keys = vec![self.archive.key.as_str()];
+        if let Some(ranges) = &self.archive.ranges {
+            keys.push(&ranges.key);
+        }
         if let SourceInfo::Bucket(info) = &self.source {
             keys.push(&info.refs);
         }
@@ -142,6 +239,12 @@ pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifes
             compression: Compression::None,
             recipients: vec![],
             parts: 1,
+            ranges: Some(RangeHashes {
+                key: String::new(),
+                range_size: RANGE_SIZE,
+                count: 0,
+                sha256: String::new(),
+            }),
         },
         source: SourceInfo::Directory {
             path: "/x".into(),
@@ -149,6 +252,62 @@ pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifes
         },
         counts: Default::default(),
         warnings: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample_json(format: u32, ranges: bool) -> Vec<u8> {
+        let run = RunId::at(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap());
+        let mut m = sample("dir/x", run, Kind::Full, None);
+        m.format = format;
+        if !ranges {
+            m.archive.ranges = None;
+        }
+        m.to_json()
+    }
+
+    #[test]
+    fn known_formats_parse_and_unknown_ones_are_refused() {
+        assert!(Manifest::from_json(&sample_json(2, true)).is_ok());
+        let old = Manifest::from_json(&sample_json(1, false)).unwrap();
+        assert!(old.archive.ranges.is_none());
+        let err = Manifest::from_json(&sample_json(3, true)).unwrap_err();
+        assert!(err.contains("format 3"), "{err}");
+        assert!(Manifest::from_json(&sample_json(0, true)).is_err());
+        let err = Manifest::from_json(&sample_json(2, false)).unwrap_err();
+        assert!(err.contains("range hashes"), "{err}");
+    }
+
+    #[test]
+    fn range_hashes_are_checked_against_the_manifest() {
+        use sha2::{Digest, Sha256};
+        let digests = vec![[1u8; 32], [2u8; 32], [3u8; 32]];
+        let data = RangeHashes::encode(&digests);
+        let ranges = RangeHashes {
+            key: "k".into(),
+            range_size: 10,
+            count: 3,
+            sha256: hex::encode(Sha256::digest(&data)),
+        };
+        assert_eq!(ranges.decode(&data, 25).unwrap(), digests);
+        // Sizes that three ranges of 10 bytes do not cover exactly.
+        assert!(ranges.decode(&data, 30).is_ok());
+        assert!(ranges.decode(&data, 31).is_err());
+        assert!(ranges.decode(&data, 20).is_err());
+        // A changed hash list no longer matches its own SHA-256.
+        let mut bad = data.clone();
+        bad[0] = b'f';
+        assert!(ranges.decode(&bad, 25).unwrap_err().contains("damaged"));
+        // A range size recovery would have to hold too much of.
+        let huge = RangeHashes {
+            range_size: MAX_RANGE_SIZE + 1,
+            ..ranges
+        };
+        assert!(huge.decode(&data, 25).is_err());
     }
 }
 

@@ -3,8 +3,10 @@
 //! A run is retired manifest first: once its manifest is gone it is no longer a run (never
 //! listed, never recovered), so a deletion that stops half-way leaves debris, never a broken
 //! run. Debris — archives without a manifest, multipart uploads left open — is removed here
-//! too. Only called while holding the run lock, so no live run of this configuration can be
-//! mistaken for debris.
+//! too: what this configuration's own interrupted runs left is known exactly (see
+//! [`crate::uploads`]) and finished at once; anything else under the host's prefix may belong
+//! to a live run of another configuration, so it is removed only once it is older than
+//! [`DEBRIS_GRACE`] on the server's clock (the clock that stamped it).
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -13,8 +15,9 @@ use crate::manifest::Manifest;
 use crate::policy::retention::Verdict;
 use crate::store::{DynStore, StoreError};
 
-/// Open multipart uploads younger than this may belong to a run of another configuration.
-const UPLOAD_GRACE: Duration = Duration::days(1);
+/// Uploads and manifest-less archives younger than this may belong to a live run of another
+/// configuration.
+pub const DEBRIS_GRACE: Duration = Duration::days(1);
 
 /// Deletes the runs `verdicts` retire (or, in a dry run, deletes nothing); returns them.
 pub async fn retire<'a>(
@@ -54,16 +57,22 @@ pub struct Debris {
     pub archives: Vec<String>,
     /// Keys of multipart uploads left open.
     pub uploads: Vec<String>,
+    /// Archives and uploads that look like debris but are within the grace period: perhaps a
+    /// live run of another configuration.
+    pub young: Vec<String>,
 }
 
-/// Finds (and unless `dry_run`, removes) what interrupted runs of `host` left behind.
+/// Finds (and unless `dry_run`, removes) what interrupted runs of `host` left behind and is
+/// older than the grace period on the server's clock.
 pub async fn clear_debris(
     store: &DynStore,
     host: &str,
-    now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Debris, StoreError> {
     let objects = store.list(&format!("{host}/")).await?;
+    let now = store.server_time().await?;
+    // An object or upload without a time is treated as young: never delete on a guess.
+    let old = |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t >= DEBRIS_GRACE);
     let keys: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut debris = Debris::default();
     for o in &objects {
@@ -71,6 +80,10 @@ pub async fn clear_debris(
             continue;
         };
         if !keys.contains(layout::manifest_key(host, &set, run, kind).as_str()) {
+            if !old(o.modified) {
+                debris.young.push(o.key.clone());
+                continue;
+            }
             if !dry_run {
                 store.delete(&o.key).await?;
                 log::info!(
@@ -82,7 +95,8 @@ pub async fn clear_debris(
         }
     }
     for upload in store.list_uploads(&format!("{host}/")).await? {
-        if upload.initiated.is_some_and(|t| now - t < UPLOAD_GRACE) {
+        if !old(upload.initiated) {
+            debris.young.push(upload.key);
             continue;
         }
         if !dry_run {

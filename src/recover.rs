@@ -1,9 +1,11 @@
 //! Recovery: a set and a point in time in, one tar stream out (DESIGN.md section 6).
 //!
 //! The chain current at the chosen time (a FULL and its DIFFs) is read archive by archive:
-//! ranged GETs → integrity check against the manifest → decryption → decompression → tar
-//! splicing (path filter, one end-of-archive marker). Nothing local is needed but the key.
-//! Any integrity failure ends the command with an error that names the object.
+//! ranged GETs → each range checked against its SHA-256 from the manifest's range hashes →
+//! decryption → decompression → tar splicing (path filter, one end-of-archive marker). Nothing
+//! local is needed but the key. Any integrity failure ends the stream where the damage starts
+//! (the output is then a truncated tar, which tar refuses) and the command with an error that
+//! names the object.
 
 use std::io::Write;
 
@@ -14,12 +16,11 @@ use crate::catalog;
 use crate::manifest::Manifest;
 use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
-use crate::pipeline::download::{fetch, Expected, Failure};
+use crate::pipeline::download::{fetch, Expected, Failure, RangeDigests};
 use crate::store::DynStore;
 use crate::tarstream::{PathFilter, TarSplicer};
 
-/// Size of each ranged GET, and how many run at once.
-const RANGE_SIZE: u64 = 8 << 20;
+/// How many ranged GETs run at once (each of the manifest's range size).
 const PARALLEL_GETS: usize = 4;
 
 pub struct Request {
@@ -43,6 +44,31 @@ pub async fn plan(
     let runs = catalog::load(store, host, Some(&request.set)).await?;
     let chain = catalog::chain_at(&request.set, &runs, request.at)?;
     Ok(chain.into_iter().cloned().collect())
+}
+
+/// The range size and the SHA-256 of each range of `manifest`'s archive, read from its hash
+/// object and checked against the manifest. A format 1 manifest has none: its archive can only
+/// be checked as a whole, at its end.
+fn range_hashes(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    manifest: &Manifest,
+) -> anyhow::Result<(u64, Option<RangeDigests>)> {
+    let Some(ranges) = &manifest.archive.ranges else {
+        log::info!(
+            "{} run {}: manifest format {} has no range hashes; its archive is verified as a whole at its end, after its bytes were passed on",
+            manifest.set,
+            manifest.run,
+            manifest.format
+        );
+        return Ok((crate::manifest::RANGE_SIZE, None));
+    };
+    let target = store.locate(&ranges.key);
+    let data = handle.block_on(store.get(&ranges.key))?;
+    let hashes = ranges
+        .decode(&data, manifest.archive.stored_size)
+        .map_err(|e| anyhow!("{target}: {e}"))?;
+    Ok((ranges.range_size, Some(std::sync::Arc::new(hashes))))
 }
 
 /// What the decoded archives go into.
@@ -80,6 +106,7 @@ pub fn stream<W: Write>(
     };
     for manifest in &chain {
         let target = store.locate(&manifest.archive.key);
+        let (range_size, ranges) = range_hashes(handle, store, manifest)?;
         let failure = Failure::default();
         let reader = fetch(
             handle,
@@ -88,8 +115,9 @@ pub fn stream<W: Write>(
                 key: manifest.archive.key.clone(),
                 size: manifest.archive.stored_size,
                 sha256: manifest.archive.sha256.clone(),
+                ranges,
             },
-            RANGE_SIZE,
+            range_size,
             PARALLEL_GETS,
             failure.clone(),
         );

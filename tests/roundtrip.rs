@@ -145,7 +145,7 @@ fn s3_round_trip_and_stock_tool_recovery() {
         .expect("manifest object")
         .clone();
     assert!(archive.starts_with(&set_prefix), "{archive}");
-    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys.len(), 3, "archive, range hashes, manifest: {keys:?}");
     assert!(server.open_uploads("roundtrip").is_empty());
 
     // The manifest describes the stored bytes exactly.
@@ -281,7 +281,7 @@ fn local_directory_store_round_trip() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "archive, range hashes, manifest: {names:?}");
     let archive = names
         .iter()
         .find(|n| n.ends_with(".full.tar.xz.gpg"))

@@ -4,7 +4,9 @@
 //! one blocking thread) and the async uploader. The channel is bounded, so when the uploads fall
 //! behind, `write` blocks and the whole pipeline slows down instead of buffering: memory stays
 //! below (channel depth + parts in flight + 1) × part size. Every stored byte also passes through
-//! the SHA-256 and the counter that end up in the manifest.
+//! the SHA-256 and the counter that end up in the manifest, and through one SHA-256 per fixed
+//! range of the object (independent of the part sizes), which lets recovery verify each range
+//! before any of its bytes go on.
 
 use std::io::{self, Write};
 
@@ -33,6 +35,48 @@ pub struct Stored {
     pub size: u64,
     pub sha256: String,
     pub parts: u32,
+    /// The SHA-256 of each `range_size` bytes of the object, the last range possibly shorter.
+    pub ranges: Vec<[u8; 32]>,
+}
+
+/// SHA-256 of each consecutive `size`-byte range of a stream.
+struct RangeHasher {
+    size: u64,
+    filled: u64,
+    current: Sha256,
+    done: Vec<[u8; 32]>,
+}
+
+impl RangeHasher {
+    fn new(size: u64) -> Self {
+        RangeHasher {
+            size: size.max(1),
+            filled: 0,
+            current: Sha256::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = ((self.size - self.filled) as usize).min(data.len());
+            self.current.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == self.size {
+                self.done
+                    .push(std::mem::take(&mut self.current).finalize().into());
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<[u8; 32]> {
+        if self.filled > 0 {
+            self.done.push(self.current.finalize().into());
+        }
+        self.done
+    }
 }
 
 pub struct PartWriter {
@@ -42,10 +86,11 @@ pub struct PartWriter {
     parts: u32,
     size: u64,
     hasher: Sha256,
+    ranges: RangeHasher,
 }
 
 impl PartWriter {
-    pub fn new(tx: Sender<Bytes>, base_part_size: u64) -> Self {
+    pub fn new(tx: Sender<Bytes>, base_part_size: u64, range_size: u64) -> Self {
         let base = base_part_size.max(MIN_PART);
         PartWriter {
             tx,
@@ -54,6 +99,7 @@ impl PartWriter {
             parts: 0,
             size: 0,
             hasher: Sha256::new(),
+            ranges: RangeHasher::new(range_size),
         }
     }
 
@@ -88,6 +134,7 @@ impl PartWriter {
             size: self.size,
             sha256: hex::encode(self.hasher.finalize()),
             parts: self.parts,
+            ranges: self.ranges.finish(),
         })
     }
 }
@@ -96,6 +143,7 @@ impl Write for PartWriter {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let total = data.len();
         self.hasher.update(data);
+        self.ranges.update(data);
         self.size += total as u64;
         while !data.is_empty() {
             let room = self.current_limit() - self.buf.len();
@@ -140,8 +188,10 @@ mod tests {
     #[test]
     fn parts_are_cut_at_the_limit_and_hashed() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(100);
-        let mut w = PartWriter::new(tx, MIN_PART);
-        let data = vec![7u8; MIN_PART as usize * 2 + 10];
+        let mut w = PartWriter::new(tx, MIN_PART, 3 << 20);
+        let data: Vec<u8> = (0..MIN_PART as usize * 2 + 10)
+            .map(|i| (i % 251) as u8)
+            .collect();
         for chunk in data.chunks(65_536) {
             w.write_all(chunk).unwrap();
         }
@@ -154,13 +204,20 @@ mod tests {
         assert_eq!(stored.parts, 3);
         assert_eq!(stored.size, data.len() as u64);
         assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+        // Ranges are cut by their own size, not at part boundaries.
+        let want: Vec<[u8; 32]> = data
+            .chunks(3 << 20)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        assert_eq!(want.len(), 4);
+        assert_eq!(stored.ranges, want);
     }
 
     #[test]
     fn a_stopped_upload_fails_the_writer() {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         drop(rx);
-        let mut w = PartWriter::new(tx, MIN_PART);
+        let mut w = PartWriter::new(tx, MIN_PART, MIN_PART);
         let err = w.write_all(&vec![0u8; MIN_PART as usize]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }

@@ -126,9 +126,11 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io:
                 walk(root, &path, prefix, out)?;
             }
         } else if file_type.is_file() && key.starts_with(prefix) {
+            let meta = entry.metadata()?;
             out.push(ObjectInfo {
                 key,
-                size: entry.metadata()?.len(),
+                size: meta.len(),
+                modified: meta.modified().ok().map(DateTime::<Utc>::from),
             });
         }
     }
@@ -177,7 +179,11 @@ impl Store for LocalStore {
         let path = self.path("head", key)?;
         let key = key.to_string();
         blocking(move || match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectInfo { key, size: m.len() })),
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key,
+                size: m.len(),
+                modified: m.modified().ok().map(DateTime::<Utc>::from),
+            })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("head", &path, e)),
@@ -323,6 +329,11 @@ impl Store for LocalStore {
             Ok(out)
         })
         .await
+    }
+
+    /// The files' times come from this machine's clock, so that clock is the store's.
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        Ok(Utc::now())
     }
 }
 

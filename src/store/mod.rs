@@ -62,6 +62,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the store last wrote it, on the store's own clock (compare with
+    /// [`Store::server_time`], never with the local clock).
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// An upload that was started and never completed nor aborted.
@@ -113,6 +116,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()>;
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>>;
+    /// The store's clock now: the time that `modified` and `initiated` are measured against,
+    /// so that an age is right however far the local clock is off.
+    async fn server_time(&self) -> Result<DateTime<Utc>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

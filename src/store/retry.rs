@@ -168,4 +168,8 @@ impl Store for RetryStore {
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
         self.retry(|| self.inner.list_uploads(prefix)).await
     }
+
+    async fn server_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.retry(|| self.inner.server_time()).await
+    }
 }

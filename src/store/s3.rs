@@ -91,6 +91,35 @@ pub struct S3Store {
     bucket: String,
     /// Empty or ending in '/'.
     prefix: String,
+    clock: ServerClock,
+}
+
+/// The `Date` header of the latest response: the server's clock, which ages of objects and
+/// uploads (stamped by the server) must be measured with.
+#[derive(Debug, Clone, Default)]
+struct ServerClock(std::sync::Arc<std::sync::Mutex<Option<DateTime<Utc>>>>);
+
+impl aws_sdk_s3::config::Intercept for ServerClock {
+    fn name(&self) -> &'static str {
+        "s3nap server clock"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok());
+        if let Some(date) = date {
+            *self.0.lock().expect("not poisoned") = Some(date.with_timezone(&Utc));
+        }
+        Ok(())
+    }
 }
 
 /// A client for `settings`: SDK retries off (callers retry through [`super::retry`]),
@@ -183,8 +212,18 @@ impl S3Store {
         settings: &S3Settings,
     ) -> std::result::Result<Self, String> {
         let prefix = prefix.trim_matches('/');
+        let clock = ServerClock::default();
+        let client = client(settings).await?;
+        let client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(clock.clone())
+                .build(),
+        );
         Ok(S3Store {
-            client: client(settings).await?,
+            clock,
+            client,
             bucket: bucket.to_string(),
             prefix: if prefix.is_empty() {
                 String::new()
@@ -304,6 +343,7 @@ impl Store for S3Store {
             Ok(out) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: out.last_modified().and_then(timestamp),
             })),
             Err(e) => {
                 let err = self.error("head", key, e);
@@ -336,6 +376,7 @@ impl Store for S3Store {
                 out.push(ObjectInfo {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object.last_modified().and_then(timestamp),
                 });
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -484,9 +525,7 @@ impl Store for S3Store {
                 out.push(PendingUpload {
                     key: key.to_string(),
                     upload_id: id.to_string(),
-                    initiated: upload
-                        .initiated()
-                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), 0)),
+                    initiated: upload.initiated().and_then(timestamp),
                 });
             }
             if page.is_truncated() != Some(true) {
@@ -500,4 +539,28 @@ impl Store for S3Store {
         }
         Ok(out)
     }
+
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        // Any answer carries the server's Date; the cheapest one that needs no object.
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(""))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.error("read the clock of", "", e))?;
+        self.clock.0.lock().expect("not poisoned").ok_or_else(|| {
+            StoreError::new(
+                ErrorKind::Other,
+                "read the clock of",
+                self.locate(""),
+                "the server's answer has no Date header",
+            )
+        })
+    }
+}
+
+fn timestamp(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp(t.secs(), 0)
 }

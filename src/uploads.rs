@@ -1,0 +1,146 @@
+//! The uploads of this configuration that are not yet committed, recorded in DiffDir.
+//!
+//! A run records each archive upload (key, upload id, the run's manifest and other object keys)
+//! as a file under `DiffDir/uploads/` right after the store gave it an upload id, and removes
+//! the record once the run's manifest is stored or its upload was aborted. A record that is
+//! still there when the next run of this configuration starts (under the same lock) is what an
+//! interrupted run left: that run aborts exactly that upload and deletes its objects unless a
+//! manifest for them exists. Uploads that another configuration has in flight under the same
+//! bucket and host are never in these records, so they are never touched (prune removes
+//! foreign debris only after a grace period on the server's clock).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::DynStore;
+
+/// One upload in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub archive: String,
+    pub upload_id: String,
+    /// The manifest that commits it: when it exists, the archive belongs to a committed run.
+    pub manifest: String,
+    /// The run's other objects (range hashes, a snapshot's version ids), written before the
+    /// manifest.
+    pub others: Vec<String>,
+}
+
+/// The records of one configuration: the `uploads` directory in its DiffDir.
+#[derive(Debug, Clone)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn new(diff_dir: &Path) -> Self {
+        Records {
+            dir: diff_dir.join("uploads"),
+        }
+    }
+
+    fn path(&self, archive: &str) -> PathBuf {
+        // A hash of the key: injective in practice, and a valid file name for any key.
+        self.dir
+            .join(format!("{}.json", hex::encode(Sha256::digest(archive))))
+    }
+
+    /// Records `upload` durably before any of its parts is sent.
+    pub fn record(&self, upload: &Upload) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_string_pretty(upload).expect("serializes");
+        crate::metrics::write_atomically(&self.path(&upload.archive), &text)
+    }
+
+    /// Forgets `archive`'s upload: committed, or aborted and its objects gone.
+    pub fn clear(&self, archive: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path(archive)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every recorded upload; a record that cannot be read is an error naming its file.
+    pub fn list(&self) -> io::Result<Vec<Upload>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue; // a temporary file of an interrupted write
+            }
+            let text = std::fs::read(&path)?;
+            let upload = serde_json::from_slice(&text).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            out.push(upload);
+        }
+        out.sort_by(|a: &Upload, b| a.archive.cmp(&b.archive));
+        Ok(out)
+    }
+}
+
+/// Finishes what interrupted runs of this configuration left: aborts each recorded upload,
+/// deletes its objects unless its manifest exists, and forgets it. Returns the archives
+/// cleaned up; a record that cannot be finished now stays for the next run.
+pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<String> {
+    let uploads = match records.list() {
+        Ok(uploads) => uploads,
+        Err(e) => {
+            log::warn!("cannot read the records of unfinished uploads: {e}");
+            return Vec::new();
+        }
+    };
+    let mut cleaned = Vec::new();
+    for upload in uploads {
+        match finish_one(store, &upload).await {
+            Ok(()) => {
+                log::info!(
+                    "finished the clean-up of {} left by an interrupted run",
+                    store.locate(&upload.archive)
+                );
+                if let Err(e) = records.clear(&upload.archive) {
+                    log::warn!("cannot forget the upload of {}: {e}", upload.archive);
+                }
+                cleaned.push(upload.archive);
+            }
+            Err(e) => log::warn!(
+                "cannot finish the clean-up of {} left by an interrupted run ({e}); the next run tries again",
+                store.locate(&upload.archive)
+            ),
+        }
+    }
+    cleaned
+}
+
+/// Aborts `upload` and deletes its objects unless its manifest exists (then the run is
+/// committed after all and nothing is debris). Keeps the record: the caller clears it.
+pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<()> {
+    // Both stores treat an upload that is gone (completed or aborted) as aborted.
+    store
+        .abort_upload(&upload.archive, &upload.upload_id)
+        .await?;
+    if store.head(&upload.manifest).await?.is_some() {
+        return Ok(()); // committed after all: the run is complete, nothing is debris
+    }
+    for key in std::iter::once(&upload.archive).chain(&upload.others) {
+        if store.head(key).await?.is_some() {
+            store.delete(key).await?;
+            log::info!(
+                "removed {}: left by an interrupted run (no manifest)",
+                store.locate(key)
+            );
+        }
+    }
+    Ok(())
+}
