@@ -706,3 +706,121 @@ fn gc_after_snapshots_stopped_keeps_what_the_newest_need() {
         assert_eq!(a, if n == 2 { "a2" } else { "a3" });
     }
 }
+
+/// Master objects to copy (one uploaded in parts) and a replica key the master no longer has,
+/// so a `Mode copy` snapshot of them would change the replica: copies, a multipart copy, a
+/// delete marker. Returns the replica's versions before.
+fn pending_changes(e: &Env, big: usize) -> BTreeSet<(String, String)> {
+    e.server.create_bucket("master");
+    e.server.create_bucket("replica");
+    e.versioned("replica");
+    e.put_many(
+        "master",
+        (0..50)
+            .map(|i| (format!("k{i:02}"), format!("v{i}").into_bytes()))
+            .collect(),
+    );
+    e.put_multipart("master", "big.bin", &random_bytes(big, 3), 5 << 20);
+    e.put_many(
+        "replica",
+        vec![("stale.txt".into(), b"gone from the master".to_vec())],
+    );
+    e.versions("replica")
+}
+
+#[test]
+fn a_bucket_set_that_fails_its_checks_leaves_the_replica_untouched() {
+    let e = env();
+    let before = pending_changes(&e, 15 << 20);
+    // A set after it keeps the process alive for a while, as a longer run would.
+    let slow = e.dir.join("slow.sh");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 3\necho data\n").unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = e.config(&format!(
+        "<Bucket data>\n  Master s3://master\n  Replica s3://replica\n  Mode copy\n</Bucket>\n\
+         <Command slow>\n  Run {}\n</Command>\n",
+        slow.display()
+    ));
+    // The run's archive key is taken, so the set fails before it reads anything.
+    let taken = format!(
+        "s3nap/h/bucket/data/{}.full.jsonl.zst.gpg",
+        "20260301T030000Z"
+    );
+    e.server
+        .put("backups", &taken, b"an earlier object".to_vec());
+
+    let out = e.s3nap(&conf, &["--now", &day(1)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert!(
+        e.server
+            .keys("backups")
+            .iter()
+            .any(|k| k.starts_with("s3nap/h/cmd/slow/") && k.ends_with(".manifest.json")),
+        "the run went on with the next set"
+    );
+    assert_eq!(
+        e.versions("replica"),
+        before,
+        "a failed set copied into or marked deletions in the replica"
+    );
+    assert!(e.server.open_uploads("replica").is_empty());
+    assert_eq!(e.server.get("backups", &taken), b"an earlier object");
+}
+
+/// The snapshot's mirror stopped mid-copy (as when its set fails while it runs): the multipart
+/// copy it had open is aborted, nothing further is copied and no deletion is marked.
+#[test]
+fn a_stopped_mirror_aborts_its_multipart_copy_and_marks_no_deletions() {
+    use s3nap::bucket::client::BucketClient;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let e = env();
+    // Sixteen parts: the copy is still under way when the test sees its upload open.
+    let before = pending_changes(&e, 80 << 20);
+    let retry = s3nap::store::retry::RetryPolicy::default();
+    let master = Arc::new(BucketClient::new(e.server.client.clone(), "master", retry));
+    let replica = Arc::new(BucketClient::new(e.server.client.clone(), "replica", retry));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let done = AtomicBool::new(false);
+    let (result, seen) = e.server.block_on(async {
+        let mirror = async {
+            let r = s3nap::bucket::mirror::mirror(master, replica, "", 1, &stop).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        };
+        let watch = async {
+            while !done.load(Ordering::SeqCst) {
+                let open = e
+                    .server
+                    .client
+                    .list_multipart_uploads()
+                    .bucket("replica")
+                    .send()
+                    .await
+                    .unwrap();
+                if !open.uploads().is_empty() {
+                    stop.cancel();
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            false
+        };
+        tokio::join!(mirror, watch)
+    });
+    assert!(seen, "the multipart copy never showed as an open upload");
+    let err = format!("{:#}", result.expect_err("a stopped mirror fails"));
+    assert!(err.contains("stopped"), "{err}");
+    assert!(
+        e.server.open_uploads("replica").is_empty(),
+        "the multipart copy was left open"
+    );
+    // One worker copies in key order, big.bin first: nothing after it started.
+    assert_eq!(
+        e.versions("replica"),
+        before,
+        "the stopped mirror changed the replica"
+    );
+}

@@ -50,7 +50,7 @@ fn s3nap_env(conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    output_within(&mut cmd, DEADLINE)
 }
 
 struct Mariadb {

@@ -407,11 +407,16 @@ fn passphrase_protected_identity_reads_its_passphrase_file() {
         b"secret data\n"
     );
 
+    // The passphrase this run was given must not show up in its output.
     let bad = dir.join("bad");
-    fs::write(&bad, "wrong\n").unwrap();
+    let given = "battery staple 31337";
+    fs::write(&bad, format!("{given}\n")).unwrap();
     let out = s3nap(&args, &[("S3NAP_PASSPHRASE_FILE", &bad)]);
-    assert!(!out.status.success());
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("wrong passphrase"), "{err}");
-    assert!(!err.contains("correct horse"), "never print secrets: {err}");
+    assert!(
+        !err.contains(given) && !String::from_utf8_lossy(&out.stdout).contains(given),
+        "never print secrets: {err}"
+    );
 }

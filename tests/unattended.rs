@@ -81,9 +81,10 @@ fn exit_status_0_success_2_failed_set_3_configuration() {
     assert_eq!(out.status.code(), Some(3));
     let out = l.run(&["recover", "dir/x", "--at", "last tuesday"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // A usage error (clap's) is a usage error of the contract too.
     let out = l.run(&["no-such-command"]);
-    assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
@@ -110,12 +111,12 @@ fn exit_status_1_for_a_file_that_cannot_be_read() {
     } else {
         Command::new(env!("CARGO_BIN_EXE_s3nap"))
     };
-    let out = cmd
-        .args(["-c", l.conf.to_str().unwrap()])
-        .env("HOME", &l.dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        cmd.args(["-c", l.conf.to_str().unwrap()])
+            .env("HOME", &l.dir)
+            .stdin(Stdio::null()),
+        DEADLINE,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -137,13 +138,11 @@ fn exit_status_1_for_a_file_that_cannot_be_read() {
 fn exit_status_4_while_another_run_holds_the_lock_and_wait_waits() {
     // The first run holds the lock for the 3 seconds its NotifyCommand sleeps.
     let l = local("NotifyCommand /bin/sleep 3");
-    let first = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .args(["-c", l.conf.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_s3nap"))
+            .args(["-c", l.conf.to_str().unwrap()])
+            .stdin(Stdio::null()),
+    );
     let lock = l.dir.join("state/s3nap.lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !fs::read_to_string(&lock)
@@ -173,8 +172,8 @@ fn exit_status_4_while_another_run_holds_the_lock_and_wait_waits() {
         started.elapsed() >= Duration::from_millis(1500),
         "--wait returned before the holder finished"
     );
-    let mut first = first;
-    assert!(first.wait().unwrap().success());
+    let first = first.wait(DEADLINE);
+    assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(find_files(&l.dir.join("store"), ".manifest.json").len(), 2);
 
     // A lock left by a killed run never blocks: the kernel drops flock with the process.
@@ -209,35 +208,37 @@ fn progress_only_on_a_terminal() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("parts in flight"), "{}", stderr(&out));
 
-    // A real terminal through script(1).
-    let command = format!(
-        "{} -c {} -f --now 2030-01-02T00:00:00Z",
-        env!("CARGO_BIN_EXE_s3nap"),
-        l.conf.display()
-    );
-    let out = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    // A real terminal through script(1) (-e: its exit status is s3nap's).
+    let on_terminal = |args: &str| {
+        let command = format!(
+            "{} -c {} -f {args}",
+            env!("CARGO_BIN_EXE_s3nap"),
+            l.conf.display()
+        );
+        let out = output_within(
+            Command::new("script")
+                .args(["-q", "-e", "-c", &command, "/dev/null"])
+                .stdin(Stdio::null()),
+            DEADLINE,
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{command}: {text}");
+        text
+    };
+    let text = on_terminal("--now 2030-01-02T00:00:00Z");
     assert!(
         text.contains("parts in flight"),
         "no progress on a terminal: {text}"
     );
-    let out = Command::new("script")
-        .args([
-            "-q",
-            "-e",
-            "-c",
-            &format!("{command} --no-progress --now 2030-01-03T00:00:00Z"),
-            "/dev/null",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("parts in flight"));
+    let text = on_terminal("--no-progress --now 2030-01-03T00:00:00Z");
+    assert!(!text.contains("parts in flight"), "{text}");
+    // It ran (and committed), quietly.
+    assert!(
+        find_files(&l.dir.join("store"), ".manifest.json")
+            .iter()
+            .any(|m| m.to_string_lossy().contains("20300103T000000Z")),
+        "the --no-progress run committed nothing"
+    );
 }
 
 #[test]
@@ -549,6 +550,14 @@ fn secrets_never_appear_in_logs_errors_config_check_or_json() {
         ],
         &[("S3NAP_PASSPHRASE_FILE", &wrong)],
     ));
+    // The --identity given cannot be unlocked: a usage error, before anything is read.
+    let refused = outputs.last().unwrap();
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(refused));
+    assert!(
+        stderr(refused).contains("wrong passphrase"),
+        "{}",
+        stderr(refused)
+    );
     fs::write(
         &keyfile,
         format!(
@@ -573,4 +582,49 @@ fn secrets_never_appear_in_logs_errors_config_check_or_json() {
     for secret in [passphrase, &server.secret_key, &server.secret_key[1..]] {
         assert!(!everything.contains(secret), "a secret leaked");
     }
+}
+
+/// The deadline the tests' s3nap runs have: a command still running after it is killed and
+/// fails the test instead of hanging it (here a short deadline over a long sleep).
+#[test]
+fn a_command_past_its_deadline_is_killed_and_fails_the_test() {
+    let started = Instant::now();
+    let hung = std::panic::catch_unwind(|| {
+        output_within(
+            Command::new("sh")
+                .args(["-c", "echo pid $$ >&2; exec sleep 120"])
+                .stdin(Stdio::null()),
+            Duration::from_millis(500),
+        )
+    });
+    let message = match hung {
+        Ok(out) => panic!("a hung command passed: {out:?}"),
+        Err(panic) => panic.downcast::<String>().map(|m| *m).unwrap_or_default(),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the deadline did not end the wait"
+    );
+    assert!(message.contains("still running after 500ms"), "{message}");
+    let pid = message
+        .split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("shows what it said so far: {message}"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the hung command was left running"
+    );
+
+    // Within its deadline, a command's output and status come back as Command::output's do.
+    let out = output_within(
+        Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 5"])
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (out.status.code(), &out.stdout[..], &out.stderr[..]),
+        (Some(5), &b"out\n"[..], &b"err\n"[..])
+    );
 }

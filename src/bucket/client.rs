@@ -11,6 +11,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::Version;
 use crate::store::retry::{with_retries, RetryPolicy};
@@ -275,12 +276,16 @@ impl BucketClient {
     /// part for part with the same boundaries, so the copy's ETag equals the source's (that is
     /// how later runs recognise it as identical); others above `single_limit` in parts of that
     /// size (at most 5 GiB). Returns the new version id, when the bucket is versioned.
+    ///
+    /// A multipart copy under way when `stop` is cancelled is aborted (its part copy in flight
+    /// dropped), and fails; a single CopyObject, one request, is left to finish.
     pub async fn copy_from(
         &self,
         source: &BucketClient,
         v: &Version,
         key: &str,
         single_limit: u64,
+        stop: &CancellationToken,
     ) -> Result<Option<String>> {
         let parts = v
             .etag
@@ -302,7 +307,7 @@ impl BucketClient {
             }
             _ => single_limit.clamp(5 << 20, 5 << 30),
         };
-        self.copy_parts(source, v, key, head, part_size).await
+        self.copy_parts(source, v, key, head, part_size, stop).await
     }
 
     async fn copy_whole(
@@ -337,6 +342,7 @@ impl BucketClient {
         key: &str,
         head: Head,
         part_size: u64,
+        stop: &CancellationToken,
     ) -> Result<Option<String>> {
         let class = (!v.storage_class.is_empty() && v.storage_class != "STANDARD")
             .then(|| StorageClass::from(v.storage_class.as_str()));
@@ -359,7 +365,7 @@ impl BucketClient {
         .await?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = self
-            .copy_part_range(source, v, key, &upload_id, part_size)
+            .copy_part_range(source, v, key, &upload_id, part_size, stop)
             .await;
         match result {
             Ok(version) => Ok(version),
@@ -390,6 +396,7 @@ impl BucketClient {
         key: &str,
         upload_id: &str,
         part_size: u64,
+        stop: &CancellationToken,
     ) -> Result<Option<String>> {
         let from = copy_source(&source.bucket, &v.key, &v.version_id);
         let mut completed = Vec::new();
@@ -398,7 +405,7 @@ impl BucketClient {
         while offset < v.size.max(1) {
             let end = (offset + part_size).min(v.size);
             let range = format!("bytes={offset}-{}", end.max(1) - 1);
-            let out = with_retries(&self.retry, || async {
+            let part = with_retries(&self.retry, || async {
                 self.client
                     .upload_part_copy()
                     .bucket(&self.bucket)
@@ -410,8 +417,18 @@ impl BucketClient {
                     .send()
                     .await
                     .map_err(|e| sdk_error("copy part to", self.locate(key), e))
-            })
-            .await?;
+            });
+            let out = tokio::select! {
+                out = part => out?,
+                () = stop.cancelled() => {
+                    return Err(StoreError::new(
+                        ErrorKind::Other,
+                        "copy part to",
+                        self.locate(key),
+                        "stopped",
+                    ))
+                }
+            };
             let etag = out
                 .copy_part_result()
                 .and_then(|r| r.e_tag())

@@ -2,11 +2,15 @@
 //! changed objects (by size and ETag) copied server-side, keys gone from the master given a
 //! delete marker — so the snapshot that follows records the master as it is. Any key that
 //! cannot be copied fails the snapshot: it would otherwise record an older state as current.
+//!
+//! `stop` (the set failed) ends it early: no further copies start, multipart copies under way
+//! are aborted, no deletions are marked.
 
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use super::client::BucketClient;
 use super::listing::current_objects;
@@ -24,11 +28,19 @@ pub async fn mirror(
     replica: Arc<BucketClient>,
     prefix: &str,
     workers: usize,
+    stop: &CancellationToken,
 ) -> anyhow::Result<MirrorStats> {
-    let (source, copy) = tokio::join!(
-        current_objects(master.clone(), prefix, workers),
-        current_objects(replica.clone(), prefix, workers)
-    );
+    let stopped = || anyhow!("copying into {}: stopped", replica.locate(prefix));
+    // Listing only reads: dropping it mid-way is safe.
+    let (source, copy) = tokio::select! {
+        listed = async {
+            tokio::join!(
+                current_objects(master.clone(), prefix, workers),
+                current_objects(replica.clone(), prefix, workers)
+            )
+        } => listed,
+        () = stop.cancelled() => return Err(stopped()),
+    };
     let (source, copy) = (source?, copy?);
     let mut changed: Vec<_> = source
         .values()
@@ -49,11 +61,12 @@ pub async fn mirror(
     let mut stats = MirrorStats::default();
     let mut failures = Vec::new();
     let results: Vec<_> = stream::iter(changed)
+        .take_while(|_| std::future::ready(!stop.is_cancelled()))
         .map(|v| {
             let (master, replica) = (master.clone(), replica.clone());
             async move {
                 replica
-                    .copy_from(&master, &v, &v.key, SINGLE_COPY_LIMIT)
+                    .copy_from(&master, &v, &v.key, SINGLE_COPY_LIMIT, stop)
                     .await
                     .map(|_| v.size)
             }
@@ -61,6 +74,9 @@ pub async fn mirror(
         .buffer_unordered(workers.max(1))
         .collect()
         .await;
+    if stop.is_cancelled() {
+        return Err(stopped());
+    }
     for result in results {
         match result {
             Ok(size) => {

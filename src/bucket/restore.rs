@@ -104,12 +104,14 @@ pub async fn execute(
     workers: usize,
 ) -> Outcome {
     let mut outcome = Outcome::default();
+    // A restore runs to its end: nothing stops it.
+    let never = tokio_util::sync::CancellationToken::new();
     let results: Vec<_> = stream::iter(plan.copies.iter())
         .map(|c| {
-            let (replica, target) = (replica.clone(), target.clone());
+            let (replica, target, never) = (replica.clone(), target.clone(), &never);
             async move {
                 target
-                    .copy_from(&replica, &c.version, &c.to, SINGLE_COPY_LIMIT)
+                    .copy_from(&replica, &c.version, &c.to, SINGLE_COPY_LIMIT, never)
                     .await
                     .map_err(|e| {
                         format!(

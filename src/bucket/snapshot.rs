@@ -3,18 +3,24 @@
 //! each key written as one JSON line. Listing runs on the async side and reaches this
 //! synchronous source over a bounded channel; the run fails if the listing does.
 //!
+//! That background work starts only when the pipeline starts reading (after the run's own
+//! checks), and is stopped — its multipart copies aborted — when reading ends early: a set that
+//! failed must not go on changing the replica.
+//!
 //! After the index, the sorted version ids it references go to a small zstd object beside the
 //! archive (`<run>.full.refs.zst`), which the manifest names: gc reads those, not the
 //! encrypted index, so it needs no secret key.
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::client::BucketClient;
 use super::listing::{self, Listed};
@@ -53,12 +59,94 @@ type Prepared = (MirrorStats, listing::Stats, DateTime<Utc>);
 
 pub struct SnapshotSource {
     handle: tokio::runtime::Handle,
-    rx: mpsc::Receiver<Vec<Listed>>,
-    task: Option<JoinHandle<anyhow::Result<Prepared>>>,
+    /// Taken when the pipeline starts reading.
+    work: Option<Work>,
     store: DynStore,
     spec: BucketSpec,
     refs_key: String,
     warnings: Vec<Warning>,
+}
+
+/// What the background work of a snapshot needs.
+struct Work {
+    master: Arc<BucketClient>,
+    replica: Arc<BucketClient>,
+    prefix: String,
+    mode: BucketMode,
+    workers: usize,
+}
+
+impl Work {
+    /// Mirrors (in `Mode copy`), then lists, in the background.
+    fn spawn(self, handle: &tokio::runtime::Handle) -> Running {
+        let (tx, rx) = mpsc::channel(self.workers * 2);
+        let stop = CancellationToken::new();
+        let task = handle.spawn({
+            let stop = stop.clone();
+            async move {
+                let Work {
+                    master,
+                    replica,
+                    prefix,
+                    mode,
+                    workers,
+                } = self;
+                let mirrored = match mode {
+                    BucketMode::Copy => {
+                        mirror::mirror(master, replica.clone(), &prefix, workers, &stop).await?
+                    }
+                    BucketMode::Replicated => MirrorStats::default(),
+                };
+                let listed_from = Utc::now();
+                // Listing only reads: dropping it mid-way is safe.
+                let stats = tokio::select! {
+                    stats = listing::list_parallel(replica.clone(), &prefix, workers, tx) => stats?,
+                    () = stop.cancelled() => bail!("{}: listing stopped", replica.locate(&prefix)),
+                };
+                Ok((mirrored, stats, listed_from))
+            }
+        });
+        Running {
+            handle: handle.clone(),
+            rx,
+            task: Some(task),
+            stop,
+        }
+    }
+}
+
+/// The background work of a snapshot while the pipeline reads it. Dropped unfinished (writing
+/// the index failed, so the set fails), it stops the work and waits until the multipart
+/// copies it had open are aborted, so nothing of the failed set is left running or open.
+struct Running {
+    handle: tokio::runtime::Handle,
+    rx: mpsc::Receiver<Vec<Listed>>,
+    task: Option<JoinHandle<anyhow::Result<Prepared>>>,
+    stop: CancellationToken,
+}
+
+impl Running {
+    fn finish(mut self) -> anyhow::Result<Prepared> {
+        let task = self.task.take().expect("finished once");
+        self.handle
+            .block_on(task)
+            .map_err(|e| anyhow!("listing task failed: {e}"))?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        self.stop.cancel();
+        // Listing workers blocked on a full channel see it closed.
+        self.rx.close();
+        // Blocking is allowed here: the pipeline's thread is not an async one.
+        if let Ok(Err(e)) = self.handle.block_on(task) {
+            log::debug!("bucket snapshot stopped: {e:#}");
+        }
+    }
 }
 
 /// How many days the oldest snapshot a cycle keeps may be old; `None`: forever.
@@ -101,7 +189,7 @@ async fn lifecycle_warnings(
         .collect())
 }
 
-/// Checks the replica, then starts mirroring (in `Mode copy`) and listing in the background.
+/// Checks the replica; mirroring (in `Mode copy`) and listing start when the pipeline reads.
 pub async fn start(
     spec: &BucketSpec,
     s3: &crate::config::S3Spec,
@@ -128,23 +216,15 @@ pub async fn start(
     for w in &warnings {
         log::warn!("{}: {}", w.path, w.problem);
     }
-    let (tx, rx) = mpsc::channel(spec.workers * 2);
-    let (mode, workers) = (spec.mode, spec.workers);
-    let task = tokio::spawn(async move {
-        let mirrored = match mode {
-            BucketMode::Copy => {
-                mirror::mirror(master.clone(), replica.clone(), &prefix, workers).await?
-            }
-            BucketMode::Replicated => MirrorStats::default(),
-        };
-        let listed_from = Utc::now();
-        let stats = listing::list_parallel(replica, &prefix, workers, tx).await?;
-        Ok((mirrored, stats, listed_from))
-    });
     Ok(SnapshotSource {
         handle: tokio::runtime::Handle::current(),
-        rx,
-        task: Some(task),
+        work: Some(Work {
+            master,
+            replica,
+            prefix,
+            mode: spec.mode,
+            workers: spec.workers,
+        }),
         store,
         spec: spec.clone(),
         refs_key,
@@ -160,7 +240,12 @@ impl Source for SnapshotSource {
     fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
         let mut refs = BTreeSet::new();
         let (mut keys, mut deleted, mut bytes) = (0u64, 0u64, 0u64);
-        while let Some(batch) = self.rx.blocking_recv() {
+        let mut running = self
+            .work
+            .take()
+            .context("the snapshot was already written")?
+            .spawn(&self.handle);
+        while let Some(batch) = running.rx.blocking_recv() {
             for listed in batch.iter().filter(|l| l.version.is_latest) {
                 let v = &listed.version;
                 out.write_all(&index_line(v))?;
@@ -173,14 +258,7 @@ impl Source for SnapshotSource {
                 }
             }
         }
-        let task = self
-            .task
-            .take()
-            .context("the snapshot was already written")?;
-        let (mirrored, stats, listed_from) = self
-            .handle
-            .block_on(task)
-            .map_err(|e| anyhow!("listing task failed: {e}"))??;
+        let (mirrored, stats, listed_from) = running.finish()?;
         let listed_to = Utc::now();
         let mut text = Vec::new();
         for id in &refs {

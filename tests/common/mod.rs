@@ -9,6 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::Client;
@@ -90,15 +92,22 @@ impl S3Server {
             .expect("create bucket");
     }
 
-    /// Every object key in the bucket.
+    /// Every object key in the bucket (all pages: a listing returns at most 1,000).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        let out = self
-            .block_on(self.client.list_objects_v2().bucket(bucket).send())
-            .unwrap();
-        out.contents()
-            .iter()
-            .map(|o| o.key().unwrap().to_string())
-            .collect()
+        self.block_on(async {
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .into_paginator()
+                .send();
+            let mut keys = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.unwrap();
+                keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
+            }
+            keys
+        })
     }
 
     pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
@@ -151,14 +160,10 @@ impl S3Server {
         args: &[&str],
         outage: Option<std::time::Duration>,
     ) -> Output {
-        use std::time::{Duration, Instant};
-        let child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        use std::time::Instant;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
+        cmd.args(args).stdin(Stdio::null());
+        let child = Running::spawn(&mut cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.open_uploads(bucket).is_empty() {
             assert!(Instant::now() < deadline, "the upload never started");
@@ -169,9 +174,15 @@ impl S3Server {
             std::thread::sleep(outage);
             self.resume();
         }
-        let out = child.wait_with_output().unwrap();
-        self.resume();
-        out
+        // Resumed even when the deadline fails the test, or the server stays stopped.
+        struct Resume<'a>(&'a S3Server);
+        impl Drop for Resume<'_> {
+            fn drop(&mut self) {
+                self.0.resume();
+            }
+        }
+        let _resume = Resume(self);
+        child.wait(DEADLINE)
     }
 
     /// An s3napback key file with this server's credentials.
@@ -336,14 +347,116 @@ pub fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// Runs the s3nap binary.
+/// How long a test waits for s3nap before it fails instead of hanging: generous, for debug
+/// builds on a slow, busy CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs the s3nap binary (failing the test after [`DEADLINE`]).
 pub fn s3nap(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
     cmd.args(args).stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    output_within(&mut cmd, DEADLINE)
+}
+
+/// `cmd.output()`, except that a command still running after `deadline` is killed and fails
+/// the test (a deadlock fails CI instead of hanging it). Set stdin; stdout and stderr are
+/// captured.
+pub fn output_within(cmd: &mut Command, deadline: Duration) -> Output {
+    Running::spawn(cmd).wait(deadline)
+}
+
+/// A child whose stdout and stderr are read on threads as it runs (so it never blocks on a
+/// full pipe, and what it said so far can be shown when it is killed). Killed when dropped
+/// unwaited (a test that fails first leaves nothing running).
+pub struct Running {
+    child: Child,
+    what: String,
+    stdout: Drained,
+    stderr: Drained,
+}
+
+type Drained = (Arc<Mutex<Vec<u8>>>, Option<std::thread::JoinHandle<()>>);
+
+fn drain(mut from: impl Read + Send + 'static) -> Drained {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, Some(reader))
+}
+
+/// Everything `drained` read, once its pipe closed.
+fn collect(drained: &mut Drained) -> Vec<u8> {
+    if let Some(reader) = drained.1.take() {
+        reader.join().unwrap();
+    }
+    std::mem::take(&mut *drained.0.lock().unwrap())
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let stdout = drain(child.stdout.take().unwrap());
+        let stderr = drain(child.stderr.take().unwrap());
+        Running {
+            child,
+            what,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child's exit; kills it and panics when that takes longer than `deadline`.
+    pub fn wait(mut self, deadline: Duration) -> Output {
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > deadline {
+                // (Killed by drop.) The readers are not joined: a grandchild may hold the pipes.
+                panic!(
+                    "{} still running after {deadline:?}: killed (a hang?); its stderr so far:\n{}",
+                    self.what,
+                    String::from_utf8_lossy(&self.stderr.0.lock().unwrap())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: collect(&mut self.stdout),
+            stderr: collect(&mut self.stderr),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 pub fn stderr(out: &Output) -> String {
