@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -45,16 +45,14 @@ fn configuration(dir: &Path, server: &S3Server, name: &str, sets: &str) -> PathB
     )
 }
 
-fn spawn(conf: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .arg("-c")
-        .arg(conf)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn(conf: &Path, args: &[&str]) -> Running {
+    Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_s3nap"))
+            .arg("-c")
+            .arg(conf)
+            .args(args)
+            .stdin(Stdio::null()),
+    )
 }
 
 fn wait_for(path: &Path) {
@@ -69,17 +67,9 @@ fn wait_for(path: &Path) {
     }
 }
 
-/// Waits for `child` (at most 300 s); returns its exit code and stderr.
-fn finish(mut child: Child) -> (Option<i32>, String) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("s3nap did not finish within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+/// Waits for `run`; returns its exit code and stderr.
+fn finish(run: Running) -> (Option<i32>, String) {
+    let out = run.wait(DEADLINE);
     (out.status.code(), stderr(&out))
 }
 
@@ -145,10 +135,10 @@ fn configurations_sharing_bucket_and_host_leave_each_other_alone() {
     // A's next run finishes exactly that clean-up.
     fs::remove_file(&go_a).unwrap();
     fs::remove_file(&started_a).unwrap();
-    let mut killed = spawn(&a, &["-f"]);
+    let killed = spawn(&a, &["-f"]);
     wait_for(&started_a);
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    drop(killed); // SIGKILL, as a crash or an OOM kill would
+
     let left = server.open_uploads("shared");
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(records(&a), 1);

@@ -122,7 +122,7 @@ impl Fixture {
             std::io::Read::read_to_string(&mut err, &mut text).unwrap();
             text
         });
-        let limit = Duration::from_secs(300);
+        let limit = DEADLINE;
         let tar_status = wait(&mut tar, "tar -x", limit);
         let status = wait(&mut recover, "s3nap recover", limit);
         (status, reader.join().unwrap(), tar_status)
