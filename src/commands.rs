@@ -462,7 +462,6 @@ fn recover_command(
     if r.restore {
         return restore_through(runtime, config, &store, &request, chain, &decrypt);
     }
-    let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let summary = recover::stream(
         runtime.handle(),
         &store,
@@ -470,7 +469,7 @@ fn recover_command(
         request.paths,
         Some(&decrypt),
         r.list,
-        out,
+        stdout.lock(),
     )?;
     log::info!(
         "{}: recovered {} member(s) from {} run(s)",
@@ -699,8 +698,11 @@ fn restore_through(
         .find_set(&request.set)
         .map(|s| s.restore.clone())
         .filter(|r| !r.is_empty());
+    // A manifest is data: an empty recorded command is no command.
     let recorded = chain.last().and_then(|m| match &m.source {
-        crate::manifest::SourceInfo::Program { run, .. } => run.restore.clone(),
+        crate::manifest::SourceInfo::Program { run, .. } => {
+            run.restore.clone().filter(|r| !r.is_empty())
+        }
         _ => None,
     });
     let argv = configured.or(recorded).ok_or_else(|| {
@@ -717,7 +719,6 @@ fn restore_through(
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| anyhow!("cannot run restore command {program}: {e}"))?;
-    let stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("piped"));
     let streamed = recover::stream(
         runtime.handle(),
         store,
@@ -725,15 +726,36 @@ fn restore_through(
         Vec::new(),
         Some(decrypt),
         false,
-        stdin,
+        child.stdin.take().expect("piped"),
     );
+    // `stream` has dropped the pipe by now, so the command sees the end of its input.
     let status = child
         .wait()
         .map_err(|e| anyhow!("waiting for {program}: {e}"))?;
-    if !status.success() {
-        return Err(anyhow!("restore command {} failed ({status})", argv.join(" ")).into());
-    }
-    let summary = streamed?;
+    let command = argv.join(" ");
+    let summary = match streamed {
+        // The command stopped reading: its own verdict is the news.
+        Err(e) if e.downcast_ref::<recover::OutputClosed>().is_some() => {
+            return Err(if status.success() {
+                anyhow!("restore command {command} exited 0 without reading all the data: {e}")
+            } else {
+                anyhow!("restore command {command} failed ({status}); {e}")
+            }
+            .into());
+        }
+        // The recovery failed (integrity, decryption): the command only got part of the data,
+        // so whatever it made of that is a consequence, not the cause.
+        Err(e) => {
+            return Err(anyhow!(
+                "{e:#}; so restore command {command} was given incomplete data ({status})"
+            )
+            .into())
+        }
+        Ok(_) if !status.success() => {
+            return Err(anyhow!("restore command {command} failed ({status})").into());
+        }
+        Ok(summary) => summary,
+    };
     log::info!(
         "{}: restored {} run(s) through {program}, which exited 0",
         request.set,
@@ -848,8 +870,15 @@ pub fn config_text(config: &Config) -> String {
     if let Some(m) = &config.metrics_file {
         line("MetricsFile", m.display().to_string());
     }
-    if !config.notify.is_empty() {
-        line("NotifyCommand", format!("{:?}", config.notify));
+    if let Some((program, args)) = config.notify.split_first() {
+        // Arguments often carry a webhook token or a mail password: the program only.
+        line(
+            "NotifyCommand",
+            match args.len() {
+                0 => program.clone(),
+                n => format!("{program} and {n} argument(s), not shown (****)"),
+            },
+        );
     }
     out.push_str(&format!("  {} set(s):\n", config.sets.len()));
     for set in &config.sets {

@@ -5,11 +5,14 @@
 //! decryption → decompression → tar splicing (path filter, one end-of-archive marker). Nothing
 //! local is needed but the key. Any integrity failure ends the stream where the damage starts
 //! (the output is then a truncated tar, which tar refuses) and the command with an error that
-//! names the object.
+//! names the object; a failure to write the output (the reader went away) is told apart as the
+//! output's.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::rc::Rc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use chrono::{DateTime, Utc};
 
 use crate::catalog;
@@ -71,6 +74,64 @@ fn range_hashes(
     Ok((ranges.range_size, Some(std::sync::Arc::new(hashes))))
 }
 
+/// The reader of the recovered stream went away (`recover … | head`, a restore command that
+/// exited early): the output's doing, not the backup's.
+#[derive(Debug, thiserror::Error)]
+#[error("the reader closed the output (broken pipe) after {bytes} bytes")]
+pub struct OutputClosed {
+    pub bytes: u64,
+}
+
+/// What reached the output, and the error that stopped it, if writing is what failed.
+#[derive(Default)]
+struct Written {
+    bytes: u64,
+    failed: Option<std::io::Error>,
+}
+
+/// The caller's output, recording what [`Written`] says: an I/O error surfacing from the
+/// pipeline could come from the archive as well as from the output, and only this knows which.
+struct Output<W> {
+    inner: W,
+    written: Rc<RefCell<Written>>,
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        let mut w = self.written.borrow_mut();
+        match &result {
+            Ok(n) => w.bytes += *n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => w.failed = Some(std::io::Error::new(e.kind(), e.to_string())),
+        }
+        result
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        if let Err(e) = &result {
+            self.written.borrow_mut().failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        result
+    }
+}
+
+impl Written {
+    /// The error to report when writing the output is what failed.
+    fn blame(&self) -> Option<anyhow::Error> {
+        let e = self.failed.as_ref()?;
+        Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+            OutputClosed { bytes: self.bytes }.into()
+        } else {
+            anyhow!(
+                "writing the recovered output after {} bytes: {e}",
+                self.bytes
+            )
+        })
+    }
+}
+
 /// What the decoded archives go into.
 enum Sink<W: Write> {
     /// Tar archives spliced into one stream (or listed).
@@ -91,6 +152,14 @@ pub fn stream<W: Write>(
     out: W,
 ) -> anyhow::Result<Summary> {
     let tar = chain.iter().all(|m| m.archive.format == "tar");
+    let written = Rc::new(RefCell::new(Written::default()));
+    let out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        Output {
+            inner: out,
+            written: written.clone(),
+        },
+    );
     let mut sink = if tar {
         let splicer = if list {
             TarSplicer::listing(out)
@@ -140,6 +209,9 @@ pub fn stream<W: Write>(
             Ok(())
         })();
         if let Err(e) = result {
+            if let Some(e) = written.borrow().blame() {
+                return Err(e);
+            }
             // The integrity check's own words beat whatever a later stage made of them.
             return Err(match failure.get() {
                 Some(message) => anyhow!(message),
@@ -158,7 +230,9 @@ pub fn stream<W: Write>(
     let members = match sink {
         Sink::Tar(splicer, filter) => {
             let members = splicer.members;
-            splicer.finish().context("writing the recovered stream")?;
+            if let Err(e) = splicer.finish() {
+                return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
+            }
             let missing = filter.unmatched();
             if !missing.is_empty() {
                 bail!("not found in the recovered run(s): {}", missing.join(", "));
@@ -166,7 +240,9 @@ pub fn stream<W: Write>(
             members
         }
         Sink::Raw(mut w) => {
-            w.flush().context("writing the recovered dump")?;
+            if let Err(e) = w.flush() {
+                return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
+            }
             0
         }
     };

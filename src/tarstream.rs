@@ -76,10 +76,12 @@ fn parse_octal(field: &[u8]) -> io::Result<u64> {
         // GNU base-256 for values that do not fit in octal.
         let mut v: u64 = u64::from(field[0] & 0x7f);
         for b in &field[1..] {
-            v = v
-                .checked_shl(8)
-                .ok_or_else(|| bad("size field overflows"))?
-                | u64::from(*b);
+            // `checked_shl` only refuses shift amounts of 64 and more, never lost bits: a
+            // corrupt high byte would be dropped silently and the size read wrong.
+            if v >> 56 != 0 {
+                return Err(bad("size field overflows"));
+            }
+            v = v << 8 | u64::from(*b);
         }
         return Ok(v);
     }
@@ -208,7 +210,10 @@ impl<W: Write> TarSplicer<W> {
                 return Err(bad("header checksum mismatch (archive damaged)"));
             }
             let size = parse_octal(&block[124..136])?;
-            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            let padded = size
+                .div_ceil(BLOCK as u64)
+                .checked_mul(BLOCK as u64)
+                .ok_or_else(|| bad("size field overflows"))?;
             let typeflag = block[156];
             match typeflag {
                 b'L' | b'K' | b'x' => {
@@ -310,6 +315,57 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect()
+    }
+
+    /// A GNU header whose 12-byte size field is base-256 `size_field`, checksum fixed.
+    fn header_with_size_field(size_field: [u8; 12]) -> [u8; BLOCK] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big").unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(h.as_bytes());
+        block[124..136].copy_from_slice(&size_field);
+        block[148..156].fill(b' ');
+        let sum: u64 = block.iter().map(|b| u64::from(*b)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        block
+    }
+
+    #[test]
+    fn base256_sizes_that_do_not_fit_64_bits_are_errors() {
+        // 2^64 + 5: the dropped high byte used to leave a plausible 5.
+        let mut field = [0u8; 12];
+        field[0] = 0x80;
+        field[3] = 1;
+        field[11] = 5;
+        let err = parse_octal(&field).unwrap_err();
+        assert!(err.to_string().contains("size field overflows"), "{err}");
+        let mut stream = header_with_size_field(field).to_vec();
+        stream.extend_from_slice(&[b'x'; BLOCK]);
+        stream.extend_from_slice(&[0u8; BLOCK * 2]);
+        let err = TarSplicer::new(Vec::new())
+            .append(&stream[..], &mut PathFilter::default())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("size field overflows"), "{err}");
+
+        // The largest that fits still reads, and so does an ordinary base-256 size; a size too
+        // large to pad to whole blocks is refused rather than wrapped around.
+        let mut field = [0xffu8; 12];
+        field[0] = 0x80;
+        field[1..4].fill(0);
+        assert_eq!(parse_octal(&field).unwrap(), u64::MAX);
+        let stream = header_with_size_field(field);
+        let err = TarSplicer::new(Vec::new())
+            .append(&stream[..], &mut PathFilter::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("size field overflows"), "{err}");
+        let mut field = [0u8; 12];
+        field[0] = 0x80;
+        field[10] = 0x02;
+        field[11] = 0x01;
+        assert_eq!(parse_octal(&field).unwrap(), 513);
     }
 
     #[test]

@@ -53,6 +53,31 @@ fn mistakes_exit_3_naming_file_line_and_column() {
             "3:9",
             "does not exist",
         ),
+        (
+            "Bucket b\nDiffDir /d\nFulls 3\nFulls 5\nDirectory /a\n",
+            "4:1",
+            "Fulls is already set at",
+        ),
+        (
+            "Bucket b\nDiffDir /d\nRun /bin/true\n<Command a>\n</Command>\n",
+            "3:1",
+            "belongs inside a <Command NAME>",
+        ),
+        (
+            "Bucket b\nDiffDir /d\nRetries 4294967295\nDirectory /a\n",
+            "3:9",
+            "at most 100",
+        ),
+        (
+            "Bucket b\nDiffDir /d\nChunkSize 1MiB\nDirectory /a\n",
+            "3:11",
+            "at least 5 MiB",
+        ),
+        (
+            "Bucket b\nDiffDir /d\nMySQLOptions --password=hunter2\nMySQL all\n",
+            "3:14",
+            "--defaults-extra-file",
+        ),
     ];
     for (text, place, needle) in cases {
         let conf = common::write_config(tmp.path(), text);

@@ -460,6 +460,123 @@ fn a_failing_dump_commits_nothing_and_says_why() {
     );
 }
 
+/// `recover --restore` reports what went wrong first: a damaged archive is not the restore
+/// command's failure, a command that stops reading is, and a recorded empty command is none.
+#[test]
+fn recover_restore_blames_the_archive_not_the_restore_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let script = dir.join("dump.sh");
+    // 2 MB of lines, then the marker a careful restore checks for.
+    fs::write(
+        &script,
+        "#!/bin/sh\nyes 'row of data' | head -n 125000\necho end\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let checked = dir.join("check.sh");
+    fs::write(&checked, "#!/bin/sh\ntail -n 1 | grep -qx end\n").unwrap();
+    fs::set_permissions(&checked, fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = config(
+        dir,
+        &format!(
+            "<Command db>\n  Run {}\n  Restore {}\n</Command>\n<Command plain>\n  Run {}\n</Command>\n",
+            script.display(),
+            checked.display(),
+            script.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    let out = s3nap(&["-c", c], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s3nap(&["-c", c, "recover", "cmd/db", "--restore"], &[]);
+    assert!(
+        out.status.success(),
+        "intact, it restores: {}",
+        stderr(&out)
+    );
+
+    // A truncated archive: the restore command gets nothing and fails, but the news is the
+    // archive.
+    let archive = find_files(&dir.join("store"), ".full.dump.zst")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/cmd/db/"))
+        .unwrap_or_else(|| panic!("{:?}", find_files(&dir.join("store"), "")));
+    let good = fs::read(&archive).unwrap();
+    fs::write(&archive, &good[..good.len() / 2]).unwrap();
+    let out = s3nap(&["-c", c, "recover", "cmd/db", "--restore"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("cmd/db"),
+        "names the damaged object: {err}"
+    );
+    assert!(
+        err.find("truncated") < err.find("restore command"),
+        "the archive first: {err}"
+    );
+    assert!(!err.contains("internal error"), "{err}");
+    fs::write(&archive, &good).unwrap();
+
+    // A restore command that stops reading fails the restore, whatever its exit status.
+    let quitter = dir.join("quit.sh");
+    for (code, needle) in [
+        (0, "exited 0 without reading all the data"),
+        (4, "exit status: 4"),
+    ] {
+        fs::write(&quitter, format!("#!/bin/sh\nexec <&-\nexit {code}\n")).unwrap();
+        fs::set_permissions(&quitter, fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = config(
+            dir,
+            &format!(
+                "<Command db>\n  Run {}\n  Restore {}\n</Command>\n",
+                script.display(),
+                quitter.display()
+            ),
+        );
+        let out = s3nap(
+            &[
+                "-c",
+                conf.to_str().unwrap(),
+                "recover",
+                "cmd/db",
+                "--restore",
+            ],
+            &[],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(err.contains("the reader closed the output"), "{err}");
+    }
+
+    // A manifest that records an empty restore command: no command, not a crash.
+    let conf = config(
+        dir,
+        &format!("<Command plain>\n  Run {}\n</Command>\n", script.display()),
+    );
+    let manifest = find_files(&dir.join("store"), ".manifest.json")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/cmd/plain/"))
+        .unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    m["source"]["restore"] = serde_json::json!([]);
+    fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let out = s3nap(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "recover",
+            "cmd/plain",
+            "--restore",
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no restore command for cmd/plain"), "{err}");
+}
+
 #[test]
 fn snapshotter_restore_through_and_picker_round_trips() {
     let tmp = tempfile::tempdir().unwrap();

@@ -91,6 +91,38 @@ fn exit_status_0_success_2_failed_set_3_configuration() {
     );
 }
 
+/// clap's own exit status for a usage error is 2, which the contract reserves for a failed set.
+#[test]
+fn usage_errors_exit_3_help_and_version_exit_0() {
+    let l = local("");
+    let cases: &[&[&str]] = &[
+        &["--bogus-flag"],
+        &["no-such-command"],
+        &["recover"],
+        &["bucket"],
+        &["bucket", "restore"],
+        &["completions", "no-such-shell"],
+        &["list", "a", "b"],
+    ];
+    for args in cases {
+        let out = l.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        // clap's own words (an error, or the help of a command given without its subcommand).
+        assert!(
+            err.contains("error:") || err.contains("Usage:"),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [["--help"], ["--version"]] {
+        let out = s3nap(&args, &[]);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    let out = s3nap(&["recover", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 #[test]
 fn exit_status_1_for_a_file_that_cannot_be_read() {
     let l = local("");
@@ -473,6 +505,58 @@ fn man_page_renders_and_completions_load() {
     );
     let out = s3nap(&["--help"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("4  another run holds the lock"));
+}
+
+/// `recover … | head`: the reader going away is not the object's fault, and says so.
+#[test]
+fn a_closed_output_is_reported_as_such() {
+    let l = local("");
+    fs::write(l.tree.join("c.bin"), random_bytes(4 << 20, 12)).unwrap();
+    let out = l.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
+        .args(["-c", l.conf.to_str().unwrap(), "recover"])
+        .arg(&l.tree)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 512];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("recover did not end after its output was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the reader closed the output (broken pipe) after "),
+        "{err}"
+    );
+    assert!(!err.contains("recovering"), "not the object's fault: {err}");
+}
+
+#[test]
+fn config_check_masks_notify_command_arguments() {
+    let l = local("NotifyCommand \"/usr/bin/curl -H 'Authorization: Bearer tok-8832-secret' https://hooks.example/x\"");
+    let out = l.run(&["config", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = text
+        .lines()
+        .find(|l| l.contains("NotifyCommand"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("/usr/bin/curl and 3 argument(s)"), "{line}");
+    for secret in ["tok-8832-secret", "8832", "Bearer", "hooks.example"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
 }
 
 #[test]

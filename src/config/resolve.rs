@@ -17,6 +17,10 @@ use super::{
 };
 use crate::layout;
 use crate::pipeline::compress::Compression;
+use crate::pipeline::parts::{MAX_PART, MIN_PART};
+
+/// With the backoff capped at 30 s, more retries than this only hide a dead endpoint.
+const MAX_RETRIES: u64 = 100;
 
 const GLOBALS: &[&str] = &[
     "diffdir",
@@ -277,10 +281,28 @@ impl Scope {
         if name.is_some() {
             scope.cycle.name = name;
         }
+        // A second value in the same block would silently replace the first: which one the
+        // author meant is unknowable, so it is an error (inner blocks may still override).
+        let mut seen: HashMap<String, Pos> = HashMap::new();
         for item in items {
             let Item::Directive(d) = item else { continue };
+            let lower = d.name.text.to_ascii_lowercase();
+            let single_valued = lower != "exclude"
+                && (SCOPED.contains(&lower.as_str())
+                    || BUCKET_SETTINGS.contains(&lower.as_str())
+                    || lower == "region"
+                    || lower == "endpoint");
+            if single_valued {
+                if let Some(first) = seen.get(&lower) {
+                    return Err(err(
+                        &d.name.pos,
+                        format!("{} is already set at {first}", d.name.text),
+                    ));
+                }
+                seen.insert(lower.clone(), d.name.pos.clone());
+            }
             let c = &mut scope.cycle;
-            match d.name.text.to_ascii_lowercase().as_str() {
+            match lower.as_str() {
                 "cycletype" => {
                     let w = single(d)?;
                     c.cycle_type = match w.text.to_ascii_lowercase().as_str() {
@@ -307,6 +329,19 @@ impl Scope {
                 "retentionpolicy" => c.retention_days = Some(positive(d)?),
                 "onefilesystem" => scope.one_file_system = boolean(d)?,
                 "mysqloptions" => {
+                    if let Some(w) = d.values.iter().find(|w| mysql_password_option(&w.text)) {
+                        return Err(err(
+                            &w.pos,
+                            format!(
+                                "MySQLOptions must not carry a password ('{}'): the dump's \
+                                 command line shows in the process list and is recorded in \
+                                 the run's manifest; put it in an option file \
+                                 (MySQLOptions --defaults-extra-file=/etc/s3nap/my.cnf, with \
+                                 password=… under [client])",
+                                password_option_name(&w.text)
+                            ),
+                        ));
+                    }
                     scope.mysql_options = d.values.iter().map(|w| w.text.clone()).collect()
                 }
                 "format" => {
@@ -414,6 +449,28 @@ fn bucket_spec(b: &BucketScope, w: &Word) -> Result<BucketSpec, ConfigError> {
     })
 }
 
+/// `--password[=…]` (and its unambiguous abbreviations, `--loose-` and `_` spellings) or
+/// `-p[…]`: the MySQL clients' ways of taking a password on the command line.
+fn mysql_password_option(arg: &str) -> bool {
+    if let Some(long) = arg.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or_default();
+        let name = name.to_ascii_lowercase().replace('_', "-");
+        let name = name.strip_prefix("loose-").unwrap_or(&name);
+        (name.len() >= 3 && "password".starts_with(name)) || name.starts_with("password")
+    } else {
+        arg.starts_with("-p")
+    }
+}
+
+/// The option of a password argument without its value, fit for an error message.
+fn password_option_name(arg: &str) -> &str {
+    if arg.starts_with("--") {
+        arg.split('=').next().unwrap_or_default()
+    } else {
+        "-p"
+    }
+}
+
 fn database(directive: &str, w: &Word) -> Result<String, ConfigError> {
     let bad = w.text.is_empty() || w.text.contains('/') || w.text.starts_with('-');
     if bad {
@@ -455,6 +512,15 @@ impl Resolver {
                     Some((u, d)) if !u.is_empty() => (Some(u.to_string()), d),
                     _ => (None, w.text.as_str()),
                 };
+                // `user:password@db` or a libpq connection string (`dbname=… password=…`)
+                // would put a password on pg_dump's command line and into the manifest.
+                if user.as_deref().is_some_and(|u| u.contains(':')) || db.contains('=') {
+                    return Err(err(
+                        &w.pos,
+                        "PostgreSQL takes [USER@]DB, not a password or connection string: \
+                         give passwords to libpq in ~/.pgpass or the file PGPASSFILE names",
+                    ));
+                }
                 let db_word = Word {
                     text: db.to_string(),
                     pos: w.pos.clone(),
@@ -548,6 +614,15 @@ impl Resolver {
                             format!(
                                 "{} is a block: <{} NAME> with a Run line",
                                 d.name.text, d.name.text
+                            ),
+                        ));
+                    } else if name == "run" && !matches!(block, Some("command" | "picker")) {
+                        // Inherited, one Run would become the program of every <Command>.
+                        return Err(err(
+                            &d.name.pos,
+                            format!(
+                                "{} belongs inside a <Command NAME> or <Picker NAME> block",
+                                d.name.text
                             ),
                         ));
                     } else if SOURCES.contains(&name.as_str()) && !in_source_block {
@@ -698,7 +773,21 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
                 recipients.extend(d.values.iter().map(|w| w.text.clone()));
             }
             "gpgkeyring" => keyring = Some(file_path(base, single(d)?)),
-            "chunksize" => chunk_size = size(d)?,
+            "chunksize" => {
+                chunk_size = size(d)?;
+                // Parts outside S3's limits would be refused by S3 (or adjusted behind the
+                // configuration's back): say so here instead.
+                if !(MIN_PART..=MAX_PART).contains(&chunk_size) {
+                    return Err(err(
+                        &single(d)?.pos,
+                        format!(
+                            "ChunkSize must be at least 5 MiB ({MIN_PART} bytes) and at most 5 GiB, \
+                             S3's part size limits, not '{}'",
+                            single(d)?.text
+                        ),
+                    ));
+                }
+            }
             "host" => {
                 let w = single(d)?;
                 if w.text.is_empty() || w.text.contains('/') {
@@ -707,7 +796,17 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
                 host = Some(w.text.clone());
             }
             "paralleluploads" => parallel_uploads = positive(d)? as usize,
-            "retries" => retries = number(d)? as u32 + 1,
+            "retries" => {
+                let n = number(d)?;
+                if n > MAX_RETRIES {
+                    return Err(err(
+                        &single(d)?.pos,
+                        format!("Retries must be at most {MAX_RETRIES}, not {n}"),
+                    ));
+                }
+                // Attempts in all: the first one and its retries.
+                retries = n as u32 + 1;
+            }
             "timeout" => s3.timeout = Duration::from_secs(positive(d)?),
             "logconfig" => log.config_file = Some(file_path(base, single(d)?)),
             "logfile" => log.file = Some(file_path(base, single(d)?)),
@@ -991,6 +1090,106 @@ mod tests {
             assert!(e.message.contains(needle), "{text:?}: {e}");
             assert!(e.to_string().starts_with("/etc/s3nap/test.conf:"), "{e}");
         }
+    }
+
+    /// Input that used to be accepted and then silently overridden, inherited or adjusted.
+    #[test]
+    fn repeated_misplaced_and_out_of_range_values_are_errors() {
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("Fulls 3\nFulls 5\nDirectory /etc\n", 5, 1, "Fulls is already set at"),
+            (
+                "<Cycle c>\n  Compression zstd:3\n  compression xz\n  Directory /etc\n</Cycle>\n",
+                6,
+                3,
+                "compression is already set at /etc/s3nap/test.conf:5:3",
+            ),
+            (
+                "<Directory /etc>\n  Diffs 1\n  Diffs 2\n</Directory>\n",
+                6,
+                3,
+                "already set",
+            ),
+            (
+                "<Bucket b>\n  Master s3://m\n  Master s3://n\n  Replica s3://r\n</Bucket>\n",
+                6,
+                3,
+                "Master is already set",
+            ),
+            (
+                "<Bucket b>\n  Master s3://m\n  Replica s3://r\n  Region a\n  Region b\n</Bucket>\n",
+                8,
+                3,
+                "Region is already set",
+            ),
+            (
+                "<Command a>\n  Run /bin/a\n  Run /bin/b\n</Command>\n",
+                6,
+                3,
+                "Run is already set",
+            ),
+            (
+                "Run /bin/true\n<Command a>\n</Command>\n",
+                4,
+                1,
+                "belongs inside a <Command NAME> or <Picker NAME>",
+            ),
+            (
+                "<Cycle c>\n  Run /bin/true\n  <Command a>\n  </Command>\n</Cycle>\n",
+                5,
+                3,
+                "belongs inside",
+            ),
+            ("<Directory /etc>\n  Run /bin/true\n</Directory>\n", 5, 3, "belongs inside"),
+            (
+                "MySQLOptions --defaults-extra-file=/x --password=hunter2\nMySQL all\n",
+                4,
+                39,
+                "--defaults-extra-file",
+            ),
+            ("<MySQL all>\n  MySQLOptions -phunter2\n</MySQL>\n", 5, 16, "option file"),
+            ("MySQLOptions --pass=x\nMySQL all\n", 4, 14, "password"),
+            ("MySQLOptions --loose_Password=x\nMySQL all\n", 4, 14, "password"),
+            ("MySQLOptions --password\nMySQL all\n", 4, 14, "password"),
+            ("PostgreSQL alice:hunter2@app\n", 4, 12, ".pgpass"),
+            ("PostgreSQL 'dbname=app password=x'\n", 4, 12, "PGPASSFILE"),
+            ("Retries 4294967295\n", 4, 9, "at most 100"),
+            ("Retries 18446744073709551615\n", 4, 9, "at most 100"),
+            ("Retries 101\n", 4, 9, "at most 100"),
+            ("ChunkSize 1M\n", 4, 11, "at least 5 MiB"),
+            ("ChunkSize 5242879\n", 4, 11, "at least 5 MiB"),
+            ("ChunkSize 6GiB\n", 4, 11, "5 GiB"),
+        ];
+        for (text, line, column, needle) in cases {
+            let e = load(&format!("{BASE}{text}")).unwrap_err();
+            assert_eq!(
+                (e.pos.line, e.pos.column),
+                (*line, *column),
+                "{text:?}: {e}"
+            );
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+            assert!(!e.message.contains("hunter2"), "{e}");
+        }
+        // The limits themselves, an inner block overriding its cycle, and repeatable Exclude.
+        let c = load(&format!(
+            "{BASE}Retries 100\nChunkSize 5MiB\nFulls 3\nExclude /a/x\nExclude /a/y\n\
+             <Cycle c>\n  Fulls 5\n  <Command a>\n    Run /bin/a\n    Fulls 7\n  </Command>\n\
+             <Command b>\n    Run /bin/b\n  </Command>\n</Cycle>\nDirectory /a\n"
+        ))
+        .unwrap();
+        assert_eq!(c.retries, 101);
+        assert_eq!(c.chunk_size, 5 << 20);
+        let fulls: Vec<u64> = c.sets.iter().map(|s| s.cycle.fulls).collect();
+        assert_eq!(fulls, vec![7, 5, 3]);
+        assert_eq!(dir_excludes(&c.sets[2]).len(), 2);
+        // Options that merely look alike stay allowed.
+        let c = load(&format!(
+            "{BASE}MySQLOptions --defaults-extra-file=/etc/s3nap/my.cnf --port=3307 -P3307 \
+             --pipe --plugin-dir=/x\nMySQL all\nPostgreSQL alice@app\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&c.sets[0].source, SourceSpec::MySql { options, .. } if options.len() == 5)
+        );
     }
 
     #[test]
