@@ -199,8 +199,8 @@ fn sixty_days_of_simple_cycle_keep_exactly_the_predicted_runs_and_each_recovers(
     assert!(e.server.open_uploads("sixty").is_empty());
     assert_eq!(
         e.server.keys("sixty").len(),
-        2 * want.len(),
-        "no debris left"
+        3 * want.len(),
+        "archive, range hashes and manifest of each kept run, no debris left"
     );
 
     // Every kept restore point recovers the tree of its day.
