@@ -18,17 +18,17 @@ use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::keys;
 use crate::layout;
-use crate::layout::Kind;
+use crate::layout::{Kind, RunId};
 use crate::manifest::{self, Manifest, SourceInfo};
 use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
-use crate::plan::{self, Action, SetPlan};
+use crate::plan::{self, Action, BaseData, LocalStart, SetPlan};
 use crate::prune;
 use crate::source::program;
-use crate::source::state::{self, State};
+use crate::source::state::{self, Identity, State};
 use crate::source::tree::{PickedPaths, TreeSource};
 use crate::source::{Report, Source, Warning};
 use crate::store::DynStore;
@@ -76,13 +76,6 @@ pub fn extension(format: &str, compression: Compression, encrypted: bool) -> Str
     ext
 }
 
-/// Where a DIFF starts: the tree state, or the last dumped Subversion revision, of its base run.
-enum Base {
-    None,
-    Tree(State),
-    Revision(u64),
-}
-
 /// The restore command recorded for a dump when neither `Restore` nor the program names one.
 fn default_restore(source: &SourceSpec) -> Option<Vec<String>> {
     let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -126,8 +119,47 @@ fn default_restore(source: &SourceSpec) -> Option<Vec<String>> {
     }
 }
 
+/// The plaintext format of a set's archives (the first layer of its key's extension): what
+/// `-t` prints and the run's source produces.
+pub fn archive_format(source: &SourceSpec) -> &'static str {
+    match source {
+        SourceSpec::Directory { .. }
+        | SourceSpec::Picker { .. }
+        | SourceSpec::SubversionDir { .. }
+        | SourceSpec::SnapshotsDir { .. } => "tar",
+        SourceSpec::MySql { .. } => "sql",
+        SourceSpec::PostgreSql {
+            database,
+            custom_format,
+            ..
+        } => {
+            if *custom_format && database != "all" {
+                "pgdump"
+            } else {
+                "sql"
+            }
+        }
+        SourceSpec::Subversion { .. } => "svndump",
+        SourceSpec::Command { .. } => "dump",
+        SourceSpec::Bucket(_) => "jsonl",
+    }
+}
+
+/// The key the archive of a run of `set` is stored under.
+pub fn archive_key(config: &Config, set: &SetSpec, run: RunId, kind: Kind) -> String {
+    let ext = extension(
+        archive_format(&set.source),
+        set.compression,
+        !config.recipients.is_empty(),
+    );
+    layout::archive_key(&config.host, &set.name, run, kind, &ext)
+}
+
 /// The source of `set`, and what the manifest says of it when that is known beforehand.
-fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
+fn source_for(
+    set: &SetSpec,
+    base: BaseData,
+) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
     let restore = if set.restore.is_empty() {
         default_restore(&set.source)
     } else {
@@ -153,7 +185,7 @@ fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Opt
                 excludes: excludes.clone(),
                 one_file_system: *one_file_system,
                 base: match base {
-                    Base::Tree(state) => Some(state),
+                    BaseData::Tree(state) => Some(state),
                     _ => None,
                 },
             }),
@@ -182,7 +214,7 @@ fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Opt
             } else {
                 cmd.extend(["--databases".to_string(), database.clone()]);
             }
-            (program(cmd, "sql", false), None)
+            (program(cmd, archive_format(&set.source), false), None)
         }
         SourceSpec::PostgreSql {
             database,
@@ -209,24 +241,21 @@ fn source_for(set: &SetSpec, base: Base) -> anyhow::Result<(Box<dyn Source>, Opt
                 );
                 cmd.push(database.clone());
             }
-            let format = if *custom_format && database != "all" {
-                "pgdump"
-            } else {
-                "sql"
-            };
-            (program(cmd, format, false), None)
+            (program(cmd, archive_format(&set.source), false), None)
         }
         SourceSpec::Subversion { repository, .. } => (
             Box::new(program::SubversionSource {
                 repository: repository.clone(),
                 last: match base {
-                    Base::Revision(r) => Some(r),
+                    BaseData::Revision(r) => Some(r),
                     _ => None,
                 },
             }),
             None,
         ),
-        SourceSpec::Command { run, fd, .. } => (program(run.clone(), "dump", *fd), None),
+        SourceSpec::Command { run, fd, .. } => {
+            (program(run.clone(), archive_format(&set.source), *fd), None)
+        }
         SourceSpec::Picker { run, .. } => (
             Box::new(PickedPaths {
                 command: run.clone(),
@@ -250,11 +279,17 @@ fn program_kind(source: &SourceSpec) -> &'static str {
     }
 }
 
-/// The configured sets with SubversionDir and SnapshotsDir replaced by one set per
-/// repository or executable found now; a directory that cannot be read is an error for it.
-pub fn expand_sets<'a>(
-    sets: impl Iterator<Item = &'a SetSpec>,
-) -> Vec<(SetSpec, Result<(), String>)> {
+/// A set of a run, and whether it could be found (`Err`: the directory it comes from could
+/// not be read).
+pub type FoundSet = (SetSpec, Result<(), String>);
+
+/// The sets a run works on, in order, each with whether it could be found: the configured sets
+/// with SubversionDir and SnapshotsDir replaced by one set per repository or executable found
+/// now; a directory that cannot be read is an error of that set alone. Two sets found by
+/// different directories under one name in one cycle (two SnapshotsDir holding executables of
+/// the same name) would share their runs, so the second would never run: that is a
+/// configuration error (`Err`), for the whole run, as any other.
+pub fn expand_sets<'a>(sets: impl Iterator<Item = &'a SetSpec>) -> Result<Vec<FoundSet>, String> {
     let sets: Vec<&SetSpec> = sets.collect();
     // A set configured on its own wins over the same set found by a directory expansion in the
     // same cycle: two sets with one identity would share (and prune) each other's runs.
@@ -262,6 +297,12 @@ pub fn expand_sets<'a>(
         .iter()
         .map(|s| (s.name.clone(), s.cycle.name.clone()))
         .collect();
+    // Where each expanded set was found, by identity.
+    let mut found: std::collections::HashMap<
+        (String, Option<String>),
+        (std::path::PathBuf, &SetSpec),
+    > = std::collections::HashMap::new();
+    let mut conflicts = Vec::new();
     let mut out = Vec::new();
     for set in sets {
         let (dir, svn) = match &set.source {
@@ -313,12 +354,38 @@ pub fn expand_sets<'a>(
                 }
             };
             let name = layout::set_name(&source);
-            if explicit.contains(&(name.clone(), set.cycle.name.clone())) {
+            let identity = (name.clone(), set.cycle.name.clone());
+            if explicit.contains(&identity) {
                 log::debug!(
                     "{name}: configured on its own; not taken from {}",
                     dir.display()
                 );
                 continue;
+            }
+            match found.get(&identity) {
+                Some((first, by)) => {
+                    conflicts.push(format!(
+                        "{}: {} {} holds {}, and {} {} (at {}) holds {}: both would be set \
+                         {name} {}, so only one of them would ever run. Rename one, or put the \
+                         directories in different <Cycle>s",
+                        set.pos,
+                        directive(set),
+                        dir.display(),
+                        path.display(),
+                        directive(by),
+                        by.source.target(),
+                        by.pos,
+                        first.display(),
+                        match &set.cycle.name {
+                            Some(c) => format!("in cycle '{c}'"),
+                            None => "outside any cycle".to_string(),
+                        }
+                    ));
+                    continue;
+                }
+                None => {
+                    found.insert(identity, (path.clone(), set));
+                }
             }
             out.push((
                 SetSpec {
@@ -330,7 +397,19 @@ pub fn expand_sets<'a>(
             ));
         }
     }
-    out
+    if conflicts.is_empty() {
+        Ok(out)
+    } else {
+        Err(conflicts.join("\n"))
+    }
+}
+
+/// The directive that configured a directory set.
+fn directive(set: &SetSpec) -> &'static str {
+    match set.source {
+        SourceSpec::SubversionDir { .. } => "SubversionDir",
+        _ => "SnapshotsDir",
+    }
 }
 
 /// Loads the recipients' certificates once per run.
@@ -370,36 +449,99 @@ async fn check_no_foreign_upload(store: &DynStore, host: &str, set: &str) -> any
     Ok(())
 }
 
-/// Plans `set` against the store's catalog of its runs.
-pub async fn plan(
-    store: &DynStore,
-    config: &Config,
-    set: &SetSpec,
-    now: DateTime<Utc>,
-    force: bool,
-) -> anyhow::Result<SetPlan> {
-    let all = catalog::load(store, &config.host, Some(&set.name)).await?;
-    Ok(plan::plan_set(set, &all, now, force))
+/// Undoes an upload that will not be committed: aborts it, deletes whatever of its objects
+/// were stored (unless its manifest exists after all), and forgets it. What fails here stays
+/// recorded, and the next run of this configuration finishes it.
+async fn discard(store: &DynStore, records: &Records, upload: &Upload) {
+    match uploads::finish_one(store, upload).await {
+        Ok(()) => {
+            if let Err(e) = records.clear(&upload.archive) {
+                log::warn!("cannot forget the upload of {}: {e}", upload.archive);
+            }
+        }
+        Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+    }
 }
 
-/// Runs every selected set in order: plan, run or skip, then retire what the policy no longer
-/// keeps. Each outcome stands on its own.
+/// A SubversionDir or SnapshotsDir that cannot be read: its set fails when the run reaches it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableDirectory(pub String);
+
+/// The one planning `-t` prints and a run executes: each set against the store's catalog of its
+/// runs, and what a DIFF needs from DiffDir (reads only; a DIFF whose base's state or revision
+/// is missing, damaged or not provably this set's is planned as a FULL, with the reason).
+pub struct Planner<'a> {
+    store: &'a DynStore,
+    config: &'a Config,
+    now: DateTime<Utc>,
+    force: bool,
+    /// Run ids planned so far, by set name: two cycles of one set never get the same one.
+    taken: std::collections::HashMap<String, Vec<RunId>>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(store: &'a DynStore, config: &'a Config, now: DateTime<Utc>, force: bool) -> Self {
+        Planner {
+            store,
+            config,
+            now,
+            force,
+            taken: Default::default(),
+        }
+    }
+
+    /// Plans `set`; `found` is what [`expand_sets`] said of it.
+    pub async fn plan(
+        &mut self,
+        set: &SetSpec,
+        found: Result<(), String>,
+    ) -> anyhow::Result<SetPlan> {
+        found.map_err(UnreadableDirectory)?;
+        let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
+        let taken = self.taken.entry(set.name.clone()).or_default();
+        let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);
+        if let Action::Run {
+            kind,
+            run,
+            base,
+            note,
+            local,
+            ..
+        } = &mut plan.action
+        {
+            taken.push(*run);
+            let (start_kind, start) =
+                local_start(&self.config.diff_dir, set, *kind, base.as_deref());
+            if start_kind != *kind {
+                *kind = start_kind;
+                *base = None;
+                *note = start
+                    .warning
+                    .as_ref()
+                    .map(|w| format!("{}: {}", w.path, w.problem));
+            }
+            *local = start;
+        }
+        Ok(plan)
+    }
+}
+
+/// Runs `sets` (from [`expand_sets`]) in order: plan, run or skip, then retire what the policy
+/// no longer keeps. Each outcome stands on its own.
 pub async fn run_all(
     config: &Config,
     ctx: &RunContext,
     now: DateTime<Utc>,
     force: bool,
-    only: &[String],
+    sets: Vec<FoundSet>,
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
-    for (set, expanded) in expand_sets(config.selected_sets(only)) {
+    let mut planner = Planner::new(&ctx.store, config, now, force);
+    for (set, found) in sets {
         let set = &set;
         let started = Instant::now();
-        let planned = match expanded {
-            Ok(()) => plan(&ctx.store, config, set, now, force).await,
-            Err(e) => Err(anyhow!(e)),
-        };
-        let outcome = match planned {
+        let outcome = match planner.plan(set, found).await {
             Err(e) => Outcome::Failed(e),
             Ok(p) => match &p.action {
                 Action::Skip { reason } => Outcome::Skipped(reason.clone()),
@@ -410,7 +552,7 @@ pub async fn run_all(
                         set.cycle_label(),
                         position.slot
                     );
-                    match run_set(config, ctx, &p, now).await {
+                    match run_set(config, ctx, p, now).await {
                         Ok(manifest) => {
                             match prune_set(&ctx.store, config, set, now, false).await {
                                 Ok(pruned) => Outcome::Committed {
@@ -515,25 +657,34 @@ pub async fn prune_set(
     })
 }
 
-/// Executes the run `plan` decided on, started at `now`.
+/// Executes the run `plan` decided on (by [`Planner`]), started at `now`.
 pub async fn run_set(
     config: &Config,
     ctx: &RunContext,
-    plan: &SetPlan,
+    plan: SetPlan,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Manifest> {
+    let SetPlan { set, action, .. } = plan;
     let Action::Run {
-        kind, run, base, ..
-    } = &plan.action
+        position,
+        kind,
+        run,
+        base,
+        forced,
+        local,
+        ..
+    } = action
     else {
-        bail!("{}: nothing to run", plan.set.name);
+        bail!("{}: nothing to run", set.name);
     };
-    let (set, run) = (&plan.set, *run);
+    let set = &set;
     let store = &ctx.store;
-    let state_path = state::path(&config.diff_dir, &set.name, set.cycle_label());
-    let revision_path = state_path.with_extension("svnrev");
-    // The base again in `commit`, from the plan: a DIFF that fell back to a FULL has none.
-    let (kind, _, start, state_warning) = diff_start(set, *kind, base.as_deref(), &state_path);
+    let identity = Identity::of(set);
+    let LocalStart {
+        data: start,
+        warning: state_warning,
+        legacy,
+    } = local;
     if let Some(w) = &state_warning {
         log::warn!("{}: {}", w.path, w.problem);
     }
@@ -555,10 +706,17 @@ pub async fn run_set(
         }
         _ => source_for(set, start)?,
     };
-    let encrypted = !ctx.certs.is_empty();
     let format = source.format();
-    let ext = extension(format, set.compression, encrypted);
-    let archive_key = layout::archive_key(&config.host, &set.name, run, kind, &ext);
+    let archive_key = archive_key(config, set, run, kind);
+    // -t printed this key: the source and the certificates must agree with it.
+    let encrypted = !ctx.certs.is_empty();
+    if format != archive_format(&set.source) || encrypted == config.recipients.is_empty() {
+        bail!(
+            "internal error: {} produces {format}{}, but its key is {archive_key}",
+            set.name,
+            if encrypted { " encrypted" } else { "" }
+        );
+    }
     let manifest_key = layout::manifest_key(&config.host, &set.name, run, kind);
     let ranges_key = layout::archive_key(&config.host, &set.name, run, kind, "sha256");
     for key in [
@@ -577,7 +735,6 @@ pub async fn run_set(
             );
         }
     }
-
     check_no_foreign_upload(store, &config.host, &set.name).await?;
 
     let source_started = Utc::now();
@@ -600,71 +757,142 @@ pub async fn run_set(
             config.diff_dir.display()
         );
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let uploader = tokio::spawn(upload_parts(
-        store.clone(),
-        archive_key.clone(),
-        upload_id.clone(),
-        rx,
-        config.parallel_uploads,
-        {
-            let progress = ctx.progress.clone();
-            move |n| progress.in_flight(n)
-        },
-    ));
-    let certs = ctx.certs.clone();
-    let compression = set.compression;
-    let chunk = config.chunk_size;
-    let progress = ctx.progress.clone();
-    progress.start_set(&set.name);
-    let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
-    let producer = tokio::task::spawn_blocking(move || {
-        produce(source, compression, &certs, tx, chunk, on_read)
-    });
-    let (produced, uploaded) = tokio::join!(producer, uploader);
-    let produced = produced
-        .map_err(|e| anyhow!("pipeline thread failed: {e}"))
-        .and_then(|r| r);
-    let uploaded = uploaded
-        .map_err(|e| anyhow!("upload task failed: {e}"))
-        .and_then(|r| r.map_err(anyhow::Error::from));
+    // Everything up to the stored manifest: any failure in here undoes the upload.
+    let committed = async {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let uploader = tokio::spawn(upload_parts(
+            store.clone(),
+            archive_key.clone(),
+            upload_id.clone(),
+            rx,
+            config.parallel_uploads,
+            {
+                let progress = ctx.progress.clone();
+                move |n| progress.in_flight(n)
+            },
+        ));
+        let certs = ctx.certs.clone();
+        let compression = set.compression;
+        let chunk = config.chunk_size;
+        let progress = ctx.progress.clone();
+        progress.start_set(&set.name);
+        let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
+        let producer = tokio::task::spawn_blocking(move || {
+            produce(source, compression, &certs, tx, chunk, on_read)
+        });
+        let (produced, uploaded) = tokio::join!(producer, uploader);
+        let produced = produced
+            .map_err(|e| anyhow!("pipeline thread failed: {e}"))
+            .and_then(|r| r);
+        let uploaded = uploaded
+            .map_err(|e| anyhow!("upload task failed: {e}"))
+            .and_then(|r| r.map_err(anyhow::Error::from));
 
-    let (report, plaintext, stored, receipts) = match (produced, uploaded) {
-        (Ok((report, plaintext, stored)), Ok(receipts)) => (report, plaintext, stored, receipts),
-        (produced, uploaded) => {
-            // The upload's own error is the cause when both failed: the pipeline only saw the
-            // channel close.
-            let cause = match (uploaded, produced) {
-                (Err(e), _) => e.context(format!("uploading {}", store.locate(&archive_key))),
-                (Ok(_), Err(e)) => e,
-                (Ok(_), Ok(_)) => unreachable!("handled above"),
-            };
-            discard(store, &records, &upload).await;
-            return Err(cause);
+        let (report, plaintext, stored, receipts) = match (produced, uploaded) {
+            (Ok((report, plaintext, stored)), Ok(receipts)) => {
+                (report, plaintext, stored, receipts)
+            }
+            (produced, uploaded) => {
+                // The upload's own error is the cause when both failed: the pipeline only saw the
+                // channel close.
+                let cause = match (uploaded, produced) {
+                    (Err(e), _) => e.context(format!("uploading {}", store.locate(&archive_key))),
+                    (Ok(_), Err(e)) => e,
+                    (Ok(_), Ok(_)) => unreachable!("handled above"),
+                };
+                return Err(cause);
+            }
+        };
+
+        store
+            .complete_upload(&archive_key, &upload_id, receipts)
+            .await?;
+        let info = store.head(&archive_key).await?.ok_or_else(|| {
+            anyhow!(
+                "{}: missing right after its upload completed",
+                store.locate(&archive_key)
+            )
+        })?;
+        if info.size != stored.size {
+            bail!(
+                "{}: stored {} bytes but the pipeline produced {}; not committing this run",
+                store.locate(&archive_key),
+                info.size,
+                stored.size
+            );
         }
-    };
-    let committed = commit(
-        config,
-        ctx,
-        plan,
-        now,
-        Finished {
-            report,
-            plaintext,
-            stored,
-            receipts,
-            source_info,
-            state_warning,
-            source_started,
-            format,
-            state_path,
-            revision_path,
-        },
-        &upload,
-    )
+        let hashes = manifest::RangeHashes::encode(&stored.ranges);
+        let ranges = manifest::RangeHashes {
+            key: ranges_key.clone(),
+            range_size: manifest::RANGE_SIZE,
+            count: stored.ranges.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&hashes)),
+        };
+        store
+            .put(&ranges_key, hashes.into())
+            .await
+            .with_context(|| {
+                format!("storing the range hashes of {}", store.locate(&archive_key))
+            })?;
+
+        let new_state = report.state;
+        let dumped_to = report
+            .program
+            .as_ref()
+            .and_then(|p| p.revisions)
+            .map(|(_, to)| to);
+        let source_info = match (source_info, report.bucket) {
+            (Some(info), _) => info,
+            (None, Some(snapshot)) => SourceInfo::Bucket(snapshot),
+            (None, None) => SourceInfo::Program {
+                kind: program_kind(&set.source).to_string(),
+                run: report.program.clone().unwrap_or_default(),
+            },
+        };
+        let mut warnings = report.warnings;
+        warnings.extend(state_warning);
+        let manifest = Manifest {
+            format: manifest::FORMAT_VERSION,
+            tool: format!("s3nap {}", env!("CARGO_PKG_VERSION")),
+            host: config.host.clone(),
+            set: set.name.clone(),
+            run,
+            kind,
+            base_run: base.as_ref().map(|b| b.run),
+            cycle: set.cycle.name.clone(),
+            slot: Some(position.slot),
+            period: Some(position.period),
+            forced,
+            started: now,
+            // On the same clock as `started`, which follows --now.
+            finished: now + (Utc::now() - source_started),
+            source_started: Some(source_started),
+            archive: manifest::Archive {
+                key: archive_key.clone(),
+                stored_size: stored.size,
+                sha256: stored.sha256,
+                plaintext_size: plaintext,
+                format: format.to_string(),
+                compression,
+                recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
+                parts: stored.parts,
+                ranges: Some(ranges),
+            },
+            source: source_info,
+            counts: report.counts,
+            warnings,
+        };
+        store
+            .put(&manifest_key, manifest.to_json().into())
+            .await
+            .with_context(|| {
+                format!("committing the manifest of {}", store.locate(&archive_key))
+            })?;
+        anyhow::Ok((manifest, new_state, dumped_to))
+    }
     .await;
-    let manifest = match committed {
-        Ok(manifest) => manifest,
+    let (manifest, new_state, dumped_to) = match committed {
+        Ok(committed) => committed,
         Err(e) => {
             discard(store, &records, &upload).await;
             return Err(e);
@@ -676,279 +904,233 @@ pub async fn run_set(
             set.name
         );
     }
-    Ok(manifest)
-}
-
-/// Undoes an upload that will not be committed: aborts it, deletes whatever of its objects
-/// were stored (unless its manifest exists after all), and forgets it. What fails here stays
-/// recorded, and the next run of this configuration finishes it.
-async fn discard(store: &DynStore, records: &Records, upload: &Upload) {
-    match uploads::finish_one(store, upload).await {
-        Ok(()) => {
-            if let Err(e) = records.clear(&upload.archive) {
-                log::warn!("cannot forget the upload of {}: {e}", upload.archive);
-            }
-        }
-        Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
-    }
-}
-
-/// What the pipeline produced, ready to be committed.
-struct Finished {
-    report: Report,
-    plaintext: u64,
-    stored: Stored,
-    receipts: Vec<crate::store::PartReceipt>,
-    source_info: Option<SourceInfo>,
-    state_warning: Option<Warning>,
-    source_started: DateTime<Utc>,
-    format: &'static str,
-    /// Where the next DIFF's start is saved once this run is committed.
-    state_path: std::path::PathBuf,
-    revision_path: std::path::PathBuf,
-}
-
-/// Completes the upload, stores the range hashes, then the manifest (the commit), and only
-/// then saves the incremental state for the next DIFF.
-async fn commit(
-    config: &Config,
-    ctx: &RunContext,
-    plan: &SetPlan,
-    now: DateTime<Utc>,
-    finished: Finished,
-    upload: &Upload,
-) -> anyhow::Result<Manifest> {
-    let Action::Run {
-        position,
-        base,
-        forced,
-        ..
-    } = &plan.action
-    else {
-        bail!("{}: nothing to run", plan.set.name);
-    };
-    let Finished {
-        report,
-        plaintext,
-        stored,
-        receipts,
-        source_info,
-        state_warning,
-        source_started,
-        format,
-        state_path,
-        revision_path,
-    } = finished;
-    let (set, store) = (&plan.set, &ctx.store);
-    let archive_key = &upload.archive;
-    let manifest_key = &upload.manifest;
-    let (run, kind) = layout::parse_manifest_key(&config.host, manifest_key)
-        .map(|(_, run, kind)| (run, kind))
-        .ok_or_else(|| anyhow!("{manifest_key}: not a manifest key"))?;
-    // A DIFF that fell back to a FULL has no base.
-    let base = base.as_deref().filter(|_| kind == Kind::Diff);
-
-    store
-        .complete_upload(archive_key, &upload.upload_id, receipts)
-        .await?;
-    let info = store.head(archive_key).await?.ok_or_else(|| {
-        anyhow!(
-            "{}: missing right after its upload completed",
-            store.locate(archive_key)
-        )
-    })?;
-    if info.size != stored.size {
-        bail!(
-            "{}: stored {} bytes but the pipeline produced {}; not committing this run",
-            store.locate(archive_key),
-            info.size,
-            stored.size
-        );
-    }
-    let ranges_key = layout::archive_key(&config.host, &set.name, run, kind, "sha256");
-    let hashes = manifest::RangeHashes::encode(&stored.ranges);
-    let ranges = manifest::RangeHashes {
-        key: ranges_key.clone(),
-        range_size: manifest::RANGE_SIZE,
-        count: stored.ranges.len() as u64,
-        sha256: hex::encode(sha2::Sha256::digest(&hashes)),
-    };
-    store
-        .put(&ranges_key, hashes.into())
-        .await
-        .with_context(|| format!("storing the range hashes of {}", store.locate(archive_key)))?;
-
-    let new_state = report.state;
-    let dumped_to = report
-        .program
-        .as_ref()
-        .and_then(|p| p.revisions)
-        .map(|(_, to)| to);
-    let source_info = match (source_info, report.bucket) {
-        (Some(info), _) => info,
-        (None, Some(snapshot)) => SourceInfo::Bucket(snapshot),
-        (None, None) => SourceInfo::Program {
-            kind: program_kind(&set.source).to_string(),
-            run: report.program.clone().unwrap_or_default(),
-        },
-    };
-    let mut warnings = report.warnings;
-    warnings.extend(state_warning);
-    let manifest = Manifest {
-        format: manifest::FORMAT_VERSION,
-        tool: format!("s3nap {}", env!("CARGO_PKG_VERSION")),
-        host: config.host.clone(),
-        set: set.name.clone(),
-        run,
-        kind,
-        base_run: base.map(|b| b.run),
-        cycle: set.cycle.name.clone(),
-        slot: Some(position.slot),
-        period: Some(position.period),
-        forced: *forced,
-        started: now,
-        // On the same clock as `started`, which follows --now.
-        finished: now + (Utc::now() - source_started),
-        source_started: Some(source_started),
-        archive: manifest::Archive {
-            key: archive_key.clone(),
-            stored_size: stored.size,
-            sha256: stored.sha256,
-            plaintext_size: plaintext,
-            format: format.to_string(),
-            compression: set.compression,
-            recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
-            parts: stored.parts,
-            ranges: Some(ranges),
-        },
-        source: source_info,
-        counts: report.counts,
-        warnings,
-    };
-    store
-        .put(manifest_key, manifest.to_json().into())
-        .await
-        .with_context(|| format!("committing the manifest of {}", store.locate(archive_key)))?;
     // Committed: only now may the next DIFF build on this run.
+    let mut saved = false;
     if let Some(to) = dumped_to {
-        if let Err(e) = program::save_revision(&revision_path, run, to) {
-            log::error!(
+        let path = state::revision_path(&config.diff_dir, &identity);
+        match state::save_revision(&path, &identity, run, to) {
+            Ok(()) => saved = true,
+            Err(e) => log::error!(
                 "{}: run {run} committed, but its last revision could not be saved to {} ({e}); the next run will be a FULL",
                 set.name,
-                revision_path.display()
-            );
+                path.display()
+            ),
         }
     }
     if let Some(mut state) = new_state {
         state.run = Some(run);
-        if let Err(e) = state.save(&state_path) {
-            log::error!(
+        let path = state::path(&config.diff_dir, &identity);
+        match state.save(&path, &identity) {
+            Ok(()) => saved = true,
+            Err(e) => log::error!(
                 "{}: run {run} committed, but its incremental state could not be saved to {} ({e}); the next run will be a FULL",
                 set.name,
-                state_path.display()
-            );
+                path.display()
+            ),
+        }
+    }
+    // The old-format file this run started from has been replaced by the set's own.
+    if let Some(old) = legacy.filter(|_| saved) {
+        match std::fs::remove_file(&old) {
+            Ok(()) => log::info!(
+                "{}: migrated {} to the set's own file in {}",
+                set.name,
+                old.display(),
+                config.diff_dir.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove {}: {e}", old.display()),
         }
     }
     Ok(manifest)
 }
 
-/// The Subversion counterpart of [`base_state`]: the last revision of exactly the base run.
-fn base_revision<'a>(
-    kind: Kind,
-    base: Option<&'a Manifest>,
-    path: &std::path::Path,
-) -> (Kind, Option<&'a Manifest>, Base, Option<Warning>) {
-    let Some(base_run) = base.filter(|_| kind == Kind::Diff) else {
-        return (kind, base, Base::None, None);
-    };
-    let problem = match program::load_revision(path) {
-        Ok(Some((run, rev))) if run == base_run.run => {
-            return (Kind::Diff, base, Base::Revision(rev), None)
-        }
-        Ok(Some((run, _))) => format!(
-            "last revision recorded for run {run}, not the base run {}",
-            base_run.run
-        ),
-        Ok(None) => "no last revision recorded".to_string(),
-        Err(e) => e,
-    };
-    let warning = Warning {
-        path: path.display().to_string(),
-        problem: format!("{problem}; this run is a FULL instead of a DIFF"),
-        unreadable: false,
-    };
-    (Kind::Full, None, Base::None, Some(warning))
+/// A DIFF that cannot start from its base's local record becomes a FULL with this warning
+/// (also in its manifest): never a wrong DIFF.
+fn fall_back(path: &std::path::Path, problem: String) -> (Kind, LocalStart) {
+    (
+        Kind::Full,
+        LocalStart {
+            warning: Some(Warning {
+                path: path.display().to_string(),
+                problem: format!("{problem}; this run is a FULL instead of a DIFF"),
+                unreadable: false,
+            }),
+            ..LocalStart::default()
+        },
+    )
 }
 
-/// Where a run of `set` starts: the tree state or the Subversion revision of its base run,
-/// read from beside `state_path` in DiffDir (reads only). Without it a DIFF becomes a FULL.
-fn diff_start<'a>(
+/// What a run of `set` of `kind` on `base` starts from, read from DiffDir (reads only): for a
+/// DIFF, the tree state or the Subversion revision of exactly its base run, of exactly this
+/// set and cycle. Without it the run becomes a FULL (the returned kind), with a warning.
+fn local_start(
+    diff_dir: &std::path::Path,
     set: &SetSpec,
     kind: Kind,
-    base: Option<&'a Manifest>,
-    state_path: &std::path::Path,
-) -> (Kind, Option<&'a Manifest>, Base, Option<Warning>) {
-    match &set.source {
-        SourceSpec::Subversion { .. } => {
-            base_revision(kind, base, &state_path.with_extension("svnrev"))
-        }
-        _ => {
-            let (k, b, s, w) = base_state(kind, base, state_path);
-            (k, b, s.map_or(Base::None, Base::Tree), w)
-        }
-    }
-}
-
-/// For `-t`: says when a planned DIFF will be a FULL because DiffDir lacks its base's state
-/// (reads the state file; changes nothing).
-pub fn check_incremental_state(config: &Config, mut plan: SetPlan) -> SetPlan {
-    if let Action::Run {
-        kind: Kind::Diff,
-        base,
-        note,
-        ..
-    } = &mut plan.action
-    {
-        let path = state::path(&config.diff_dir, &plan.set.name, plan.set.cycle_label());
-        let (kind, _, _, warning) = diff_start(&plan.set, Kind::Diff, base.as_deref(), &path);
-        if kind == Kind::Full {
-            *note = warning.map(|w| format!("{}: {}", w.path, w.problem));
-        }
-    }
-    plan
-}
-
-/// A DIFF needs the state of exactly its base run; without it the run becomes a FULL (never a
-/// wrong DIFF), and the manifest says why.
-fn base_state<'a>(
-    kind: Kind,
-    base: Option<&'a Manifest>,
-    path: &std::path::Path,
-) -> (Kind, Option<&'a Manifest>, Option<State>, Option<Warning>) {
-    let Some(base_run) = base.filter(|_| kind == Kind::Diff) else {
-        return (kind, base, None, None);
+    base: Option<&Manifest>,
+) -> (Kind, LocalStart) {
+    let Some(base) = base.filter(|_| kind == Kind::Diff) else {
+        return (kind, LocalStart::default());
     };
-    let problem = match State::load(path) {
-        Ok(Some(state)) if state.run == Some(base_run.run) => {
-            return (Kind::Diff, base, Some(state), None)
-        }
-        Ok(Some(state)) => format!(
-            "incremental state describes run {}, not the base run {}",
-            state
-                .run
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "none".into()),
-            base_run.run
+    let identity = Identity::of(set);
+    match &set.source {
+        SourceSpec::Subversion { .. } => revision_start(diff_dir, &identity, base),
+        SourceSpec::Directory { path, .. } => tree_start(diff_dir, &identity, path, base),
+        _ => fall_back(
+            &state::path(diff_dir, &identity),
+            format!("{} has no DIFF runs", set.name),
         ),
-        Ok(None) => "no incremental state".to_string(),
+    }
+}
+
+/// The last revision the base run dumped, as its manifest records it.
+fn recorded_revision(base: &Manifest) -> Option<u64> {
+    match &base.source {
+        SourceInfo::Program { run, .. } => run.revisions.map(|(_, to)| to),
+        _ => None,
+    }
+}
+
+/// The Subversion counterpart of [`tree_start`]: the last revision of exactly the base run,
+/// which must also be the one the base run's manifest records (when it records one).
+fn revision_start(
+    diff_dir: &std::path::Path,
+    id: &Identity,
+    base: &Manifest,
+) -> (Kind, LocalStart) {
+    let path = state::revision_path(diff_dir, id);
+    let recorded = recorded_revision(base);
+    let problem = match state::load_revision(&path, id) {
+        Ok(Some((run, rev))) if run == base.run && recorded.is_none_or(|r| r == rev) => {
+            return (
+                Kind::Diff,
+                LocalStart {
+                    data: BaseData::Revision(rev),
+                    ..LocalStart::default()
+                },
+            )
+        }
+        Ok(Some((run, _))) if run != base.run => format!(
+            "last revision recorded for run {run}, not the base run {}",
+            base.run
+        ),
+        Ok(Some((_, rev))) => format!(
+            "last revision recorded as {rev}, but the base run {} dumped up to revision {}",
+            base.run,
+            recorded.unwrap_or_default()
+        ),
+        Ok(None) => {
+            // Written before revision files recorded their set: several sets may have shared
+            // its name, so it counts only when the base run's manifest confirms the revision.
+            let old = state::legacy_path(diff_dir, id, "svnrev");
+            match state::load_legacy_revision(&old) {
+                Ok(Some((run, rev))) if run == base.run && recorded == Some(rev) => {
+                    return (
+                        Kind::Diff,
+                        LocalStart {
+                            data: BaseData::Revision(rev),
+                            legacy: Some(old),
+                            ..LocalStart::default()
+                        },
+                    )
+                }
+                Ok(Some((run, rev))) => {
+                    return fall_back(
+                        &old,
+                        format!(
+                            "old-format revision file (its name may be shared by several sets) \
+                             says run {run}, revision {rev}, which the base run {} of {id} does \
+                             not confirm",
+                            base.run
+                        ),
+                    )
+                }
+                Ok(None) => "no last revision recorded".to_string(),
+                Err(e) => return fall_back(&old, e),
+            }
+        }
+        Err(e) => e,
+    };
+    fall_back(&path, problem)
+}
+
+/// A DIFF needs the state of exactly its base run, of exactly this set and cycle.
+fn tree_start(
+    diff_dir: &std::path::Path,
+    id: &Identity,
+    root: &std::path::Path,
+    base: &Manifest,
+) -> (Kind, LocalStart) {
+    let path = state::path(diff_dir, id);
+    let describes = |state: &State| match state.run {
+        Some(run) if run == base.run => None,
+        run => Some(format!(
+            "incremental state describes run {}, not the base run {}",
+            run.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+            base.run
+        )),
+    };
+    let problem = match State::load(&path, id) {
+        Ok(Some(state)) => match describes(&state) {
+            None => {
+                return (
+                    Kind::Diff,
+                    LocalStart {
+                        data: BaseData::Tree(state),
+                        ..LocalStart::default()
+                    },
+                )
+            }
+            Some(problem) => problem,
+        },
+        Ok(None) => {
+            // Written before states recorded their set: several sets may have shared its name,
+            // so it counts only when its entries are all of this set's tree (whose base run
+            // then identifies the cycle: run ids are unique per set).
+            let old = state::legacy_path(diff_dir, id, "state");
+            match State::load_legacy(&old) {
+                Ok(Some(state)) => {
+                    let root = member_name(root);
+                    let problem = match describes(&state) {
+                        Some(problem) => problem,
+                        None if !state.covers_only(&root) => format!(
+                            "old-format incremental state (its name may be shared by several \
+                             sets) is not a state of {}",
+                            String::from_utf8_lossy(&root)
+                        ),
+                        None => {
+                            return (
+                                Kind::Diff,
+                                LocalStart {
+                                    data: BaseData::Tree(state),
+                                    legacy: Some(old),
+                                    ..LocalStart::default()
+                                },
+                            )
+                        }
+                    };
+                    return fall_back(&old, problem);
+                }
+                Ok(None) => "no incremental state".to_string(),
+                Err(e) => return fall_back(&old, format!("incremental state unusable: {e}")),
+            }
+        }
         Err(e) => format!("incremental state unusable: {e}"),
     };
-    let warning = Warning {
-        path: path.display().to_string(),
-        problem: format!("{problem}; this run is a FULL instead of a DIFF"),
-        unreadable: false,
-    };
-    (Kind::Full, None, None, Some(warning))
+    fall_back(&path, problem)
+}
+
+/// The member name of a directory set's root, as its state names it (`srv/a_b`; `.` for `/`).
+fn member_name(root: &std::path::Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = root.as_os_str().as_bytes();
+    let stripped = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    if stripped.is_empty() {
+        b".".to_vec()
+    } else {
+        stripped.to_vec()
+    }
 }
 
 /// The synchronous stages, outermost finished first: source → counter → compressor → sealer →

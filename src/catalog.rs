@@ -25,6 +25,20 @@ pub enum CatalogError {
         run: RunId,
         base: RunId,
     },
+    #[error("set '{set}': run {run} is a DIFF without a base run (damaged manifest)")]
+    NoBase { set: String, run: RunId },
+    #[error(
+        "set '{set}': the chain of run {run} loops: run {looping} names base run {base}, which \
+         is already in the chain (damaged manifest)"
+    )]
+    ChainLoop {
+        set: String,
+        /// The run whose chain was asked for.
+        run: RunId,
+        /// The run whose base points back into the chain.
+        looping: RunId,
+        base: RunId,
+    },
 }
 
 /// Every committed run of `host` (of one set when given), sorted by set then run.
@@ -89,13 +103,24 @@ pub fn chain_at<'a>(
             when: at.map(|t| format!(" at or before {t}")).unwrap_or_default(),
         });
     };
+    // Every run is visited at most once, so the walk ends however damaged the manifests are:
+    // a base link back into the chain (a run naming itself, or any loop) is an error.
+    let target = current.run;
     let mut chain = vec![current];
+    let mut seen = std::collections::HashSet::from([current.run]);
     while current.kind == Kind::Diff {
-        let base = current.base_run.ok_or_else(|| CatalogError::BrokenChain {
+        let base = current.base_run.ok_or_else(|| CatalogError::NoBase {
             set: set.to_string(),
             run: current.run,
-            base: current.run,
         })?;
+        if !seen.insert(base) {
+            return Err(CatalogError::ChainLoop {
+                set: set.to_string(),
+                run: target,
+                looping: current.run,
+                base,
+            });
+        }
         current = candidates.iter().copied().find(|m| m.run == base).ok_or(
             CatalogError::BrokenChain {
                 set: set.to_string(),
@@ -187,6 +212,61 @@ mod tests {
             chain_at("dir/a", &broken, None),
             Err(CatalogError::BrokenChain { .. })
         ));
+    }
+
+    #[test]
+    fn base_loops_and_missing_bases_are_errors_naming_the_run() {
+        let full = manifest("dir/a", "20261101T000000Z", Kind::Full, None);
+        // A DIFF that is its own base.
+        let own = manifest(
+            "dir/a",
+            "20261102T000000Z",
+            Kind::Diff,
+            Some("20261102T000000Z"),
+        );
+        let runs = vec![full.clone(), own];
+        let e = chain_at("dir/a", &runs, None).unwrap_err();
+        assert!(
+            matches!(&e, CatalogError::ChainLoop { looping, base, .. } if looping == base),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("20261102T000000Z"), "{e}");
+        // Two DIFFs naming each other, reached from a third.
+        let runs = vec![
+            full.clone(),
+            manifest(
+                "dir/a",
+                "20261102T000000Z",
+                Kind::Diff,
+                Some("20261103T000000Z"),
+            ),
+            manifest(
+                "dir/a",
+                "20261103T000000Z",
+                Kind::Diff,
+                Some("20261102T000000Z"),
+            ),
+            manifest(
+                "dir/a",
+                "20261104T000000Z",
+                Kind::Diff,
+                Some("20261103T000000Z"),
+            ),
+        ];
+        let e = chain_at("dir/a", &runs, None).unwrap_err();
+        let CatalogError::ChainLoop { run: target, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(target.to_string(), "20261104T000000Z");
+        assert!(e.to_string().contains("loops"), "{e}");
+        // A DIFF without any base.
+        let runs = vec![
+            full,
+            manifest("dir/a", "20261102T000000Z", Kind::Diff, None),
+        ];
+        let e = chain_at("dir/a", &runs, None).unwrap_err();
+        assert!(matches!(e, CatalogError::NoBase { .. }), "{e:?}");
+        assert!(e.to_string().contains("20261102T000000Z"), "{e}");
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
         Command::Config {
             action: ConfigAction::Check,
         } => {
+            // What SubversionDir and SnapshotsDir find is part of the configuration.
+            run_sets(&config, &[])?;
             print!("{}", config_text(&config));
             Ok(EXIT_OK)
         }
@@ -178,7 +180,13 @@ fn lock(config: &Config, wait: bool) -> Result<RunLock, Failure> {
     })
 }
 
-/// `-t`: plans every set against the store, read-only; no lock, no DiffDir, no writes.
+/// The sets a run (or `-t`) works on: SubversionDir and SnapshotsDir expanded into theirs.
+fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, Failure> {
+    backup::expand_sets(config.selected_sets(only)).map_err(|e| config_error(anyhow!(e)))
+}
+
+/// `-t`: plans every set against the store exactly as a run would, read-only: no lock, and
+/// nothing written locally or remotely (DiffDir is only read, for what a DIFF needs).
 fn plan_command(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
@@ -186,19 +194,30 @@ fn plan_command(
     now: DateTime<Utc>,
     only: &[String],
 ) -> Result<u8, Failure> {
+    let sets = run_sets(config, only)?;
     let store = open_store(runtime, config)?;
     let plans: Vec<_> = runtime.block_on(async {
+        let mut planner = backup::Planner::new(&store, config, now, force);
         let mut plans = Vec::new();
-        for set in config.selected_sets(only) {
-            plans.push((
-                set.clone(),
-                backup::plan(&store, config, set, now, force).await,
-            ));
+        for (set, found) in sets {
+            // What a DIFF would read is only shown, not kept for all sets at once.
+            let plan = planner.plan(&set, found).await.map(|mut p| {
+                if let crate::plan::Action::Run { local, .. } = &mut p.action {
+                    local.data = crate::plan::BaseData::None;
+                }
+                p
+            });
+            plans.push((set, plan));
         }
         plans
     });
     print!("{}", report::plan_text(config, now, &plans));
-    Ok(if plans.iter().any(|(_, p)| p.is_err()) {
+    // A set that will fail is part of the plan; a set that could not be planned is a failure.
+    let unplanned = |p: &anyhow::Result<_>| {
+        p.as_ref()
+            .is_err_and(|e: &anyhow::Error| !e.is::<backup::UnreadableDirectory>())
+    };
+    Ok(if plans.iter().any(|(_, p)| unplanned(p)) {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -238,7 +257,8 @@ fn backup_command(
     only: &[String],
 ) -> Result<u8, Failure> {
     let _lock = lock(config, options.wait)?;
-    let selected = config.selected_sets(only).count();
+    let sets = run_sets(config, only)?;
+    let selected = sets.len();
     log::info!(
         "s3nap {} run started: {} ({selected} set(s){}{})",
         env!("CARGO_PKG_VERSION"),
@@ -261,7 +281,7 @@ fn backup_command(
     let outcomes = runtime.block_on(async {
         let records = crate::uploads::Records::new(&config.diff_dir);
         crate::uploads::finish_interrupted(&ctx.store, &records).await;
-        backup::run_all(config, &ctx, now, options.force, only).await
+        backup::run_all(config, &ctx, now, options.force, sets).await
     });
     progress.finish();
     let code = exit_status(&outcomes);

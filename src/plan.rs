@@ -1,6 +1,9 @@
 //! Planning: a set, its committed runs and the time in, what to do about it out — run (which
 //! slot, FULL or DIFF, on which base, under which key) or skip (and why), and what retention
-//! would retire afterwards. `-t` prints exactly this; a real run executes it. Pure.
+//! would retire afterwards. `-t` prints exactly this; a real run executes it. Pure: what a DIFF
+//! needs from DiffDir ([`LocalStart`]) is filled in by `backup::Planner`, which both use.
+
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
@@ -9,6 +12,27 @@ use crate::layout::{Kind, RunId};
 use crate::manifest::Manifest;
 use crate::policy::cycle::{self, Due, Position};
 use crate::policy::retention::{self, Rules, RunRef, Verdict};
+use crate::source::state::State;
+use crate::source::Warning;
+
+/// What a DIFF starts from: the base run's tree state, or its last Subversion revision.
+#[derive(Debug, Clone, Default)]
+pub enum BaseData {
+    #[default]
+    None,
+    Tree(State),
+    Revision(u64),
+}
+
+/// What a run read from DiffDir while it was planned.
+#[derive(Debug, Clone, Default)]
+pub struct LocalStart {
+    pub data: BaseData,
+    /// Why a DIFF became a FULL; recorded in the run's manifest.
+    pub warning: Option<Warning>,
+    /// An old-format file `data` was read from: removed once the run's own file is saved.
+    pub legacy: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -21,6 +45,8 @@ pub enum Action {
         forced: bool,
         /// Why the kind differs from the slot's, when it does.
         note: Option<String>,
+        /// What the run starts from locally (a DIFF's base state).
+        local: LocalStart,
     },
     Skip {
         reason: String,
@@ -69,18 +95,25 @@ pub fn own_runs(set: &SetSpec, all: &[Manifest]) -> Vec<Manifest> {
     own
 }
 
-/// A run id at `now` that no run of the set already uses (two cycles of one set may start
-/// within the same second).
-fn fresh_run_id(now: DateTime<Utc>, all: &[Manifest]) -> RunId {
+/// A run id at `now` that no run of the set already uses, committed or `taken` by another
+/// cycle's run planned before (two cycles of one set may start within the same second).
+fn fresh_run_id(now: DateTime<Utc>, all: &[Manifest], taken: &[RunId]) -> RunId {
     let mut run = RunId::at(now);
-    while all.iter().any(|m| m.run == run) {
+    while all.iter().any(|m| m.run == run) || taken.contains(&run) {
         run = RunId::at(run.0 + chrono::Duration::seconds(1));
     }
     run
 }
 
-/// Plans `set` at `now`; `all` holds every committed run of the set's name (any cycle).
-pub fn plan_set(set: &SetSpec, all: &[Manifest], now: DateTime<Utc>, force: bool) -> SetPlan {
+/// Plans `set` at `now`; `all` holds every committed run of the set's name (any cycle), `taken`
+/// the run ids of this set's runs planned earlier in the same run.
+pub fn plan_set(
+    set: &SetSpec,
+    all: &[Manifest],
+    now: DateTime<Utc>,
+    force: bool,
+    taken: &[RunId],
+) -> SetPlan {
     let runs = own_runs(set, all);
     let day = cycle::day_index(now);
     let (position, forced) = match cycle::due(&set.cycle, set.source.incremental(), day) {
@@ -128,10 +161,11 @@ pub fn plan_set(set: &SetSpec, all: &[Manifest], now: DateTime<Utc>, force: bool
     let action = Action::Run {
         position,
         kind,
-        run: fresh_run_id(now, all),
+        run: fresh_run_id(now, all, taken),
         base,
         forced,
         note,
+        local: LocalStart::default(),
     };
     finish(set, runs, action, now)
 }
@@ -209,7 +243,7 @@ mod tests {
             ..CycleSettings::default()
         });
         // Day 21001 is a DIFF position, but with no earlier run it becomes a FULL.
-        let p = plan_set(&s, &[], at(21_001, 3), false);
+        let p = plan_set(&s, &[], at(21_001, 3), false, &[]);
         let Action::Run {
             kind,
             note,
@@ -223,7 +257,7 @@ mod tests {
         assert!(note.is_some());
 
         let full = manifest(&s, 21_000, Kind::Full, 0, None);
-        let p = plan_set(&s, std::slice::from_ref(&full), at(21_001, 3), false);
+        let p = plan_set(&s, std::slice::from_ref(&full), at(21_001, 3), false, &[]);
         let Action::Run {
             kind, base, forced, ..
         } = &p.action
@@ -235,9 +269,9 @@ mod tests {
         assert!(!forced);
 
         // The same day again: skipped unless forced.
-        let p = plan_set(&s, std::slice::from_ref(&full), at(21_000, 20), false);
+        let p = plan_set(&s, std::slice::from_ref(&full), at(21_000, 20), false, &[]);
         assert!(matches!(&p.action, Action::Skip { reason } if reason.contains("already done")));
-        let p = plan_set(&s, std::slice::from_ref(&full), at(21_000, 20), true);
+        let p = plan_set(&s, std::slice::from_ref(&full), at(21_000, 20), true, &[]);
         assert!(matches!(&p.action, Action::Run { forced: true, .. }));
         // Forcing never makes retention retire a committed run.
         assert!(p.verdicts.iter().all(|v| v.keep), "{:?}", p.verdicts);
@@ -249,12 +283,12 @@ mod tests {
             frequency: 7,
             ..CycleSettings::default()
         });
-        let p = plan_set(&s, &[], at(21_001, 3), false);
+        let p = plan_set(&s, &[], at(21_001, 3), false, &[]);
         let Action::Skip { reason } = &p.action else {
             panic!()
         };
         assert!(reason.contains("every 7 day(s)"), "{reason}");
-        let p = plan_set(&s, &[], at(21_001, 3), true);
+        let p = plan_set(&s, &[], at(21_001, 3), true, &[]);
         assert!(matches!(&p.action, Action::Run { forced: true, .. }));
     }
 
@@ -263,7 +297,7 @@ mod tests {
         let s = set(CycleSettings::default());
         let mut other = manifest(&s, 21_000, Kind::Full, 0, None);
         other.cycle = Some("another".into());
-        let p = plan_set(&s, std::slice::from_ref(&other), other.run.0, false);
+        let p = plan_set(&s, std::slice::from_ref(&other), other.run.0, false, &[]);
         let Action::Run { run, .. } = p.action else {
             panic!()
         };
@@ -272,5 +306,11 @@ mod tests {
             p.runs.is_empty(),
             "runs of another cycle are not this cycle's"
         );
+        // Nor with a run of another cycle planned, not yet committed, in the same run.
+        let p = plan_set(&s, &[], other.run.0, false, &[other.run]);
+        let Action::Run { run, .. } = p.action else {
+            panic!()
+        };
+        assert_ne!(run, other.run);
     }
 }

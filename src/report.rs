@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::backup::{extension, Outcome, SetOutcome};
+use crate::backup::{archive_key, Outcome, SetOutcome, UnreadableDirectory};
 use crate::config::{Config, CycleType, SetSpec};
-use crate::layout::{self, Kind, RunId};
+use crate::layout::RunId;
 use crate::manifest::Manifest;
 use crate::plan::{Action, SetPlan};
 
@@ -139,15 +139,6 @@ pub fn list_json(runs: &[Manifest]) -> serde_json::Value {
     )
 }
 
-fn planned_key(config: &Config, set: &SetSpec, run: RunId, kind: Kind) -> String {
-    let format = match set.source {
-        crate::config::SourceSpec::Bucket(_) => "jsonl",
-        _ => "tar",
-    };
-    let ext = extension(format, set.compression, !config.recipients.is_empty());
-    layout::archive_key(&config.host, &set.name, run, kind, &ext)
-}
-
 fn age(now: DateTime<Utc>, run: RunId) -> String {
     let hours = now.signed_duration_since(run.0).num_hours();
     if hours < 48 {
@@ -198,6 +189,10 @@ pub fn plan_text(
         }
         let plan = match plan {
             Ok(p) => p,
+            Err(e) if e.is::<UnreadableDirectory>() => {
+                out.push_str(&format!("  will fail: {e:#}\n"));
+                continue;
+            }
             Err(e) => {
                 out.push_str(&format!("  cannot plan: {e:#}\n"));
                 continue;
@@ -212,6 +207,7 @@ pub fn plan_text(
                 base,
                 forced,
                 note,
+                local,
             } => {
                 out.push_str(&format!(
                     "  {}: {} in slot {} (backup #{}){}\n    -> {}\n",
@@ -223,10 +219,15 @@ pub fn plan_text(
                         Some(b) => format!(", changes since run {}", b.run),
                         None => String::new(),
                     },
-                    planned_key(config, set, *run, *kind)
+                    archive_key(config, set, *run, *kind)
                 ));
-                if let Some(note) = note {
-                    out.push_str(&format!("    ({note})\n"));
+                match (&local.warning, note) {
+                    // The run records this warning in its manifest (and exits 1).
+                    (Some(w), _) => {
+                        out.push_str(&format!("    warning: {}: {}\n", w.path, w.problem))
+                    }
+                    (None, Some(note)) => out.push_str(&format!("    ({note})\n")),
+                    (None, None) => {}
                 }
             }
         }

@@ -676,3 +676,206 @@ fn snapshotter_restore_through_and_picker_round_trips() {
         "parent metadata"
     );
 }
+
+/// What s3nap called a DiffDir file before files recorded their set: every character of the set
+/// and the cycle outside `[A-Za-z0-9.-]` as `_` (so `/srv/a_b` and `/srv/a/b` shared one).
+fn legacy_name(set: &str, cycle: &str, ext: &str) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("{}@{}.{ext}", safe(set), safe(cycle))
+}
+
+/// Two repositories whose set names differ only where old DiffDir names said `_`:
+/// `<dir>/srv/a/b` with `small` commits and `<dir>/srv/a_b` with `large`, each checked out.
+struct TwinRepos {
+    slash: PathBuf,
+    underscore: PathBuf,
+    slash_wc: PathBuf,
+    underscore_wc: PathBuf,
+    conf: PathBuf,
+}
+
+fn twin_repos(dir: &Path, small: usize, large: usize) -> TwinRepos {
+    let slash = dir.join("srv/a/b");
+    let underscore = dir.join("srv/a_b");
+    fs::create_dir_all(slash.parent().unwrap()).unwrap();
+    let mut wcs = Vec::new();
+    for (repo, commits, wc) in [
+        (&slash, small, "wc-slash"),
+        (&underscore, large, "wc-under"),
+    ] {
+        run(Command::new("svnadmin").arg("create").arg(repo));
+        let wc = dir.join(wc);
+        run(Command::new("svn")
+            .args(["checkout", "-q"])
+            .arg(format!("file://{}", repo.display()))
+            .arg(&wc));
+        for i in 0..commits {
+            svn_commit(&wc, &format!("f{}.txt", i % 2), &format!("commit {i}\n"));
+        }
+        wcs.push(wc);
+    }
+    // The slash set first: in one run, the underscore set's files were written last.
+    let conf = config(
+        dir,
+        &format!(
+            "Subversion {}\nSubversion {}\n",
+            slash.display(),
+            underscore.display()
+        ),
+    );
+    let underscore_wc = wcs.pop().unwrap();
+    TwinRepos {
+        slash,
+        underscore,
+        slash_wc: wcs.pop().unwrap(),
+        underscore_wc,
+        conf,
+    }
+}
+
+/// One run's `--json` outcomes by set name.
+fn outcomes(out: &Output) -> std::collections::BTreeMap<String, serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|o| (o["set"].as_str().unwrap().to_string(), o))
+        .collect()
+}
+
+/// `s3nap recover SET | svnadmin load` into a new repository: its youngest revision and tree.
+fn recovered(dir: &Path, conf: &Path, set: &str) -> (String, String) {
+    let out = s3nap(&["-c", conf.to_str().unwrap(), "recover", set], &[]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    let copy = dir.join(format!("copy-{}", set.replace('/', "_")));
+    let _ = fs::remove_dir_all(&copy);
+    run(Command::new("svnadmin").arg("create").arg(&copy));
+    pipe(
+        Command::new("svnadmin").args(["load", "-q"]).arg(&copy),
+        &out.stdout,
+    );
+    look(&copy)
+}
+
+fn look(repo: &Path) -> (String, String) {
+    let svnlook = |what: &str| run(Command::new("svnlook").arg(what).arg(repo));
+    (svnlook("youngest").trim().to_string(), svnlook("tree"))
+}
+
+#[test]
+fn subversion_sets_whose_names_differ_only_by_slash_and_underscore_keep_their_own_revisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = twin_repos(dir, 3, 5);
+    let c = t.conf.to_str().unwrap();
+    let out = s3nap(&["-c", c, "--now", "2026-01-01T03:00:00Z"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Two new revisions in the repository that is behind: the other's revision is 5.
+    svn_commit(&t.slash_wc, "g.txt", "four\n");
+    svn_commit(&t.slash_wc, "g.txt", "five\n");
+    svn_commit(&t.underscore_wc, "g.txt", "six\n");
+    let out = s3nap(&["-c", c, "--now", "2026-01-02T03:00:00Z", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let day2 = outcomes(&out);
+    for repo in [&t.slash, &t.underscore] {
+        let set = format!("svn{}", repo.display());
+        assert_eq!(day2[&set]["kind"], "diff", "{day2:?}");
+        assert_eq!(day2[&set]["warnings"], 0, "{day2:?}");
+        assert_eq!(recovered(dir, &t.conf, &set), look(repo), "{set}");
+    }
+    assert_eq!(look(&t.slash).0, "5");
+    assert_eq!(look(&t.underscore).0, "6");
+}
+
+#[test]
+fn old_revision_files_count_only_where_the_base_manifest_confirms_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = twin_repos(dir, 3, 5);
+    let c = t.conf.to_str().unwrap();
+    let out = s3nap(&["-c", c, "--now", "2026-01-01T03:00:00Z", "--json"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = outcomes(&out)[&format!("svn{}", t.slash.display())]["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // DiffDir as the old version left it: one shared file, the underscore set's revision.
+    let state = dir.join("state");
+    for f in fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "svnrev") {
+            fs::remove_file(f).unwrap();
+        }
+    }
+    let shared = legacy_name(&format!("svn{}", t.slash.display()), "-", "svnrev");
+    assert_eq!(
+        shared,
+        legacy_name(&format!("svn{}", t.underscore.display()), "-", "svnrev")
+    );
+    fs::write(state.join(&shared), format!("{run} 5\n")).unwrap();
+
+    svn_commit(&t.slash_wc, "g.txt", "four\n");
+    svn_commit(&t.slash_wc, "g.txt", "five\n");
+    svn_commit(&t.underscore_wc, "g.txt", "six\n");
+    // -t says in advance what the run does.
+    let plan = s3nap(&["-c", c, "--now", "2026-01-02T03:00:00Z", "-t"], &[]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    let section = |repo: &Path| {
+        text.split(&format!("svn{} [cycle -]", repo.display()))
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let slash_plan = section(&t.slash);
+    assert!(slash_plan.contains("due: FULL"), "{slash_plan}");
+    assert!(slash_plan.contains("warning:"), "{slash_plan}");
+    assert!(slash_plan.contains(".full.svndump"), "{slash_plan}");
+    let under_plan = section(&t.underscore);
+    assert!(under_plan.contains("due: DIFF"), "{under_plan}");
+    assert!(!under_plan.contains("warning"), "{under_plan}");
+
+    let out = s3nap(&["-c", c, "--now", "2026-01-02T03:00:00Z", "--json"], &[]);
+    // The slash set cannot prove the shared file is its own: a FULL, with a warning.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let day2 = outcomes(&out);
+    let slash = &day2[&format!("svn{}", t.slash.display())];
+    assert_eq!(slash["kind"], "full", "{day2:?}");
+    assert_eq!(slash["warnings"], 1, "{day2:?}");
+    // The underscore set's own revision, confirmed by its manifest, migrates.
+    let under = &day2[&format!("svn{}", t.underscore.display())];
+    assert_eq!(under["kind"], "diff", "{day2:?}");
+    assert_eq!(under["warnings"], 0, "{day2:?}");
+    assert!(
+        !state.join(&shared).exists(),
+        "the old file stays after migration"
+    );
+    for repo in [&t.slash, &t.underscore] {
+        let set = format!("svn{}", repo.display());
+        assert_eq!(recovered(dir, &t.conf, &set), look(repo), "{set}");
+    }
+
+    // From now on both DIFF on their own files.
+    svn_commit(&t.slash_wc, "g.txt", "six\n");
+    let out = s3nap(&["-c", c, "--now", "2026-01-03T03:00:00Z", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (set, o) in outcomes(&out) {
+        assert_eq!(o["kind"], "diff", "{set}: {o}");
+    }
+    for repo in [&t.slash, &t.underscore] {
+        let set = format!("svn{}", repo.display());
+        assert_eq!(recovered(dir, &t.conf, &set), look(repo), "{set}");
+    }
+}

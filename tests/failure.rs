@@ -304,3 +304,83 @@ fn a_brief_outage_is_retried_and_the_run_commits() {
     untar(&out.stdout, &dest);
     assert_same_tree(&s.tree, &dest.join(s.tree.strip_prefix("/").unwrap()));
 }
+
+/// Runs s3nap, killing it if it has not exited after `limit`.
+fn s3nap_within(args: &[&str], limit: Duration) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "s3nap {args:?} still running after {limit:?}: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_manifest_whose_base_loops_fails_recovery_naming_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("file"), "data\n").unwrap();
+    let conf = write_config(
+        dir,
+        &format!(
+            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\n",
+            dir.display(),
+            tree.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    // 2026-01-01 is a FULL day of the default cycle, the next two DIFF days.
+    for day in 1..=3 {
+        fs::write(tree.join("file"), format!("day {day}\n")).unwrap();
+        let now = format!("2026-01-0{day}T03:00:00Z");
+        let out = s3nap(&["-c", c, "--now", &now], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let manifest = |run: &str| {
+        find_files(&dir.join("store"), ".diff.manifest.json")
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains(run))
+            .unwrap()
+    };
+    let set_base = |path: &Path, base: &str| {
+        let mut m: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        m["base_run"] = serde_json::Value::from(base);
+        fs::write(path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    };
+    let set = format!("dir{}", tree.display());
+    let (day2, day3) = ("20260102T030000Z", "20260103T030000Z");
+
+    // A run that is its own base.
+    set_base(&manifest(day2), day2);
+    let out = s3nap_within(
+        &["-c", c, "recover", &set, "--at", day2],
+        Duration::from_secs(30),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(day2) && err.contains("loops"), "{err}");
+
+    // Two runs naming each other, reached from the latest.
+    set_base(&manifest(day2), day3);
+    let out = s3nap_within(&["-c", c, "recover", &set], Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(day3) && err.contains("loops"), "{err}");
+}

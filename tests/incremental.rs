@@ -519,3 +519,145 @@ fn one_file_system_keeps_mount_points_and_stores_device_nodes() {
     // Device nodes are stored as such (type 3: character device), never read.
     assert!(within.lines().any(|l| l == "3 dev/null"), "{within}");
 }
+
+/// One run's `--json` outcomes by set name.
+fn outcomes(out: &std::process::Output) -> std::collections::BTreeMap<String, serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|o| (o["set"].as_str().unwrap().to_string(), o))
+        .collect()
+}
+
+/// Recovers the latest chain of `tree`'s set with `tar -x -G` and compares it with the tree.
+fn assert_recovers(conf: &Path, tree: &Path, dest: &Path) {
+    let set = format!("dir{}", tree.display());
+    let out = s3nap(&["-c", conf.to_str().unwrap(), "recover", &set], &[]);
+    assert!(out.status.success(), "{set}: {}", stderr(&out));
+    let _ = fs::remove_dir_all(dest);
+    untar_incremental(&out.stdout, dest);
+    assert_same_tree(tree, &dest.join(tree.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn directory_sets_whose_names_differ_only_by_slash_and_underscore_diff_on_their_own_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let slash = dir.join("srv/a/b");
+    let under = dir.join("srv/a_b");
+    for (tree, seed) in [(&slash, 1), (&under, 2)] {
+        for f in 0..20 {
+            write(
+                &tree.join(format!("d{}/f{f}", f % 3)),
+                random_bytes(3000, seed + f),
+            );
+        }
+    }
+    let conf = write_config(
+        dir,
+        &format!(
+            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\nDirectory {2}\n",
+            dir.display(),
+            slash.display(),
+            under.display()
+        ),
+    );
+    let c = conf.to_str().unwrap();
+    let out = s3nap(&["-c", c, "--now", &day_time(0)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    write(&slash.join("d0/f0"), "changed\n");
+    write(&under.join("new"), "new\n");
+    fs::remove_file(under.join("d1/f1")).unwrap();
+    let out = s3nap(&["-c", c, "--now", &day_time(1), "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (set, o) in outcomes(&out) {
+        assert_eq!(
+            (o["kind"].as_str(), o["warnings"].as_u64()),
+            (Some("diff"), Some(0)),
+            "{set}: {o}"
+        );
+    }
+    assert_recovers(&conf, &slash, &dir.join("r1"));
+    assert_recovers(&conf, &under, &dir.join("r2"));
+
+    // DiffDir as the old version left it: one shared state file, the underscore set's (the last
+    // one written), in the old format.
+    let state = dir.join("state");
+    let mut legacy = None;
+    for f in fs::read_dir(&state).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_none_or(|e| e != "state") {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let identity = lines.next().unwrap();
+        assert!(identity.starts_with("identity "), "{identity}");
+        if identity.ends_with("%2Fa_b") {
+            let rest: Vec<&str> = lines.collect();
+            legacy = Some(format!(
+                "{}\n{}\n",
+                header.replace("s3nap-state 2 ", "s3nap-state 1 "),
+                rest.join("\n")
+            ));
+        }
+        fs::remove_file(f).unwrap();
+    }
+    let shared = state.join(format!(
+        "dir{}@-.state",
+        under.display().to_string().replace('/', "_")
+    ));
+    fs::write(&shared, legacy.unwrap()).unwrap();
+
+    write(&slash.join("d0/f1"), "changed too\n");
+    write(&under.join("new"), "newer\n");
+    let plan = s3nap(&["-c", c, "--now", &day_time(2), "-t"], &[]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let section = |tree: &Path| {
+        text.split(&format!("dir{} [cycle -]", tree.display()))
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let slash_plan = section(&slash);
+    assert!(slash_plan.contains("due: FULL"), "{slash_plan}");
+    assert!(slash_plan.contains("warning:"), "{slash_plan}");
+    assert!(section(&under).contains("due: DIFF"), "{text}");
+
+    let out = s3nap(&["-c", c, "--now", &day_time(2), "--json"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let day2 = outcomes(&out);
+    let o = &day2[&format!("dir{}", slash.display())];
+    assert_eq!(
+        (o["kind"].as_str(), o["warnings"].as_u64()),
+        (Some("full"), Some(1)),
+        "{o}"
+    );
+    let o = &day2[&format!("dir{}", under.display())];
+    assert_eq!(
+        (o["kind"].as_str(), o["warnings"].as_u64()),
+        (Some("diff"), Some(0)),
+        "{o}"
+    );
+    assert!(!shared.exists(), "the old file stays after migration");
+    assert_recovers(&conf, &slash, &dir.join("r1"));
+    assert_recovers(&conf, &under, &dir.join("r2"));
+
+    write(&slash.join("d2/f2"), "third\n");
+    let out = s3nap(&["-c", c, "--now", &day_time(3), "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (set, o) in outcomes(&out) {
+        assert_eq!(
+            (o["kind"].as_str(), o["warnings"].as_u64()),
+            (Some("diff"), Some(0)),
+            "{set}: {o}"
+        );
+    }
+    assert_recovers(&conf, &slash, &dir.join("r1"));
+    assert_recovers(&conf, &under, &dir.join("r2"));
+}

@@ -259,25 +259,3 @@ impl Source for SubversionSource {
         })
     }
 }
-
-/// The last revision a committed Subversion run dumped, kept in DiffDir like a tree's state.
-pub fn load_revision(path: &Path) -> Result<Option<(crate::layout::RunId, u64)>, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mut parts = text.split_whitespace();
-            match (parts.next().map(str::parse), parts.next().map(str::parse)) {
-                (Some(Ok(run)), Some(Ok(rev))) => Ok(Some((run, rev))),
-                _ => Err(format!("{}: malformed", path.display())),
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-pub fn save_revision(path: &Path, run: crate::layout::RunId, revision: u64) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, format!("{run} {revision}\n"))?;
-    File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
-}

@@ -1,20 +1,35 @@
 //! Incremental state: what a directory set looked like at its last committed run, kept in
-//! DiffDir and compared against at the next DIFF.
+//! DiffDir and compared against at the next DIFF; and, for a Subversion set, the last revision
+//! its last committed run dumped.
 //!
 //! One line per path with everything that decides "changed": type, mode, owner, size, mtime,
 //! ctime (catches content rewritten with the old mtime, and mode/owner changes), inode and
 //! device (catch a replaced file). The file names the run it describes; a DIFF only builds on a
 //! state whose run is the DIFF's base, so a state from a failed run can never be used. It is
 //! written atomically, and only after the run's manifest is committed.
+//!
+//! Every file belongs to one set in one cycle: its name encodes both injectively (no two
+//! identities share a file), and the identity is also written inside and checked on load, so a
+//! file can never serve as another set's base. Files of s3nap before that (format 1, named
+//! lossily: `/srv/a_b` and `/srv/a/b` shared one) are read only where their content proves
+//! whose they are ([`legacy_path`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
 use crate::layout::RunId;
 
-const MAGIC: &str = "s3nap-state 1";
+const MAGIC: &str = "s3nap-state";
+const VERSION: &str = "2";
+const LEGACY_VERSION: &str = "1";
+const REVISION_MAGIC: &str = "s3nap-svnrev";
+const IDENTITY: &str = "identity";
 
 /// What is compared of one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +56,101 @@ pub struct State {
     pub entries: BTreeMap<Vec<u8>, Meta>,
 }
 
-/// Where the state of `set` in `cycle` lives.
-pub fn path(diff_dir: &Path, set: &str, cycle: &str) -> PathBuf {
+/// Whose a state file is: a set in a cycle (`None` outside any `<Cycle>`, as in manifests).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub set: String,
+    pub cycle: Option<String>,
+}
+
+/// Bytes kept as they are in file names; everything else (`%`, `+` and `~` included) is `%XX`.
+const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'_');
+
+/// Longest file name stem written as the plain encoding; longer ones are shortened and made
+/// unique by a hash (file names end at 255 bytes).
+const MAX_STEM: usize = 160;
+
+impl Identity {
+    pub fn new(set: &str, cycle: Option<&str>) -> Identity {
+        Identity {
+            set: set.to_string(),
+            cycle: cycle.map(str::to_string),
+        }
+    }
+
+    /// Whose files a set's runs keep.
+    pub fn of(set: &crate::config::SetSpec) -> Identity {
+        Identity::new(&set.name, set.cycle.name.as_deref())
+    }
+
+    /// The injective text form: the set, then `+` and the cycle when there is one, each with
+    /// every byte outside `[A-Za-z0-9._-]` written `%XX`. Different identities never share it,
+    /// and it never equals an old-format name (those have an `@`, and never a `+` or `%`).
+    pub fn key(&self) -> String {
+        let mut key = utf8_percent_encode(&self.set, KEEP).to_string();
+        if let Some(cycle) = &self.cycle {
+            key.push('+');
+            key.push_str(&utf8_percent_encode(cycle, KEEP).to_string());
+        }
+        key
+    }
+
+    /// The inverse of [`Identity::key`].
+    pub fn from_key(key: &str) -> Option<Identity> {
+        let decode = |s: &str| {
+            let text = percent_decode_str(s).decode_utf8().ok()?.into_owned();
+            // Only the canonical encoding: one identity, one key.
+            (utf8_percent_encode(&text, KEEP).to_string() == s).then_some(text)
+        };
+        let (set, cycle) = match key.split_once('+') {
+            Some((set, cycle)) => (set, Some(cycle)),
+            None => (key, None),
+        };
+        Some(Identity {
+            set: decode(set)?,
+            cycle: match cycle {
+                Some(c) => Some(decode(c)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The file name stem: the key, or for a very long one its beginning, `~` and the SHA-256
+    /// of the whole key (`~` never occurs in a key, so the two forms cannot meet).
+    fn file_stem(&self) -> String {
+        let key = self.key();
+        if key.len() <= MAX_STEM {
+            return key;
+        }
+        let digest = hex::encode(Sha256::digest(key.as_bytes()));
+        // The key is ASCII: any byte index is a character boundary.
+        format!("{}~{digest}", &key[..MAX_STEM - 1 - digest.len()])
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cycle {
+            Some(c) => write!(f, "set {} in cycle '{c}'", self.set),
+            None => write!(f, "set {} outside any cycle", self.set),
+        }
+    }
+}
+
+/// Where the tree state of `id` lives.
+pub fn path(diff_dir: &Path, id: &Identity) -> PathBuf {
+    diff_dir.join(format!("{}.state", id.file_stem()))
+}
+
+/// Where the last dumped Subversion revision of `id` lives.
+pub fn revision_path(diff_dir: &Path, id: &Identity) -> PathBuf {
+    diff_dir.join(format!("{}.svnrev", id.file_stem()))
+}
+
+/// Where s3nap kept the state (`ext` `state`) or revision (`svnrev`) of `id` before files
+/// recorded their identity: every character outside `[A-Za-z0-9.-]` became `_`, so several sets
+/// may share this name, and nothing read from it counts unless its content proves whose it is.
+pub fn legacy_path(diff_dir: &Path, id: &Identity, ext: &str) -> PathBuf {
     let safe = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -54,27 +162,147 @@ pub fn path(diff_dir: &Path, set: &str, cycle: &str) -> PathBuf {
             })
             .collect()
     };
-    diff_dir.join(format!("{}@{}.state", safe(set), safe(cycle)))
+    let cycle = id.cycle.as_deref().unwrap_or("-");
+    diff_dir.join(format!("{}@{}.{ext}", safe(&id.set), safe(cycle)))
+}
+
+/// Checks the `identity` line of a state or revision file written for `id`.
+fn check_identity(path: &Path, line: Option<&str>, id: &Identity) -> Result<(), String> {
+    let key = line
+        .and_then(|l| l.strip_prefix(IDENTITY))
+        .and_then(|k| k.strip_prefix(' '))
+        .ok_or_else(|| format!("{}:2: no identity line", path.display()))?;
+    if key == id.key() {
+        return Ok(());
+    }
+    let whose = Identity::from_key(key)
+        .map(|other| other.to_string())
+        .unwrap_or_else(|| format!("'{key}'"));
+    Err(format!(
+        "{}: holds the state of {whose}, not of {id}",
+        path.display()
+    ))
+}
+
+/// Writes `path` through a temporary file, fsync and rename.
+fn replace_file(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The last revision a committed Subversion run of `id` dumped: `Ok(None)` without a file,
+/// `Err` when it is unreadable, malformed or another set's.
+pub fn load_revision(path: &Path, id: &Identity) -> Result<Option<(RunId, u64)>, String> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut lines = text.lines();
+    let malformed = || format!("{}: malformed", path.display());
+    let header = lines.next().ok_or_else(malformed)?;
+    let fields = header
+        .strip_prefix(REVISION_MAGIC)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .and_then(|rest| rest.strip_prefix(VERSION))
+        .and_then(|rest| rest.strip_prefix(' '))
+        .ok_or_else(|| format!("{}: not an s3nap revision file", path.display()))?;
+    check_identity(path, lines.next(), id)?;
+    parse_revision(fields).ok_or_else(malformed).map(Some)
+}
+
+/// A revision file of the old format (`RUN REVISION`, no identity).
+pub fn load_legacy_revision(path: &Path) -> Result<Option<(RunId, u64)>, String> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse_revision(text.trim_end())
+            .map(Some)
+            .ok_or_else(|| format!("{}: malformed", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn parse_revision(text: &str) -> Option<(RunId, u64)> {
+    let mut parts = text.split(' ');
+    let run = parts.next()?.parse().ok()?;
+    let revision = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((run, revision))
+}
+
+pub fn save_revision(path: &Path, id: &Identity, run: RunId, revision: u64) -> io::Result<()> {
+    replace_file(path, |w| {
+        writeln!(w, "{REVISION_MAGIC} {VERSION} {run} {revision}")?;
+        writeln!(w, "{IDENTITY} {}", id.key())
+    })
 }
 
 impl State {
-    /// `Ok(None)` when there is no state file; `Err` when it exists but cannot be used.
-    pub fn load(path: &Path) -> Result<Option<State>, String> {
+    /// The state of `id` at `path`: `Ok(None)` when there is no state file; `Err` when it
+    /// exists but cannot be used (damaged, of an older format, or another set's).
+    pub fn load(path: &Path, id: &Identity) -> Result<Option<State>, String> {
+        Self::read(path, Some(id))
+    }
+
+    /// A state file of the old format (no identity inside): whose it is, the caller must
+    /// prove from its entries.
+    pub fn load_legacy(path: &Path) -> Result<Option<State>, String> {
+        Self::read(path, None)
+    }
+
+    fn read(path: &Path, id: Option<&Identity>) -> Result<Option<State>, String> {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let bad = |n: usize, what: &str| format!("{}:{}: {what}", path.display(), n + 1);
-        let mut lines = BufReader::new(file).lines();
-        let header = lines
-            .next()
-            .ok_or_else(|| bad(0, "empty"))?
-            .map_err(|e| bad(0, &e.to_string()))?;
-        let run = header
+        let mut lines = BufReader::new(file).lines().enumerate();
+        let mut next = || -> Result<Option<(usize, String)>, String> {
+            match lines.next() {
+                None => Ok(None),
+                Some((n, line)) => line
+                    .map(|l| Some((n, l)))
+                    .map_err(|e| bad(n, &e.to_string())),
+            }
+        };
+        let (_, header) = next()?.ok_or_else(|| bad(0, "empty"))?;
+        let (version, run) = header
             .strip_prefix(MAGIC)
-            .map(str::trim)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|rest| rest.split_once(' ').or(Some((rest, ""))))
             .ok_or_else(|| bad(0, "not an s3nap state file"))?;
+        let expected = if id.is_some() {
+            VERSION
+        } else {
+            LEGACY_VERSION
+        };
+        if version != expected {
+            return Err(bad(
+                0,
+                &format!("state format {version}, where format {expected} is expected here"),
+            ));
+        }
+        if let Some(id) = id {
+            let line = next()?.map(|(_, l)| l);
+            check_identity(path, line.as_deref(), id)?;
+        }
+        let run = run.trim();
         let mut state = State {
             run: if run.is_empty() {
                 None
@@ -83,8 +311,7 @@ impl State {
             },
             entries: BTreeMap::new(),
         };
-        for (n, line) in lines.enumerate() {
-            let line = line.map_err(|e| bad(n + 1, &e.to_string()))?;
+        while let Some((n, line)) = next()? {
             let f: Vec<&str> = line.split('\t').collect();
             let parse = || -> Option<(Vec<u8>, Meta)> {
                 let [path, kind, mode, uid, gid, size, mtime, ctime, ino, dev, target] =
@@ -108,21 +335,32 @@ impl State {
                     },
                 ))
             };
-            let (path, meta) = parse().ok_or_else(|| bad(n + 1, "malformed entry"))?;
+            let (path, meta) = parse().ok_or_else(|| bad(n, "malformed entry"))?;
             state.entries.insert(path, meta);
         }
         Ok(Some(state))
     }
 
-    /// Replaces the file at `path` with this state: temporary file, fsync, rename.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut w = BufWriter::new(File::create(&tmp)?);
+    /// Whether every entry lies at or below `root` (a member name: `srv/a_b`, or `.` for `/`)
+    /// and there is at least one: what proves an old-format state to be a tree's.
+    pub fn covers_only(&self, root: &[u8]) -> bool {
+        let root = match root {
+            b"." => return !self.entries.is_empty(),
+            r => r.strip_suffix(b"/").unwrap_or(r),
+        };
+        !self.entries.is_empty()
+            && self.entries.keys().all(|name| {
+                name.strip_prefix(root)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+            })
+    }
+
+    /// Replaces the file at `path` with this state of `id`: temporary file, fsync, rename.
+    pub fn save(&self, path: &Path, id: &Identity) -> io::Result<()> {
+        replace_file(path, |w| {
             let run = self.run.map(|r| r.to_string()).unwrap_or_default();
-            writeln!(w, "{MAGIC} {run}")?;
+            writeln!(w, "{MAGIC} {VERSION} {run}")?;
+            writeln!(w, "{IDENTITY} {}", id.key())?;
             for (p, m) in &self.entries {
                 writeln!(
                     w,
@@ -140,15 +378,8 @@ impl State {
                     hex::encode(&m.target)
                 )?;
             }
-            let file = w.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)?;
-            File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+            Ok(())
+        })
     }
 }
 
@@ -156,12 +387,11 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_and_rejects_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = path(dir.path(), "dir/etc", "daily");
-        assert!(p.ends_with("dir_etc@daily.state"));
-        assert_eq!(State::load(&p).unwrap(), None);
+    fn id(set: &str, cycle: Option<&str>) -> Identity {
+        Identity::new(set, cycle)
+    }
+
+    fn sample() -> State {
         let mut s = State {
             run: Some("20261122T031500Z".parse().unwrap()),
             entries: BTreeMap::new(),
@@ -181,12 +411,140 @@ mod tests {
                 target: b"a\nb".to_vec(),
             },
         );
-        s.save(&p).unwrap();
-        assert_eq!(State::load(&p).unwrap(), Some(s));
-        fs::write(&p, format!("{MAGIC} 20261122T031500Z\nnot\ta\tstate\n")).unwrap();
-        let e = State::load(&p).unwrap_err();
-        assert!(e.contains(":2:"), "{e}");
+        s
+    }
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = id("dir/etc", Some("daily"));
+        let p = path(dir.path(), &etc);
+        assert!(p.ends_with("dir%2Fetc+daily.state"), "{}", p.display());
+        assert_eq!(State::load(&p, &etc).unwrap(), None);
+        let s = sample();
+        s.save(&p, &etc).unwrap();
+        assert_eq!(State::load(&p, &etc).unwrap(), Some(s));
+        fs::write(
+            &p,
+            format!(
+                "{MAGIC} {VERSION} 20261122T031500Z\n{IDENTITY} {}\nnot\ta\tstate\n",
+                etc.key()
+            ),
+        )
+        .unwrap();
+        let e = State::load(&p, &etc).unwrap_err();
+        assert!(e.contains(":3:"), "{e}");
         fs::write(&p, "garbage\n").unwrap();
-        assert!(State::load(&p).is_err());
+        assert!(State::load(&p, &etc).is_err());
+        // An old-format file is never taken for a current one.
+        fs::write(&p, format!("{MAGIC} {LEGACY_VERSION} 20261122T031500Z\n")).unwrap();
+        let e = State::load(&p, &etc).unwrap_err();
+        assert!(e.contains("format 1"), "{e}");
+    }
+
+    #[test]
+    fn a_state_names_its_set_and_cycle_and_serves_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = id("dir/srv/a/b", None);
+        let p = path(dir.path(), &mine);
+        sample().save(&p, &mine).unwrap();
+        for other in [
+            id("dir/srv/a_b", None),
+            id("dir/srv/a/b", Some("-")),
+            id("dir/srv/a/b", Some("daily")),
+        ] {
+            let e = State::load(&p, &other).unwrap_err();
+            assert!(
+                e.contains("holds the state of set dir/srv/a/b outside any cycle"),
+                "{e}"
+            );
+            assert!(e.contains(&other.to_string()), "{e}");
+        }
+        let rev = revision_path(dir.path(), &mine);
+        assert_eq!(load_revision(&rev, &mine).unwrap(), None);
+        let run: RunId = "20261122T031500Z".parse().unwrap();
+        save_revision(&rev, &mine, run, 5).unwrap();
+        assert_eq!(load_revision(&rev, &mine).unwrap(), Some((run, 5)));
+        let e = load_revision(&rev, &id("dir/srv/a_b", None)).unwrap_err();
+        assert!(e.contains("not of set dir/srv/a_b"), "{e}");
+        // The old revision format is read only as such.
+        fs::write(&rev, format!("{run} 3\n")).unwrap();
+        assert!(load_revision(&rev, &mine).is_err());
+        assert_eq!(load_legacy_revision(&rev).unwrap(), Some((run, 3)));
+    }
+
+    #[test]
+    fn file_names_never_collide() {
+        let identities = [
+            id("svn/srv/a_b", None),
+            id("svn/srv/a/b", None),
+            id("svn/srv/a b", None),
+            id("svn/srv/a%2Fb", None),
+            id("svn/srv/a+b", None),
+            id("svn/srv/a", Some("b")),
+            id("svn/srv/a+b", Some("")),
+            id("dir", None),
+            id("dir", Some("-")),
+            id("dir", Some("")),
+            id("dir", Some("daily")),
+            id("dir", Some("dai ly")),
+            id("dir", Some("dai_ly")),
+            id("cmd/caf\u{e9}", None),
+            id("cmd/cafe\u{301}", None),
+        ];
+        let dir = Path::new("/d");
+        let mut names = std::collections::HashSet::new();
+        for i in &identities {
+            assert_eq!(Identity::from_key(&i.key()).as_ref(), Some(i));
+            assert!(names.insert(path(dir, i)), "{i}");
+            // Never the name an old version gave any set.
+            for j in &identities {
+                assert_ne!(path(dir, i), legacy_path(dir, j, "state"), "{i} / {j}");
+            }
+        }
+        // The old names were shared.
+        assert_eq!(
+            legacy_path(dir, &identities[0], "svnrev"),
+            legacy_path(dir, &identities[1], "svnrev")
+        );
+        // Names too long for a file get a bounded, still distinct one.
+        let deep = |leaf: &str| id(&format!("svn{}/{leaf}", "/deep".repeat(60)), Some("c"));
+        let (a, b) = (path(dir, &deep("a_b")), path(dir, &deep("a/b")));
+        assert_ne!(a, b);
+        for p in [&a, &b] {
+            let name = p.file_name().unwrap().len();
+            assert!(name <= MAX_STEM + ".svnrev".len(), "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn legacy_states_prove_their_tree() {
+        let mut s = sample();
+        s.entries.clear();
+        assert!(!s.covers_only(b"srv/a_b"), "an empty state proves nothing");
+        for name in [&b"srv/a_b"[..], b"srv/a_b/x", b"srv/a_b/y/z"] {
+            s.entries.insert(
+                name.to_vec(),
+                sample().entries.into_values().next().unwrap(),
+            );
+        }
+        assert!(s.covers_only(b"srv/a_b"));
+        assert!(s.covers_only(b"srv/a_b/"));
+        assert!(s.covers_only(b"."));
+        assert!(!s.covers_only(b"srv/a/b"));
+        assert!(!s.covers_only(b"srv/a_"));
+        s.entries.insert(
+            b"srv/a_bc".to_vec(),
+            sample().entries.into_values().next().unwrap(),
+        );
+        assert!(!s.covers_only(b"srv/a_b"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_decode_to_their_identity(set in "\\PC{0,40}", cycle in proptest::option::of("\\PC{0,12}")) {
+            let i = Identity { set, cycle };
+            proptest::prop_assert_eq!(Identity::from_key(&i.key()), Some(i.clone()));
+        }
     }
 }
