@@ -212,6 +212,13 @@ fn plan_command(
         plans
     });
     print!("{}", report::plan_text(config, now, &plans));
+    // The run starts by finishing what its configuration's interrupted runs left.
+    for upload in crate::uploads::Records::new(&config.diff_dir).list()? {
+        println!(
+            "first: finish the clean-up of {} (left by an interrupted run)",
+            store.locate(&upload.archive)
+        );
+    }
     // A set that will fail is part of the plan; a set that could not be planned is a failure.
     let unplanned = |p: &anyhow::Result<_>| {
         p.as_ref()

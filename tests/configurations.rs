@@ -157,6 +157,14 @@ fn configurations_sharing_bucket_and_host_leave_each_other_alone() {
     );
 
     fs::write(&go_a, "").unwrap();
+    // -t says so, and changes nothing.
+    let out = s3nap(&["-c", a.to_str().unwrap(), "-t", "-f"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("finish the clean-up") && text.contains("cmd/a/"),
+        "{text}"
+    );
+    assert_eq!(server.open_uploads("shared"), left);
     let out = s3nap(&["-c", a.to_str().unwrap(), "-f"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted run"), "{}", stderr(&out));

@@ -52,7 +52,12 @@ fn stored_keys(store: &Path, run: &str) -> Vec<String> {
     let mut keys: Vec<String> = find_files(store, "")
         .into_iter()
         .map(|p| p.strip_prefix(store).unwrap().display().to_string())
-        .filter(|k| k.contains(&format!("/{run}.")) && !k.ends_with(".manifest.json"))
+        // The archives: not the manifests nor the range hashes beside them.
+        .filter(|k| {
+            k.contains(&format!("/{run}."))
+                && !k.ends_with(".manifest.json")
+                && !k.ends_with(".sha256")
+        })
         .collect();
     keys.sort();
     keys
