@@ -428,10 +428,21 @@ pub fn load_certs(config: &Config) -> anyhow::Result<Arc<Vec<Cert>>> {
 /// is open: this configuration's own interrupted uploads were finished when the run started,
 /// so it belongs to another configuration backing up the same set under the same Host, which
 /// would retire this one's runs (and this one its runs).
-async fn check_no_foreign_upload(store: &DynStore, host: &str, set: &str) -> anyhow::Result<()> {
+async fn check_no_foreign_upload(
+    store: &DynStore,
+    records: &Records,
+    host: &str,
+    set: &str,
+) -> anyhow::Result<()> {
     let pending = store.list_uploads(&layout::set_prefix(host, set)).await?;
-    let ours = |key: &str| layout::parse_archive_key(host, key).is_some_and(|(s, _, _)| s == set);
-    let pending: Vec<_> = pending.into_iter().filter(|u| ours(&u.key)).collect();
+    // An upload of ours that could not be aborted yet is ours to finish, not a foreign one.
+    let recorded: std::collections::HashSet<String> =
+        records.list()?.into_iter().map(|u| u.upload_id).collect();
+    let of_set = |key: &str| layout::parse_archive_key(host, key).is_some_and(|(s, _, _)| s == set);
+    let pending: Vec<_> = pending
+        .into_iter()
+        .filter(|u| of_set(&u.key) && !recorded.contains(&u.upload_id))
+        .collect();
     if pending.is_empty() {
         return Ok(());
     }
@@ -501,6 +512,7 @@ impl<'a> Planner<'a> {
         let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
         let taken = self.taken.entry(set.name.clone()).or_default();
         let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);
+        let mut fell_back = false;
         if let Action::Run {
             kind,
             run,
@@ -520,8 +532,14 @@ impl<'a> Planner<'a> {
                     .warning
                     .as_ref()
                     .map(|w| format!("{}: {}", w.path, w.problem));
+                fell_back = true;
             }
             *local = start;
+        }
+        if fell_back {
+            // Retention after a FULL keeps other runs than after the planned DIFF would.
+            let plan::SetPlan { runs, action, .. } = plan;
+            plan = plan::finish(set, runs, action, self.now);
         }
         Ok(plan)
     }
@@ -735,12 +753,12 @@ pub async fn run_set(
             );
         }
     }
-    check_no_foreign_upload(store, &config.host, &set.name).await?;
+    let records = Records::new(&config.diff_dir);
+    check_no_foreign_upload(store, &records, &config.host, &set.name).await?;
 
     let source_started = Utc::now();
     let upload_id = store.create_upload(&archive_key).await?;
     // Recorded before any part is sent, so that an interrupted run's next run finds it.
-    let records = Records::new(&config.diff_dir);
     let upload = Upload {
         archive: archive_key.clone(),
         upload_id: upload_id.clone(),
@@ -888,6 +906,16 @@ pub async fn run_set(
             .with_context(|| {
                 format!("committing the manifest of {}", store.locate(&archive_key))
             })?;
+        // Another configuration's prune may have taken the archive for debris meanwhile (its
+        // grace period passed during a very long run): a manifest without its archive must not
+        // stand, so it goes, and the run fails loudly.
+        if store.head(&archive_key).await?.is_none() {
+            store.delete(&manifest_key).await?;
+            bail!(
+                "{} vanished before its run was committed (removed by another configuration's prune?); run not committed",
+                store.locate(&archive_key)
+            );
+        }
         anyhow::Ok((manifest, new_state, dumped_to))
     }
     .await;

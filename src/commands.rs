@@ -422,9 +422,9 @@ fn prune_command(
     for key in &debris.young {
         writeln!(
             out,
-            "kept {} for now: no manifest, but younger than {} hours (perhaps another configuration's live run)",
+            "kept {} for now: no manifest, but younger than {} days (perhaps another configuration's live run)",
             store.locate(key),
-            prune::DEBRIS_GRACE.num_hours()
+            prune::DEBRIS_GRACE.num_days()
         )?;
     }
     Ok(code)
@@ -740,7 +740,13 @@ fn restore_through(
         ))
     })?;
     let (program, args) = argv.split_first().expect("non-empty");
-    log::info!("{}: restoring through {}", request.set, argv.join(" "));
+    // Its arguments may hold a password (a manifest written before they were refused): the
+    // program is named, its arguments only counted.
+    let command = match args.len() {
+        0 => program.clone(),
+        n => format!("{program} (with {n} argument(s))"),
+    };
+    log::info!("{}: restoring through {command}", request.set);
     let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::piped())
@@ -759,7 +765,6 @@ fn restore_through(
     let status = child
         .wait()
         .map_err(|e| anyhow!("waiting for {program}: {e}"))?;
-    let command = argv.join(" ");
     let summary = match streamed {
         // The command stopped reading: its own verdict is the news.
         Err(e) if e.downcast_ref::<recover::OutputClosed>().is_some() => {

@@ -5,8 +5,8 @@
 //! file, so an alert on "no success for 2 days" works across failing runs.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -101,27 +101,9 @@ pub fn render(outcomes: &[SetOutcome], previous: &str, now: DateTime<Utc>) -> St
     out
 }
 
-/// Writes `text` to `path` through a synced temporary file in the same directory and a rename.
+/// Replaces `path` with `text` atomically.
 pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::source::state::replace_file(path, |w| w.write_all(text.as_bytes()))
 }
 
 /// Updates the metrics file at `path` with this run's outcomes.

@@ -170,7 +170,8 @@ pub fn plan_set(
     finish(set, runs, action, now)
 }
 
-fn finish(set: &SetSpec, runs: Vec<Manifest>, action: Action, now: DateTime<Utc>) -> SetPlan {
+/// The plan of `action` on `runs`, with what retention would keep and retire after it.
+pub fn finish(set: &SetSpec, runs: Vec<Manifest>, action: Action, now: DateTime<Utc>) -> SetPlan {
     let mut refs: Vec<RunRef> = runs.iter().map(run_ref).collect();
     if let Action::Run {
         position,

@@ -16,8 +16,9 @@ use crate::policy::retention::Verdict;
 use crate::store::{DynStore, StoreError};
 
 /// Uploads and manifest-less archives younger than this may belong to a live run of another
-/// configuration.
-pub const DEBRIS_GRACE: Duration = Duration::days(1);
+/// configuration. Long, because S3 dates a multipart object (and its upload) from the moment
+/// the upload *started*: a run that reads for days must still find its archive when it commits.
+pub const DEBRIS_GRACE: Duration = Duration::days(7);
 
 /// Deletes the runs `verdicts` retire (or, in a dry run, deletes nothing); returns them.
 pub async fn retire<'a>(
@@ -79,9 +80,14 @@ pub async fn clear_debris(
         let Some((set, run, kind)) = layout::parse_archive_key(host, &o.key) else {
             continue;
         };
-        if !keys.contains(layout::manifest_key(host, &set, run, kind).as_str()) {
+        let manifest = layout::manifest_key(host, &set, run, kind);
+        if !keys.contains(manifest.as_str()) {
             if !old(o.modified) {
                 debris.young.push(o.key.clone());
+                continue;
+            }
+            // The listing is a moment ago: a run that committed since keeps its archive.
+            if !dry_run && store.head(&manifest).await?.is_some() {
                 continue;
             }
             if !dry_run {

@@ -173,59 +173,71 @@ pub fn stream<W: Write>(
         }
         Sink::Raw(out)
     };
-    for manifest in &chain {
-        let target = store.locate(&manifest.archive.key);
-        let (range_size, ranges) = range_hashes(handle, store, manifest)?;
-        let failure = Failure::default();
-        let reader = fetch(
-            handle,
-            store.clone(),
-            Expected {
-                key: manifest.archive.key.clone(),
-                size: manifest.archive.stored_size,
-                sha256: manifest.archive.sha256.clone(),
-                ranges,
-            },
-            range_size,
-            PARALLEL_GETS,
-            failure.clone(),
-        );
-        let result = (|| -> anyhow::Result<()> {
-            let plain: Box<dyn std::io::Read + Send> = if manifest.encrypted() {
-                let how = decrypt.ok_or_else(|| {
-                    anyhow!("the archive is encrypted and no way to decrypt was given")
-                })?;
-                decryptor(reader, how)?
-            } else {
-                Box::new(reader)
-            };
-            let mut data = decompressor(manifest.archive.compression, plain)?;
-            match &mut sink {
-                Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
-                Sink::Raw(w) => {
-                    std::io::copy(&mut data, w)?;
+    // Every archive of the chain into the sink; on any failure the tar stream is ended so that
+    // tar fails on it too (see `TarSplicer::abandon`).
+    let streamed = (|| -> anyhow::Result<()> {
+        for manifest in &chain {
+            let target = store.locate(&manifest.archive.key);
+            let (range_size, ranges) = range_hashes(handle, store, manifest)?;
+            let failure = Failure::default();
+            let reader = fetch(
+                handle,
+                store.clone(),
+                Expected {
+                    key: manifest.archive.key.clone(),
+                    size: manifest.archive.stored_size,
+                    sha256: manifest.archive.sha256.clone(),
+                    ranges,
+                },
+                range_size,
+                PARALLEL_GETS,
+                failure.clone(),
+            );
+            let result = (|| -> anyhow::Result<()> {
+                let plain: Box<dyn std::io::Read + Send> = if manifest.encrypted() {
+                    let how = decrypt.ok_or_else(|| {
+                        anyhow!("the archive is encrypted and no way to decrypt was given")
+                    })?;
+                    decryptor(reader, how)?
+                } else {
+                    Box::new(reader)
+                };
+                let mut data = decompressor(manifest.archive.compression, plain)?;
+                match &mut sink {
+                    Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
+                    Sink::Raw(w) => {
+                        std::io::copy(&mut data, w)?;
+                    }
                 }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                if let Some(e) = written.borrow().blame() {
+                    return Err(e);
+                }
+                // The integrity check's own words beat whatever a later stage made of them.
+                return Err(match failure.get() {
+                    Some(message) => anyhow!(message),
+                    None => e.context(format!("recovering {target}")),
+                });
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            if let Some(e) = written.borrow().blame() {
-                return Err(e);
+            if let Some(message) = failure.get() {
+                bail!(message);
             }
-            // The integrity check's own words beat whatever a later stage made of them.
-            return Err(match failure.get() {
-                Some(message) => anyhow!(message),
-                None => e.context(format!("recovering {target}")),
-            });
+            log::info!(
+                "recovered {} run {} from {target}",
+                manifest.kind,
+                manifest.run
+            );
         }
-        if let Some(message) = failure.get() {
-            bail!(message);
+        Ok(())
+    })();
+    if let Err(e) = streamed {
+        if let Sink::Tar(splicer, _) = sink {
+            // Best effort: the output may be what failed.
+            let _ = splicer.abandon();
         }
-        log::info!(
-            "recovered {} run {} from {target}",
-            manifest.kind,
-            manifest.run
-        );
+        return Err(e);
     }
     let members = match sink {
         Sink::Tar(splicer, filter) => {

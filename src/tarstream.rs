@@ -165,6 +165,8 @@ pub struct TarSplicer<W: Write> {
     pub members: u64,
     /// List member names (one line each, with a `/` after directories) instead of copying.
     listing: bool,
+    /// The output ends between members (not inside a member's headers or data).
+    between_members: bool,
 }
 
 impl<W: Write> TarSplicer<W> {
@@ -173,6 +175,7 @@ impl<W: Write> TarSplicer<W> {
             out,
             members: 0,
             listing: false,
+            between_members: true,
         }
     }
 
@@ -182,6 +185,7 @@ impl<W: Write> TarSplicer<W> {
             out,
             members: 0,
             listing: true,
+            between_members: true,
         }
     }
 
@@ -263,12 +267,14 @@ impl<W: Write> TarSplicer<W> {
                             return Err(bad("member data cut short (archive truncated)"));
                         }
                     } else if keep {
+                        self.between_members = false;
                         self.out.write_all(&pending)?;
                         self.out.write_all(&block)?;
                         let copied = io::copy(&mut (&mut input).take(padded), &mut self.out)?;
                         if copied != padded {
                             return Err(bad("member data cut short (archive truncated)"));
                         }
+                        self.between_members = true;
                         if typeflag != b'g' {
                             self.members += 1;
                         }
@@ -284,6 +290,18 @@ impl<W: Write> TarSplicer<W> {
         }
     }
 
+    /// Ends a stream that could not be completed so that tar fails on it, and flushes it. Cut
+    /// inside a member, the stream already makes tar fail ("Unexpected EOF"); cut between
+    /// members, GNU tar would take it for a whole archive and exit 0, so a GNU long-name header
+    /// follows that announces a name which never comes: tar fails there, creating nothing.
+    /// Not a byte of member data is written. A listing is left as it is.
+    pub fn abandon(mut self) -> io::Result<()> {
+        if !self.listing && self.between_members {
+            self.out.write_all(&truncation_marker())?;
+        }
+        self.out.flush()
+    }
+
     /// Writes the end-of-archive marker (not in a listing) and returns the output.
     pub fn finish(mut self) -> io::Result<W> {
         if !self.listing {
@@ -292,6 +310,24 @@ impl<W: Write> TarSplicer<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// A GNU long-name header (`././@LongLink`, type `L`) for a 512-byte name.
+fn truncation_marker() -> [u8; BLOCK] {
+    let mut block = [0u8; BLOCK];
+    let name = b"././@LongLink";
+    block[..name.len()].copy_from_slice(name);
+    block[100..108].copy_from_slice(b"0000644\0");
+    block[108..116].copy_from_slice(b"0000000\0");
+    block[116..124].copy_from_slice(b"0000000\0");
+    block[124..136].copy_from_slice(b"00000001000\0");
+    block[136..148].copy_from_slice(b"00000000000\0");
+    block[156] = b'L';
+    block[257..265].copy_from_slice(b"ustar  \0");
+    block[148..156].fill(b' ');
+    let sum: u32 = block.iter().map(|b| u32::from(*b)).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    block
 }
 
 #[cfg(test)]
@@ -408,5 +444,71 @@ mod tests {
             .append(&damaged[..], &mut PathFilter::default())
             .unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    /// What GNU tar makes of `stream`: its success, and the files it extracted.
+    fn gnu_tar_extract(stream: &[u8]) -> (bool, Vec<String>) {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = Command::new("tar")
+            .args(["-x", "-C"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tar.stdin.take().unwrap().write_all(stream).unwrap();
+        let ok = tar.wait().unwrap().success();
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        (ok, files)
+    }
+
+    /// A reader that fails once `data` is used up, as a stopped download does.
+    struct FailsAfter<'a>(&'a [u8]);
+
+    impl Read for FailsAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::other("range damaged"));
+            }
+            self.0.read(buf)
+        }
+    }
+
+    #[test]
+    fn an_abandoned_stream_cut_between_members_makes_gnu_tar_fail() {
+        let full = archive(&[("a", b"first"), ("b", b"second")]);
+        // The input stops right after member a: the output ends between members.
+        let mut s = TarSplicer::new(Vec::new());
+        let err = s
+            .append(FailsAfter(&full[..1024]), &mut PathFilter::new(Vec::new()))
+            .unwrap_err();
+        assert!(err.to_string().contains("range damaged"));
+        let mut cut = s.out.clone();
+        assert_eq!(gnu_tar_extract(&cut), (true, vec!["a".to_string()]));
+        cut.clear();
+        let mut s = TarSplicer::new(&mut cut);
+        let _ = s.append(FailsAfter(&full[..1024]), &mut PathFilter::new(Vec::new()));
+        s.abandon().unwrap();
+        assert_eq!(gnu_tar_extract(&cut), (false, vec!["a".to_string()]));
+
+        // Cut inside member b's data: no marker (it would become b's bytes); tar fails anyway.
+        let mut inside = Vec::new();
+        let mut s = TarSplicer::new(&mut inside);
+        let _ = s.append(
+            FailsAfter(&full[..1024 + 512 + 3]),
+            &mut PathFilter::new(Vec::new()),
+        );
+        s.abandon().unwrap();
+        assert_eq!(
+            inside.len(),
+            1024 + 512 + 3,
+            "nothing added inside a member"
+        );
+        assert!(!gnu_tar_extract(&inside).0);
     }
 }

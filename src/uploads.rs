@@ -51,8 +51,8 @@ impl Records {
     /// Records `upload` durably before any of its parts is sent.
     pub fn record(&self, upload: &Upload) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let text = serde_json::to_string_pretty(upload).expect("serializes");
-        crate::metrics::write_atomically(&self.path(&upload.archive), &text)
+        let text = serde_json::to_vec_pretty(upload).expect("serializes");
+        crate::source::state::replace_file(&self.path(&upload.archive), |w| w.write_all(&text))
     }
 
     /// Forgets `archive`'s upload: committed, or aborted and its objects gone.
@@ -63,7 +63,9 @@ impl Records {
         }
     }
 
-    /// Every recorded upload; a record that cannot be read is an error naming its file.
+    /// Every recorded upload. A record that cannot be parsed is skipped with a warning naming
+    /// its file (its upload is then left to prune's grace period), so one damaged file does
+    /// not stop the clean-up of the others.
     pub fn list(&self) -> io::Result<Vec<Upload>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -77,13 +79,10 @@ impl Records {
                 continue; // a temporary file of an interrupted write
             }
             let text = std::fs::read(&path)?;
-            let upload = serde_json::from_slice(&text).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            out.push(upload);
+            match serde_json::from_slice(&text) {
+                Ok(upload) => out.push(upload),
+                Err(e) => log::warn!("{}: not an upload record, ignored: {e}", path.display()),
+            }
         }
         out.sort_by(|a: &Upload, b| a.archive.cmp(&b.archive));
         Ok(out)

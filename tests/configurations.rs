@@ -226,9 +226,9 @@ fn prune_removes_foreign_debris_only_after_the_grace_period() {
     let young = set_dir.join("20250101T000000Z.full.tar.zst");
     let old = set_dir.join("20240101T000000Z.full.tar.zst");
     fs::write(&young, b"another configuration's live run").unwrap();
-    fs::write(&old, b"left two days ago").unwrap();
+    fs::write(&old, b"left eight days ago").unwrap();
     let touched = Command::new("touch")
-        .args(["-d", "2 days ago"])
+        .args(["-d", "8 days ago"])
         .arg(&old)
         .status()
         .unwrap();

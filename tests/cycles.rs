@@ -269,8 +269,9 @@ fn prune_keeps_young_foreign_debris_and_reports_in_test_mode() {
     assert!(out.status.success(), "{}", stderr(&out));
     let set = format!("dir{}", e.tree.display());
     // An archive without a manifest that this configuration did not record: perhaps another
-    // configuration's live run, so prune keeps it until it is a day old on the server's clock
-    // (tests/configurations.rs shows its removal after that).
+    // configuration's live run, so prune keeps it until it is 7 days old on the server's clock
+    // (tests/configurations.rs shows its removal after that on the local store, whose clock can
+    // be set back with touch; tests/store_conformance.rs that moto's clock is the one read).
     let orphan = format!("h/{set}/20251201T000000Z.full.tar.zst.gpg");
     e.server.put("debris", &orphan, b"half an archive".to_vec());
 

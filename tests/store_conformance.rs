@@ -58,6 +58,24 @@ async fn conformance(store: DynStore) {
     assert_eq!(store.list("h/").await.unwrap().len(), 4);
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
+    // Times: objects carry the store's write time, and the store tells its own clock (for S3,
+    // the Date of its answers), so that ages are measured on one clock. The server runs on
+    // this machine: both are within a minute of the local clock.
+    let local = chrono::Utc::now();
+    let server = store.server_time().await.unwrap();
+    assert!(
+        (server - local).num_seconds().abs() < 60,
+        "{server} vs {local}"
+    );
+    let near = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.is_some_and(|t| (server - t).num_seconds().abs() < 60)
+    };
+    let head = store.head("h/set/b.json").await.unwrap().unwrap();
+    assert!(near(head.modified), "head: {:?}", head.modified);
+    for o in store.list("h/").await.unwrap() {
+        assert!(near(o.modified), "list {}: {:?}", o.key, o.modified);
+    }
+
     // Ranged reads.
     let data: Vec<u8> = (0..100u8).collect();
     store
@@ -93,6 +111,11 @@ async fn conformance(store: DynStore) {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].key, "h/set/big.tar");
     assert_eq!(pending[0].upload_id, id);
+    let initiated = pending[0].initiated;
+    assert!(
+        initiated.is_some_and(|t| (chrono::Utc::now() - t).num_seconds().abs() < 60),
+        "an upload is dated when it started: {initiated:?}"
+    );
     store
         .complete_upload("h/set/big.tar", &id, vec![r2, r1])
         .await

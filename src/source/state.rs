@@ -184,8 +184,9 @@ fn check_identity(path: &Path, line: Option<&str>, id: &Identity) -> Result<(), 
     ))
 }
 
-/// Writes `path` through a temporary file, fsync and rename.
-fn replace_file(
+/// Writes `path` through a temporary file, fsync and rename (and an fsync of the directory, so
+/// the new name survives a crash): readers see the old file or the new one, never a part.
+pub fn replace_file(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
