@@ -4,9 +4,10 @@
 //! (memory stays below (depth + parallel) × range size). When the manifest has a SHA-256 per
 //! range (format 2), each range is checked before it is handed on — a mismatch is read once
 //! more, then ends the stream with an error naming the object and the range — so no byte that
-//! was not verified ever reaches decryption. The reader also checks the whole stream against
-//! the manifest: a short object, an extra byte or a SHA-256 mismatch is an error that names the
-//! object — the last read fails rather than returning a clean end of stream.
+//! was not verified ever reaches decryption (and the ranges together prove the whole object). The
+//! reader also checks the whole stream against the manifest: a short object or an extra byte
+//! (and, for a format 1 manifest, a SHA-256 mismatch) is an error that names the object — the
+//! last read fails rather than returning a clean end of stream.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -138,7 +139,9 @@ pub fn fetch(
     ObjectReader {
         rx,
         current: Bytes::new(),
-        hasher: Sha256::new(),
+        // Verified ranges, authenticated by the manifest through the hash list's own SHA-256,
+        // already prove the whole object: hashing it once more would only cost a second pass.
+        hasher: expected.ranges.is_none().then(Sha256::new),
         seen: 0,
         expected,
         target,
@@ -171,7 +174,8 @@ async fn read_range(
 pub struct ObjectReader {
     rx: mpsc::Receiver<Result<Bytes, String>>,
     current: Bytes,
-    hasher: Sha256,
+    /// The whole object's SHA-256, for a format 1 manifest (no range hashes).
+    hasher: Option<Sha256>,
     seen: u64,
     expected: Expected,
     target: String,
@@ -192,7 +196,10 @@ impl ObjectReader {
                 self.target, self.seen, self.expected.size
             )));
         }
-        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let Some(hasher) = self.hasher.take() else {
+            return Ok(());
+        };
+        let digest = hex::encode(hasher.finalize());
         if !digest.eq_ignore_ascii_case(&self.expected.sha256) {
             return Err(self.fail(format!(
                 "{}: SHA-256 {digest} does not match the manifest's {}: object damaged",
@@ -214,7 +221,9 @@ impl Read for ObjectReader {
             }
             match self.rx.blocking_recv() {
                 Some(Ok(data)) => {
-                    self.hasher.update(&data);
+                    if let Some(hasher) = &mut self.hasher {
+                        hasher.update(&data);
+                    }
                     self.seen += data.len() as u64;
                     self.current = data;
                 }
