@@ -305,29 +305,14 @@ fn a_brief_outage_is_retried_and_the_run_commits() {
     assert_same_tree(&s.tree, &dest.join(s.tree.strip_prefix("/").unwrap()));
 }
 
-/// Runs s3nap, killing it if it has not exited after `limit`.
+/// Runs s3nap, killing it (and failing the test) if it has not exited after `limit`.
 fn s3nap_within(args: &[&str], limit: Duration) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3nap"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "s3nap {args:?} still running after {limit:?}: {}",
-                stderr(&out)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_s3nap"))
+            .args(args)
+            .stdin(std::process::Stdio::null()),
+        limit,
+    )
 }
 
 #[test]
