@@ -4,7 +4,7 @@
 //! and the uploader on the async side, and commit only if both finished cleanly — complete the
 //! upload, check the stored size, then write the manifest. Any failure aborts the multipart
 //! upload so no partial object ever appears; earlier runs are never touched. A failed set does
-//! not stop the others (DESIGN.md section 7).
+//! not stop the others.
 
 use std::sync::Arc;
 use std::time::Instant;

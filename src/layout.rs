@@ -1,4 +1,4 @@
-//! Storage layout: where each run's objects live (DESIGN.md section 3).
+//! Storage layout: where each run's objects live (README, "Storage layout").
 //!
 //! ```text
 //! <host>/<set>/<run>.<kind>.<ext>            the archive

@@ -3,7 +3,7 @@
 //! Layers, from the outside in: `config` (file → typed settings), `backup` / `recover` (one
 //! run or one recovery, orchestrated), `pipeline` (the streaming stages), `source` (what is
 //! read), `store` (where it goes), with `layout`, `manifest` and `catalog` describing what is
-//! stored. See DESIGN.md for the whole picture.
+//! stored. README describes what each of them does for a user.
 
 pub mod backup;
 pub mod bucket;

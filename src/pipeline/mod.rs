@@ -1,4 +1,4 @@
-//! The streaming stages (DESIGN.md section 2).
+//! The streaming stages (README, "What it does").
 //!
 //! ```text
 //! backup:  Source ─► Counter ─► Compressor ─► Sealer ─► PartWriter ═► upload_parts ─► store

@@ -13,7 +13,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-/// A problem with one file that does not stop the run (DESIGN.md section 7, rule 3).
+/// A problem with one file that does not stop the run (README, exit status: a warning makes it 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
     pub path: String,
