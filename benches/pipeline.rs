@@ -55,7 +55,7 @@ fn main() {
         }
         total
     });
-    let mut parts = PartWriter::new(tx, 16 << 20, s3nap::manifest::RANGE_SIZE);
+    let mut parts = PartWriter::new(tx, 16 << 20, s3nap::schema::manifest::RANGE_SIZE);
     {
         let sealer = Sealer::new(&mut parts, &certs).unwrap();
         let mut compressor = Compressor::new(Compression::Zstd { level: 3 }, sealer).unwrap();

@@ -17,9 +17,6 @@ use tokio::sync::mpsc;
 use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::keys;
-use crate::layout;
-use crate::layout::{Kind, RunId};
-use crate::manifest::{self, Manifest, SourceInfo};
 use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
@@ -27,6 +24,9 @@ use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::plan::{self, Action, BaseData, LocalStart, SetPlan};
 use crate::prune;
+use crate::schema::layout;
+use crate::schema::layout::{Kind, RunId};
+use crate::schema::manifest::{self, Manifest, SourceInfo};
 use crate::source::program;
 use crate::source::state::{self, Identity, State};
 use crate::source::tree::{PickedPaths, TreeSource};
@@ -353,7 +353,7 @@ pub fn expand_sets<'a>(sets: impl Iterator<Item = &'a SetSpec>) -> Result<Vec<Fo
                     fd: true,
                 }
             };
-            let name = layout::set_name(&source);
+            let name = source.set_name();
             let identity = (name.clone(), set.cycle.name.clone());
             if explicit.contains(&identity) {
                 log::debug!(
@@ -634,11 +634,12 @@ pub async fn prune_set(
         }
         _ => None,
     };
-    let retired: Vec<crate::layout::RunId> = prune::retire(store, &runs, &verdicts, dry_run)
-        .await?
-        .iter()
-        .map(|m| m.run)
-        .collect();
+    let retired: Vec<crate::schema::layout::RunId> =
+        prune::retire(store, &runs, &verdicts, dry_run)
+            .await?
+            .iter()
+            .map(|m| m.run)
+            .collect();
     let gc = match (&set.source, guarded) {
         (SourceSpec::Bucket(spec), Some(guarded)) => {
             // Every run of the set, in any cycle, except those retired here.

@@ -7,8 +7,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::layout::{self, Kind, RunId};
-use crate::manifest::Manifest;
+use crate::schema::layout::{self, Kind, RunId};
+use crate::schema::manifest::Manifest;
 use crate::store::DynStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +170,7 @@ mod tests {
     }
 
     fn manifest(set: &str, id: &str, kind: Kind, base: Option<&str>) -> Manifest {
-        crate::manifest::sample(set, run(id), kind, base.map(run))
+        crate::schema::manifest::sample(set, run(id), kind, base.map(run))
     }
 
     #[test]

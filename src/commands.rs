@@ -158,11 +158,7 @@ fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {
 /// error.
 fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynStore, Failure> {
     runtime
-        .block_on(crate::store::open(
-            &config.store,
-            &config.s3,
-            config.retries,
-        ))
+        .block_on(crate::connect::open_store(config))
         .map_err(|e| config_error(anyhow!(e)))
 }
 
@@ -546,7 +542,7 @@ fn snapshot_at(
     config: &Config,
     set: &SetSpec,
     at: Option<&str>,
-) -> Result<crate::manifest::Manifest, Failure> {
+) -> Result<crate::schema::manifest::Manifest, Failure> {
     let at = at
         .map(catalog::parse_time)
         .transpose()
@@ -718,7 +714,7 @@ fn restore_through(
     config: &Config,
     store: &DynStore,
     request: &recover::Request,
-    chain: Vec<crate::manifest::Manifest>,
+    chain: Vec<crate::schema::manifest::Manifest>,
     decrypt: &DecryptWith,
 ) -> Result<u8, Failure> {
     let configured = config
@@ -727,7 +723,7 @@ fn restore_through(
         .filter(|r| !r.is_empty());
     // A manifest is data: an empty recorded command is no command.
     let recorded = chain.last().and_then(|m| match &m.source {
-        crate::manifest::SourceInfo::Program { run, .. } => {
+        crate::schema::manifest::SourceInfo::Program { run, .. } => {
             run.restore.clone().filter(|r| !r.is_empty())
         }
         _ => None,

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use crate::config::SetSpec;
-use crate::layout::{Kind, RunId};
-use crate::manifest::Manifest;
 use crate::policy::cycle::{self, Due, Position};
 use crate::policy::retention::{self, Rules, RunRef, Verdict};
+use crate::schema::layout::{Kind, RunId};
+use crate::schema::manifest::Manifest;
 use crate::source::state::State;
 use crate::source::Warning;
 
@@ -225,7 +225,7 @@ mod tests {
 
     fn manifest(set: &SetSpec, day: i64, kind: Kind, slot: u64, base: Option<RunId>) -> Manifest {
         let run = RunId::at(DateTime::from_timestamp(day * 86_400 + 3600, 0).unwrap());
-        let mut m = crate::manifest::sample(&set.name, run, kind, base);
+        let mut m = crate::schema::manifest::sample(&set.name, run, kind, base);
         m.cycle = set.cycle.name.clone();
         m.slot = Some(slot);
         m.period = Some(day as u64);

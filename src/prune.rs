@@ -10,9 +10,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::layout;
-use crate::manifest::Manifest;
 use crate::policy::retention::Verdict;
+use crate::schema::layout;
+use crate::schema::manifest::Manifest;
 use crate::store::{DynStore, StoreError};
 
 /// Uploads and manifest-less archives younger than this may belong to a live run of another

@@ -16,10 +16,10 @@ use anyhow::{anyhow, bail};
 use chrono::{DateTime, Utc};
 
 use crate::catalog;
-use crate::manifest::Manifest;
 use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
 use crate::pipeline::download::{fetch, Expected, Failure, RangeDigests};
+use crate::schema::manifest::Manifest;
 use crate::store::DynStore;
 use crate::tarstream::{PathFilter, TarSplicer};
 
@@ -64,7 +64,7 @@ fn range_hashes(
             manifest.run,
             manifest.format
         );
-        return Ok((crate::manifest::RANGE_SIZE, None));
+        return Ok((crate::schema::manifest::RANGE_SIZE, None));
     };
     let target = store.locate(&ranges.key);
     let data = handle.block_on(store.get(&ranges.key))?;

@@ -5,9 +5,9 @@ use serde_json::json;
 
 use crate::backup::{archive_key, Outcome, SetOutcome, UnreadableDirectory};
 use crate::config::{Config, CycleType, SetSpec};
-use crate::layout::RunId;
-use crate::manifest::Manifest;
 use crate::plan::{Action, SetPlan};
+use crate::schema::layout::RunId;
+use crate::schema::manifest::Manifest;
 
 /// `1.5 MiB`-style sizes.
 pub fn human_bytes(n: u64) -> String {

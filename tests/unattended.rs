@@ -643,7 +643,11 @@ fn secrets_never_appear_in_logs_errors_config_check_or_json() {
         stderr(refused)
     );
     // The first character changed for one it cannot already be (a random secret may start with X).
-    let other = if server.secret_key.starts_with('X') { 'Y' } else { 'X' };
+    let other = if server.secret_key.starts_with('X') {
+        'Y'
+    } else {
+        'X'
+    };
     fs::write(
         &keyfile,
         format!(

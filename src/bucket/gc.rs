@@ -9,10 +9,11 @@ use anyhow::{anyhow, bail};
 use tokio::sync::mpsc;
 
 use super::listing::list_parallel;
-use super::snapshot::{load_refs, SnapshotInfo};
+use super::snapshot::load_refs;
 use crate::config::{BucketSpec, S3Spec};
-use crate::manifest::{Manifest, SourceInfo};
 use crate::policy::gc::{judge, Protection};
+use crate::schema::manifest::{Manifest, SourceInfo};
+use crate::schema::snapshot::SnapshotInfo;
 use crate::store::retry::RetryPolicy;
 use crate::store::DynStore;
 

@@ -57,7 +57,7 @@ pub async fn connect(
 pub fn load_index(
     handle: &tokio::runtime::Handle,
     store: &crate::store::DynStore,
-    manifest: &crate::manifest::Manifest,
+    manifest: &crate::schema::manifest::Manifest,
     decrypt: &crate::pipeline::decrypt::DecryptWith,
 ) -> anyhow::Result<Vec<Version>> {
     let mut data = Vec::new();

@@ -15,9 +15,9 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::schema::snapshot::SnapshotInfo;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,31 +29,6 @@ use super::{connect, index_line};
 use crate::config::{BucketMode, BucketSpec, CycleSettings, CycleType};
 use crate::source::{Counts, Report, Source, Warning};
 use crate::store::DynStore;
-
-/// What the manifest of a snapshot says about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    pub master: String,
-    pub replica: String,
-    pub mode: BucketMode,
-    /// The replica's keys start with this (the master's prefix).
-    pub prefix: String,
-    /// The real clock when listing began: versions superseded later may be missing from it.
-    pub listed_from: DateTime<Utc>,
-    pub listed_to: DateTime<Utc>,
-    /// Keys present at the snapshot, and keys whose current version is a delete marker.
-    pub keys: u64,
-    pub deleted_keys: u64,
-    /// Every version listed (current or not).
-    pub versions: u64,
-    pub list_requests: u64,
-    pub copied: u64,
-    pub copied_bytes: u64,
-    /// Keys gone from the master that got a delete marker in the replica (`Mode copy`).
-    pub marked_deleted: u64,
-    /// The unencrypted list of referenced version ids, for gc.
-    pub refs: String,
-}
 
 type Prepared = (MirrorStats, listing::Stats, DateTime<Utc>);
 

@@ -14,6 +14,9 @@ pub use resolve::resolve;
 pub use syntax::{ConfigError, Pos};
 
 use crate::pipeline::compress::Compression;
+/// The cycle settings belong to the cycle policy, which reads them; the configuration fills them.
+pub use crate::policy::cycle::{CycleSettings, CycleType};
+pub use crate::schema::snapshot::BucketMode;
 
 /// Where the archives go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,48 +62,6 @@ impl StoreSpec {
             ))
         }
     }
-}
-
-/// s3napback's cycle settings; cycles and retention act on them in their own module.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CycleSettings {
-    pub name: Option<String>,
-    pub cycle_type: CycleType,
-    pub frequency: u64,
-    pub phase: u64,
-    pub diffs: u64,
-    pub fulls: u64,
-    pub discs: u64,
-    pub archive_oldest_disc: bool,
-    pub use_temp_file: bool,
-    /// Age-based retention on top of the cycle (backup-my-bucket's RetentionPolicy, in days).
-    pub retention_days: Option<u64>,
-    /// With RetentionPolicy: the newest N+1 restore points are kept whatever their age.
-    pub minimum_redundancy: u64,
-}
-
-impl Default for CycleSettings {
-    fn default() -> Self {
-        CycleSettings {
-            name: None,
-            cycle_type: CycleType::Simple,
-            frequency: 1,
-            phase: 0,
-            diffs: 6,
-            fulls: 4,
-            discs: 5,
-            archive_oldest_disc: false,
-            use_temp_file: false,
-            retention_days: None,
-            minimum_redundancy: 1,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CycleType {
-    Simple,
-    Hanoi,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,16 +140,6 @@ impl std::fmt::Display for BucketUrl {
     }
 }
 
-/// How new master objects reach the versioned replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BucketMode {
-    /// S3 replication (or the master being the replica) does it.
-    Replicated,
-    /// Each snapshot first copies new and changed objects server-side.
-    Copy,
-}
-
 /// A `<Bucket NAME>` set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketSpec {
@@ -205,6 +156,31 @@ pub struct BucketSpec {
 }
 
 impl SourceSpec {
+    /// The set name of any source: `dir/etc`, `mysql/shop`, `mysql/all`, `pgsql/app`,
+    /// `svn/srv/svn/repos/myproject`, `svndir/home/svn/repos`.
+    pub fn set_name(&self) -> String {
+        let path = |prefix: &str, p: &std::path::Path| {
+            let text = p.to_string_lossy();
+            let trimmed = text.trim_matches('/');
+            if trimmed.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/{trimmed}")
+            }
+        };
+        match self {
+            SourceSpec::Directory { path: p, .. } => path("dir", p),
+            SourceSpec::MySql { database, .. } => format!("mysql/{database}"),
+            SourceSpec::PostgreSql { database, .. } => format!("pgsql/{database}"),
+            SourceSpec::Subversion { repository, .. } => path("svn", repository),
+            SourceSpec::SubversionDir { directory } => path("svndir", directory),
+            SourceSpec::Command { name, .. } => format!("cmd/{name}"),
+            SourceSpec::Picker { name, .. } => format!("picker/{name}"),
+            SourceSpec::SnapshotsDir { directory } => path("snapshots", directory),
+            SourceSpec::Bucket(b) => format!("bucket/{}", b.name),
+        }
+    }
+
     /// Whether DIFF runs exist for this source; dumps rotate through `Fulls` FULL slots.
     pub fn incremental(&self) -> crate::policy::cycle::Incremental {
         use crate::policy::cycle::Incremental;
@@ -331,5 +307,35 @@ impl SetSpec {
     /// set's runs in another cycle.
     pub fn cycle_label(&self) -> &str {
         self.cycle.name.as_deref().unwrap_or("-")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_names() {
+        let dir = |p: &str| {
+            SourceSpec::Directory {
+                path: p.into(),
+                excludes: vec![],
+                one_file_system: false,
+            }
+            .set_name()
+        };
+        assert_eq!(dir("/etc"), "dir/etc");
+        assert_eq!(dir("/home/foobar/"), "dir/home/foobar");
+        assert_eq!(dir("/"), "dir");
+        let all = SourceSpec::MySql {
+            database: "all".into(),
+            options: vec![],
+        };
+        assert_eq!(all.set_name(), "mysql/all");
+        let repo = SourceSpec::Subversion {
+            repository: "/srv/svn/repos/myproject".into(),
+            full_only: false,
+        };
+        assert_eq!(repo.set_name(), "svn/srv/svn/repos/myproject");
     }
 }

@@ -15,7 +15,6 @@ use super::{
     BucketMode, BucketSpec, BucketUrl, Config, CycleSettings, CycleType, S3Spec, SetSpec,
     SourceSpec, StoreSpec,
 };
-use crate::layout;
 use crate::pipeline::compress::Compression;
 use crate::pipeline::parts::{MAX_PART, MIN_PART};
 
@@ -570,7 +569,7 @@ impl Resolver {
             "bucket" => SourceSpec::Bucket(bucket_spec(&scope.bucket, w)?),
             other => unreachable!("{other} is not a source"),
         };
-        let name = layout::set_name(&spec);
+        let name = spec.set_name();
         let id = (name.clone(), scope.cycle.name.clone());
         if let Some(first) = self.names.get(&id) {
             return Err(err(

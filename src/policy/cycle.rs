@@ -7,8 +7,49 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{CycleSettings, CycleType};
-use crate::layout::Kind;
+use crate::schema::layout::Kind;
+
+/// s3napback's cycle settings; cycles and retention act on them in their own module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleSettings {
+    pub name: Option<String>,
+    pub cycle_type: CycleType,
+    pub frequency: u64,
+    pub phase: u64,
+    pub diffs: u64,
+    pub fulls: u64,
+    pub discs: u64,
+    pub archive_oldest_disc: bool,
+    pub use_temp_file: bool,
+    /// Age-based retention on top of the cycle (backup-my-bucket's RetentionPolicy, in days).
+    pub retention_days: Option<u64>,
+    /// With RetentionPolicy: the newest N+1 restore points are kept whatever their age.
+    pub minimum_redundancy: u64,
+}
+
+impl Default for CycleSettings {
+    fn default() -> Self {
+        CycleSettings {
+            name: None,
+            cycle_type: CycleType::Simple,
+            frequency: 1,
+            phase: 0,
+            diffs: 6,
+            fulls: 4,
+            discs: 5,
+            archive_oldest_disc: false,
+            use_temp_file: false,
+            retention_days: None,
+            minimum_redundancy: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleType {
+    Simple,
+    Hanoi,
+}
 
 /// Days since 1970-01-01 in UTC.
 pub fn day_index(t: DateTime<Utc>) -> i64 {

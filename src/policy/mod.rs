@@ -15,10 +15,9 @@ mod simulation {
 
     use chrono::{DateTime, Duration, Utc};
 
-    use super::cycle::{due, Due, Incremental};
+    use super::cycle::{due, CycleSettings, CycleType, Due, Incremental};
     use super::retention::{evaluate, restorable, Rules, RunRef};
-    use crate::config::{CycleSettings, CycleType};
-    use crate::layout::{Kind, RunId};
+    use crate::schema::layout::{Kind, RunId};
 
     const YEARS3: i64 = 3 * 365 + 1;
 

@@ -16,8 +16,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::CycleType;
-use crate::layout::{Kind, RunId};
+use super::cycle::CycleType;
+use crate::schema::layout::{Kind, RunId};
 
 /// What retention needs to know of a committed run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,32 +11,7 @@ pub mod xattr;
 
 use std::io::Write;
 
-use serde::{Deserialize, Serialize};
-
-/// A problem with one file that does not stop the run (README, exit status: a warning makes it 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Warning {
-    pub path: String,
-    pub problem: String,
-    /// The file could not be read at all: its content is missing from the archive, and the
-    /// run's exit status says so.
-    #[serde(default)]
-    pub unreadable: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub files: u64,
-    pub directories: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub special: u64,
-    /// Bytes of file content read.
-    pub content_bytes: u64,
-    /// Entries left out of a DIFF because they did not change.
-    #[serde(default)]
-    pub unchanged: u64,
-}
+pub use crate::schema::report::{Counts, Warning};
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -45,9 +20,9 @@ pub struct Report {
     /// For incremental sources: the state to keep for the next DIFF, once the run commits.
     pub state: Option<state::State>,
     /// For program sources: the command, its exit status and output, the restore command.
-    pub program: Option<program::ProgramRun>,
+    pub program: Option<crate::schema::program::ProgramRun>,
     /// For bucket snapshots: what the manifest records of the listing.
-    pub bucket: Option<crate::bucket::snapshot::SnapshotInfo>,
+    pub bucket: Option<crate::schema::snapshot::SnapshotInfo>,
 }
 
 pub trait Source: Send {

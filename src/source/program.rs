@@ -18,30 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
+use crate::schema::program::ProgramRun;
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 
 use super::{Report, Source};
 
 /// Lines of stderr kept in the manifest and the error message.
 const STDERR_TAIL: usize = 20;
-
-/// What the manifest records of a program run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProgramRun {
-    pub command: Vec<String>,
-    pub exit_status: Option<i32>,
-    #[serde(default)]
-    pub stderr_tail: Vec<String>,
-    #[serde(default)]
-    pub description: Vec<String>,
-    /// The command `recover --restore` pipes the data into.
-    #[serde(default)]
-    pub restore: Option<Vec<String>>,
-    /// Subversion: the revisions this dump holds (`from` may exceed `to`: none).
-    #[serde(default)]
-    pub revisions: Option<(u64, u64)>,
-}
 
 pub struct ProgramSource {
     pub command: Vec<String>,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
-use crate::layout::RunId;
+use crate::schema::layout::RunId;
 
 const MAGIC: &str = "s3nap-state";
 const VERSION: &str = "2";

@@ -122,28 +122,3 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 pub type DynStore = Arc<dyn Store>;
-
-/// The configured store, wrapped in retries.
-pub async fn open(
-    spec: &crate::config::StoreSpec,
-    s3: &crate::config::S3Spec,
-    attempts: u32,
-) -> std::result::Result<DynStore, String> {
-    let inner: DynStore = match spec {
-        crate::config::StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
-        crate::config::StoreSpec::S3 { bucket, prefix } => {
-            let settings = s3::S3Settings {
-                endpoint: s3.endpoint.clone(),
-                region: s3.region.clone(),
-                keyfile: s3.keyfile.clone(),
-                timeout: s3.timeout,
-            };
-            Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
-        }
-    };
-    let policy = retry::RetryPolicy {
-        attempts: attempts.max(1),
-        ..Default::default()
-    };
-    Ok(Arc::new(retry::RetryStore::new(inner, policy)))
-}

@@ -119,32 +119,6 @@ pub fn parse_archive_key(host: &str, key: &str) -> Option<(String, RunId, Kind)>
     Some((set.to_string(), run, kind))
 }
 
-/// The set name of any source: `dir/etc`, `mysql/shop`, `mysql/all`, `pgsql/app`,
-/// `svn/srv/svn/repos/myproject`, `svndir/home/svn/repos`.
-pub fn set_name(source: &crate::config::SourceSpec) -> String {
-    use crate::config::SourceSpec;
-    let path = |prefix: &str, p: &std::path::Path| {
-        let text = p.to_string_lossy();
-        let trimmed = text.trim_matches('/');
-        if trimmed.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/{trimmed}")
-        }
-    };
-    match source {
-        SourceSpec::Directory { path: p, .. } => path("dir", p),
-        SourceSpec::MySql { database, .. } => format!("mysql/{database}"),
-        SourceSpec::PostgreSql { database, .. } => format!("pgsql/{database}"),
-        SourceSpec::Subversion { repository, .. } => path("svn", repository),
-        SourceSpec::SubversionDir { directory } => path("svndir", directory),
-        SourceSpec::Command { name, .. } => format!("cmd/{name}"),
-        SourceSpec::Picker { name, .. } => format!("picker/{name}"),
-        SourceSpec::SnapshotsDir { directory } => path("snapshots", directory),
-        SourceSpec::Bucket(b) => format!("bucket/{}", b.name),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,30 +144,5 @@ mod tests {
         assert_eq!(parse_archive_key("web1", &m), None);
         assert_eq!(parse_archive_key("web1", "web1/dir/etc/notes.txt"), None);
         assert_eq!(parse_manifest_key("web2", &m), None);
-    }
-
-    #[test]
-    fn set_names() {
-        use crate::config::SourceSpec;
-        let dir = |p: &str| {
-            set_name(&SourceSpec::Directory {
-                path: p.into(),
-                excludes: vec![],
-                one_file_system: false,
-            })
-        };
-        assert_eq!(dir("/etc"), "dir/etc");
-        assert_eq!(dir("/home/foobar/"), "dir/home/foobar");
-        assert_eq!(dir("/"), "dir");
-        let all = SourceSpec::MySql {
-            database: "all".into(),
-            options: vec![],
-        };
-        assert_eq!(set_name(&all), "mysql/all");
-        let repo = SourceSpec::Subversion {
-            repository: "/srv/svn/repos/myproject".into(),
-            full_only: false,
-        };
-        assert_eq!(set_name(&repo), "svn/srv/svn/repos/myproject");
     }
 }

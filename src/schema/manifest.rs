@@ -14,9 +14,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Kind, RunId};
-use crate::pipeline::compress::Compression;
-use crate::source::{Counts, Warning};
+use super::compression::Compression;
+use super::layout::{Kind, RunId};
+use super::report::{Counts, Warning};
 
 /// The format this s3nap writes; it reads every format from 1 up to this one.
 pub const FORMAT_VERSION: u32 = 2;
@@ -159,10 +159,10 @@ pub enum SourceInfo {
     Program {
         kind: String,
         #[serde(flatten)]
-        run: crate::source::program::ProgramRun,
+        run: super::program::ProgramRun,
     },
     /// A bucket's version index.
-    Bucket(crate::bucket::snapshot::SnapshotInfo),
+    Bucket(super::snapshot::SnapshotInfo),
 }
 
 impl Manifest {

@@ -1,0 +1,33 @@
+//! From the configuration to a live store: the configured kind of store (a local directory or
+//! an S3 bucket under a prefix), wrapped in retries.
+//!
+//! It sits above both `config` and `store` so that the store layer never reads the
+//! configuration.
+
+use std::sync::Arc;
+
+use crate::config::{Config, StoreSpec};
+use crate::store::retry::{RetryPolicy, RetryStore};
+use crate::store::{local, s3, DynStore};
+
+/// The configured store, wrapped in retries. An error here (an unreadable key file, a bad
+/// endpoint) is the configuration's.
+pub async fn open_store(config: &Config) -> Result<DynStore, String> {
+    let inner: DynStore = match &config.store {
+        StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
+        StoreSpec::S3 { bucket, prefix } => {
+            let settings = s3::S3Settings {
+                endpoint: config.s3.endpoint.clone(),
+                region: config.s3.region.clone(),
+                keyfile: config.s3.keyfile.clone(),
+                timeout: config.s3.timeout,
+            };
+            Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
+        }
+    };
+    let policy = RetryPolicy {
+        attempts: config.retries.max(1),
+        ..Default::default()
+    };
+    Ok(Arc::new(RetryStore::new(inner, policy)))
+}
