@@ -588,7 +588,7 @@ fn bucket_command(
                 .block_on(bucket::connect(
                     spec,
                     &config.s3,
-                    backup::retry_policy(config),
+                    crate::connect::retry_policy(config),
                 ))
                 .map_err(|e| anyhow!(e))?;
             let target = Arc::new(replica.for_bucket(&target_url.bucket));

@@ -25,9 +25,13 @@ pub async fn open_store(config: &Config) -> Result<DynStore, String> {
             Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
         }
     };
-    let policy = RetryPolicy {
+    Ok(Arc::new(RetryStore::new(inner, retry_policy(config))))
+}
+
+/// The retry settings of the configuration, for the store and for the S3 calls outside it.
+pub fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
         attempts: config.retries.max(1),
         ..Default::default()
-    };
-    Ok(Arc::new(RetryStore::new(inner, policy)))
+    }
 }

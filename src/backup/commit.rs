@@ -1,0 +1,247 @@
+//! The commit of one run's archive: from the multipart upload's creation to the stored
+//! manifest, which is what makes the run exist.
+//!
+//! An [`ArchiveCommit`] owns the upload. It is recorded in DiffDir before any part is sent; it
+//! ends either in [`ArchiveCommit::commit`] — complete the upload, check the stored size, store
+//! the range hashes, store the manifest, check the archive is still there — or in
+//! [`ArchiveCommit::abort`], which aborts the upload and deletes whatever of the run was stored.
+//! A commit that fails part-way aborts itself. Nothing happens on drop (no async clean-up can
+//! run there): a run killed with an open commit leaves its record, and the next run of the
+//! configuration finishes it (`uploads::finish_interrupted`).
+
+use anyhow::{anyhow, bail, Context};
+use sha2::Digest;
+
+use crate::config::{Config, SetSpec, SourceSpec};
+use crate::prune;
+use crate::schema::layout::{self, Kind, RunId};
+use crate::schema::manifest::{self, Manifest, RangeHashes};
+use crate::store::{DynStore, PartReceipt};
+use crate::uploads::{self, Records, Upload};
+
+use super::sources::archive_key;
+use crate::pipeline::parts::Stored;
+
+/// The keys of one run's objects.
+pub(super) struct RunKeys {
+    pub archive: String,
+    pub manifest: String,
+    /// The per-range SHA-256s of the archive.
+    pub ranges: String,
+    /// A bucket snapshot's referenced version ids.
+    pub refs: Option<String>,
+}
+
+impl RunKeys {
+    pub fn new(config: &Config, set: &SetSpec, run: RunId, kind: Kind) -> Self {
+        let object = |ext: &str| layout::archive_key(&config.host, &set.name, run, kind, ext);
+        RunKeys {
+            archive: archive_key(config, set, run, kind),
+            manifest: layout::manifest_key(&config.host, &set.name, run, kind),
+            ranges: object("sha256"),
+            refs: matches!(set.source, SourceSpec::Bucket(_)).then(|| object("refs.zst")),
+        }
+    }
+}
+
+/// An archive upload between its creation and its manifest (see the module comment).
+pub(super) struct ArchiveCommit<'a> {
+    store: &'a DynStore,
+    records: Records,
+    upload: Upload,
+    /// Where the archive's per-range SHA-256s go (also among `upload.others`).
+    ranges: String,
+}
+
+impl<'a> ArchiveCommit<'a> {
+    /// Checks that none of the run's objects exist and that no other configuration is uploading
+    /// the set, then creates the upload and records it.
+    pub async fn begin(
+        store: &'a DynStore,
+        config: &Config,
+        set: &str,
+        keys: &RunKeys,
+    ) -> anyhow::Result<ArchiveCommit<'a>> {
+        let objects = [&keys.manifest, &keys.archive, &keys.ranges];
+        for key in objects.into_iter().chain(keys.refs.as_ref()) {
+            if store.head(key).await?.is_some() {
+                bail!(
+                    "{} already exists: runs are never overwritten",
+                    store.locate(key)
+                );
+            }
+        }
+        let records = Records::new(&config.diff_dir);
+        check_no_foreign_upload(store, &records, &config.host, set).await?;
+        let upload_id = store.create_upload(&keys.archive).await?;
+        let commit = ArchiveCommit {
+            store,
+            records,
+            upload: Upload {
+                archive: keys.archive.clone(),
+                upload_id,
+                manifest: keys.manifest.clone(),
+                others: std::iter::once(keys.ranges.clone())
+                    .chain(keys.refs.clone())
+                    .collect(),
+            },
+            ranges: keys.ranges.clone(),
+        };
+        // Recorded before any part is sent, so that an interrupted run's next run finds it.
+        if let Err(e) = commit.records.record(&commit.upload) {
+            commit.abort().await;
+            bail!(
+                "cannot record the upload of {} in {} ({e}); nothing was stored",
+                store.locate(&keys.archive),
+                config.diff_dir.display()
+            );
+        }
+        Ok(commit)
+    }
+
+    pub fn archive(&self) -> &str {
+        &self.upload.archive
+    }
+
+    pub fn upload_id(&self) -> &str {
+        &self.upload.upload_id
+    }
+
+    /// Commits the uploaded parts: the manifest `build` makes (given the archive's range
+    /// hashes) is stored last. On any failure the run's objects are removed again.
+    pub async fn commit(
+        self,
+        receipts: Vec<PartReceipt>,
+        stored: &Stored,
+        build: impl FnOnce(RangeHashes) -> Manifest,
+    ) -> anyhow::Result<Manifest> {
+        match self.store_all(receipts, stored, build).await {
+            Ok(manifest) => {
+                if let Err(e) = self.records.clear(self.archive()) {
+                    log::warn!(
+                        "run {} committed, but its upload record could not be removed ({e}); the next run removes it",
+                        manifest.run
+                    );
+                }
+                Ok(manifest)
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_all(
+        &self,
+        receipts: Vec<PartReceipt>,
+        stored: &Stored,
+        build: impl FnOnce(RangeHashes) -> Manifest,
+    ) -> anyhow::Result<Manifest> {
+        let store = self.store;
+        let archive = self.archive();
+        store
+            .complete_upload(archive, self.upload_id(), receipts)
+            .await?;
+        let info = store.head(archive).await?.ok_or_else(|| {
+            anyhow!(
+                "{}: missing right after its upload completed",
+                store.locate(archive)
+            )
+        })?;
+        if info.size != stored.size {
+            bail!(
+                "{}: stored {} bytes but the pipeline produced {}; not committing this run",
+                store.locate(archive),
+                info.size,
+                stored.size
+            );
+        }
+        let ranges = self.store_range_hashes(stored).await?;
+        let manifest = build(ranges);
+        store
+            .put(&self.upload.manifest, manifest.to_json().into())
+            .await
+            .with_context(|| format!("committing the manifest of {}", store.locate(archive)))?;
+        // Another configuration's prune may have taken the archive for debris meanwhile (its
+        // grace period passed during a very long run): a manifest without its archive must not
+        // stand, so it goes, and the run fails loudly.
+        if store.head(archive).await?.is_none() {
+            store.delete(&self.upload.manifest).await?;
+            bail!(
+                "{} vanished before its run was committed (removed by another configuration's prune?); run not committed",
+                store.locate(archive)
+            );
+        }
+        Ok(manifest)
+    }
+
+    /// Stores the archive's per-range SHA-256s and returns what the manifest says of them.
+    async fn store_range_hashes(&self, stored: &Stored) -> anyhow::Result<RangeHashes> {
+        let key = &self.ranges;
+        let hashes = RangeHashes::encode(&stored.ranges);
+        let ranges = RangeHashes {
+            key: key.clone(),
+            range_size: manifest::RANGE_SIZE,
+            count: stored.ranges.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&hashes)),
+        };
+        self.store.put(key, hashes.into()).await.with_context(|| {
+            format!(
+                "storing the range hashes of {}",
+                self.store.locate(self.archive())
+            )
+        })?;
+        Ok(ranges)
+    }
+
+    /// Undoes an upload that will not be committed: aborts it, deletes whatever of its objects
+    /// were stored (unless its manifest exists after all), and forgets it. What fails here stays
+    /// recorded, and the next run of this configuration finishes it.
+    pub async fn abort(self) {
+        match uploads::finish_one(self.store, &self.upload).await {
+            Ok(()) => {
+                if let Err(e) = self.records.clear(self.archive()) {
+                    log::warn!("cannot forget the upload of {}: {e}", self.archive());
+                }
+            }
+            Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+        }
+    }
+}
+
+/// Fails when an upload of `set` younger than the debris grace period (on the server's clock)
+/// is open: this configuration's own interrupted uploads were finished when the run started,
+/// so it belongs to another configuration backing up the same set under the same Host, which
+/// would retire this one's runs (and this one its runs).
+async fn check_no_foreign_upload(
+    store: &DynStore,
+    records: &Records,
+    host: &str,
+    set: &str,
+) -> anyhow::Result<()> {
+    let pending = store.list_uploads(&layout::set_prefix(host, set)).await?;
+    // An upload of ours that could not be aborted yet is ours to finish, not a foreign one.
+    let recorded: std::collections::HashSet<String> =
+        records.list()?.into_iter().map(|u| u.upload_id).collect();
+    let of_set = |key: &str| layout::parse_archive_key(host, key).is_some_and(|(s, _, _)| s == set);
+    let pending: Vec<_> = pending
+        .into_iter()
+        .filter(|u| of_set(&u.key) && !recorded.contains(&u.upload_id))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let server_now = store.server_time().await?;
+    if let Some(live) = pending.iter().find(|u| {
+        u.initiated
+            .is_none_or(|t| server_now - t < prune::DEBRIS_GRACE)
+    }) {
+        bail!(
+            "{} is being uploaded by another configuration (not recorded in this DiffDir); \
+             two configurations must not back up the same set under one Host",
+            store.locate(&live.key)
+        );
+    }
+    Ok(())
+}

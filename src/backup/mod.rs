@@ -1,0 +1,319 @@
+//! One backup run: every configured set through the pipeline into the store.
+//!
+//! A set's run reads as a short sequence (see [`run_set`]): prepare (the plan, the base's local
+//! start, the source) → stream the source into a multipart upload that an [`ArchiveCommit`]
+//! owns → commit (complete, check the size, store the manifest) or abort → save the local
+//! state for the next DIFF → retention. Any failure before the manifest is stored removes what
+//! the run stored, so no partial run ever appears; earlier runs are never touched; a failed
+//! set does not stop the others. docs/ARCHITECTURE.md, "A run of one set", tells the whole
+//! story.
+
+mod commit;
+mod local;
+mod planner;
+mod retain;
+mod sets;
+mod sources;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+use chrono::{DateTime, Utc};
+use sequoia_openpgp::Cert;
+
+use crate::config::{Config, SetSpec, SourceSpec};
+use crate::keys;
+use crate::plan::{Action, BaseData, LocalStart, SetPlan};
+use crate::schema::manifest::{self, Manifest, SourceInfo};
+use crate::source::state::Identity;
+use crate::source::{Source, Warning};
+use crate::store::DynStore;
+
+use commit::{ArchiveCommit, RunKeys};
+pub use planner::{Planner, UnreadableDirectory};
+pub use retain::{prune_set, Pruned};
+pub use sets::{expand_sets, FoundSet};
+pub use sources::{archive_format, archive_key, extension};
+use stream::Streamed;
+
+/// What a run needs besides the configuration.
+pub struct RunContext {
+    pub store: DynStore,
+    pub certs: Arc<Vec<Cert>>,
+    pub progress: crate::progress::Progress,
+}
+
+/// What became of one set in a run.
+pub enum Outcome {
+    /// Committed; with the runs retention retired afterwards.
+    Committed {
+        manifest: Box<Manifest>,
+        retired: Vec<String>,
+    },
+    Skipped(String),
+    Failed(anyhow::Error),
+}
+
+pub struct SetOutcome {
+    pub set: String,
+    pub cycle: String,
+    pub outcome: Outcome,
+    pub seconds: f64,
+}
+
+/// Loads the recipients' certificates once per run.
+pub fn load_certs(config: &Config) -> anyhow::Result<Arc<Vec<Cert>>> {
+    if config.recipients.is_empty() {
+        log::warn!("no GpgRecipient configured: archives are stored unencrypted");
+        return Ok(Arc::new(Vec::new()));
+    }
+    Ok(Arc::new(keys::recipient_certs(
+        &config.recipients,
+        config.keyring.as_deref(),
+    )?))
+}
+
+/// Runs `sets` (from [`expand_sets`]) in order: plan, run or skip, then retire what the policy
+/// no longer keeps. Each outcome stands on its own.
+pub async fn run_all(
+    config: &Config,
+    ctx: &RunContext,
+    now: DateTime<Utc>,
+    force: bool,
+    sets: Vec<FoundSet>,
+) -> Vec<SetOutcome> {
+    let mut outcomes = Vec::new();
+    let mut planner = Planner::new(&ctx.store, config, now, force);
+    for (set, found) in sets {
+        let set = &set;
+        let started = Instant::now();
+        let outcome = match planner.plan(set, found).await {
+            Err(e) => Outcome::Failed(e),
+            Ok(p) => match &p.action {
+                Action::Skip { reason } => Outcome::Skipped(reason.clone()),
+                Action::Run { kind, position, .. } => {
+                    log::info!(
+                        "{} [{}]: starting {kind} run in slot {}",
+                        set.name,
+                        set.cycle_label(),
+                        position.slot
+                    );
+                    match run_set(config, ctx, p, now).await {
+                        Ok(manifest) => {
+                            match prune_set(&ctx.store, config, set, now, false).await {
+                                Ok(pruned) => Outcome::Committed {
+                                    manifest: Box::new(manifest),
+                                    retired: pruned.retired,
+                                },
+                                Err(e) => Outcome::Failed(e.context(format!(
+                                    "run {} committed, but pruning failed",
+                                    manifest.run
+                                ))),
+                            }
+                        }
+                        Err(e) => Outcome::Failed(e),
+                    }
+                }
+            },
+        };
+        outcomes.push(SetOutcome {
+            set: set.name.clone(),
+            cycle: set.cycle_label().to_string(),
+            outcome,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    outcomes
+}
+
+/// The facts of a planned run that its manifest records.
+struct Planned {
+    set: SetSpec,
+    run: crate::schema::layout::RunId,
+    kind: crate::schema::layout::Kind,
+    position: crate::policy::cycle::Position,
+    base_run: Option<crate::schema::layout::RunId>,
+    forced: bool,
+    local: LocalStart,
+}
+
+impl Planned {
+    fn of(plan: SetPlan) -> anyhow::Result<Planned> {
+        let SetPlan { set, action, .. } = plan;
+        let Action::Run {
+            position,
+            kind,
+            run,
+            base,
+            forced,
+            local,
+            ..
+        } = action
+        else {
+            bail!("{}: nothing to run", set.name);
+        };
+        Ok(Planned {
+            set,
+            run,
+            kind,
+            position,
+            base_run: base.map(|b| b.run),
+            forced,
+            local,
+        })
+    }
+}
+
+/// Executes the run `plan` decided on (by [`Planner`]), started at `now`.
+pub async fn run_set(
+    config: &Config,
+    ctx: &RunContext,
+    plan: SetPlan,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Manifest> {
+    let mut planned = Planned::of(plan)?;
+    let set = &planned.set;
+    if let Some(w) = &planned.local.warning {
+        log::warn!("{}: {}", w.path, w.problem);
+    }
+    let keys = RunKeys::new(config, set, planned.run, planned.kind);
+    let start = std::mem::take(&mut planned.local.data);
+    let (source, source_info) = start_source(config, ctx, set, &keys, start).await?;
+    let format = source.format();
+    // -t printed this key: the source and the certificates must agree with it.
+    let encrypted = !ctx.certs.is_empty();
+    if format != archive_format(&set.source) || encrypted == config.recipients.is_empty() {
+        bail!(
+            "internal error: {} produces {format}{}, but its key is {}",
+            set.name,
+            if encrypted { " encrypted" } else { "" },
+            keys.archive
+        );
+    }
+    let commit = ArchiveCommit::begin(&ctx.store, config, &set.name, &keys).await?;
+    let source_started = Utc::now();
+    let streamed = match stream::stream(
+        config,
+        ctx,
+        set,
+        source,
+        commit.archive(),
+        commit.upload_id(),
+    )
+    .await
+    {
+        Ok(streamed) => streamed,
+        Err(e) => {
+            commit.abort().await;
+            return Err(e);
+        }
+    };
+    let Streamed {
+        mut report,
+        plaintext,
+        stored,
+        receipts,
+    } = streamed;
+    let next = local::NextStart {
+        state: report.state.take(),
+        revision: report
+            .program
+            .as_ref()
+            .and_then(|p| p.revisions)
+            .map(|r| r.1),
+        legacy: planned.local.legacy.take(),
+    };
+    let times = (now, source_started);
+    let manifest = commit
+        .commit(receipts, &stored, |ranges| {
+            let archive = manifest::Archive {
+                key: keys.archive.clone(),
+                stored_size: stored.size,
+                sha256: stored.sha256.clone(),
+                plaintext_size: plaintext,
+                format: format.to_string(),
+                compression: set.compression,
+                recipients: ctx.certs.iter().map(|c| c.fingerprint().to_hex()).collect(),
+                parts: stored.parts,
+                ranges: Some(ranges),
+            };
+            manifest_of(config, &planned, times, archive, source_info, report)
+        })
+        .await?;
+    // Committed: only now may the next DIFF build on this run.
+    local::save(config, &Identity::of(set), planned.run, next);
+    Ok(manifest)
+}
+
+/// The source of the run and what its manifest says of it when known beforehand; a bucket
+/// snapshot starts asynchronously and stores its version ids beside the archive.
+async fn start_source(
+    config: &Config,
+    ctx: &RunContext,
+    set: &SetSpec,
+    keys: &RunKeys,
+    start: BaseData,
+) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
+    match (&set.source, &keys.refs) {
+        (SourceSpec::Bucket(spec), Some(refs_key)) => {
+            let snapshot = crate::bucket::snapshot::start(
+                spec,
+                &config.s3,
+                crate::connect::retry_policy(config),
+                &set.cycle,
+                ctx.store.clone(),
+                refs_key.clone(),
+            )
+            .await?;
+            Ok((Box::new(snapshot), None))
+        }
+        _ => sources::source_for(set, start),
+    }
+}
+
+/// The manifest of the run `planned`, started at `times.0` by the run's clock (which follows
+/// `--now`) and reading its source from `times.1` on the real clock.
+fn manifest_of(
+    config: &Config,
+    planned: &Planned,
+    times: (DateTime<Utc>, DateTime<Utc>),
+    archive: manifest::Archive,
+    source_info: Option<SourceInfo>,
+    report: crate::source::Report,
+) -> Manifest {
+    let set = &planned.set;
+    let (now, source_started) = times;
+    let source = match (source_info, report.bucket) {
+        (Some(info), _) => info,
+        (None, Some(snapshot)) => SourceInfo::Bucket(snapshot),
+        (None, None) => SourceInfo::Program {
+            kind: sources::program_kind(&set.source).to_string(),
+            run: report.program.unwrap_or_default(),
+        },
+    };
+    let mut warnings: Vec<Warning> = report.warnings;
+    warnings.extend(planned.local.warning.clone());
+    Manifest {
+        format: manifest::FORMAT_VERSION,
+        tool: format!("s3nap {}", env!("CARGO_PKG_VERSION")),
+        host: config.host.clone(),
+        set: set.name.clone(),
+        run: planned.run,
+        kind: planned.kind,
+        base_run: planned.base_run,
+        cycle: set.cycle.name.clone(),
+        slot: Some(planned.position.slot),
+        period: Some(planned.position.period),
+        forced: planned.forced,
+        started: now,
+        // On the same clock as `started`, which follows --now.
+        finished: now + (Utc::now() - source_started),
+        source_started: Some(source_started),
+        archive,
+        source,
+        counts: report.counts,
+        warnings,
+    }
+}

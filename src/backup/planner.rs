@@ -1,0 +1,270 @@
+//! Planning a set: its runs in the store's catalog and its cycle decide whether it runs, in
+//! which slot, and FULL or DIFF; DiffDir then says whether a DIFF can really start from its
+//! base. `-t` prints exactly these plans and a run executes them.
+//!
+//! DiffDir is only read here. A DIFF whose base's state or revision is missing, damaged or not
+//! provably this set's is planned as a FULL, with the reason as a warning: never a wrong DIFF.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog;
+use crate::config::{Config, SetSpec, SourceSpec};
+use crate::plan::{self, Action, BaseData, LocalStart, SetPlan};
+use crate::schema::layout::{Kind, RunId};
+use crate::schema::manifest::{Manifest, SourceInfo};
+use crate::source::state::{self, Identity, State};
+use crate::source::Warning;
+use crate::store::DynStore;
+
+/// A SubversionDir or SnapshotsDir that cannot be read: its set fails when the run reaches it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableDirectory(pub String);
+
+/// The one planning `-t` prints and a run executes: each set against the store's catalog of its
+/// runs, and what a DIFF needs from DiffDir (reads only; a DIFF whose base's state or revision
+/// is missing, damaged or not provably this set's is planned as a FULL, with the reason).
+pub struct Planner<'a> {
+    store: &'a DynStore,
+    config: &'a Config,
+    now: DateTime<Utc>,
+    force: bool,
+    /// Run ids planned so far, by set name: two cycles of one set never get the same one.
+    taken: HashMap<String, Vec<RunId>>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(store: &'a DynStore, config: &'a Config, now: DateTime<Utc>, force: bool) -> Self {
+        Planner {
+            store,
+            config,
+            now,
+            force,
+            taken: Default::default(),
+        }
+    }
+
+    /// Plans `set`; `found` is what [`expand_sets`] said of it.
+    pub async fn plan(
+        &mut self,
+        set: &SetSpec,
+        found: Result<(), String>,
+    ) -> anyhow::Result<SetPlan> {
+        found.map_err(UnreadableDirectory)?;
+        let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
+        let taken = self.taken.entry(set.name.clone()).or_default();
+        let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);
+        let mut fell_back = false;
+        if let Action::Run {
+            kind,
+            run,
+            base,
+            note,
+            local,
+            ..
+        } = &mut plan.action
+        {
+            taken.push(*run);
+            let (start_kind, start) =
+                local_start(&self.config.diff_dir, set, *kind, base.as_deref());
+            if start_kind != *kind {
+                *kind = start_kind;
+                *base = None;
+                *note = start
+                    .warning
+                    .as_ref()
+                    .map(|w| format!("{}: {}", w.path, w.problem));
+                fell_back = true;
+            }
+            *local = start;
+        }
+        if fell_back {
+            // Retention after a FULL keeps other runs than after the planned DIFF would.
+            let plan::SetPlan { runs, action, .. } = plan;
+            plan = plan::finish(set, runs, action, self.now);
+        }
+        Ok(plan)
+    }
+}
+
+/// A DIFF that cannot start from its base's local record becomes a FULL with this warning
+/// (also in its manifest): never a wrong DIFF.
+fn fall_back(path: &Path, problem: String) -> (Kind, LocalStart) {
+    (
+        Kind::Full,
+        LocalStart {
+            warning: Some(Warning {
+                path: path.display().to_string(),
+                problem: format!("{problem}; this run is a FULL instead of a DIFF"),
+                unreadable: false,
+            }),
+            ..LocalStart::default()
+        },
+    )
+}
+
+/// What a run of `set` of `kind` on `base` starts from, read from DiffDir (reads only): for a
+/// DIFF, the tree state or the Subversion revision of exactly its base run, of exactly this
+/// set and cycle. Without it the run becomes a FULL (the returned kind), with a warning.
+fn local_start(
+    diff_dir: &Path,
+    set: &SetSpec,
+    kind: Kind,
+    base: Option<&Manifest>,
+) -> (Kind, LocalStart) {
+    let Some(base) = base.filter(|_| kind == Kind::Diff) else {
+        return (kind, LocalStart::default());
+    };
+    let identity = Identity::of(set);
+    match &set.source {
+        SourceSpec::Subversion { .. } => revision_start(diff_dir, &identity, base),
+        SourceSpec::Directory { path, .. } => tree_start(diff_dir, &identity, path, base),
+        _ => fall_back(
+            &state::path(diff_dir, &identity),
+            format!("{} has no DIFF runs", set.name),
+        ),
+    }
+}
+
+/// The last revision the base run dumped, as its manifest records it.
+fn recorded_revision(base: &Manifest) -> Option<u64> {
+    match &base.source {
+        SourceInfo::Program { run, .. } => run.revisions.map(|(_, to)| to),
+        _ => None,
+    }
+}
+
+/// The Subversion counterpart of [`tree_start`]: the last revision of exactly the base run,
+/// which must also be the one the base run's manifest records (when it records one).
+fn revision_start(diff_dir: &Path, id: &Identity, base: &Manifest) -> (Kind, LocalStart) {
+    let path = state::revision_path(diff_dir, id);
+    let recorded = recorded_revision(base);
+    let problem = match state::load_revision(&path, id) {
+        Ok(Some((run, rev))) if run == base.run && recorded.is_none_or(|r| r == rev) => {
+            return (
+                Kind::Diff,
+                LocalStart {
+                    data: BaseData::Revision(rev),
+                    ..LocalStart::default()
+                },
+            )
+        }
+        Ok(Some((run, _))) if run != base.run => format!(
+            "last revision recorded for run {run}, not the base run {}",
+            base.run
+        ),
+        Ok(Some((_, rev))) => format!(
+            "last revision recorded as {rev}, but the base run {} dumped up to revision {}",
+            base.run,
+            recorded.unwrap_or_default()
+        ),
+        Ok(None) => {
+            // Written before revision files recorded their set: several sets may have shared
+            // its name, so it counts only when the base run's manifest confirms the revision.
+            let old = state::legacy_path(diff_dir, id, "svnrev");
+            match state::load_legacy_revision(&old) {
+                Ok(Some((run, rev))) if run == base.run && recorded == Some(rev) => {
+                    return (
+                        Kind::Diff,
+                        LocalStart {
+                            data: BaseData::Revision(rev),
+                            legacy: Some(old),
+                            ..LocalStart::default()
+                        },
+                    )
+                }
+                Ok(Some((run, rev))) => {
+                    return fall_back(
+                        &old,
+                        format!(
+                            "old-format revision file (its name may be shared by several sets) \
+                             says run {run}, revision {rev}, which the base run {} of {id} does \
+                             not confirm",
+                            base.run
+                        ),
+                    )
+                }
+                Ok(None) => "no last revision recorded".to_string(),
+                Err(e) => return fall_back(&old, e),
+            }
+        }
+        Err(e) => e,
+    };
+    fall_back(&path, problem)
+}
+
+/// A DIFF needs the state of exactly its base run, of exactly this set and cycle.
+fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (Kind, LocalStart) {
+    let path = state::path(diff_dir, id);
+    let describes = |state: &State| match state.run {
+        Some(run) if run == base.run => None,
+        run => Some(format!(
+            "incremental state describes run {}, not the base run {}",
+            run.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+            base.run
+        )),
+    };
+    let problem = match State::load(&path, id) {
+        Ok(Some(state)) => match describes(&state) {
+            None => {
+                return (
+                    Kind::Diff,
+                    LocalStart {
+                        data: BaseData::Tree(state),
+                        ..LocalStart::default()
+                    },
+                )
+            }
+            Some(problem) => problem,
+        },
+        Ok(None) => {
+            // Written before states recorded their set: several sets may have shared its name,
+            // so it counts only when its entries are all of this set's tree (whose base run
+            // then identifies the cycle: run ids are unique per set).
+            let old = state::legacy_path(diff_dir, id, "state");
+            match State::load_legacy(&old) {
+                Ok(Some(state)) => {
+                    let root = member_name(root);
+                    let problem = match describes(&state) {
+                        Some(problem) => problem,
+                        None if !state.covers_only(&root) => format!(
+                            "old-format incremental state (its name may be shared by several \
+                             sets) is not a state of {}",
+                            String::from_utf8_lossy(&root)
+                        ),
+                        None => {
+                            return (
+                                Kind::Diff,
+                                LocalStart {
+                                    data: BaseData::Tree(state),
+                                    legacy: Some(old),
+                                    ..LocalStart::default()
+                                },
+                            )
+                        }
+                    };
+                    return fall_back(&old, problem);
+                }
+                Ok(None) => "no incremental state".to_string(),
+                Err(e) => return fall_back(&old, format!("incremental state unusable: {e}")),
+            }
+        }
+        Err(e) => format!("incremental state unusable: {e}"),
+    };
+    fall_back(&path, problem)
+}
+
+/// The member name of a directory set's root, as its state names it (`srv/a_b`; `.` for `/`).
+fn member_name(root: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = root.as_os_str().as_bytes();
+    let stripped = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    if stripped.is_empty() {
+        b".".to_vec()
+    } else {
+        stripped.to_vec()
+    }
+}
