@@ -5,7 +5,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use crate::keys::Identity;
 use crate::lock::{LockError, RunLock};
 use crate::pipeline::decrypt::DecryptWith;
 use crate::progress::Progress;
+use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
 use crate::{bucket, metrics, notify, prune, recover, report};
 
@@ -162,6 +162,14 @@ fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynS
         .map_err(|e| config_error(anyhow!(e)))
 }
 
+/// The store for `-t`: reads go through, writes are only recorded.
+fn open_dry_run_store(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Result<DynStore, Failure> {
+    Ok(DryRunStore::wrap(open_store(runtime, config)?))
+}
+
 /// Creates DiffDir and takes the configuration's run lock.
 fn lock(config: &Config, wait: bool) -> Result<RunLock, Failure> {
     std::fs::create_dir_all(&config.diff_dir)
@@ -191,7 +199,7 @@ fn plan_command(
     only: &[String],
 ) -> Result<u8, Failure> {
     let sets = run_sets(config, only)?;
-    let store = open_store(runtime, config)?;
+    let store = open_dry_run_store(runtime, config)?;
     let plans: Vec<_> = runtime.block_on(async {
         let mut planner = backup::Planner::new(&store, config, now, force);
         let mut plans = Vec::new();
@@ -341,43 +349,16 @@ fn prune_command(
     } else {
         Some(lock(config, wait)?)
     };
-    let store = open_store(runtime, config)?;
+    let store = if test {
+        open_dry_run_store(runtime, config)?
+    } else {
+        open_store(runtime, config)?
+    };
     let mut out = std::io::stdout().lock();
-    let verb = if test { "would retire" } else { "retired" };
     let mut code = EXIT_OK;
     for set in config.selected_sets(only) {
-        let result = runtime.block_on(backup::prune_set(&store, config, set, now, test));
-        match result {
-            Ok(pruned) => {
-                for v in &pruned.verdicts {
-                    let what = if v.keep { "keep" } else { verb };
-                    writeln!(
-                        out,
-                        "{} [{}]: {what} {} ({})",
-                        set.name,
-                        set.cycle_label(),
-                        v.run,
-                        v.reason
-                    )?;
-                }
-                let gc_verb = if test { "would delete" } else { "deleted" };
-                if let Some(gc) = &pruned.gc {
-                    for d in &gc.deletions {
-                        writeln!(
-                            out,
-                            "{}: {gc_verb} version {} of {} ({})",
-                            set.name, d.version_id, d.key, d.reason
-                        )?;
-                    }
-                    writeln!(
-                        out,
-                        "{}: gc {gc_verb} {} of {} replica versions",
-                        set.name,
-                        gc.deletions.len(),
-                        gc.examined
-                    )?;
-                }
-            }
+        match runtime.block_on(backup::prune_set(&store, config, set, now)) {
+            Ok(pruned) => print_pruned(&mut out, set, &pruned, test)?,
             Err(e) => {
                 log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());
                 code = EXIT_FAILED;
@@ -386,24 +367,71 @@ fn prune_command(
     }
     // This configuration's own interrupted uploads are known exactly: finished at once.
     let records = crate::uploads::Records::new(&config.diff_dir);
-    if test {
-        for upload in records.list()? {
-            writeln!(
-                out,
-                "would finish the clean-up of {} (left by an interrupted run)",
-                store.locate(&upload.archive)
-            )?;
-        }
+    let (verb, finished) = if test {
+        let listed = records.list()?.into_iter().map(|u| u.archive).collect();
+        ("would finish", listed)
     } else {
-        for archive in runtime.block_on(crate::uploads::finish_interrupted(&store, &records)) {
-            writeln!(
-                out,
-                "finished the clean-up of {} (left by an interrupted run)",
-                store.locate(&archive)
-            )?;
-        }
+        let finished = runtime.block_on(crate::uploads::finish_interrupted(&store, &records));
+        ("finished", finished)
+    };
+    for archive in finished {
+        writeln!(
+            out,
+            "{verb} the clean-up of {} (left by an interrupted run)",
+            store.locate(&archive)
+        )?;
     }
-    let debris = runtime.block_on(prune::clear_debris(&store, &config.host, test))?;
+    let debris = runtime.block_on(prune::clear_debris(&store, &config.host))?;
+    print_debris(&mut out, &store, &debris, test)?;
+    Ok(code)
+}
+
+/// Prints the verdicts of one set's prune (and its gc's deletions, for a bucket set).
+fn print_pruned(
+    out: &mut impl Write,
+    set: &SetSpec,
+    pruned: &backup::Pruned,
+    test: bool,
+) -> std::io::Result<()> {
+    let verb = if test { "would retire" } else { "retired" };
+    for v in &pruned.verdicts {
+        let what = if v.keep { "keep" } else { verb };
+        writeln!(
+            out,
+            "{} [{}]: {what} {} ({})",
+            set.name,
+            set.cycle_label(),
+            v.run,
+            v.reason
+        )?;
+    }
+    let Some(gc) = &pruned.gc else {
+        return Ok(());
+    };
+    let gc_verb = if test { "would delete" } else { "deleted" };
+    for d in &gc.deletions {
+        writeln!(
+            out,
+            "{}: {gc_verb} version {} of {} ({})",
+            set.name, d.version_id, d.key, d.reason
+        )?;
+    }
+    writeln!(
+        out,
+        "{}: gc {gc_verb} {} of {} replica versions",
+        set.name,
+        gc.deletions.len(),
+        gc.examined
+    )
+}
+
+/// Prints what prune removed (or would remove) of objects no manifest names.
+fn print_debris(
+    out: &mut impl Write,
+    store: &DynStore,
+    debris: &prune::Debris,
+    test: bool,
+) -> std::io::Result<()> {
     let verb = if test { "would remove" } else { "removed" };
     for key in &debris.archives {
         writeln!(
@@ -423,7 +451,7 @@ fn prune_command(
             prune::DEBRIS_GRACE.num_days()
         )?;
     }
-    Ok(code)
+    Ok(())
 }
 
 fn list_command(
@@ -577,91 +605,24 @@ fn bucket_command(
             decrypt,
         } => {
             let (set, spec) = bucket_set(config, &set)?;
-            let target_url = match &to {
+            let target = match &to {
                 Some(t) => BucketUrl::parse(t).map_err(|e| config_error(anyhow!("--to: {e}")))?,
                 None => spec.master.clone(),
             };
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
             let snapshot = snapshot_at(runtime, &store, config, set, at.as_deref())?;
-            let index = bucket::load_index(runtime.handle(), &store, &snapshot, &decrypt)?;
-            let (_, replica) = runtime
-                .block_on(bucket::connect(
-                    spec,
-                    &config.s3,
-                    crate::connect::retry_policy(config),
-                ))
-                .map_err(|e| anyhow!(e))?;
-            let target = Arc::new(replica.for_bucket(&target_url.bucket));
-            let source_prefix = spec.master.key_prefix();
-            let scope = bucket::restore::Scope {
-                source_prefix: &source_prefix,
-                target_prefix: &target_url.key_prefix(),
+            let request = bucket::restore::Request {
+                spec,
+                s3: &config.s3,
+                retry: crate::connect::retry_policy(config),
+                snapshot: &snapshot,
+                target: &target,
                 only: &prefix,
                 delete,
+                dry_run: test,
             };
-            let current = runtime.block_on(bucket::listing::current_objects(
-                target.clone(),
-                &scope.target_listing_prefix(),
-                spec.workers,
-            ))?;
-            let plan = bucket::restore::plan(&index, &current, &scope);
-            let verb = if test { "would " } else { "" };
-            if test {
-                for c in &plan.copies {
-                    writeln!(
-                        out,
-                        "copy {} (version {}, {} bytes) -> {}",
-                        replica.locate(&c.version.key),
-                        c.version.version_id,
-                        c.version.size,
-                        target.locate(&c.to)
-                    )?;
-                }
-                for key in &plan.deletes {
-                    writeln!(out, "delete {}", target.locate(key))?;
-                }
-            }
-            let outcome = if test {
-                bucket::restore::Outcome::default()
-            } else {
-                runtime.block_on(bucket::restore::execute(
-                    &plan,
-                    replica.clone(),
-                    target.clone(),
-                    spec.workers,
-                ))
-            };
-            for failure in &outcome.failures {
-                log::error!("restore failed: {failure}");
-            }
-            writeln!(
-                out,
-                "{}: snapshot {} -> {}: {verb}copy {}, {verb}delete {}, {} already identical{}",
-                set.name,
-                snapshot.run,
-                target_url,
-                if test {
-                    plan.copies.len() as u64
-                } else {
-                    outcome.copied
-                },
-                if test {
-                    plan.deletes.len() as u64
-                } else {
-                    outcome.deleted
-                },
-                plan.identical,
-                if outcome.failures.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} FAILED", outcome.failures.len())
-                }
-            )?;
-            Ok(if outcome.failures.is_empty() {
-                EXIT_OK
-            } else {
-                EXIT_FAILED
-            })
+            let restored = bucket::restore::restore(runtime.handle(), &store, &decrypt, &request)?;
+            print_restore(&mut out, &set.name, &request, &restored)
         }
         BucketAction::Diff {
             set,
@@ -705,6 +666,61 @@ fn bucket_command(
             Ok(EXIT_OK)
         }
     }
+}
+
+/// Prints what `bucket restore` did (or would do); its failures fail the command.
+fn print_restore(
+    out: &mut impl Write,
+    set: &str,
+    request: &bucket::restore::Request,
+    restored: &bucket::restore::Restored,
+) -> Result<u8, Failure> {
+    let bucket::restore::Restored {
+        plan,
+        outcome,
+        replica,
+        target,
+    } = restored;
+    let (verb, copied, deleted, failures) = match outcome {
+        Some(o) => ("", o.copied, o.deleted, &o.failures[..]),
+        None => {
+            for c in &plan.copies {
+                writeln!(
+                    out,
+                    "copy {} (version {}, {} bytes) -> {}",
+                    replica.locate(&c.version.key),
+                    c.version.version_id,
+                    c.version.size,
+                    target.locate(&c.to)
+                )?;
+            }
+            for key in &plan.deletes {
+                writeln!(out, "delete {}", target.locate(key))?;
+            }
+            let planned = (plan.copies.len() as u64, plan.deletes.len() as u64);
+            ("would ", planned.0, planned.1, &[][..])
+        }
+    };
+    for failure in failures {
+        log::error!("restore failed: {failure}");
+    }
+    writeln!(
+        out,
+        "{set}: snapshot {} -> {}: {verb}copy {copied}, {verb}delete {deleted}, {} already identical{}",
+        request.snapshot.run,
+        request.target,
+        plan.identical,
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} FAILED", failures.len())
+        }
+    )?;
+    Ok(if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }
 
 /// `recover --restore`: the chain's data into the restore command's stdin; its exit status

@@ -20,33 +20,30 @@ use crate::store::{DynStore, StoreError};
 /// the upload *started*: a run that reads for days must still find its archive when it commits.
 pub const DEBRIS_GRACE: Duration = Duration::days(7);
 
-/// Deletes the runs `verdicts` retire (or, in a dry run, deletes nothing); returns them.
+/// Deletes the runs `verdicts` retire (through a dry-run store: records it); returns them.
 pub async fn retire<'a>(
     store: &DynStore,
     runs: &'a [Manifest],
     verdicts: &[Verdict],
-    dry_run: bool,
 ) -> Result<Vec<&'a Manifest>, StoreError> {
     let mut retired = Vec::new();
     for verdict in verdicts.iter().filter(|v| !v.keep) {
         let Some(m) = runs.iter().find(|m| m.run == verdict.run) else {
             continue; // the planned run itself is never retired by its own plan
         };
-        if !dry_run {
-            store
-                .delete(&layout::manifest_key(&m.host, &m.set, m.run, m.kind))
-                .await?;
-            for key in m.objects() {
-                store.delete(key).await?;
-            }
-            log::info!(
-                "{}: retired {} run {} ({})",
-                m.set,
-                m.kind,
-                m.run,
-                verdict.reason
-            );
+        store
+            .delete(&layout::manifest_key(&m.host, &m.set, m.run, m.kind))
+            .await?;
+        for key in m.objects() {
+            store.delete(key).await?;
         }
+        done(
+            store,
+            format!(
+                "{}: retired {} run {} ({})",
+                m.set, m.kind, m.run, verdict.reason
+            ),
+        );
         retired.push(m);
     }
     Ok(retired)
@@ -63,13 +60,9 @@ pub struct Debris {
     pub young: Vec<String>,
 }
 
-/// Finds (and unless `dry_run`, removes) what interrupted runs of `host` left behind and is
-/// older than the grace period on the server's clock.
-pub async fn clear_debris(
-    store: &DynStore,
-    host: &str,
-    dry_run: bool,
-) -> Result<Debris, StoreError> {
+/// Finds and removes (through a dry-run store: records it) what interrupted runs of `host`
+/// left behind and is older than the grace period on the server's clock.
+pub async fn clear_debris(store: &DynStore, host: &str) -> Result<Debris, StoreError> {
     let objects = store.list(&format!("{host}/")).await?;
     let now = store.server_time().await?;
     // An object or upload without a time is treated as young: never delete on a guess.
@@ -87,16 +80,17 @@ pub async fn clear_debris(
                 continue;
             }
             // The listing is a moment ago: a run that committed since keeps its archive.
-            if !dry_run && store.head(&manifest).await?.is_some() {
+            if store.head(&manifest).await?.is_some() {
                 continue;
             }
-            if !dry_run {
-                store.delete(&o.key).await?;
-                log::info!(
+            store.delete(&o.key).await?;
+            done(
+                store,
+                format!(
                     "removed {}: archive of an interrupted run (no manifest)",
                     store.locate(&o.key)
-                );
-            }
+                ),
+            );
             debris.archives.push(o.key.clone());
         }
     }
@@ -105,14 +99,22 @@ pub async fn clear_debris(
             debris.young.push(upload.key);
             continue;
         }
-        if !dry_run {
-            store.abort_upload(&upload.key, &upload.upload_id).await?;
-            log::info!(
+        store.abort_upload(&upload.key, &upload.upload_id).await?;
+        done(
+            store,
+            format!(
                 "aborted an unfinished upload of {}",
                 store.locate(&upload.key)
-            );
-        }
+            ),
+        );
         debris.uploads.push(upload.key);
     }
     Ok(debris)
+}
+
+/// Logs what was done; a dry run did not do it, and its caller prints what it would do.
+fn done(store: &DynStore, what: String) {
+    if !store.dry_run() {
+        log::info!("{what}");
+    }
 }

@@ -101,18 +101,16 @@ pub async fn run_all(
                         position.slot
                     );
                     match run_set(config, ctx, p, now).await {
-                        Ok(manifest) => {
-                            match prune_set(&ctx.store, config, set, now, false).await {
-                                Ok(pruned) => Outcome::Committed {
-                                    manifest: Box::new(manifest),
-                                    retired: pruned.retired,
-                                },
-                                Err(e) => Outcome::Failed(e.context(format!(
-                                    "run {} committed, but pruning failed",
-                                    manifest.run
-                                ))),
-                            }
-                        }
+                        Ok(manifest) => match prune_set(&ctx.store, config, set, now).await {
+                            Ok(pruned) => Outcome::Committed {
+                                manifest: Box::new(manifest),
+                                retired: pruned.retired,
+                            },
+                            Err(e) => Outcome::Failed(e.context(format!(
+                                "run {} committed, but pruning failed",
+                                manifest.run
+                            ))),
+                        },
                         Err(e) => Outcome::Failed(e),
                     }
                 }

@@ -31,7 +31,6 @@ pub async fn prune_set(
     config: &Config,
     set: &SetSpec,
     now: DateTime<Utc>,
-    dry_run: bool,
 ) -> anyhow::Result<Pruned> {
     let all = catalog::load(store, &config.host, Some(&set.name)).await?;
     let runs = plan::own_runs(set, &all);
@@ -42,7 +41,7 @@ pub async fn prune_set(
         SourceSpec::Bucket(_) => Some(gc::guard(store, &all, set.cycle.minimum_redundancy).await?),
         _ => None,
     };
-    let retired: Vec<RunId> = prune::retire(store, &runs, &verdicts, dry_run)
+    let retired: Vec<RunId> = prune::retire(store, &runs, &verdicts)
         .await?
         .iter()
         .map(|m| m.run)
@@ -61,7 +60,8 @@ pub async fn prune_set(
                 retry_policy(config),
                 &kept,
                 &guarded,
-                dry_run,
+                // gc deletes replica versions through its own client, outside the store.
+                store.dry_run(),
             )
             .await?;
             if !outcome.failures.is_empty() {

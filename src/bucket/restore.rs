@@ -1,7 +1,8 @@
 //! Restore: a snapshot's index and the target's current objects in, the copies and deletions
 //! that make the target equal that point in time out ([`plan`], pure), then carried out
 //! server-side with bounded parallelism ([`execute`]). A key that fails does not stop the
-//! others; every failure is reported.
+//! others; every failure is reported. [`restore`] is the whole of `s3nap bucket restore`:
+//! read the index back, list the target, plan, and (unless a dry run) execute.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,6 +11,81 @@ use futures::stream::{self, StreamExt};
 
 use super::client::BucketClient;
 use super::{Version, SINGLE_COPY_LIMIT};
+use crate::config::{BucketSpec, BucketUrl, S3Spec};
+use crate::pipeline::decrypt::DecryptWith;
+use crate::schema::manifest::Manifest;
+use crate::store::retry::RetryPolicy;
+use crate::store::DynStore;
+
+/// What `s3nap bucket restore` asks for.
+pub struct Request<'a> {
+    pub spec: &'a BucketSpec,
+    pub s3: &'a S3Spec,
+    pub retry: RetryPolicy,
+    /// The snapshot restored.
+    pub snapshot: &'a Manifest,
+    /// Where to: the master, or another bucket and prefix.
+    pub target: &'a BucketUrl,
+    /// Only snapshot keys starting with this.
+    pub only: &'a str,
+    /// Delete target keys absent at the snapshot's point in time.
+    pub delete: bool,
+    /// Plan only: nothing is copied or deleted.
+    pub dry_run: bool,
+}
+
+/// What a restore did, or (in a dry run) would do.
+pub struct Restored {
+    pub plan: Plan,
+    /// `None` in a dry run.
+    pub outcome: Option<Outcome>,
+    /// The clients the plan's keys belong to, for naming them.
+    pub replica: Arc<BucketClient>,
+    pub target: Arc<BucketClient>,
+}
+
+/// Restores `request.snapshot` into its target. Blocking: call it outside the runtime
+/// `handle` belongs to (the index is read back through the recovery pipeline).
+pub fn restore(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    decrypt: &DecryptWith,
+    request: &Request,
+) -> anyhow::Result<Restored> {
+    let index = super::load_index(handle, store, request.snapshot, decrypt)?;
+    let spec = request.spec;
+    let (_, replica) = handle
+        .block_on(super::connect(spec, request.s3, request.retry))
+        .map_err(anyhow::Error::msg)?;
+    let target = Arc::new(replica.for_bucket(&request.target.bucket));
+    let source_prefix = spec.master.key_prefix();
+    let scope = Scope {
+        source_prefix: &source_prefix,
+        target_prefix: &request.target.key_prefix(),
+        only: request.only,
+        delete: request.delete,
+    };
+    let current = handle.block_on(super::listing::current_objects(
+        target.clone(),
+        &scope.target_listing_prefix(),
+        spec.workers,
+    ))?;
+    let plan = plan(&index, &current, &scope);
+    let outcome = (!request.dry_run).then(|| {
+        handle.block_on(execute(
+            &plan,
+            replica.clone(),
+            target.clone(),
+            spec.workers,
+        ))
+    });
+    Ok(Restored {
+        plan,
+        outcome,
+        replica,
+        target,
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {

@@ -7,6 +7,7 @@
 //! backoff — is a wrapper ([`retry::RetryStore`]), not a flag inside each implementation, and one
 //! conformance suite (tests/store_conformance.rs) runs against every implementation.
 
+pub mod dry_run;
 pub mod local;
 pub mod retry;
 pub mod s3;
@@ -86,6 +87,12 @@ pub struct PartReceipt {
 pub trait Store: Send + Sync + fmt::Debug {
     /// How to name `key` in messages: `s3://bucket/prefix/key` or the local path.
     fn locate(&self, key: &str) -> String;
+
+    /// Whether writes are only recorded, not done (`-t`, see [`dry_run::DryRunStore`]): asked
+    /// by what writes outside the store and by messages saying what was done.
+    fn dry_run(&self) -> bool {
+        false
+    }
 
     /// Stores a small object atomically; fails if it cannot, never leaves a partial object.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
