@@ -64,11 +64,10 @@ pub async fn load(
     let mut manifests: Vec<Manifest> = stream::iter(keys)
         .map(|key| async move {
             let data = store.get(&key).await?;
-            let manifest =
-                Manifest::from_json(&data).map_err(|message| CatalogError::BadManifest {
-                    target: store.locate(&key),
-                    message,
-                })?;
+            let manifest = Manifest::from_json(&data).map_err(|e| CatalogError::BadManifest {
+                target: store.locate(&key),
+                message: e.to_string(),
+            })?;
             let expected = layout::manifest_key(host, &manifest.set, manifest.run, manifest.kind);
             if expected != key {
                 return Err(CatalogError::BadManifest {

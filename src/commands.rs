@@ -1,7 +1,6 @@
 //! The commands behind the CLI: each takes the parsed command line, calls the library, prints,
-//! and returns the exit status of the contract (README, `--help`):
-//! 0 all sets succeeded, 1 completed with warnings, 2 a set failed, 3 configuration or usage
-//! error, 4 another run holds the lock.
+//! and returns the exit status of the contract (README, `--help`; [`ExitStatus`]), or an
+//! [`Error`] whose kind decides it.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -10,36 +9,18 @@ use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use clap::CommandFactory;
 
-use crate::backup::{self, Outcome, RunContext, SetOutcome};
+use crate::backup::{self, Outcome, RunContext};
 use crate::catalog;
 use crate::cli::{BucketAction, Cli, Command, ConfigAction};
 use crate::config::{BucketSpec, BucketUrl, Config, CycleType, SetSpec, SourceSpec, StoreSpec};
+use crate::error::{Error, ExitStatus};
 use crate::keys::Identity;
-use crate::lock::{LockError, RunLock};
+use crate::lock::RunLock;
 use crate::pipeline::decrypt::DecryptWith;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
 use crate::{bucket, metrics, notify, prune, recover, report};
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_WARNINGS: u8 = 1;
-pub const EXIT_FAILED: u8 = 2;
-pub const EXIT_CONFIG: u8 = 3;
-pub const EXIT_LOCKED: u8 = 4;
-
-/// An error with the exit status it stands for.
-pub struct Failure(pub u8, pub anyhow::Error);
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure(EXIT_FAILED, e.into())
-    }
-}
-
-fn config_error(e: impl Into<anyhow::Error>) -> Failure {
-    Failure(EXIT_CONFIG, e.into())
-}
 
 /// A panic is a bug, but it still ends as one readable line and a failure status.
 pub fn install_panic_hook(debug: bool) {
@@ -62,25 +43,27 @@ pub fn install_panic_hook(debug: bool) {
     }));
 }
 
-pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure> {
+pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus, Error> {
     match &cli.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "s3nap", &mut std::io::stdout());
-            return Ok(EXIT_OK);
+            return Ok(ExitStatus::Ok);
         }
         Some(Command::Man) => {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            return Ok(EXIT_OK);
+            return Ok(ExitStatus::Ok);
         }
         _ => {}
     }
-    let config = Config::load(&cli.config).map_err(config_error)?;
+    let config = Config::load(&cli.config).map_err(Error::configuration)?;
     if let Some(handle) = &logging {
         crate::logging::configure(handle, &config.log, cli.debug)
-            .map_err(|e| config_error(anyhow!("{}: {e}", config.file.display())))?;
+            .map_err(|e| Error::configuration(e.context(config.file.display().to_string())))?;
     }
     let now = match &cli.now {
-        Some(t) => catalog::parse_time(t).map_err(|e| config_error(anyhow!("--now: {e}")))?,
+        Some(t) => {
+            catalog::parse_time(t).map_err(|e| Error::configuration(anyhow!("--now: {e}")))?
+        }
         None => Utc::now(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -136,16 +119,16 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
             // What SubversionDir and SnapshotsDir find is part of the configuration.
             run_sets(&config, &[])?;
             print!("{}", config_text(&config));
-            Ok(EXIT_OK)
+            Ok(ExitStatus::Ok)
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
-fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {
+fn check_sets(config: &Config, only: &[String]) -> Result<(), Error> {
     for name in only {
         if config.find_set(name).is_none() {
-            return Err(config_error(anyhow!(
+            return Err(Error::configuration(anyhow!(
                 "{}: no set '{name}' is configured",
                 config.file.display()
             )));
@@ -156,37 +139,34 @@ fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {
 
 /// A store that cannot even be set up (unreadable key file, bad endpoint) is a configuration
 /// error.
-fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynStore, Failure> {
+fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynStore, Error> {
     runtime
         .block_on(crate::connect::open_store(config))
-        .map_err(|e| config_error(anyhow!(e)))
+        .map_err(Error::configuration)
 }
 
 /// The store for `-t`: reads go through, writes are only recorded.
 fn open_dry_run_store(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-) -> Result<DynStore, Failure> {
+) -> Result<DynStore, Error> {
     Ok(DryRunStore::wrap(open_store(runtime, config)?))
 }
 
 /// Creates DiffDir and takes the configuration's run lock.
-fn lock(config: &Config, wait: bool) -> Result<RunLock, Failure> {
+fn lock(config: &Config, wait: bool) -> Result<RunLock, Error> {
     std::fs::create_dir_all(&config.diff_dir)
         .with_context(|| format!("DiffDir {}", config.diff_dir.display()))
-        .map_err(config_error)?;
+        .map_err(Error::configuration)?;
     if wait {
         log::info!("waiting for the run lock in {}", config.diff_dir.display());
     }
-    RunLock::acquire(&config.diff_dir, wait).map_err(|e| match e {
-        LockError::Held { .. } => Failure(EXIT_LOCKED, e.into()),
-        other => Failure(EXIT_FAILED, other.into()),
-    })
+    Ok(RunLock::acquire(&config.diff_dir, wait)?)
 }
 
 /// The sets a run (or `-t`) works on: SubversionDir and SnapshotsDir expanded into theirs.
-fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, Failure> {
-    backup::expand_sets(config.selected_sets(only)).map_err(|e| config_error(anyhow!(e)))
+fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, Error> {
+    backup::expand_sets(config.selected_sets(only)).map_err(|e| Error::configuration(anyhow!(e)))
 }
 
 /// `-t`: plans every set against the store exactly as a run would, read-only: no lock, and
@@ -197,7 +177,7 @@ fn plan_command(
     force: bool,
     now: DateTime<Utc>,
     only: &[String],
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let sets = run_sets(config, only)?;
     let store = open_dry_run_store(runtime, config)?;
     let plans: Vec<_> = runtime.block_on(async {
@@ -229,9 +209,9 @@ fn plan_command(
             .is_err_and(|e: &anyhow::Error| !e.is::<backup::UnreadableDirectory>())
     };
     Ok(if plans.iter().any(|(_, p)| unplanned(p)) {
-        EXIT_FAILED
+        ExitStatus::Failed
     } else {
-        EXIT_OK
+        ExitStatus::Ok
     })
 }
 
@@ -242,31 +222,13 @@ struct RunOptions {
     progress: Option<bool>,
 }
 
-/// The exit status of a run: any failed set → 2, else any warning → 1.
-pub fn exit_status(outcomes: &[SetOutcome]) -> u8 {
-    let failed = outcomes
-        .iter()
-        .any(|o| matches!(o.outcome, Outcome::Failed(_)));
-    let warned = outcomes.iter().any(|o| match &o.outcome {
-        Outcome::Committed { manifest, .. } => !manifest.warnings.is_empty(),
-        _ => false,
-    });
-    if failed {
-        EXIT_FAILED
-    } else if warned {
-        EXIT_WARNINGS
-    } else {
-        EXIT_OK
-    }
-}
-
 fn backup_command(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
     options: &RunOptions,
     now: DateTime<Utc>,
     only: &[String],
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let _lock = lock(config, options.wait)?;
     let sets = run_sets(config, only)?;
     let selected = sets.len();
@@ -281,7 +243,7 @@ fn backup_command(
             String::new()
         }
     );
-    let certs = backup::load_certs(config).map_err(config_error)?;
+    let certs = backup::load_certs(config).map_err(Error::configuration)?;
     let store = open_store(runtime, config)?;
     let progress = Progress::new(options.progress);
     let ctx = RunContext {
@@ -295,7 +257,7 @@ fn backup_command(
         backup::run_all(config, &ctx, now, options.force, sets).await
     });
     progress.finish();
-    let code = exit_status(&outcomes);
+    let code = backup::exit_status(&outcomes);
     let mut summary = String::new();
     for outcome in &outcomes {
         let line = report::outcome_line(outcome);
@@ -322,14 +284,11 @@ fn backup_command(
     }
     if !config.notify.is_empty() {
         summary.push_str(&format!(
-            "exit status {code} ({})\n",
-            match code {
-                EXIT_OK => "all sets succeeded",
-                EXIT_WARNINGS => "completed with warnings",
-                _ => "at least one set failed",
-            }
+            "exit status {} ({})\n",
+            code.code(),
+            code.meaning()
         ));
-        if let Err(e) = notify::notify(&config.notify, &summary, code) {
+        if let Err(e) = notify::notify(&config.notify, &summary, code.code()) {
             log::error!("{e}");
         }
     }
@@ -343,7 +302,7 @@ fn prune_command(
     wait: bool,
     now: DateTime<Utc>,
     only: &[String],
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let _lock = if test {
         None
     } else {
@@ -355,13 +314,13 @@ fn prune_command(
         open_store(runtime, config)?
     };
     let mut out = std::io::stdout().lock();
-    let mut code = EXIT_OK;
+    let mut code = ExitStatus::Ok;
     for set in config.selected_sets(only) {
         match runtime.block_on(backup::prune_set(&store, config, set, now)) {
             Ok(pruned) => print_pruned(&mut out, set, &pruned, test)?,
             Err(e) => {
                 log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());
-                code = EXIT_FAILED;
+                code = ExitStatus::Failed;
             }
         }
     }
@@ -459,7 +418,7 @@ fn list_command(
     config: &Config,
     set: Option<String>,
     json: bool,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let store = open_store(runtime, config)?;
     let set = set.map(|s| set_name(config, &s));
     let runs = runtime.block_on(catalog::load(&store, &config.host, set.as_deref()))?;
@@ -470,7 +429,7 @@ fn list_command(
     } else {
         write!(out, "{}", report::list_table(&runs))?;
     }
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
 struct RecoverRequest {
@@ -486,15 +445,15 @@ fn recover_command(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
     r: RecoverRequest,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let at =
         r.at.map(|t| catalog::parse_time(&t))
             .transpose()
-            .map_err(|e| config_error(anyhow!("--at: {e}")))?;
+            .map_err(|e| Error::configuration(anyhow!("--at: {e}")))?;
     let decrypt = decrypt_with(r.identity.as_deref())?;
     let stdout = std::io::stdout();
     if stdout.is_terminal() && !r.list && !r.restore {
-        return Err(config_error(anyhow!(
+        return Err(Error::configuration(anyhow!(
             "refusing to write a backup to a terminal; pipe it: s3nap recover {} | tar -x",
             r.set
         )));
@@ -528,21 +487,18 @@ fn recover_command(
         summary.members,
         summary.runs.len()
     );
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
-fn decrypt_with(identity: Option<&std::path::Path>) -> Result<DecryptWith, Failure> {
+fn decrypt_with(identity: Option<&std::path::Path>) -> Result<DecryptWith, Error> {
     Ok(match identity {
-        Some(path) => DecryptWith::Identity(Identity::load(path).map_err(config_error)?),
+        Some(path) => DecryptWith::Identity(Identity::load(path).map_err(Error::configuration)?),
         None => DecryptWith::Gpg,
     })
 }
 
 /// The bucket set `given` names, with its settings.
-fn bucket_set<'a>(
-    config: &'a Config,
-    given: &str,
-) -> Result<(&'a SetSpec, &'a BucketSpec), Failure> {
+fn bucket_set<'a>(config: &'a Config, given: &str) -> Result<(&'a SetSpec, &'a BucketSpec), Error> {
     let name = if given.starts_with("bucket/") {
         given.to_string()
     } else {
@@ -555,8 +511,11 @@ fn bucket_set<'a>(
                 ..
             },
         ) => Ok((set, spec)),
-        Some(set) => Err(config_error(anyhow!("{} is not a bucket set", set.name))),
-        None => Err(config_error(anyhow!(
+        Some(set) => Err(Error::configuration(anyhow!(
+            "{} is not a bucket set",
+            set.name
+        ))),
+        None => Err(Error::configuration(anyhow!(
             "no bucket set '{given}' in {}",
             config.file.display()
         ))),
@@ -570,11 +529,11 @@ fn snapshot_at(
     config: &Config,
     set: &SetSpec,
     at: Option<&str>,
-) -> Result<crate::schema::manifest::Manifest, Failure> {
+) -> Result<crate::schema::manifest::Manifest, Error> {
     let at = at
         .map(catalog::parse_time)
         .transpose()
-        .map_err(|e| config_error(anyhow!("{e}")))?;
+        .map_err(|e| Error::configuration(anyhow!("{e}")))?;
     let request = recover::Request {
         set: set.name.clone(),
         at,
@@ -592,7 +551,7 @@ fn bucket_command(
     config: &Config,
     action: BucketAction,
     test: bool,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let store = open_store(runtime, config)?;
     let mut out = std::io::stdout().lock();
     match action {
@@ -606,7 +565,9 @@ fn bucket_command(
         } => {
             let (set, spec) = bucket_set(config, &set)?;
             let target = match &to {
-                Some(t) => BucketUrl::parse(t).map_err(|e| config_error(anyhow!("--to: {e}")))?,
+                Some(t) => {
+                    BucketUrl::parse(t).map_err(|e| Error::configuration(anyhow!("--to: {e}")))?
+                }
                 None => spec.master.clone(),
             };
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
@@ -663,7 +624,7 @@ fn bucket_command(
                 first.run,
                 second.run
             );
-            Ok(EXIT_OK)
+            Ok(ExitStatus::Ok)
         }
     }
 }
@@ -674,7 +635,7 @@ fn print_restore(
     set: &str,
     request: &bucket::restore::Request,
     restored: &bucket::restore::Restored,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let bucket::restore::Restored {
         plan,
         outcome,
@@ -717,9 +678,9 @@ fn print_restore(
         }
     )?;
     Ok(if failures.is_empty() {
-        EXIT_OK
+        ExitStatus::Ok
     } else {
-        EXIT_FAILED
+        ExitStatus::Failed
     })
 }
 
@@ -732,7 +693,7 @@ fn restore_through(
     request: &recover::Request,
     chain: Vec<crate::schema::manifest::Manifest>,
     decrypt: &DecryptWith,
-) -> Result<u8, Failure> {
+) -> Result<ExitStatus, Error> {
     let configured = config
         .find_set(&request.set)
         .map(|s| s.restore.clone())
@@ -745,7 +706,7 @@ fn restore_through(
         _ => None,
     });
     let argv = configured.or(recorded).ok_or_else(|| {
-        config_error(anyhow!(
+        Error::configuration(anyhow!(
             "no restore command for {}: configure Restore, or pipe `s3nap recover {}` into one",
             request.set,
             request.set
@@ -805,7 +766,7 @@ fn restore_through(
         request.set,
         summary.runs.len()
     );
-    Ok(EXIT_OK)
+    Ok(ExitStatus::Ok)
 }
 
 /// A set given by path (`/etc`) is looked up in the configuration; anything else is a set name.
@@ -850,7 +811,7 @@ pub fn config_text(config: &Config) -> String {
     match &config.s3.keyfile {
         Some(path) => {
             let keys = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
+                .map_err(anyhow::Error::from)
                 .and_then(|t| crate::store::s3::parse_keyfile(path, &t));
             line(
                 "S3Keyfile",

@@ -12,7 +12,7 @@ use crate::store::{local, s3, DynStore};
 
 /// The configured store, wrapped in retries. An error here (an unreadable key file, a bad
 /// endpoint) is the configuration's.
-pub async fn open_store(config: &Config) -> Result<DynStore, String> {
+pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
     let inner: DynStore = match &config.store {
         StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
         StoreSpec::S3 { bucket, prefix } => {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub mod error;
 pub mod keys;
 pub mod lock;
 pub mod logging;

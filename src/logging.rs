@@ -53,7 +53,7 @@ pub fn init(debug: bool) -> Option<Handle> {
 }
 
 /// Applies the configuration's logging directives.
-pub fn configure(handle: &Handle, spec: &LogSpec, debug: bool) -> Result<(), String> {
+pub fn configure(handle: &Handle, spec: &LogSpec, debug: bool) -> anyhow::Result<()> {
     let config = match &spec.config_file {
         Some(path) => from_yaml(path, debug)?,
         None => from_directives(spec, debug)?,
@@ -62,8 +62,8 @@ pub fn configure(handle: &Handle, spec: &LogSpec, debug: bool) -> Result<(), Str
     Ok(())
 }
 
-fn from_yaml(path: &Path, debug: bool) -> Result<Config, String> {
-    let fail = |e: &dyn std::fmt::Display| format!("LogConfig {}: {e}", path.display());
+fn from_yaml(path: &Path, debug: bool) -> anyhow::Result<Config> {
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("LogConfig {}: {e}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| fail(&e))?;
     let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| fail(&e))?;
     let (appenders, errors) = raw.appenders_lossy(&Deserializers::default());
@@ -87,7 +87,7 @@ fn from_yaml(path: &Path, debug: bool) -> Result<Config, String> {
         .map_err(|e| fail(&e))
 }
 
-fn from_directives(spec: &LogSpec, debug: bool) -> Result<Config, String> {
+fn from_directives(spec: &LogSpec, debug: bool) -> anyhow::Result<Config> {
     let (ours, others) = levels(debug, spec.level.unwrap_or(LevelFilter::Info));
     let mut builder = Config::builder();
     let mut names = Vec::new();
@@ -107,20 +107,20 @@ fn from_directives(spec: &LogSpec, debug: bool) -> Result<Config, String> {
         let file = FileAppender::builder()
             .encoder(Box::new(PatternEncoder::new(PATTERN)))
             .build(path)
-            .map_err(|e| format!("LogFile {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("LogFile {}: {e}", path.display()))?;
         builder = builder.appender(Appender::builder().build("file", Box::new(file)));
         names.push("file");
     }
     if let Some(syslog) = &spec.syslog {
         let appender = SyslogAppender::connect(syslog)
-            .map_err(|e| format!("Syslog {}: {e}", syslog.socket.display()))?;
+            .map_err(|e| anyhow::anyhow!("Syslog {}: {e}", syslog.socket.display()))?;
         builder = builder.appender(Appender::builder().build("syslog", Box::new(appender)));
         names.push("syslog");
     }
     builder
         .logger(Logger::builder().build("s3nap", ours))
         .build(Root::builder().appenders(names).build(others))
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
 }
 
 /// RFC 3164 messages to the local syslog socket (`/dev/log`), as glibc's `syslog(3)` sends them.

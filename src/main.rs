@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use s3nap::cli::Cli;
-use s3nap::commands::{self, Failure, EXIT_CONFIG, EXIT_OK};
+use s3nap::commands;
+use s3nap::error::ExitStatus;
 
 fn main() -> ExitCode {
     // clap exits 2 on a usage error, which the exit-status contract reserves for a failed set.
@@ -13,24 +14,28 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // `--help` and `--version` arrive as "errors" that go to stdout: those succeeded.
-            let code = if e.use_stderr() { EXIT_CONFIG } else { EXIT_OK };
+            let status = if e.use_stderr() {
+                ExitStatus::Configuration
+            } else {
+                ExitStatus::Ok
+            };
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(status.code());
         }
     };
     let debug = cli.debug;
     commands::install_panic_hook(debug);
     let logging = s3nap::logging::init(debug);
     match commands::dispatch(cli, logging) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure(code, e)) => {
+        Ok(status) => ExitCode::from(status.code()),
+        Err(e) => {
             if debug {
                 eprintln!("s3nap: error: {e:?}");
             } else {
                 // One line: the cause chain joined.
-                eprintln!("s3nap: error: {e:#}");
+                eprintln!("s3nap: error: {e}");
             }
-            ExitCode::from(code)
+            ExitCode::from(e.exit_status().code())
         }
     }
 }

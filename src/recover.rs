@@ -20,6 +20,7 @@ use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
 use crate::pipeline::download::{fetch, Expected, Failure, RangeDigests};
 use crate::schema::manifest::Manifest;
+use crate::schema::IntegrityError;
 use crate::store::DynStore;
 use crate::tarstream::{PathFilter, TarSplicer};
 
@@ -70,7 +71,7 @@ fn range_hashes(
     let data = handle.block_on(store.get(&ranges.key))?;
     let hashes = ranges
         .decode(&data, manifest.archive.stored_size)
-        .map_err(|e| anyhow!("{target}: {e}"))?;
+        .map_err(|e| IntegrityError(format!("{target}: {e}")))?;
     Ok((ranges.range_size, Some(std::sync::Arc::new(hashes))))
 }
 

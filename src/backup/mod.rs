@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 
 use crate::config::{Config, SetSpec, SourceSpec};
+use crate::error::ExitStatus;
 use crate::keys;
 use crate::plan::{Action, BaseData, LocalStart, SetPlan};
 use crate::schema::manifest::{self, Manifest, SourceInfo};
@@ -61,6 +62,24 @@ pub struct SetOutcome {
     pub cycle: String,
     pub outcome: Outcome,
     pub seconds: f64,
+}
+
+/// The exit status of a run: any failed set → 2, else any warning → 1.
+pub fn exit_status(outcomes: &[SetOutcome]) -> ExitStatus {
+    let failed = outcomes
+        .iter()
+        .any(|o| matches!(o.outcome, Outcome::Failed(_)));
+    let warned = outcomes.iter().any(|o| match &o.outcome {
+        Outcome::Committed { manifest, .. } => !manifest.warnings.is_empty(),
+        _ => false,
+    });
+    if failed {
+        ExitStatus::Failed
+    } else if warned {
+        ExitStatus::Warnings
+    } else {
+        ExitStatus::Ok
+    }
 }
 
 /// Loads the recipients' certificates once per run.

@@ -34,7 +34,7 @@ pub async fn connect(
     spec: &BucketSpec,
     s3: &S3Spec,
     retry: RetryPolicy,
-) -> Result<(Arc<BucketClient>, Arc<BucketClient>), String> {
+) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
     let settings = crate::store::s3::S3Settings {
         endpoint: spec.endpoint.clone(),
         region: spec.region.clone(),

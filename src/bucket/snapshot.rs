@@ -173,7 +173,7 @@ pub async fn start(
     store: DynStore,
     refs_key: String,
 ) -> anyhow::Result<SnapshotSource> {
-    let (master, replica) = connect(spec, s3, retry).await.map_err(|e| anyhow!(e))?;
+    let (master, replica) = connect(spec, s3, retry).await?;
     if !replica.versioning_enabled().await? {
         bail!(
             "{}: versioning is not enabled, so old versions are not kept; enable it on the replica before taking snapshots",

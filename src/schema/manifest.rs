@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::compression::Compression;
 use super::layout::{Kind, RunId};
 use super::report::{Counts, Warning};
+use super::{FormatError, IntegrityError};
 
 /// The format this s3nap writes; it reads every format from 1 up to this one.
 pub const FORMAT_VERSION: u32 = 2;
@@ -106,7 +107,11 @@ impl RangeHashes {
 
     /// Checks `data` (the hash object as read) against this description and the archive's
     /// `stored_size`, and returns the digests.
-    pub fn decode(&self, data: &[u8], stored_size: u64) -> Result<Vec<[u8; 32]>, String> {
+    pub fn decode(&self, data: &[u8], stored_size: u64) -> Result<Vec<[u8; 32]>, IntegrityError> {
+        self.digests(data, stored_size).map_err(IntegrityError)
+    }
+
+    fn digests(&self, data: &[u8], stored_size: u64) -> Result<Vec<[u8; 32]>, String> {
         use sha2::{Digest, Sha256};
         let digest = hex::encode(Sha256::digest(data));
         if !digest.eq_ignore_ascii_case(&self.sha256) {
@@ -172,24 +177,25 @@ impl Manifest {
         v
     }
 
-    pub fn from_json(data: &[u8]) -> Result<Self, String> {
+    pub fn from_json(data: &[u8]) -> Result<Self, FormatError> {
         #[derive(Deserialize)]
         struct Format {
             format: u32,
         }
         // The format first: a newer one may not parse as this version's fields at all.
-        let Format { format } = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let Format { format } =
+            serde_json::from_slice(data).map_err(|e| FormatError(e.to_string()))?;
         if !(1..=FORMAT_VERSION).contains(&format) {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "manifest format {format} is not one this s3nap understands (1 to {FORMAT_VERSION})"
-            ));
+            )));
         }
-        let m: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let m: Manifest = serde_json::from_slice(data).map_err(|e| FormatError(e.to_string()))?;
         if m.format >= 2 && m.archive.ranges.is_none() {
-            return Err(format!(
+            return Err(FormatError(format!(
                 "manifest format {} without the archive's range hashes",
                 m.format
-            ));
+            )));
         }
         Ok(m)
     }
@@ -275,10 +281,14 @@ mod tests {
         assert!(Manifest::from_json(&sample_json(2, true)).is_ok());
         let old = Manifest::from_json(&sample_json(1, false)).unwrap();
         assert!(old.archive.ranges.is_none());
-        let err = Manifest::from_json(&sample_json(3, true)).unwrap_err();
+        let err = Manifest::from_json(&sample_json(3, true))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("format 3"), "{err}");
         assert!(Manifest::from_json(&sample_json(0, true)).is_err());
-        let err = Manifest::from_json(&sample_json(2, false)).unwrap_err();
+        let err = Manifest::from_json(&sample_json(2, false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("range hashes"), "{err}");
     }
 
@@ -301,7 +311,11 @@ mod tests {
         // A changed hash list no longer matches its own SHA-256.
         let mut bad = data.clone();
         bad[0] = b'f';
-        assert!(ranges.decode(&bad, 25).unwrap_err().contains("damaged"));
+        assert!(ranges
+            .decode(&bad, 25)
+            .unwrap_err()
+            .to_string()
+            .contains("damaged"));
         // A range size recovery would have to hold too much of.
         let huge = RangeHashes {
             range_size: MAX_RANGE_SIZE + 1,

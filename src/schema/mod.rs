@@ -13,3 +13,15 @@ pub mod manifest;
 pub mod program;
 pub mod report;
 pub mod snapshot;
+
+/// Stored data that does not have the form its format promises (a manifest that does not
+/// parse, a format this s3nap does not know); the message says what.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FormatError(pub String);
+
+/// Stored bytes that do not match what their manifest promises: damaged, truncated or
+/// replaced. The message names what.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IntegrityError(pub String);

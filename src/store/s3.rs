@@ -48,7 +48,7 @@ impl std::fmt::Debug for KeyPair {
 }
 
 /// Reads `key=…` and `secret=…` lines (also AWS's `aws_access_key_id` / `aws_secret_access_key`).
-pub fn parse_keyfile(path: &std::path::Path, text: &str) -> std::result::Result<KeyPair, String> {
+pub fn parse_keyfile(path: &std::path::Path, text: &str) -> anyhow::Result<KeyPair> {
     let mut access = None;
     let mut secret = None;
     for (n, line) in text.lines().enumerate() {
@@ -57,7 +57,11 @@ pub fn parse_keyfile(path: &std::path::Path, text: &str) -> std::result::Result<
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(format!("{}:{}: expected key=value", path.display(), n + 1));
+            return Err(anyhow::anyhow!(
+                "{}:{}: expected key=value",
+                path.display(),
+                n + 1
+            ));
         };
         match k.trim().to_ascii_lowercase().as_str() {
             "key" | "aws_access_key_id" | "access_key" => access = Some(v.trim().to_string()),
@@ -65,7 +69,7 @@ pub fn parse_keyfile(path: &std::path::Path, text: &str) -> std::result::Result<
                 secret = Some(v.trim().to_string())
             }
             other => {
-                return Err(format!(
+                return Err(anyhow::anyhow!(
                     "{}:{}: unknown entry '{other}'",
                     path.display(),
                     n + 1
@@ -78,7 +82,7 @@ pub fn parse_keyfile(path: &std::path::Path, text: &str) -> std::result::Result<
             access_key,
             secret_key,
         }),
-        _ => Err(format!(
+        _ => Err(anyhow::anyhow!(
             "{}: needs both key= and secret= lines",
             path.display()
         )),
@@ -124,14 +128,14 @@ impl aws_sdk_s3::config::Intercept for ServerClock {
 
 /// A client for `settings`: SDK retries off (callers retry through [`super::retry`]),
 /// path-style addressing with a custom endpoint, us-east-1 when nothing names a region.
-pub async fn client(settings: &S3Settings) -> std::result::Result<Client, String> {
+pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
     if let Some(path) = &settings.keyfile {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("S3Keyfile {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("S3Keyfile {}: {e}", path.display()))?;
         let keys = parse_keyfile(path, &text)?;
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
             keys.access_key,
@@ -210,7 +214,7 @@ impl S3Store {
         bucket: &str,
         prefix: &str,
         settings: &S3Settings,
-    ) -> std::result::Result<Self, String> {
+    ) -> anyhow::Result<Self> {
         let prefix = prefix.trim_matches('/');
         let clock = ServerClock::default();
         let client = client(settings).await?;
