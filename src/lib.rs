@@ -5,6 +5,7 @@
 //! read), `store` (where it goes), with `layout`, `manifest` and `catalog` describing what is
 //! stored. README describes what each of them does for a user.
 
+pub mod atomic;
 pub mod backup;
 pub mod bucket;
 pub mod catalog;
