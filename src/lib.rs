@@ -22,6 +22,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod process;
 pub mod progress;
 pub mod prune;
 pub mod recover;
