@@ -720,11 +720,9 @@ fn restore_through(
         n => format!("{program} (with {n} argument(s))"),
     };
     log::info!("{}: restoring through {command}", request.set);
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| anyhow!("cannot run restore command {program}: {e}"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let mut child = crate::process::ChildWriter::spawn(cmd, &format!("restore command {program}"))?;
     let streamed = recover::stream(
         runtime.handle(),
         store,
@@ -732,11 +730,11 @@ fn restore_through(
         Vec::new(),
         Some(decrypt),
         false,
-        child.stdin.take().expect("piped"),
+        &mut child,
     );
-    // `stream` has dropped the pipe by now, so the command sees the end of its input.
+    // Closes the pipe, so the command sees the end of its input, and waits for its verdict.
     let status = child
-        .wait()
+        .finish()
         .map_err(|e| anyhow!("waiting for {program}: {e}"))?;
     let summary = match streamed {
         // The command stopped reading: its own verdict is the news.

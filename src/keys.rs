@@ -7,7 +7,7 @@
 //! unlocked with `S3NAP_PASSPHRASE_FILE` or a prompt on the terminal, never a command argument.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use sequoia_openpgp as openpgp;
 
@@ -147,19 +147,11 @@ fn gpg_export(recipient: &str) -> Result<Vec<Cert>, KeyError> {
         recipient: recipient.to_string(),
         message,
     };
-    let output = Command::new("gpg")
-        .args(["--batch", "--export", "--", recipient])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| fail(format!("cannot run gpg --export: {e}")))?;
-    if !output.status.success() {
-        return Err(fail(format!(
-            "gpg --export failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    let certs = parse_certs(&output.stdout).map_err(fail)?;
+    let mut gpg = Command::new("gpg");
+    gpg.args(["--batch", "--export", "--", recipient]);
+    let exported = crate::process::output(gpg, "gpg --export", crate::process::Input::Closed)
+        .map_err(|e| fail(e.to_string()))?;
+    let certs = parse_certs(&exported).map_err(fail)?;
     // gpg --export matches user IDs loosely; keep what our own matching agrees with.
     Ok(certs
         .into_iter()

@@ -5,6 +5,7 @@
 //! read), `store` (where it goes), with `layout`, `manifest` and `catalog` describing what is
 //! stored. README describes what each of them does for a user.
 
+pub mod atomic;
 pub mod backup;
 pub mod bucket;
 pub mod catalog;
@@ -21,6 +22,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod process;
 pub mod progress;
 pub mod prune;
 pub mod recover;

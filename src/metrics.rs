@@ -101,13 +101,8 @@ pub fn render(outcomes: &[SetOutcome], previous: &str, now: DateTime<Utc>) -> St
     out
 }
 
-/// Replaces `path` with `text` atomically.
-pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    crate::source::state::replace_file(path, |w| w.write_all(text.as_bytes()))
-}
-
 /// Updates the metrics file at `path` with this run's outcomes.
 pub fn update(path: &Path, outcomes: &[SetOutcome], now: DateTime<Utc>) -> io::Result<()> {
     let previous = fs::read_to_string(path).unwrap_or_default();
-    write_atomically(path, &render(outcomes, &previous, now))
+    crate::atomic::replace_file(path, render(outcomes, &previous, now).as_bytes())
 }

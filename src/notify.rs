@@ -3,40 +3,36 @@
 //! like `mail` or a webhook client does). No shell is involved; the command's own output and
 //! exit status are logged, and its failure is reported but does not change the run's outcome.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{self, Read};
+use std::process::Command;
+
+use crate::process::{ChildReader, Input};
 
 /// Runs `argv` with `summary` on stdin and S3NAP_EXIT_STATUS in its environment.
 pub fn notify(argv: &[String], summary: &str, exit_status: u8) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("NotifyCommand is empty")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .env("S3NAP_EXIT_STATUS", exit_status.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("NotifyCommand {program}: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let text = summary.to_string();
-    let feeder = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("NotifyCommand {program}: {e}"))?;
-    let _ = feeder.join();
-    for line in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&out.stderr).lines())
-    {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("S3NAP_EXIT_STATUS", exit_status.to_string());
+    // Named by the program alone: its arguments may hold a token.
+    let name = format!("NotifyCommand {program}");
+    let input = Input::Feed(Box::new(io::Cursor::new(summary.as_bytes().to_vec())));
+    let mut child = ChildReader::spawn(cmd, &name, input).map_err(|e| e.to_string())?;
+    let mut stdout = Vec::new();
+    let read = child.read_to_end(&mut stdout);
+    let exit = child.exit();
+    let stderr = exit.map(|e| e.stderr.as_slice()).unwrap_or_default();
+    for line in crate::process::lines(&stdout).iter().chain(stderr) {
         log::debug!("NotifyCommand: {line}");
     }
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "NotifyCommand {program} failed ({}): {}",
-            out.status,
-            stderr.lines().last().unwrap_or("").trim()
-        ));
+    match (read, exit) {
+        (Ok(_), _) => Ok(()),
+        // Its last line only, as the message of a command that may echo its arguments.
+        (Err(_), Some(exit)) if !exit.status.success() => Err(format!(
+            "{name} failed ({}): {}",
+            exit.status,
+            stderr.last().map_or("", |l| l.trim())
+        )),
+        (Err(e), _) => Err(format!("{name}: {e}")),
     }
-    Ok(())
 }

@@ -52,7 +52,7 @@ impl Records {
     pub fn record(&self, upload: &Upload) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let text = serde_json::to_vec_pretty(upload).expect("serializes");
-        crate::source::state::replace_file(&self.path(&upload.archive), |w| w.write_all(&text))
+        crate::atomic::replace_file(&self.path(&upload.archive), &text)
     }
 
     /// Forgets `archive`'s upload: committed, or aborted and its objects gone.

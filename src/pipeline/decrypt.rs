@@ -6,8 +6,7 @@
 //! been checked, and its stderr is part of the error.
 
 use std::io::{self, Read};
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+use std::process::Command;
 
 use sequoia_openpgp as openpgp;
 
@@ -21,6 +20,7 @@ use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Cert, KeyHandle};
 
 use crate::keys::Identity;
+use crate::process::{ChildReader, Input};
 
 /// How recovery decrypts.
 pub enum DecryptWith {
@@ -49,7 +49,13 @@ pub fn decryptor<'a, R: Read + Send + Sync + 'static>(
                 })?;
             Ok(Box::new(decryptor))
         }
-        DecryptWith::Gpg => Ok(Box::new(GpgReader::spawn(input)?)),
+        DecryptWith::Gpg => {
+            // The end of the plaintext is only reported once gpg exited 0.
+            let mut gpg = Command::new("gpg");
+            gpg.args(["--quiet", "--decrypt"]);
+            let input = Input::Feed(Box::new(input));
+            Ok(Box::new(ChildReader::spawn(gpg, "gpg --decrypt", input)?))
+        }
     }
 }
 
@@ -107,95 +113,5 @@ impl DecryptionHelper for Helper<'_> {
                 wanted.join(", ")
             }
         ))
-    }
-}
-
-/// `gpg --decrypt` as a `Read`: a thread feeds the ciphertext to gpg's stdin, we read its stdout,
-/// and the end of the stream is only reported once gpg exited successfully.
-struct GpgReader {
-    child: Option<Child>,
-    stdout: std::process::ChildStdout,
-    feeder: Option<JoinHandle<io::Result<()>>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl GpgReader {
-    fn spawn<R: Read + Send + 'static>(mut input: R) -> io::Result<Self> {
-        let mut child = Command::new("gpg")
-            .args(["--quiet", "--decrypt"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot run gpg --decrypt: {e}")))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let mut err = child.stderr.take().expect("piped");
-        let feeder = std::thread::spawn(move || {
-            let r = io::copy(&mut input, &mut stdin);
-            drop(stdin);
-            match r {
-                Ok(_) => Ok(()),
-                // gpg may stop reading early on failure; its exit status tells why.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-                Err(e) => Err(e),
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Ok(GpgReader {
-            child: Some(child),
-            stdout,
-            feeder: Some(feeder),
-            stderr: Some(stderr),
-        })
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let status = child.wait()?;
-        let fed = self.feeder.take().map(|h| h.join());
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        match fed {
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(_)) => return Err(io::Error::other("gpg input thread panicked")),
-            _ => {}
-        }
-        if !status.success() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("gpg --decrypt failed ({status}): {}", stderr.trim()),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Read for GpgReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.stdout.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.finish()?;
-        }
-        Ok(n)
-    }
-}
-
-impl Drop for GpgReader {
-    fn drop(&mut self) {
-        // Only reached on an error path: do not leave a gpg process behind.
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

@@ -9,22 +9,15 @@
 //! A non-zero exit, a signal, or no data at all fails the run: a failing dump can never pass for
 //! a backup.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
+use std::process::Command;
 
 use crate::schema::program::ProgramRun;
 use anyhow::{bail, Context};
 
 use super::{Report, Source};
-
-/// Lines of stderr kept in the manifest and the error message.
-const STDERR_TAIL: usize = 20;
+use crate::process::{ChildReader, Input};
 
 pub struct ProgramSource {
     pub command: Vec<String>,
@@ -44,22 +37,6 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-fn collect_lines<R: Read + Send + 'static>(
-    reader: R,
-    keep_all: bool,
-) -> JoinHandle<VecDeque<String>> {
-    std::thread::spawn(move || {
-        let mut lines = VecDeque::new();
-        for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
-            lines.push_back(String::from_utf8_lossy(&line).into_owned());
-            if !keep_all && lines.len() > STDERR_TAIL {
-                lines.pop_front();
-            }
-        }
-        lines
-    })
-}
-
 fn restore_through(lines: &[String]) -> Option<Vec<String>> {
     lines.iter().find_map(|l| {
         let cmd = l.trim().strip_prefix("::restore-through::")?;
@@ -74,74 +51,39 @@ impl ProgramSource {
     pub fn run(&self, out: &mut dyn Write) -> anyhow::Result<(u64, ProgramRun)> {
         let (program, args) = self.command.split_first().context("empty command")?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut data_pipe: Option<(OwnedFd, OwnedFd)> = None;
-        if self.descriptor_mode {
-            let (read, write) = nix::unistd::pipe().context("creating the data pipe")?;
-            nix::fcntl::fcntl(
-                read.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )?;
-            cmd.arg(write.as_raw_fd().to_string());
-            data_pipe = Some((read, write));
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot run {program}"))?;
-        let stderr = collect_lines(child.stderr.take().expect("piped"), false);
-        let stdout = child.stdout.take().expect("piped");
-        let (mut data, description): (Box<dyn Read>, Option<JoinHandle<VecDeque<String>>>) =
-            match data_pipe {
-                Some((read, write)) => {
-                    // Only the child may hold the write end now, or the data never ends.
-                    drop(write);
-                    (
-                        Box::new(File::from(read)),
-                        Some(collect_lines(stdout, true)),
-                    )
-                }
-                None => (Box::new(stdout), None),
-            };
+        cmd.args(args);
+        // Named by the program alone: its arguments may hold a database password.
+        let mut data = if self.descriptor_mode {
+            ChildReader::spawn_descriptor(cmd, program, Input::Closed)?
+        } else {
+            ChildReader::spawn(cmd, program, Input::Closed)?
+        };
         let copied = io::copy(&mut data, out);
-        drop(data);
-        let status = child
-            .wait()
-            .with_context(|| format!("waiting for {program}"))?;
-        let stderr_tail: Vec<String> = stderr.join().unwrap_or_default().into();
+        let Some(exit) = data.exit() else {
+            // Stopped before the program's end (`out` failed): dropping `data` kills it.
+            let e = copied.expect_err("a copy ends at the end of the data");
+            return Err(e).with_context(|| format!("reading the output of {program}"));
+        };
+        let stderr_tail = exit.stderr.clone();
         for line in &stderr_tail {
             log::info!("{program}: {line}");
         }
-        let description: Vec<String> = description
-            .map(|h| h.join().unwrap_or_default().into())
-            .unwrap_or_else(|| stderr_tail.clone());
-        let shown = || {
-            if stderr_tail.is_empty() {
-                "no error output".to_string()
-            } else {
-                format!("its last error output: {}", stderr_tail.join(" | "))
-            }
-        };
-        if !status.success() {
-            let how = match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(sig)) => format!("was killed by signal {sig}"),
-                _ => "failed".to_string(),
-            };
-            bail!("{program} {how}; {}", shown());
-        }
-        let bytes = copied.with_context(|| format!("reading the output of {program}"))?;
+        // A failing exit status is the error at the end of the data.
+        let bytes = copied?;
         if bytes == 0 {
-            bail!("{program} produced no data; {}", shown());
+            bail!("{program} produced no data; {}", exit.stderr_text());
         }
+        let description = if self.descriptor_mode {
+            crate::process::lines(&exit.stdout)
+        } else {
+            stderr_tail.clone()
+        };
         let restore = restore_through(&description).or_else(|| self.restore.clone());
         Ok((
             bytes,
             ProgramRun {
                 command: self.command.clone(),
-                exit_status: status.code(),
+                exit_status: exit.status.code(),
                 stderr_tail,
                 description,
                 restore,
@@ -173,23 +115,14 @@ pub struct SubversionSource {
 }
 
 fn output(program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {} failed ({}): {}",
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let mut name = program.to_string();
+    for arg in args {
+        name = format!("{name} {}", arg.to_string_lossy());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = crate::process::output(cmd, name, Input::Closed)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
 /// The youngest revision of a repository.

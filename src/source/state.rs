@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -184,29 +184,6 @@ fn check_identity(path: &Path, line: Option<&str>, id: &Identity) -> Result<(), 
     ))
 }
 
-/// Writes `path` through a temporary file, fsync and rename (and an fsync of the directory, so
-/// the new name survives a crash): readers see the old file or the new one, never a part.
-pub fn replace_file(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// The last revision a committed Subversion run of `id` dumped: `Ok(None)` without a file,
 /// `Err` when it is unreadable, malformed or another set's.
 pub fn load_revision(path: &Path, id: &Identity) -> Result<Option<(RunId, u64)>, String> {
@@ -247,7 +224,7 @@ fn parse_revision(text: &str) -> Option<(RunId, u64)> {
 }
 
 pub fn save_revision(path: &Path, id: &Identity, run: RunId, revision: u64) -> io::Result<()> {
-    replace_file(path, |w| {
+    crate::atomic::write_with(path, |w| {
         writeln!(w, "{REVISION_MAGIC} {VERSION} {run} {revision}")?;
         writeln!(w, "{IDENTITY} {}", id.key())
     })
@@ -356,9 +333,9 @@ impl State {
             })
     }
 
-    /// Replaces the file at `path` with this state of `id`: temporary file, fsync, rename.
+    /// Replaces the file at `path` with this state of `id`, atomically.
     pub fn save(&self, path: &Path, id: &Identity) -> io::Result<()> {
-        replace_file(path, |w| {
+        crate::atomic::write_with(path, |w| {
             let run = self.run.map(|r| r.to_string()).unwrap_or_default();
             writeln!(w, "{MAGIC} {VERSION} {run}")?;
             writeln!(w, "{IDENTITY} {}", id.key())?;

@@ -68,38 +68,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .unwrap_or_else(|e| Err(StoreError::new(ErrorKind::Other, "run", "local store", e)))
 }
 
-/// Writes `target` through a synced temporary file and a rename, so readers never see a
-/// partial object.
+/// Writes `target` atomically (`crate::atomic`), so readers never see a partial object.
 fn write_atomically(
     operation: &'static str,
     target: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<()> {
-    let dir = target.parent().expect("keys have a parent");
-    fs::create_dir_all(dir).map_err(|e| io_error(operation, dir, e))?;
-    let name = target
-        .file_name()
-        .expect("keys have a name")
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        fill(&mut file)?;
-        file.sync_all()?;
-        fs::rename(&tmp, target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_error(operation, target, e));
-    }
-    Ok(())
+    crate::atomic::write_with(target, fill).map_err(|e| io_error(operation, target, e))
 }
 
 /// Our own in-progress files and the upload area: never objects.
 fn is_internal(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name == UPLOADS || (name.starts_with('.') && name.contains(".tmp-"))
+    name == UPLOADS || crate::atomic::is_temporary(name)
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {

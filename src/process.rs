@@ -1,0 +1,514 @@
+//! Child processes: bytes in on the child's stdin (none, or a `Read` a thread copies in), the
+//! child's output out as a `Read` whose end is reported only once the exit status has been
+//! checked, so a failing dump or gpg can never pass for a complete stream.
+//!
+//! The one way s3nap runs a program whose output it reads (dump programs, `svnlook`, `gpg
+//! --export` and `gpg --decrypt`, the NotifyCommand), after ripgrep's `CommandReader`: stderr
+//! is drained on a thread, so a chatty child never blocks on a full pipe, and its last lines
+//! go into the error; a non-zero exit or a signal is an `io::Error` naming the program; a
+//! reader dropped before the end kills and reaps its child. [`ChildWriter`] is the other
+//! direction, a program s3nap writes into (`recover --restore`).
+//!
+//! Errors name a program only by the name its caller gives, never by its arguments: those may
+//! hold passwords or tokens.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// Lines of stderr kept for the error message (and the manifest of a dump).
+pub const TAIL_LINES: usize = 20;
+/// Bytes of stderr kept at the most, whatever the length of its lines.
+const TAIL_BYTES: usize = 16 * 1024;
+
+/// What a child reads on stdin.
+pub enum Input {
+    /// Nothing: stdin is `/dev/null`.
+    Closed,
+    /// Copied in by a thread, then closed. A child that stops reading early is no error here:
+    /// its exit status tells whether that was a failure.
+    Feed(Box<dyn Read + Send>),
+}
+
+/// How a child ended.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    /// The last lines of its stderr (at most [`TAIL_LINES`], and a few KiB).
+    pub stderr: Vec<String>,
+    /// Its whole stdout, when the data came on another descriptor
+    /// ([`ChildReader::spawn_descriptor`]); empty otherwise.
+    pub stdout: Vec<u8>,
+}
+
+impl Exit {
+    /// `Ok` for exit status 0; otherwise the error saying how `name` failed and what it said.
+    pub fn check(&self, name: &str) -> io::Result<()> {
+        if self.status.success() {
+            return Ok(());
+        }
+        let how = match (self.status.code(), self.status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "failed".to_string(),
+        };
+        Err(io::Error::other(format!(
+            "{name} {how}; {}",
+            self.stderr_text()
+        )))
+    }
+
+    /// The stderr tail as one line, for messages.
+    pub fn stderr_text(&self) -> String {
+        if self.stderr.is_empty() {
+            "no error output".to_string()
+        } else {
+            format!("its last error output: {}", self.stderr.join(" | "))
+        }
+    }
+}
+
+/// A running child's output as a `Read`. At the end of the output it waits for the child: the
+/// end is `Ok(0)` only after exit status 0 (and after its input was fed without error).
+pub struct ChildReader {
+    name: String,
+    child: Option<Child>,
+    data: Box<dyn Read + Send>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<String>>>,
+    feeder: Option<JoinHandle<io::Result<()>>>,
+    exit: Option<Exit>,
+    /// Why the end was an error, repeated to any later read.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl ChildReader {
+    /// Runs `cmd` with `input` on stdin, reading its stdout. `name` is how errors call it.
+    pub fn spawn(mut cmd: Command, name: impl Into<String>, input: Input) -> io::Result<Self> {
+        let name = name.into();
+        cmd.stdout(Stdio::piped());
+        let mut child = start(&mut cmd, &name, &input)?;
+        let data = Box::new(child.stdout.take().expect("piped"));
+        Ok(Self::wrap(name, child, data, None, input))
+    }
+
+    /// s3-sysbackup's snapshotter protocol: the data comes on a pipe whose descriptor number
+    /// is appended as the last argument; stdout, the run's description, is kept whole in
+    /// [`Exit::stdout`].
+    pub fn spawn_descriptor(
+        mut cmd: Command,
+        name: impl Into<String>,
+        input: Input,
+    ) -> io::Result<Self> {
+        let name = name.into();
+        let (read, write) = nix::unistd::pipe()?;
+        nix::fcntl::fcntl(
+            read.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        cmd.arg(write.as_raw_fd().to_string())
+            .stdout(Stdio::piped());
+        let mut child = start(&mut cmd, &name, &input)?;
+        // Only the child may hold the write end now, or the data never ends.
+        drop(write);
+        let mut stdout = child.stdout.take().expect("piped");
+        let description = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = stdout.read_to_end(&mut all);
+            all
+        });
+        let data = Box::new(std::fs::File::from(read));
+        Ok(Self::wrap(name, child, data, Some(description), input))
+    }
+
+    fn wrap(
+        name: String,
+        mut child: Child,
+        data: Box<dyn Read + Send>,
+        stdout: Option<JoinHandle<Vec<u8>>>,
+        input: Input,
+    ) -> Self {
+        let stderr = child.stderr.take().expect("piped");
+        let feeder = match input {
+            Input::Closed => None,
+            Input::Feed(source) => Some(feed(source, child.stdin.take().expect("piped"))),
+        };
+        ChildReader {
+            name,
+            child: Some(child),
+            data,
+            stdout,
+            stderr: Some(std::thread::spawn(move || tail(stderr))),
+            feeder,
+            exit: None,
+            failed: None,
+        }
+    }
+
+    /// How the child ended, once the output has been read to its end.
+    pub fn exit(&self) -> Option<&Exit> {
+        self.exit.as_ref()
+    }
+
+    /// Waits for the child and gives the verdict: the feeding error first (a failing input
+    /// explains a failing child), then the exit status.
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait()?;
+        let stderr = joined(self.stderr.take());
+        let stdout = joined(self.stdout.take());
+        let exit = Exit {
+            status,
+            stderr,
+            stdout,
+        };
+        let verdict = match self.feeder.take().map(|h| h.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(io::Error::other(format!(
+                "{}: input thread panicked",
+                self.name
+            ))),
+            _ => exit.check(&self.name),
+        };
+        self.exit = Some(exit);
+        if let Err(e) = &verdict {
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        verdict
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        // Dropped before the end (the reader's consumer failed): no child left running, and
+        // none left a zombie.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The whole stdout of `cmd`, once it exited 0.
+pub fn output(cmd: Command, name: impl Into<String>, input: Input) -> io::Result<Vec<u8>> {
+    let mut child = ChildReader::spawn(cmd, name, input)?;
+    let mut out = Vec::new();
+    child.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A running child's stdin as a `Write`; its stdout and stderr stay the caller's (a restore
+/// command talks to the operator). [`ChildWriter::finish`] closes stdin and waits.
+pub struct ChildWriter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl ChildWriter {
+    pub fn spawn(mut cmd: Command, name: &str) -> io::Result<Self> {
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name}: {e}")))?;
+        let stdin = child.stdin.take();
+        Ok(ChildWriter { child, stdin })
+    }
+
+    /// Closes the child's stdin, so it sees the end of its input, and waits for it.
+    pub fn finish(mut self) -> io::Result<ExitStatus> {
+        drop(self.stdin.take());
+        self.child.wait()
+    }
+}
+
+impl Write for ChildWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdin.as_mut().expect("open until finish").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdin.as_mut().expect("open until finish").flush()
+    }
+}
+
+impl Drop for ChildWriter {
+    fn drop(&mut self) {
+        // Not finished: an error path. Leave no child behind, running or unreaped.
+        if self.stdin.take().is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns `cmd` with stderr piped and stdin as `input` says.
+fn start(cmd: &mut Command, name: &str, input: &Input) -> io::Result<Child> {
+    cmd.stdin(match input {
+        Input::Closed => Stdio::null(),
+        Input::Feed(_) => Stdio::piped(),
+    })
+    .stderr(Stdio::piped());
+    cmd.spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name}: {e}")))
+}
+
+fn feed(mut source: Box<dyn Read + Send>, mut stdin: ChildStdin) -> JoinHandle<io::Result<()>> {
+    std::thread::spawn(move || match io::copy(&mut source, &mut stdin) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e),
+    })
+}
+
+fn joined<T: Default>(handle: Option<JoinHandle<T>>) -> T {
+    handle.and_then(|h| h.join().ok()).unwrap_or_default()
+}
+
+/// Reads `from` to its end, keeping the last [`TAIL_LINES`] lines of at most [`TAIL_BYTES`].
+fn tail(mut from: impl Read) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => kept.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        // Trimmed in batches, not on every read.
+        if kept.len() > 2 * TAIL_BYTES {
+            kept.drain(..kept.len() - TAIL_BYTES);
+            cut = true;
+        }
+    }
+    if kept.len() > TAIL_BYTES {
+        kept.drain(..kept.len() - TAIL_BYTES);
+        cut = true;
+    }
+    if cut {
+        // The first line kept is only the end of one: drop it, unless it is all there is.
+        match kept.iter().position(|&b| b == b'\n') {
+            Some(p) if p + 1 < kept.len() => drop(kept.drain(..=p)),
+            _ => {}
+        }
+    }
+    let mut all = lines(&kept);
+    all.drain(..all.len().saturating_sub(TAIL_LINES));
+    all
+}
+
+/// `bytes` split into lines at `\n` (no empty last line for a final `\n`), decoded leniently.
+pub fn lines(bytes: &[u8]) -> Vec<String> {
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .strip_suffix(b"\n")
+        .unwrap_or(bytes)
+        .split(|&b| b == b'\n')
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    fn read_all(reader: &mut ChildReader) -> (Vec<u8>, io::Result<usize>) {
+        let mut out = Vec::new();
+        let result = reader.read_to_end(&mut out);
+        (out, result)
+    }
+
+    #[test]
+    fn the_end_of_the_output_is_ok_only_after_exit_status_zero() {
+        let mut ok = ChildReader::spawn(sh("echo data"), "good", Input::Closed).unwrap();
+        let (out, result) = read_all(&mut ok);
+        assert_eq!(result.unwrap(), 5);
+        assert_eq!(out, b"data\n");
+        assert!(ok.exit().unwrap().status.success());
+
+        let script = "echo data; echo first >&2; echo 'disk on fire' >&2; exit 3";
+        let mut failing = ChildReader::spawn(sh(script), "dumper", Input::Closed).unwrap();
+        let (out, result) = read_all(&mut failing);
+        assert_eq!(out, b"data\n", "the output itself is passed on");
+        let err = result.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "dumper exited with status 3; its last error output: first | disk on fire"
+        );
+        assert_eq!(failing.exit().unwrap().status.code(), Some(3));
+        // A reader asked again does not turn the failure into a clean end.
+        assert_eq!(failing.read(&mut [0; 8]).unwrap_err().to_string(), err);
+    }
+
+    #[test]
+    fn a_signal_and_a_missing_program_are_errors_naming_the_program() {
+        let mut killed = ChildReader::spawn(sh("kill -9 $$"), "snap", Input::Closed).unwrap();
+        let err = read_all(&mut killed).1.unwrap_err().to_string();
+        assert_eq!(err, "snap was killed by signal 9; no error output");
+        let err = output(Command::new("false"), "false", Input::Closed).unwrap_err();
+        assert!(
+            err.to_string().starts_with("false exited with status 1"),
+            "{err}"
+        );
+        let missing = Command::new("/nonexistent/dumper");
+        let err = output(missing, "the dumper", Input::Closed).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().starts_with("cannot run the dumper: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_stderr_tail_is_bounded_and_a_flood_of_stderr_does_not_block() {
+        // 2 MB of stderr before any stdout: without the draining thread the child would
+        // block on a full pipe and the read below would never end.
+        let script = "i=0; while [ $i -lt 100 ]; do head -c 20000 /dev/zero | tr '\\0' x >&2; \
+                      echo >&2; i=$((i+1)); done; echo 'last words' >&2; echo done";
+        let mut reader = ChildReader::spawn(sh(script), "chatty", Input::Closed).unwrap();
+        let (out, result) = read_all(&mut reader);
+        result.unwrap();
+        assert_eq!(out, b"done\n");
+        let stderr = &reader.exit().unwrap().stderr;
+        assert_eq!(stderr.last().unwrap(), "last words");
+        assert!(stderr.iter().map(|l| l.len()).sum::<usize>() <= TAIL_BYTES);
+        assert!(stderr.len() <= TAIL_LINES);
+
+        let many = "for i in $(seq 1 50); do echo line $i >&2; done; exit 1";
+        let err = output(sh(many), "many", Input::Closed).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("its last error output: line 31 | line 32 | line 33 | line 34 | line 35 | line 36 | line 37 | line 38 | line 39 | line 40 | line 41 | line 42 | line 43 | line 44 | line 45 | line 46 | line 47 | line 48 | line 49 | line 50"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn input_is_fed_from_a_reader_and_its_failure_comes_first() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let out = output(
+            Command::new("cat"),
+            "cat",
+            Input::Feed(Box::new(io::Cursor::new(big.clone()))),
+        )
+        .unwrap();
+        assert_eq!(out, big);
+
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "object truncated",
+                ))
+            }
+        }
+        // gpg given a cut message fails too, but the cut is the news.
+        let cmd = sh("cat >/dev/null; exit 2");
+        let err = output(cmd, "gpg", Input::Feed(Box::new(Broken))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(err.to_string(), "object truncated");
+
+        // A child that stops reading early is judged by its exit status alone.
+        let quits = sh("exec <&-; echo fine");
+        let endless = Box::new(io::repeat(b'x'));
+        assert_eq!(
+            output(quits, "quits", Input::Feed(endless)).unwrap(),
+            b"fine\n"
+        );
+    }
+
+    #[test]
+    fn data_on_a_descriptor_and_the_description_on_stdout() {
+        let script = "echo 'about this run'; printf 'the data' >&\"$1\"";
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script, "snapshotter"]);
+        let mut reader = ChildReader::spawn_descriptor(cmd, "snap", Input::Closed).unwrap();
+        let (out, result) = read_all(&mut reader);
+        result.unwrap();
+        assert_eq!(out, b"the data");
+        assert_eq!(lines(&reader.exit().unwrap().stdout), ["about this run"]);
+    }
+
+    fn gone(pid: u32) -> bool {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    fn a_reader_dropped_early_kills_and_reaps_its_child() {
+        let mut reader = ChildReader::spawn(Command::new("yes"), "yes", Input::Closed).unwrap();
+        let pid = reader.child.as_ref().unwrap().id();
+        let mut buf = [0u8; 4];
+        reader.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"y\ny\n");
+        assert!(!gone(pid));
+        drop(reader);
+        // Reaped, not a zombie: its /proc entry is gone as soon as drop returns.
+        assert!(gone(pid), "yes is still there");
+
+        let feeding = Input::Feed(Box::new(io::repeat(b'z')));
+        let cat = ChildReader::spawn(Command::new("cat"), "cat", feeding).unwrap();
+        let pid = cat.child.as_ref().unwrap().id();
+        let started = Instant::now();
+        drop(cat);
+        assert!(gone(pid));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_writer_feeds_stdin_and_gives_the_exit_status() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("restored");
+        let cmd = sh(&format!("cat > '{}'", file.display()));
+        let mut writer = ChildWriter::spawn(cmd, "restore").unwrap();
+        writer.write_all(b"rows").unwrap();
+        assert!(writer.finish().unwrap().success());
+        assert_eq!(std::fs::read(&file).unwrap(), b"rows");
+
+        let mut quitter = ChildWriter::spawn(sh("exec <&-; exit 4"), "quitter").unwrap();
+        let written = (0..1000).try_for_each(|_| quitter.write_all(&[0; 65536]));
+        assert_eq!(written.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(quitter.finish().unwrap().code(), Some(4));
+
+        let sleeper = ChildWriter::spawn(Command::new("cat"), "cat").unwrap();
+        let pid = sleeper.child.id();
+        drop(sleeper);
+        assert!(gone(pid));
+    }
+
+    #[test]
+    fn lines_split_like_a_line_reader() {
+        assert!(lines(b"").is_empty());
+        assert_eq!(lines(b"\n"), [""]);
+        assert_eq!(lines(b"a\n\nb"), ["a", "", "b"]);
+        assert_eq!(lines(b"a\nb\n"), ["a", "b"]);
+    }
+}
