@@ -9,7 +9,7 @@
 //! output's.
 
 use std::cell::RefCell;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail};
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::catalog;
 use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
-use crate::pipeline::download::{fetch, Expected, Failure, RangeDigests};
+use crate::pipeline::download::{fetch, Expected, Failure, ObjectReader, RangeDigests};
 use crate::schema::manifest::Manifest;
 use crate::schema::IntegrityError;
 use crate::store::DynStore;
@@ -141,6 +141,67 @@ enum Sink<W: Write> {
     Raw(W),
 }
 
+impl<W: Write> Sink<W> {
+    /// The sink `chain`'s archives call for: a dump has no members to pick or list.
+    fn new(chain: &[Manifest], out: W, paths: Vec<Vec<u8>>, list: bool) -> anyhow::Result<Self> {
+        if chain.iter().all(|m| m.archive.format == "tar") {
+            let splicer = if list {
+                TarSplicer::listing(out)
+            } else {
+                TarSplicer::new(out)
+            };
+            return Ok(Sink::Tar(splicer, PathFilter::new(paths)));
+        }
+        if list || !paths.is_empty() {
+            bail!("member paths and --list apply to tar archives, not to dumps");
+        }
+        Ok(Sink::Raw(out))
+    }
+
+    /// One decoded archive in.
+    fn append(&mut self, mut data: impl Read) -> anyhow::Result<()> {
+        match self {
+            Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
+            Sink::Raw(w) => {
+                std::io::copy(&mut data, w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the tar stream so that tar fails on it too (see `TarSplicer::abandon`).
+    fn abandon(self) {
+        if let Sink::Tar(splicer, _) = self {
+            // Best effort: the output may be what failed.
+            let _ = splicer.abandon();
+        }
+    }
+
+    /// Completes the output and returns the number of members passed on; a member path asked
+    /// for that no archive held is an error.
+    fn finish(self, written: &RefCell<Written>) -> anyhow::Result<u64> {
+        match self {
+            Sink::Tar(splicer, filter) => {
+                let members = splicer.members;
+                if let Err(e) = splicer.finish() {
+                    return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
+                }
+                let missing = filter.unmatched();
+                if !missing.is_empty() {
+                    bail!("not found in the recovered run(s): {}", missing.join(", "));
+                }
+                Ok(members)
+            }
+            Sink::Raw(mut w) => {
+                if let Err(e) = w.flush() {
+                    return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
 /// Streams `chain` into `out`. Blocking: call it outside the async runtime, whose `handle`
 /// runs the downloads.
 pub fn stream<W: Write>(
@@ -152,7 +213,6 @@ pub fn stream<W: Write>(
     list: bool,
     out: W,
 ) -> anyhow::Result<Summary> {
-    let tar = chain.iter().all(|m| m.archive.format == "tar");
     let written = Rc::new(RefCell::new(Written::default()));
     let out = std::io::BufWriter::with_capacity(
         1 << 20,
@@ -161,106 +221,83 @@ pub fn stream<W: Write>(
             written: written.clone(),
         },
     );
-    let mut sink = if tar {
-        let splicer = if list {
-            TarSplicer::listing(out)
-        } else {
-            TarSplicer::new(out)
-        };
-        Sink::Tar(splicer, PathFilter::new(paths))
-    } else {
-        if list || !paths.is_empty() {
-            bail!("member paths and --list apply to tar archives, not to dumps");
-        }
-        Sink::Raw(out)
-    };
+    let mut sink = Sink::new(&chain, out, paths, list)?;
     // Every archive of the chain into the sink; on any failure the tar stream is ended so that
-    // tar fails on it too (see `TarSplicer::abandon`).
-    let streamed = (|| -> anyhow::Result<()> {
-        for manifest in &chain {
-            let target = store.locate(&manifest.archive.key);
-            let (range_size, ranges) = range_hashes(handle, store, manifest)?;
-            let failure = Failure::default();
-            let reader = fetch(
-                handle,
-                store.clone(),
-                Expected {
-                    key: manifest.archive.key.clone(),
-                    size: manifest.archive.stored_size,
-                    sha256: manifest.archive.sha256.clone(),
-                    ranges,
-                },
-                range_size,
-                PARALLEL_GETS,
-                failure.clone(),
-            );
-            let result = (|| -> anyhow::Result<()> {
-                let plain: Box<dyn std::io::Read + Send> = if manifest.encrypted() {
-                    let how = decrypt.ok_or_else(|| {
-                        anyhow!("the archive is encrypted and no way to decrypt was given")
-                    })?;
-                    decryptor(reader, how)?
-                } else {
-                    Box::new(reader)
-                };
-                let mut data = decompressor(manifest.archive.compression, plain)?;
-                match &mut sink {
-                    Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
-                    Sink::Raw(w) => {
-                        std::io::copy(&mut data, w)?;
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(e) = result {
-                if let Some(e) = written.borrow().blame() {
-                    return Err(e);
-                }
-                // The integrity check's own words beat whatever a later stage made of them.
-                return Err(match failure.get() {
-                    Some(message) => anyhow!(message),
-                    None => e.context(format!("recovering {target}")),
-                });
-            }
-            if let Some(message) = failure.get() {
-                bail!(message);
-            }
-            log::info!(
-                "recovered {} run {} from {target}",
-                manifest.kind,
-                manifest.run
-            );
-        }
-        Ok(())
-    })();
+    // tar fails on it too.
+    let streamed = chain.iter().try_for_each(|manifest| {
+        stream_archive(handle, store, manifest, decrypt, &mut sink, &written)
+    });
     if let Err(e) = streamed {
-        if let Sink::Tar(splicer, _) = sink {
-            // Best effort: the output may be what failed.
-            let _ = splicer.abandon();
-        }
+        sink.abandon();
         return Err(e);
     }
-    let members = match sink {
-        Sink::Tar(splicer, filter) => {
-            let members = splicer.members;
-            if let Err(e) = splicer.finish() {
-                return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
-            }
-            let missing = filter.unmatched();
-            if !missing.is_empty() {
-                bail!("not found in the recovered run(s): {}", missing.join(", "));
-            }
-            members
-        }
-        Sink::Raw(mut w) => {
-            if let Err(e) = w.flush() {
-                return Err(written.borrow().blame().unwrap_or_else(|| e.into()));
-            }
-            0
-        }
-    };
+    let members = sink.finish(&written)?;
     Ok(Summary {
         runs: chain,
         members,
     })
+}
+
+/// Downloads, checks and decodes `manifest`'s archive into `sink`, reporting a failure in the
+/// words of whoever caused it: the output, the integrity check, or a later stage.
+fn stream_archive<W: Write>(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    manifest: &Manifest,
+    decrypt: Option<&DecryptWith>,
+    sink: &mut Sink<W>,
+    written: &RefCell<Written>,
+) -> anyhow::Result<()> {
+    let target = store.locate(&manifest.archive.key);
+    let (range_size, ranges) = range_hashes(handle, store, manifest)?;
+    let failure = Failure::default();
+    let reader = fetch(
+        handle,
+        store.clone(),
+        Expected {
+            key: manifest.archive.key.clone(),
+            size: manifest.archive.stored_size,
+            sha256: manifest.archive.sha256.clone(),
+            ranges,
+        },
+        range_size,
+        PARALLEL_GETS,
+        failure.clone(),
+    );
+    if let Err(e) = decode_into(reader, manifest, decrypt, sink) {
+        if let Some(e) = written.borrow().blame() {
+            return Err(e);
+        }
+        // The integrity check's own words beat whatever a later stage made of them.
+        return Err(match failure.get() {
+            Some(message) => anyhow!(message),
+            None => e.context(format!("recovering {target}")),
+        });
+    }
+    if let Some(message) = failure.get() {
+        bail!(message);
+    }
+    log::info!(
+        "recovered {} run {} from {target}",
+        manifest.kind,
+        manifest.run
+    );
+    Ok(())
+}
+
+/// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`.
+fn decode_into<W: Write>(
+    reader: ObjectReader,
+    manifest: &Manifest,
+    decrypt: Option<&DecryptWith>,
+    sink: &mut Sink<W>,
+) -> anyhow::Result<()> {
+    let plain: Box<dyn Read + Send> = if manifest.encrypted() {
+        let how = decrypt
+            .ok_or_else(|| anyhow!("the archive is encrypted and no way to decrypt was given"))?;
+        decryptor(reader, how)?
+    } else {
+        Box::new(reader)
+    };
+    sink.append(decompressor(manifest.archive.compression, plain)?)
 }

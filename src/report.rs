@@ -1,4 +1,5 @@
-//! What s3nap prints: run summaries, the catalog listing and the `-t` plan.
+//! What s3nap prints: run outcomes, the catalog's manifests and the `-t` plans in; run
+//! summaries, the catalog listing and the plan out, as text lines or JSON.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -161,32 +162,7 @@ pub fn plan_text(
         now.format("%Y-%m-%dT%H:%M:%SZ")
     );
     for (set, plan) in plans {
-        out.push_str(&format!(
-            "\n{} [cycle {}] ({})\n",
-            set.name,
-            set.cycle_label(),
-            match set.cycle.cycle_type {
-                CycleType::Simple => format!(
-                    "SimpleCycle: every {} day(s), phase {}, {} diffs, {} fulls",
-                    set.cycle.frequency, set.cycle.phase, set.cycle.diffs, set.cycle.fulls
-                ),
-                CycleType::Hanoi => format!(
-                    "HanoiCycle: every {} day(s), {} discs{}",
-                    set.cycle.frequency,
-                    set.cycle.discs,
-                    if set.cycle.archive_oldest_disc {
-                        ", oldest disc archived"
-                    } else {
-                        ""
-                    }
-                ),
-            }
-        ));
-        if set.cycle.use_temp_file {
-            out.push_str(
-                "  UseTempFile is set: ignored, s3nap always streams without temporary files\n",
-            );
-        }
+        out.push_str(&set_heading(set));
         let plan = match plan {
             Ok(p) => p,
             Err(e) if e.is::<UnreadableDirectory>() => {
@@ -198,74 +174,113 @@ pub fn plan_text(
                 continue;
             }
         };
-        match &plan.action {
-            Action::Skip { reason } => out.push_str(&format!("  skip: {reason}\n")),
-            Action::Run {
-                position,
-                kind,
-                run,
-                base,
-                forced,
-                note,
-                local,
-            } => {
-                out.push_str(&format!(
-                    "  {}: {} in slot {} (backup #{}){}\n    -> {}\n",
-                    if *forced { "run (forced)" } else { "due" },
-                    kind.to_string().to_uppercase(),
-                    position.slot,
-                    position.period,
-                    match base {
-                        Some(b) => format!(", changes since run {}", b.run),
-                        None => String::new(),
-                    },
-                    archive_key(config, set, *run, *kind)
-                ));
-                match (&local.warning, note) {
-                    // The run records this warning in its manifest (and exits 1).
-                    (Some(w), _) => {
-                        out.push_str(&format!("    warning: {}: {}\n", w.path, w.problem))
-                    }
-                    (None, Some(note)) => out.push_str(&format!("    ({note})\n")),
-                    (None, None) => {}
-                }
+        out.push_str(&action_text(config, set, &plan.action));
+        out.push_str(&retention_text(now, plan));
+    }
+    out
+}
+
+/// A set's name and cycle settings, and a note on a setting s3nap ignores.
+fn set_heading(set: &SetSpec) -> String {
+    let cycle = &set.cycle;
+    let description = match cycle.cycle_type {
+        CycleType::Simple => format!(
+            "SimpleCycle: every {} day(s), phase {}, {} diffs, {} fulls",
+            cycle.frequency, cycle.phase, cycle.diffs, cycle.fulls
+        ),
+        CycleType::Hanoi => format!(
+            "HanoiCycle: every {} day(s), {} discs{}",
+            cycle.frequency,
+            cycle.discs,
+            if cycle.archive_oldest_disc {
+                ", oldest disc archived"
+            } else {
+                ""
             }
+        ),
+    };
+    let mut out = format!(
+        "\n{} [cycle {}] ({description})\n",
+        set.name,
+        set.cycle_label()
+    );
+    if cycle.use_temp_file {
+        out.push_str(
+            "  UseTempFile is set: ignored, s3nap always streams without temporary files\n",
+        );
+    }
+    out
+}
+
+/// Whether the set is due and, if so, the run's kind, slot, base, key and any warning or note.
+fn action_text(config: &Config, set: &SetSpec, action: &Action) -> String {
+    match action {
+        Action::Skip { reason } => format!("  skip: {reason}\n"),
+        Action::Run {
+            position,
+            kind,
+            run,
+            base,
+            forced,
+            note,
+            local,
+        } => {
+            let mut out = format!(
+                "  {}: {} in slot {} (backup #{}){}\n    -> {}\n",
+                if *forced { "run (forced)" } else { "due" },
+                kind.to_string().to_uppercase(),
+                position.slot,
+                position.period,
+                match base {
+                    Some(b) => format!(", changes since run {}", b.run),
+                    None => String::new(),
+                },
+                archive_key(config, set, *run, *kind)
+            );
+            match (&local.warning, note) {
+                // The run records this warning in its manifest (and exits 1).
+                (Some(w), _) => out.push_str(&format!("    warning: {}: {}\n", w.path, w.problem)),
+                (None, Some(note)) => out.push_str(&format!("    ({note})\n")),
+                (None, None) => {}
+            }
+            out
         }
-        let retired: Vec<_> = plan.verdicts.iter().filter(|v| !v.keep).collect();
-        if retired.is_empty() {
-            out.push_str("  prune: nothing to retire\n");
-        }
-        for v in retired {
-            let kind = plan
-                .runs
-                .iter()
-                .find(|m| m.run == v.run)
-                .map(|m| m.kind.to_string())
-                .unwrap_or_default();
-            out.push_str(&format!(
-                "  prune: retire {kind} run {} ({})\n",
-                v.run, v.reason
-            ));
-        }
-        let kept: Vec<_> = plan.verdicts.iter().filter(|v| v.keep).collect();
+    }
+}
+
+/// What prune would retire and why, and the restore points that would remain.
+fn retention_text(now: DateTime<Utc>, plan: &SetPlan) -> String {
+    // The planned run has no manifest yet, so no kind: it shows as "new" among those kept.
+    let kind_of = |run: RunId| {
+        plan.runs
+            .iter()
+            .find(|m| m.run == run)
+            .map(|m| m.kind.to_string())
+    };
+    let mut out = String::new();
+    let (kept, retired): (Vec<_>, Vec<_>) = plan.verdicts.iter().partition(|v| v.keep);
+    if retired.is_empty() {
+        out.push_str("  prune: nothing to retire\n");
+    }
+    for v in retired {
+        let kind = kind_of(v.run).unwrap_or_default();
         out.push_str(&format!(
-            "  restore points after this run: {}\n",
-            kept.len()
+            "  prune: retire {kind} run {} ({})\n",
+            v.run, v.reason
         ));
-        for v in kept {
-            let kind = plan
-                .runs
-                .iter()
-                .find(|m| m.run == v.run)
-                .map(|m| m.kind.to_string())
-                .unwrap_or_else(|| "new".to_string());
-            out.push_str(&format!(
-                "    {} {kind:<4} {:<12} {}\n",
-                v.run,
-                age(now, v.run),
-                v.reason
-            ));
-        }
+    }
+    out.push_str(&format!(
+        "  restore points after this run: {}\n",
+        kept.len()
+    ));
+    for v in kept {
+        let kind = kind_of(v.run).unwrap_or_else(|| "new".to_string());
+        out.push_str(&format!(
+            "    {} {kind:<4} {:<12} {}\n",
+            v.run,
+            age(now, v.run),
+            v.reason
+        ));
     }
     out
 }

@@ -160,6 +160,90 @@ fn pax_path(data: &[u8]) -> Option<Vec<u8>> {
     found
 }
 
+/// The size of the member data that follows header `block`, and that size padded to whole
+/// blocks; a damaged header is refused before its size is trusted.
+fn data_size(block: &[u8; BLOCK]) -> io::Result<(u64, u64)> {
+    if !checksum_ok(block) {
+        return Err(bad("header checksum mismatch (archive damaged)"));
+    }
+    let size = parse_octal(&block[124..136])?;
+    let padded = size
+        .div_ceil(BLOCK as u64)
+        .checked_mul(BLOCK as u64)
+        .ok_or_else(|| bad("size field overflows"))?;
+    Ok((size, padded))
+}
+
+/// Copies `padded` bytes of member data from `input` to `out`, all of which must be there.
+fn copy_data<R: Read, W: Write>(input: &mut R, padded: u64, out: &mut W) -> io::Result<()> {
+    let copied = io::copy(&mut input.by_ref().take(padded), out)?;
+    if copied != padded {
+        return Err(bad("member data cut short (archive truncated)"));
+    }
+    Ok(())
+}
+
+/// A member's name as its own header gives it, the ustar prefix joined on.
+fn header_name(block: &[u8; BLOCK]) -> Vec<u8> {
+    let name = cstr(&block[0..100]);
+    let ustar = &block[257..263] == b"ustar\0";
+    let prefix = cstr(&block[345..500]);
+    if ustar && !prefix.is_empty() {
+        [prefix, b"/", name].concat()
+    } else {
+        name.to_vec()
+    }
+}
+
+/// The GNU long-name and PAX entries read since the last member: they belong to the next
+/// member's header.
+#[derive(Default)]
+struct Extended {
+    /// Their raw blocks, passed on in front of that header.
+    blocks: Vec<u8>,
+    long_name: Option<Vec<u8>>,
+    pax_name: Option<Vec<u8>>,
+}
+
+impl Extended {
+    /// Reads the data of extended header `block` (`size` bytes, `padded` to whole blocks) and
+    /// keeps both, noting the name it gives.
+    fn read<R: Read>(
+        &mut self,
+        block: &[u8; BLOCK],
+        size: u64,
+        padded: u64,
+        input: &mut R,
+    ) -> io::Result<()> {
+        if size > 16 << 20 {
+            return Err(bad("extended header larger than 16 MiB"));
+        }
+        self.blocks.extend_from_slice(block);
+        let mut data = vec![0u8; padded as usize];
+        input.read_exact(&mut data)?;
+        match block[156] {
+            b'L' => self.long_name = Some(cstr(&data[..size as usize]).to_vec()),
+            b'x' => {
+                if let Some(p) = pax_path(&data[..size as usize]) {
+                    self.pax_name = Some(p);
+                }
+            }
+            _ => {}
+        }
+        self.blocks.extend_from_slice(&data);
+        Ok(())
+    }
+
+    /// The name of the member whose header is `block`: a PAX path beats a GNU long name,
+    /// which beats the header's own.
+    fn take_name(&mut self, block: &[u8; BLOCK]) -> Vec<u8> {
+        match (self.pax_name.take(), self.long_name.take()) {
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => header_name(block),
+        }
+    }
+}
+
 pub struct TarSplicer<W: Write> {
     out: W,
     pub members: u64,
@@ -192,10 +276,7 @@ impl<W: Write> TarSplicer<W> {
     /// Copies the members of one archive that `filter` keeps.
     pub fn append<R: Read>(&mut self, mut input: R, filter: &mut PathFilter) -> io::Result<()> {
         let mut block = [0u8; BLOCK];
-        // Raw blocks of GNU long-name and PAX entries that belong to the next header.
-        let mut pending: Vec<u8> = Vec::new();
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut pax_name: Option<Vec<u8>> = None;
+        let mut extended = Extended::default();
         loop {
             if !read_block(&mut input, &mut block)? {
                 return Err(bad(
@@ -205,89 +286,59 @@ impl<W: Write> TarSplicer<W> {
             if block.iter().all(|b| *b == 0) {
                 // End of archive: drain the padding and whatever trails it to the very end.
                 io::copy(&mut input, &mut io::sink())?;
-                if !pending.is_empty() {
+                if !extended.blocks.is_empty() {
                     return Err(bad("extended header without a member"));
                 }
                 return Ok(());
             }
-            if !checksum_ok(&block) {
-                return Err(bad("header checksum mismatch (archive damaged)"));
-            }
-            let size = parse_octal(&block[124..136])?;
-            let padded = size
-                .div_ceil(BLOCK as u64)
-                .checked_mul(BLOCK as u64)
-                .ok_or_else(|| bad("size field overflows"))?;
-            let typeflag = block[156];
-            match typeflag {
-                b'L' | b'K' | b'x' => {
-                    if size > 16 << 20 {
-                        return Err(bad("extended header larger than 16 MiB"));
-                    }
-                    pending.extend_from_slice(&block);
-                    let mut data = vec![0u8; padded as usize];
-                    input.read_exact(&mut data)?;
-                    match typeflag {
-                        b'L' => long_name = Some(cstr(&data[..size as usize]).to_vec()),
-                        b'x' => {
-                            if let Some(p) = pax_path(&data[..size as usize]) {
-                                pax_name = Some(p);
-                            }
-                        }
-                        _ => {}
-                    }
-                    pending.extend_from_slice(&data);
-                }
+            let (size, padded) = data_size(&block)?;
+            match block[156] {
+                b'L' | b'K' | b'x' => extended.read(&block, size, padded, &mut input)?,
                 _ => {
-                    let name = match (pax_name.take(), long_name.take()) {
-                        (Some(n), _) | (None, Some(n)) => n,
-                        (None, None) => {
-                            let name = cstr(&block[0..100]);
-                            let ustar = &block[257..263] == b"ustar\0";
-                            let prefix = cstr(&block[345..500]);
-                            if ustar && !prefix.is_empty() {
-                                [prefix, b"/", name].concat()
-                            } else {
-                                name.to_vec()
-                            }
-                        }
-                    };
-                    // Global PAX headers apply to everything after them: always kept.
-                    let keep = typeflag == b'g' || filter.keep(&name);
-                    if keep && self.listing {
-                        if typeflag != b'g' {
-                            let code = if typeflag == 0 { b'0' } else { typeflag };
-                            self.out.write_all(&[code, b' '])?;
-                            self.out.write_all(&name)?;
-                            self.out.write_all(b"\n")?;
-                            self.members += 1;
-                        }
-                        let skipped = io::copy(&mut (&mut input).take(padded), &mut io::sink())?;
-                        if skipped != padded {
-                            return Err(bad("member data cut short (archive truncated)"));
-                        }
-                    } else if keep {
-                        self.between_members = false;
-                        self.out.write_all(&pending)?;
-                        self.out.write_all(&block)?;
-                        let copied = io::copy(&mut (&mut input).take(padded), &mut self.out)?;
-                        if copied != padded {
-                            return Err(bad("member data cut short (archive truncated)"));
-                        }
-                        self.between_members = true;
-                        if typeflag != b'g' {
-                            self.members += 1;
-                        }
-                    } else {
-                        let skipped = io::copy(&mut (&mut input).take(padded), &mut io::sink())?;
-                        if skipped != padded {
-                            return Err(bad("member data cut short (archive truncated)"));
-                        }
-                    }
-                    pending.clear();
+                    let name = extended.take_name(&block);
+                    let pending = std::mem::take(&mut extended.blocks);
+                    self.member(&block, &name, &pending, padded, &mut input, filter)?;
                 }
             }
         }
+    }
+
+    /// Passes on, lists or skips the member whose header is `block` (its extended headers'
+    /// raw blocks in `pending`), reading its `padded` bytes of data from `input` in every case.
+    fn member<R: Read>(
+        &mut self,
+        block: &[u8; BLOCK],
+        name: &[u8],
+        pending: &[u8],
+        padded: u64,
+        input: &mut R,
+        filter: &mut PathFilter,
+    ) -> io::Result<()> {
+        let typeflag = block[156];
+        // Global PAX headers apply to everything after them: always kept.
+        let keep = typeflag == b'g' || filter.keep(name);
+        if !keep {
+            return copy_data(input, padded, &mut io::sink());
+        }
+        if self.listing {
+            if typeflag != b'g' {
+                let code = if typeflag == 0 { b'0' } else { typeflag };
+                self.out.write_all(&[code, b' '])?;
+                self.out.write_all(name)?;
+                self.out.write_all(b"\n")?;
+                self.members += 1;
+            }
+            return copy_data(input, padded, &mut io::sink());
+        }
+        self.between_members = false;
+        self.out.write_all(pending)?;
+        self.out.write_all(block)?;
+        copy_data(input, padded, &mut self.out)?;
+        self.between_members = true;
+        if typeflag != b'g' {
+            self.members += 1;
+        }
+        Ok(())
     }
 
     /// Ends a stream that could not be completed so that tar fails on it, and flushes it. Cut

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::types::{
     BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, Delete, ExpirationStatus,
     MetadataDirective, ObjectIdentifier, StorageClass,
@@ -74,6 +75,45 @@ fn copy_source(bucket: &str, key: &str, version: &str) -> String {
         source.push_str(&utf8_percent_encode(version, NON_ALPHANUMERIC).to_string());
     }
     source
+}
+
+/// The versions and delete markers of one listing page, in listing order.
+fn listed_versions(out: &ListObjectVersionsOutput) -> Vec<Version> {
+    let mut entries: Vec<Version> = out
+        .versions()
+        .iter()
+        .map(|v| Version {
+            key: v.key().unwrap_or_default().to_string(),
+            version_id: v.version_id().unwrap_or("null").to_string(),
+            size: v.size().unwrap_or(0).max(0) as u64,
+            etag: v.e_tag().unwrap_or_default().to_string(),
+            last_modified: time(v.last_modified()),
+            storage_class: v
+                .storage_class()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_else(|| "STANDARD".into()),
+            is_latest: v.is_latest().unwrap_or(false),
+            delete_marker: false,
+        })
+        .chain(out.delete_markers().iter().map(|d| Version {
+            key: d.key().unwrap_or_default().to_string(),
+            version_id: d.version_id().unwrap_or("null").to_string(),
+            size: 0,
+            etag: String::new(),
+            last_modified: time(d.last_modified()),
+            storage_class: String::new(),
+            is_latest: d.is_latest().unwrap_or(false),
+            delete_marker: true,
+        }))
+        .collect();
+    // The SDK splits versions and delete markers apart; put them back in listing order.
+    entries.sort_by(|a, b| {
+        a.key
+            .cmp(&b.key)
+            .then(b.is_latest.cmp(&a.is_latest))
+            .then(b.last_modified.cmp(&a.last_modified))
+    });
+    entries
 }
 
 impl BucketClient {
@@ -184,67 +224,38 @@ impl BucketClient {
                 .map_err(|e| sdk_error("list versions of", self.locate(prefix), e))
         })
         .await?;
-        let mut entries: Vec<Version> = out
-            .versions()
-            .iter()
-            .map(|v| Version {
-                key: v.key().unwrap_or_default().to_string(),
-                version_id: v.version_id().unwrap_or("null").to_string(),
-                size: v.size().unwrap_or(0).max(0) as u64,
-                etag: v.e_tag().unwrap_or_default().to_string(),
-                last_modified: time(v.last_modified()),
-                storage_class: v
-                    .storage_class()
-                    .map(|c| c.as_str().to_string())
-                    .unwrap_or_else(|| "STANDARD".into()),
-                is_latest: v.is_latest().unwrap_or(false),
-                delete_marker: false,
-            })
-            .chain(out.delete_markers().iter().map(|d| Version {
-                key: d.key().unwrap_or_default().to_string(),
-                version_id: d.version_id().unwrap_or("null").to_string(),
-                size: 0,
-                etag: String::new(),
-                last_modified: time(d.last_modified()),
-                storage_class: String::new(),
-                is_latest: d.is_latest().unwrap_or(false),
-                delete_marker: true,
-            }))
-            .collect();
-        // The SDK splits versions and delete markers apart; put them back in listing order.
-        entries.sort_by(|a, b| {
-            a.key
-                .cmp(&b.key)
-                .then(b.is_latest.cmp(&a.is_latest))
-                .then(b.last_modified.cmp(&a.last_modified))
-        });
-        let next = if out.is_truncated() == Some(true) {
-            match out.next_key_marker() {
-                Some(k) => Some((
-                    k.to_string(),
-                    out.next_version_id_marker().map(String::from),
-                )),
-                None => {
-                    return Err(StoreError::new(
-                        ErrorKind::Other,
-                        "list versions of",
-                        self.locate(prefix),
-                        "truncated listing without a next key marker",
-                    ))
-                }
-            }
-        } else {
-            None
-        };
         Ok(VersionPage {
-            entries,
+            entries: listed_versions(&out),
             prefixes: out
                 .common_prefixes()
                 .iter()
                 .filter_map(|p| p.prefix().map(str::to_string))
                 .collect(),
-            next,
+            next: self.next_marker(&out, prefix)?,
         })
+    }
+
+    /// Where the page after `out` (of a listing of `prefix`) starts; `None` after the last.
+    fn next_marker(
+        &self,
+        out: &ListObjectVersionsOutput,
+        prefix: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        if out.is_truncated() != Some(true) {
+            return Ok(None);
+        }
+        match out.next_key_marker() {
+            Some(k) => Ok(Some((
+                k.to_string(),
+                out.next_version_id_marker().map(String::from),
+            ))),
+            None => Err(StoreError::new(
+                ErrorKind::Other,
+                "list versions of",
+                self.locate(prefix),
+                "truncated listing without a next key marker",
+            )),
+        }
     }
 
     async fn head(&self, key: &str, version: &str, part: Option<i32>) -> Result<(Head, u64)> {

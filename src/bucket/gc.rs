@@ -4,10 +4,13 @@
 //! stops gc before it deletes anything; every per-object refusal of DeleteObjects is reported.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use super::client::BucketClient;
 use super::listing::list_parallel;
 use super::snapshot::load_refs;
 use crate::config::{BucketSpec, S3Spec};
@@ -81,13 +84,7 @@ pub async fn collect(
     guarded: &BTreeSet<String>,
     dry_run: bool,
 ) -> anyhow::Result<Outcome> {
-    let Some(newest) = kept
-        .iter()
-        .map(|m| info(m).map(|i| i.listed_from))
-        .collect::<anyhow::Result<Vec<_>>>()?
-        .into_iter()
-        .max()
-    else {
+    let Some(newest) = newest_listing(kept)? else {
         log::info!(
             "bucket/{}: no snapshot kept, so gc deletes nothing",
             spec.name
@@ -104,6 +101,32 @@ pub async fn collect(
     let (_, replica) = super::connect(spec, s3, retry)
         .await
         .map_err(|e| anyhow!(e))?;
+    let mut outcome = judge_versions(&replica, spec, &protection).await?;
+    if dry_run {
+        return Ok(outcome);
+    }
+    // Listed completely before deleting anything, so deletions cannot disturb the listing.
+    delete(&replica, &spec.name, &mut outcome).await;
+    Ok(outcome)
+}
+
+/// When the newest of the `kept` snapshots began listing; `None` when none is kept.
+fn newest_listing(kept: &[Manifest]) -> anyhow::Result<Option<DateTime<Utc>>> {
+    Ok(kept
+        .iter()
+        .map(|m| info(m).map(|i| i.listed_from))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .max())
+}
+
+/// Lists every replica version under the protected prefix and returns those `protection`
+/// releases, sorted by key, as the deletions to make.
+async fn judge_versions(
+    replica: &Arc<BucketClient>,
+    spec: &BucketSpec,
+    protection: &Protection<'_>,
+) -> anyhow::Result<Outcome> {
     let prefix = spec.master.key_prefix();
     let (tx, mut rx) = mpsc::channel(spec.workers * 2);
     let listing = tokio::spawn({
@@ -115,8 +138,7 @@ pub async fn collect(
         for listed in batch {
             outcome.examined += 1;
             let v = &listed.version;
-            let (delete, reason) =
-                judge(&v.version_id, v.is_latest, listed.superseded, &protection);
+            let (delete, reason) = judge(&v.version_id, v.is_latest, listed.superseded, protection);
             if delete {
                 outcome.deletions.push(Deletion {
                     key: v.key.clone(),
@@ -130,10 +152,12 @@ pub async fn collect(
         .await
         .map_err(|e| anyhow!("listing task failed: {e}"))??;
     outcome.deletions.sort_by(|a, b| a.key.cmp(&b.key));
-    if dry_run {
-        return Ok(outcome);
-    }
-    // Listed completely before deleting anything, so deletions cannot disturb the listing.
+    Ok(outcome)
+}
+
+/// Deletes `outcome`'s deletions from the replica of bucket set `set`: those the replica
+/// refuses move to its failures, so that only what was deleted is reported as deleted.
+async fn delete(replica: &BucketClient, set: &str, outcome: &mut Outcome) {
     let batch: Vec<_> = outcome
         .deletions
         .iter()
@@ -153,12 +177,10 @@ pub async fn collect(
         .retain(|d| !refused_keys.contains(&(d.key.clone(), d.version_id.clone())));
     for d in &outcome.deletions {
         log::info!(
-            "bucket/{}: deleted {} (version {}): {}",
-            spec.name,
+            "bucket/{set}: deleted {} (version {}): {}",
             replica.locate(&d.key),
             d.version_id,
             d.reason
         );
     }
-    Ok(outcome)
 }

@@ -6,6 +6,7 @@
 //! `stop` (the set failed) ends it early: no further copies start, multipart copies under way
 //! are aborted, no deletions are marked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::BucketClient;
 use super::listing::current_objects;
-use super::SINGLE_COPY_LIMIT;
+use super::{Version, SINGLE_COPY_LIMIT};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MirrorStats {
@@ -30,70 +31,28 @@ pub async fn mirror(
     workers: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<MirrorStats> {
-    let stopped = || anyhow!("copying into {}: stopped", replica.locate(prefix));
-    // Listing only reads: dropping it mid-way is safe.
-    let (source, copy) = tokio::select! {
-        listed = async {
-            tokio::join!(
-                current_objects(master.clone(), prefix, workers),
-                current_objects(replica.clone(), prefix, workers)
-            )
-        } => listed,
-        () = stop.cancelled() => return Err(stopped()),
+    let job = Mirror {
+        master,
+        replica,
+        prefix,
+        workers,
+        stop,
     };
-    let (source, copy) = (source?, copy?);
-    let mut changed: Vec<_> = source
-        .values()
-        .filter(|v| {
-            copy.get(&v.key)
-                .is_none_or(|c| c.size != v.size || c.etag != v.etag)
-        })
-        .cloned()
-        .collect();
-    changed.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut gone: Vec<String> = copy
-        .keys()
-        .filter(|k| !source.contains_key(*k))
-        .cloned()
-        .collect();
-    gone.sort();
-
+    let (source, copy) = job.list().await?;
+    let (changed, gone) = differences(&source, &copy);
     let mut stats = MirrorStats::default();
     let mut failures = Vec::new();
-    let results: Vec<_> = stream::iter(changed)
-        .take_while(|_| std::future::ready(!stop.is_cancelled()))
-        .map(|v| {
-            let (master, replica) = (master.clone(), replica.clone());
-            async move {
-                replica
-                    .copy_from(&master, &v, &v.key, SINGLE_COPY_LIMIT, stop)
-                    .await
-                    .map(|_| v.size)
-            }
-        })
-        .buffer_unordered(workers.max(1))
-        .collect()
-        .await;
-    if stop.is_cancelled() {
-        return Err(stopped());
-    }
-    for result in results {
+    for result in job.copy(changed).await? {
         match result {
             Ok(size) => {
                 stats.copied += 1;
                 stats.copied_bytes += size;
             }
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(e),
         }
     }
-    let batch: Vec<_> = gone.into_iter().map(|k| (k, None)).collect();
-    let refused = replica.delete_all(&batch).await;
-    stats.marked_deleted = (batch.len() - refused.len()) as u64;
-    failures.extend(
-        refused
-            .into_iter()
-            .map(|(key, _, why)| format!("{}: {why}", replica.locate(&key))),
-    );
+    stats.marked_deleted = job.mark_deleted(gone, &mut failures).await;
+    let (master, replica) = (&job.master, &job.replica);
     if !failures.is_empty() {
         bail!(
             "copying {} into {} failed for {} key(s): {}",
@@ -111,4 +70,97 @@ pub async fn mirror(
         stats.marked_deleted
     );
     Ok(stats)
+}
+
+/// The master's objects not in the replica as they are (by size and ETag), and the replica's
+/// keys the master no longer has, each sorted by key.
+fn differences(
+    source: &HashMap<String, Version>,
+    copy: &HashMap<String, Version>,
+) -> (Vec<Version>, Vec<String>) {
+    let mut changed: Vec<_> = source
+        .values()
+        .filter(|v| {
+            copy.get(&v.key)
+                .is_none_or(|c| c.size != v.size || c.etag != v.etag)
+        })
+        .cloned()
+        .collect();
+    changed.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut gone: Vec<String> = copy
+        .keys()
+        .filter(|k| !source.contains_key(*k))
+        .cloned()
+        .collect();
+    gone.sort();
+    (changed, gone)
+}
+
+/// One mirroring of `prefix` from master to replica.
+struct Mirror<'a> {
+    master: Arc<BucketClient>,
+    replica: Arc<BucketClient>,
+    prefix: &'a str,
+    workers: usize,
+    stop: &'a CancellationToken,
+}
+
+impl Mirror<'_> {
+    fn stopped(&self) -> anyhow::Error {
+        anyhow!("copying into {}: stopped", self.replica.locate(self.prefix))
+    }
+
+    /// The current objects of master and replica, listed side by side.
+    async fn list(&self) -> anyhow::Result<(HashMap<String, Version>, HashMap<String, Version>)> {
+        let (prefix, workers) = (self.prefix, self.workers);
+        // Listing only reads: dropping it mid-way is safe.
+        let (source, copy) = tokio::select! {
+            listed = async {
+                tokio::join!(
+                    current_objects(self.master.clone(), prefix, workers),
+                    current_objects(self.replica.clone(), prefix, workers)
+                )
+            } => listed,
+            () = self.stop.cancelled() => return Err(self.stopped()),
+        };
+        Ok((source?, copy?))
+    }
+
+    /// Copies `changed` into the replica, `workers` at a time, starting none once stopped;
+    /// per object, its size or why it failed.
+    async fn copy(&self, changed: Vec<Version>) -> anyhow::Result<Vec<Result<u64, String>>> {
+        let results: Vec<_> = stream::iter(changed)
+            .take_while(|_| std::future::ready(!self.stop.is_cancelled()))
+            .map(|v| {
+                let (master, replica) = (self.master.clone(), self.replica.clone());
+                async move {
+                    replica
+                        .copy_from(&master, &v, &v.key, SINGLE_COPY_LIMIT, self.stop)
+                        .await
+                        .map(|_| v.size)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .buffer_unordered(self.workers.max(1))
+            .collect()
+            .await;
+        if self.stop.is_cancelled() {
+            return Err(self.stopped());
+        }
+        Ok(results)
+    }
+
+    /// Gives each of the `gone` keys a delete marker in the replica; returns how many got one,
+    /// adding the refusals to `failures`.
+    async fn mark_deleted(&self, gone: Vec<String>, failures: &mut Vec<String>) -> u64 {
+        let batch: Vec<_> = gone.into_iter().map(|k| (k, None)).collect();
+        let refused = self.replica.delete_all(&batch).await;
+        let marked = (batch.len() - refused.len()) as u64;
+        failures.extend(
+            refused
+                .into_iter()
+                .map(|(key, _, why)| format!("{}: {why}", self.replica.locate(&key))),
+        );
+        marked
+    }
 }

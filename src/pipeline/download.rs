@@ -62,80 +62,13 @@ pub fn fetch(
 ) -> ObjectReader {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(parallel.max(1));
     let target = store.locate(&expected.key);
-    let key = expected.key.clone();
-    let size = expected.size;
-    let expected_ranges = expected.ranges.clone();
-    runtime.spawn(async move {
-        match store.head(&key).await {
-            Ok(Some(info)) if info.size == size => {}
-            Ok(Some(info)) => {
-                let _ = tx
-                    .send(Err(format!(
-                        "{}: object holds {} bytes, its manifest says {size} (truncated or replaced)",
-                        store.locate(&key),
-                        info.size
-                    )))
-                    .await;
-                return;
-            }
-            Ok(None) => {
-                let _ = tx
-                    .send(Err(format!("{}: object is missing", store.locate(&key))))
-                    .await;
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string())).await;
-                return;
-            }
-        }
-        let step = range_size.max(1);
-        let hashes = expected_ranges;
-        let count = size.div_ceil(step);
-        let ranges = (0..count).map(move |i| (i, i * step..((i + 1) * step).min(size)));
-        let mut parts = stream::iter(ranges)
-            .map(|(index, range)| {
-                let (store, key, hashes) = (store.clone(), key.clone(), hashes.clone());
-                async move {
-                    let Some(hashes) = hashes else {
-                        return read_range(&store, &key, range).await;
-                    };
-                    let Some(&want) = hashes.get(index as usize) else {
-                        return Err(format!(
-                            "{}: no SHA-256 for range {}",
-                            store.locate(&key),
-                            index + 1
-                        ));
-                    };
-                    // A damaged range may be a passing fault on the way: read it once more.
-                    for _ in 0..2 {
-                        let data = read_range(&store, &key, range.clone()).await?;
-                        let check = data.clone();
-                        let digest: [u8; 32] =
-                            tokio::task::spawn_blocking(move || Sha256::digest(&check).into())
-                                .await
-                                .map_err(|e| e.to_string())?;
-                        if digest == want {
-                            return Ok(data);
-                        }
-                    }
-                    Err(format!(
-                        "{}: bytes {}..{} (range {} of {count}) do not match their SHA-256 in the manifest, also when read again: object damaged; nothing from this range on was passed on",
-                        store.locate(&key),
-                        range.start,
-                        range.end,
-                        index + 1
-                    ))
-                }
-            })
-            .buffered(parallel.max(1));
-        while let Some(part) = parts.next().await {
-            let failed = part.is_err();
-            if tx.send(part).await.is_err() || failed {
-                return;
-            }
-        }
-    });
+    let download = Download {
+        store,
+        key: expected.key.clone(),
+        size: expected.size,
+        hashes: expected.ranges.clone(),
+    };
+    runtime.spawn(download.run(tx, range_size.max(1), parallel.max(1)));
     ObjectReader {
         rx,
         current: Bytes::new(),
@@ -147,6 +80,96 @@ pub fn fetch(
         target,
         failure,
         done: false,
+    }
+}
+
+/// The async side of one object's download: what it needs of [`Expected`].
+struct Download {
+    store: DynStore,
+    key: String,
+    size: u64,
+    hashes: Option<RangeDigests>,
+}
+
+impl Download {
+    /// Sends the object's ranges of `step` bytes, in order, `parallel` GETs at a time, down
+    /// `tx`; the first error is sent last.
+    async fn run(self, tx: mpsc::Sender<Result<Bytes, String>>, step: u64, parallel: usize) {
+        if let Err(message) = self.check_size().await {
+            let _ = tx.send(Err(message)).await;
+            return;
+        }
+        let size = self.size;
+        let count = size.div_ceil(step);
+        let ranges = (0..count).map(move |i| (i, i * step..((i + 1) * step).min(size)));
+        let mut parts = stream::iter(ranges)
+            .map(|(index, range)| self.read_checked(index, range, count))
+            .buffered(parallel);
+        while let Some(part) = parts.next().await {
+            let failed = part.is_err();
+            if tx.send(part).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// Fails unless the object is there with the size its manifest says, before any range is
+    /// read.
+    async fn check_size(&self) -> Result<(), String> {
+        let size = self.size;
+        match self.store.head(&self.key).await {
+            Ok(Some(info)) if info.size == size => Ok(()),
+            Ok(Some(info)) => Err(format!(
+                "{}: object holds {} bytes, its manifest says {size} (truncated or replaced)",
+                self.store.locate(&self.key),
+                info.size
+            )),
+            Ok(None) => Err(format!(
+                "{}: object is missing",
+                self.store.locate(&self.key)
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Range `index` (of `count`), checked against its SHA-256 when the manifest has range
+    /// hashes.
+    async fn read_checked(
+        &self,
+        index: u64,
+        range: std::ops::Range<u64>,
+        count: u64,
+    ) -> Result<Bytes, String> {
+        let (store, key) = (&self.store, self.key.as_str());
+        let Some(hashes) = &self.hashes else {
+            return read_range(store, key, range).await;
+        };
+        let Some(&want) = hashes.get(index as usize) else {
+            return Err(format!(
+                "{}: no SHA-256 for range {}",
+                store.locate(key),
+                index + 1
+            ));
+        };
+        // A damaged range may be a passing fault on the way: read it once more.
+        for _ in 0..2 {
+            let data = read_range(store, key, range.clone()).await?;
+            let check = data.clone();
+            let digest: [u8; 32] =
+                tokio::task::spawn_blocking(move || Sha256::digest(&check).into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if digest == want {
+                return Ok(data);
+            }
+        }
+        Err(format!(
+            "{}: bytes {}..{} (range {} of {count}) do not match their SHA-256 in the manifest, also when read again: object damaged; nothing from this range on was passed on",
+            store.locate(key),
+            range.start,
+            range.end,
+            index + 1
+        ))
     }
 }
 

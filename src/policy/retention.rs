@@ -105,8 +105,25 @@ pub fn restorable(run: &RunRef, by_id: &HashMap<RunId, &RunRef>) -> bool {
 
 /// A verdict for every run of `runs`, in run order.
 pub fn evaluate(runs: &[RunRef], rules: &Rules, now: DateTime<Utc>) -> Vec<Verdict> {
-    let by_id: HashMap<RunId, &RunRef> = runs.iter().map(|r| (r.run, r)).collect();
-    // Newest period of each slot, and its newest run.
+    let newest = newest_periods(runs);
+    let mut judgement = Judgement {
+        by_id: runs.iter().map(|r| (r.run, r)).collect(),
+        keep: BTreeMap::new(),
+        retire: BTreeMap::new(),
+    };
+    for r in runs {
+        judgement.by_slot_and_age(r, rules, now, &newest);
+    }
+    if rules.retention_days.is_some() {
+        judgement.keep_newest_points(runs, rules.minimum_redundancy + 1);
+    }
+    // Close over dependencies: a kept DIFF keeps its whole chain.
+    judgement.keep_bases();
+    judgement.into_verdicts()
+}
+
+/// Newest period of each slot, and its newest run.
+fn newest_periods(runs: &[RunRef]) -> HashMap<u64, (u64, RunId)> {
     let mut newest: HashMap<u64, (u64, RunId)> = HashMap::new();
     for r in runs {
         if let (Some(slot), Some(period)) = (r.slot, r.period) {
@@ -116,24 +133,43 @@ pub fn evaluate(runs: &[RunRef], rules: &Rules, now: DateTime<Utc>) -> Vec<Verdi
             }
         }
     }
-    let mut keep: BTreeMap<RunId, Reason> = BTreeMap::new();
-    let mut retire: BTreeMap<RunId, Reason> = BTreeMap::new();
-    for r in runs {
+    newest
+}
+
+/// The verdicts as the rules reach them: after slots and age, the later rules only move runs
+/// from `retire` to `keep`.
+struct Judgement<'r> {
+    by_id: HashMap<RunId, &'r RunRef>,
+    keep: BTreeMap<RunId, Reason>,
+    retire: BTreeMap<RunId, Reason>,
+}
+
+impl Judgement<'_> {
+    /// Keeps a permanent archive, and a slot holder or a run outside rotation unless it is
+    /// older than RetentionPolicy; retires the rest.
+    fn by_slot_and_age(
+        &mut self,
+        r: &RunRef,
+        rules: &Rules,
+        now: DateTime<Utc>,
+        newest: &HashMap<u64, (u64, RunId)>,
+    ) {
         let archive = rules.cycle_type == CycleType::Hanoi
             && rules.archive_oldest_disc
             && r.slot == Some(rules.discs.saturating_sub(1));
         let reason = match (r.slot, r.period) {
             _ if archive => {
-                keep.insert(r.run, Reason::PermanentArchive);
-                continue;
+                self.keep.insert(r.run, Reason::PermanentArchive);
+                return;
             }
             (Some(slot), Some(period)) => {
                 let (top, by) = newest[&slot];
                 if period == top {
                     Reason::HoldsSlot { slot, period }
                 } else {
-                    retire.insert(r.run, Reason::SlotTakenOver { slot, by });
-                    continue;
+                    self.retire
+                        .insert(r.run, Reason::SlotTakenOver { slot, by });
+                    return;
                 }
             }
             _ => Reason::OutsideRotation,
@@ -142,23 +178,24 @@ pub fn evaluate(runs: &[RunRef], rules: &Rules, now: DateTime<Utc>) -> Vec<Verdi
             now.signed_duration_since(r.run.0).num_seconds() > days as i64 * 86_400
         });
         if too_old {
-            retire.insert(
+            self.retire.insert(
                 r.run,
                 Reason::OlderThan {
                     days: rules.retention_days.unwrap_or_default(),
                 },
             );
         } else {
-            keep.insert(r.run, reason);
+            self.keep.insert(r.run, reason);
         }
     }
-    if rules.retention_days.is_some() {
-        let newest_points = rules.minimum_redundancy + 1;
-        let mut points: Vec<&RunRef> = runs.iter().filter(|r| restorable(r, &by_id)).collect();
+
+    /// Keeps the newest `newest_points` restore points of `runs`, whatever their age.
+    fn keep_newest_points(&mut self, runs: &[RunRef], newest_points: u64) {
+        let mut points: Vec<&RunRef> = runs.iter().filter(|r| restorable(r, &self.by_id)).collect();
         points.sort_by_key(|r| std::cmp::Reverse(r.run));
         for r in points.into_iter().take(newest_points as usize) {
-            if retire.remove(&r.run).is_some() {
-                keep.insert(
+            if self.retire.remove(&r.run).is_some() {
+                self.keep.insert(
                     r.run,
                     Reason::MinimumRedundancy {
                         newest: newest_points,
@@ -167,30 +204,37 @@ pub fn evaluate(runs: &[RunRef], rules: &Rules, now: DateTime<Utc>) -> Vec<Verdi
             }
         }
     }
-    // Close over dependencies: a kept DIFF keeps its whole chain.
-    let mut queue: Vec<RunId> = keep.keys().copied().collect();
-    while let Some(id) = queue.pop() {
-        let Some(base) = by_id.get(&id).and_then(|r| r.base) else {
-            continue;
-        };
-        if retire.remove(&base).is_some() {
-            keep.insert(base, Reason::BaseOf(id));
-            queue.push(base);
+
+    /// Keeps the base of every kept DIFF, and the base's base, down to the FULL.
+    fn keep_bases(&mut self) {
+        let mut queue: Vec<RunId> = self.keep.keys().copied().collect();
+        while let Some(id) = queue.pop() {
+            let Some(base) = self.by_id.get(&id).and_then(|r| r.base) else {
+                continue;
+            };
+            if self.retire.remove(&base).is_some() {
+                self.keep.insert(base, Reason::BaseOf(id));
+                queue.push(base);
+            }
         }
     }
-    let mut verdicts: Vec<Verdict> = keep
-        .into_iter()
-        .map(|(run, reason)| Verdict {
-            run,
-            keep: true,
-            reason,
-        })
-        .chain(retire.into_iter().map(|(run, reason)| Verdict {
-            run,
-            keep: false,
-            reason,
-        }))
-        .collect();
-    verdicts.sort_by_key(|v| v.run);
-    verdicts
+
+    fn into_verdicts(self) -> Vec<Verdict> {
+        let mut verdicts: Vec<Verdict> = self
+            .keep
+            .into_iter()
+            .map(|(run, reason)| Verdict {
+                run,
+                keep: true,
+                reason,
+            })
+            .chain(self.retire.into_iter().map(|(run, reason)| Verdict {
+                run,
+                keep: false,
+                reason,
+            }))
+            .collect();
+        verdicts.sort_by_key(|v| v.run);
+        verdicts
+    }
 }

@@ -133,6 +133,23 @@ impl Source for TreeSource {
     }
 
     fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+        let Scan {
+            nodes, mut report, ..
+        } = self.scan()?;
+        let changes = Changes::new(&nodes, self.base.as_ref());
+        let mut emit = Emit::new(out, &mut report);
+        emit_tree(&mut emit, &nodes, &changes)?;
+        let failed = std::mem::take(&mut emit.failed);
+        emit.builder.into_inner()?;
+        report.state = Some(new_state(&nodes, failed));
+        Ok(report)
+    }
+}
+
+impl TreeSource {
+    /// Every path under the root that is not excluded, in pre-order. An unreadable root fails
+    /// the run; anything below it is a warning.
+    fn scan(&self) -> anyhow::Result<Scan> {
         let root_meta = fs::symlink_metadata(&self.root)
             .with_context(|| format!("cannot read the tree root {}", self.root.display()))?;
         if root_meta.is_dir() {
@@ -146,83 +163,108 @@ impl Source for TreeSource {
             report: Report::default(),
         };
         scan.visit(&self.root, root_meta);
-        let Scan {
-            nodes, mut report, ..
-        } = scan;
+        Ok(scan)
+    }
+}
 
+/// Which scanned nodes go into this archive (`Y`) rather than being unchanged since the base
+/// run (`N`), by index and by member name.
+struct Changes<'n> {
+    changed: Vec<bool>,
+    by_name: HashMap<&'n [u8], usize>,
+}
+
+impl<'n> Changes<'n> {
+    fn new(nodes: &'n [Node], base: Option<&State>) -> Self {
         // Y or N for every non-directory: unchanged means the base state has it, identical.
-        let changed: Vec<bool> = nodes
+        let changed = nodes
             .iter()
             .map(|n| {
                 n.meta.is_dir()
-                    || self
-                        .base
-                        .as_ref()
-                        .is_none_or(|b| b.entries.get(&n.name) != Some(&state_meta(n)))
+                    || base.is_none_or(|b| b.entries.get(&n.name) != Some(&state_meta(n)))
             })
             .collect();
-        let by_name: HashMap<&[u8], usize> = nodes
+        let by_name = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.name.as_slice(), i))
             .collect();
-
-        let mut emit = Emit::new(out, &mut report);
-        // Dumpdirs first, as GNU tar writes them: extraction purges each directory before any
-        // member lands in it.
-        // Mount points not entered and directories that could not be listed: the directory
-        // itself, without a dumpdir (which would purge its contents on replay).
-        for node in nodes.iter().filter(|n| n.meta.is_dir() && n.unlisted) {
-            emit.plain_dir(node)?;
-        }
-        for node in nodes.iter().filter(|n| n.meta.is_dir() && !n.unlisted) {
-            let mut dumpdir = Vec::new();
-            for (child, is_dir) in &node.children {
-                let mut full = node.name.clone();
-                if full != b"." {
-                    full.push(b'/');
-                } else {
-                    full.clear();
-                }
-                full.extend_from_slice(child);
-                let code = if *is_dir {
-                    b'D'
-                } else if by_name.get(full.as_slice()).is_some_and(|i| changed[*i]) {
-                    b'Y'
-                } else {
-                    b'N'
-                };
-                dumpdir.push(code);
-                dumpdir.extend_from_slice(child);
-                dumpdir.push(0);
-            }
-            dumpdir.push(0);
-            emit.dumpdir(node, &dumpdir)?;
-        }
-        for (i, node) in nodes.iter().enumerate() {
-            if node.meta.is_dir() {
-                continue;
-            }
-            if changed[i] {
-                emit.member(node)?;
-            } else {
-                emit.remember_link(node);
-                emit.report.counts.unchanged += 1;
-            }
-        }
-        let failed = std::mem::take(&mut emit.failed);
-        emit.builder.into_inner()?;
-
-        let mut state = State::default();
-        for node in nodes.iter().filter(|n| !n.unlisted) {
-            state.entries.insert(node.name.clone(), state_meta(node));
-        }
-        for name in failed {
-            state.entries.remove(&name);
-        }
-        report.state = Some(state);
-        Ok(report)
+        Changes { changed, by_name }
     }
+
+    fn named(&self, name: &[u8]) -> bool {
+        self.by_name.get(name).is_some_and(|i| self.changed[*i])
+    }
+}
+
+/// The dumpdir of directory `node`: per member a code (`D` a directory, `Y` in this archive,
+/// `N` unchanged) and its name, each ended by a NUL, then a closing NUL.
+fn dumpdir_listing(node: &Node, changes: &Changes) -> Vec<u8> {
+    let mut dumpdir = Vec::new();
+    for (child, is_dir) in &node.children {
+        let mut full = node.name.clone();
+        if full != b"." {
+            full.push(b'/');
+        } else {
+            full.clear();
+        }
+        full.extend_from_slice(child);
+        let code = if *is_dir {
+            b'D'
+        } else if changes.named(&full) {
+            b'Y'
+        } else {
+            b'N'
+        };
+        dumpdir.push(code);
+        dumpdir.extend_from_slice(child);
+        dumpdir.push(0);
+    }
+    dumpdir.push(0);
+    dumpdir
+}
+
+/// Writes the scanned tree: directories, then the members that changed.
+fn emit_tree<W: Write>(
+    emit: &mut Emit<'_, W>,
+    nodes: &[Node],
+    changes: &Changes,
+) -> anyhow::Result<()> {
+    // Dumpdirs first, as GNU tar writes them: extraction purges each directory before any
+    // member lands in it.
+    // Mount points not entered and directories that could not be listed: the directory
+    // itself, without a dumpdir (which would purge its contents on replay).
+    for node in nodes.iter().filter(|n| n.meta.is_dir() && n.unlisted) {
+        emit.plain_dir(node)?;
+    }
+    for node in nodes.iter().filter(|n| n.meta.is_dir() && !n.unlisted) {
+        emit.dumpdir(node, &dumpdir_listing(node, changes))?;
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if node.meta.is_dir() {
+            continue;
+        }
+        if changes.changed[i] {
+            emit.member(node)?;
+        } else {
+            emit.remember_link(node);
+            emit.report.counts.unchanged += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The state the next DIFF compares against. What was not listed or could not be archived
+/// (`failed`) is left out of it, so that the next DIFF sends it again.
+fn new_state(nodes: &[Node], failed: Vec<Vec<u8>>) -> State {
+    let mut state = State::default();
+    for node in nodes.iter().filter(|n| !n.unlisted) {
+        state.entries.insert(node.name.clone(), state_meta(node));
+    }
+    for name in failed {
+        state.entries.remove(&name);
+    }
+    state
 }
 
 /// s3-sysbackup's picker: a program prints paths, one per line; the archive holds exactly those
