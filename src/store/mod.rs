@@ -8,6 +8,7 @@
 //! conformance suite (tests/store_conformance.rs) runs against every implementation.
 
 pub mod local;
+pub mod memory;
 pub mod retry;
 pub mod s3;
 
