@@ -7,6 +7,7 @@
 //! backoff — is a wrapper ([`retry::RetryStore`]), not a flag inside each implementation, and one
 //! conformance suite (tests/store_conformance.rs) runs against every implementation.
 
+pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod retry;
