@@ -118,3 +118,174 @@ fn done(store: &DynStore, what: String) {
         log::info!("{what}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::policy::retention::Reason;
+    use crate::schema::layout::{Kind, RunId};
+    use crate::store::dry_run::DryRunStore;
+    use crate::store::faulty::{Fault, Faults, FaultyStore, Op, Rule};
+    use crate::store::memory::{ManualClock, MemoryStore};
+
+    fn day(n: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T03:00:00Z")
+            .unwrap()
+            .to_utc()
+            + Duration::days(n)
+    }
+
+    /// A committed run of day `n` in `store`: its archive, range hashes and manifest.
+    fn commit(store: &MemoryStore, n: i64) -> Manifest {
+        let run = RunId::at(day(n));
+        let mut m = crate::schema::manifest::sample("dir/x", run, Kind::Full, None);
+        m.archive.key = layout::archive_key("h", "dir/x", run, Kind::Full, "tar");
+        let ranges = m.archive.ranges.as_mut().unwrap();
+        ranges.key = format!("{}.ranges", m.archive.key);
+        for key in m.objects() {
+            store.insert(key, Bytes::from_static(b"data"), day(n));
+        }
+        let manifest = layout::manifest_key("h", "dir/x", run, Kind::Full);
+        store.insert(&manifest, m.to_json(), day(n));
+        m
+    }
+
+    fn verdict(m: &Manifest, keep: bool) -> Verdict {
+        Verdict {
+            run: m.run,
+            keep,
+            reason: Reason::OlderThan { days: 1 },
+        }
+    }
+
+    /// A memory store on a clock at day 30, behind `rules`.
+    fn store(rules: Vec<Rule>) -> (DynStore, Arc<MemoryStore>, Faults) {
+        let clock = ManualClock::new(day(30));
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()));
+        let faulty = FaultyStore::new(memory.clone(), rules);
+        let faults = faulty.faults();
+        (Arc::new(faulty), memory, faults)
+    }
+
+    fn run_keys(m: &Manifest) -> Vec<String> {
+        let mut keys: Vec<String> = m.objects().iter().map(|k| k.to_string()).collect();
+        keys.push(layout::manifest_key("h", "dir/x", m.run, Kind::Full));
+        keys.sort();
+        keys
+    }
+
+    #[tokio::test]
+    async fn retire_deletes_the_retired_runs_manifest_first_and_keeps_the_kept() {
+        let (store, memory, faults) = store(vec![]);
+        let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
+        let runs = vec![old.clone(), kept.clone()];
+        let verdicts = [verdict(&old, false), verdict(&kept, true)];
+        let retired = retire(&store, &runs, &verdicts).await.unwrap();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(retired[0].run, old.run);
+        assert_eq!(memory.keys(), run_keys(&kept), "the kept run is whole");
+        let deletes = faults.calls_of(Op::Delete);
+        assert!(
+            deletes[0].key.ends_with(layout::MANIFEST_SUFFIX),
+            "{deletes:?}"
+        );
+        assert_eq!(deletes.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_delete_leaves_the_rest_listed_and_is_reported() {
+        let archive = layout::archive_key("h", "dir/x", RunId::at(day(0)), Kind::Full, "tar");
+        let (store, memory, _) = store(vec![Rule::new(Op::Delete, Fault::Permanent).key(&archive)]);
+        let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
+        let runs = vec![old.clone(), kept.clone()];
+        let verdicts = [verdict(&old, false), verdict(&kept, true)];
+        let err = retire(&store, &runs, &verdicts).await.unwrap_err();
+        assert!(err.to_string().contains(&archive), "{err}");
+        // The manifest went first: what is left is debris (the archive and its range hashes,
+        // still listed for the next prune), never a run without its archive.
+        let mut want = run_keys(&kept);
+        want.extend(old.objects().iter().map(|k| k.to_string()));
+        want.sort();
+        assert_eq!(memory.keys(), want);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_deletes_nothing() {
+        let (store, memory, faults) = store(vec![]);
+        let old = commit(&memory, 0);
+        let runs = [old.clone()];
+        let dry: DynStore = DryRunStore::wrap(store);
+        let retired = retire(&dry, &runs, &[verdict(&old, false)]).await.unwrap();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(memory.keys(), run_keys(&old));
+        assert_eq!(faults.count(Op::Delete), 0);
+    }
+
+    #[tokio::test]
+    async fn debris_older_than_the_grace_goes_and_committed_runs_stay() {
+        let (store, memory, faults) = store(vec![]);
+        let committed = commit(&memory, 0);
+        let orphan = layout::archive_key("h", "dir/x", RunId::at(day(2)), Kind::Full, "tar");
+        let young = layout::archive_key("h", "dir/x", RunId::at(day(28)), Kind::Full, "tar");
+        memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
+        memory.insert(&young, Bytes::from_static(b"y"), day(28));
+        let dry: DynStore = DryRunStore::wrap(store.clone());
+        let dry = clear_debris(&dry, "h").await.unwrap();
+        assert_eq!(dry.archives, vec![orphan.clone()]);
+        assert_eq!(memory.keys().len(), 5, "a dry run deletes nothing");
+        // The listing alone tells a committed run's archive from debris: only debris is looked
+        // at again (in case its run committed since).
+        let manifest = layout::manifest_key("h", "dir/x", committed.run, Kind::Full);
+        assert!(faults.calls_of(Op::Head).iter().all(|c| c.key != manifest));
+        let debris = clear_debris(&store, "h").await.unwrap();
+        assert_eq!(debris.archives, vec![orphan]);
+        assert_eq!(debris.young, vec![young.clone()]);
+        let mut want = run_keys(&committed);
+        want.push(young);
+        want.sort();
+        assert_eq!(memory.keys(), want);
+    }
+
+    #[tokio::test]
+    async fn a_failing_debris_delete_is_reported_and_the_debris_stays_listed() {
+        let orphan = layout::archive_key("h", "dir/x", RunId::at(day(2)), Kind::Full, "tar");
+        let (store, memory, _) = store(vec![Rule::new(Op::Delete, Fault::Permanent)]);
+        let committed = commit(&memory, 0);
+        memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
+        let err = clear_debris(&store, "h").await.unwrap_err();
+        assert!(err.to_string().contains(&orphan), "{err}");
+        let listed: Vec<String> = store
+            .list("h/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert!(listed.contains(&orphan), "{listed:?}");
+        for key in run_keys(&committed) {
+            assert!(
+                listed.contains(&key),
+                "{key} of a committed run: {listed:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn old_uploads_are_aborted_and_young_ones_left() {
+        let clock = ManualClock::new(day(0));
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()));
+        let store: DynStore = memory.clone();
+        store.create_upload("h/dir/x/old").await.unwrap();
+        clock.set(day(29));
+        store.create_upload("h/dir/x/young").await.unwrap();
+        clock.set(day(30));
+        let debris = clear_debris(&store, "h").await.unwrap();
+        assert_eq!(debris.uploads, vec!["h/dir/x/old"]);
+        assert_eq!(debris.young, vec!["h/dir/x/young"]);
+        assert_eq!(memory.open_uploads(), vec!["h/dir/x/young"]);
+    }
+}

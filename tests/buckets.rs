@@ -44,18 +44,11 @@ fn env() -> Env {
 
 impl Env {
     fn config(&self, bucket_block: &str) -> PathBuf {
-        write_config(
-            &self.dir,
-            &format!(
-                "Bucket s3://backups/s3nap\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\n\
-                 GpgRecipient {}\nGpgKeyring {}\nHost h\n{bucket_block}",
-                self.server.endpoint,
-                self.server.keyfile(&self.dir).display(),
-                self.dir.display(),
-                self.gpg.email,
-                self.gpg.cert.display(),
-            ),
-        )
+        ConfigBuilder::new(&self.dir)
+            .s3(&self.server, "backups/s3nap")
+            .gpg(&self.gpg)
+            .line(bucket_block)
+            .build()
     }
 
     fn s3nap(&self, conf: &Path, args: &[&str]) -> std::process::Output {

@@ -34,15 +34,10 @@ fn held_dump(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn configuration(dir: &Path, server: &S3Server, name: &str, sets: &str) -> PathBuf {
     let home = dir.join(name);
     fs::create_dir_all(&home).unwrap();
-    write_config(
-        &home,
-        &format!(
-            "Bucket s3://shared\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\nHost h\n{sets}\n",
-            server.endpoint,
-            server.keyfile(dir).display(),
-            home.display(),
-        ),
-    )
+    ConfigBuilder::new(&home)
+        .s3(server, "shared")
+        .line(sets)
+        .build()
 }
 
 fn spawn(conf: &Path, args: &[&str]) -> Running {
@@ -211,15 +206,10 @@ fn prune_removes_foreign_debris_only_after_the_grace_period() {
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("f"), b"x").unwrap();
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {}\nDiffDir {}/state\nHost h\nDirectory {}\n",
-            store.display(),
-            dir.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .bucket(store.display())
+        .directory(&tree)
+        .build();
     let c = conf.to_str().unwrap();
     assert!(s3nap(&["-c", c], &[]).status.success());
     let set_dir = store.join(format!("h/dir{}", tree.display()));

@@ -45,19 +45,11 @@ fn env(bucket: &str, cycle: &str) -> Env {
     let gpg = Gpg::new(&dir);
     let server = S3Server::start();
     server.create_bucket(bucket);
-    let conf = write_config(
-        &dir,
-        &format!(
-            "Bucket s3://{bucket}\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\nGpgRecipient {}\n\
-             GpgKeyring {}\nHost h\n<Cycle c>\n{cycle}\n  Directory {}\n</Cycle>\n",
-            server.endpoint,
-            server.keyfile(&dir).display(),
-            dir.display(),
-            gpg.email,
-            gpg.cert.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(&dir)
+        .s3(&server, bucket)
+        .gpg(&gpg)
+        .cycle("c", |c| c.line(cycle).directory(&tree))
+        .build();
     Env {
         _tmp: tmp,
         dir,

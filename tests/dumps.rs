@@ -35,13 +35,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// A local-store configuration around `sets`.
 fn config(dir: &Path, sets: &str) -> PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\n{sets}\n",
-            dir.display()
-        ),
-    )
+    ConfigBuilder::new(dir).line(sets).build()
 }
 
 fn s3nap_env(conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

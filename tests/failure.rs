@@ -35,19 +35,13 @@ fn setup(random_mib: usize) -> Setup {
 }
 
 fn config(s: &Setup, server: &S3Server, bucket: &str, extra: &str) -> PathBuf {
-    write_config(
-        &s.dir,
-        &format!(
-            "Bucket s3://{bucket}\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\n\
-             GpgRecipient {}\nGpgKeyring {}\nHost h\nChunkSize 5MiB\n{extra}\nDirectory {}\n",
-            server.endpoint,
-            server.keyfile(&s.dir).display(),
-            s.dir.display(),
-            s.gpg.email,
-            s.gpg.cert.display(),
-            s.tree.display()
-        ),
-    )
+    ConfigBuilder::new(&s.dir)
+        .s3(server, bucket)
+        .gpg(&s.gpg)
+        .line("ChunkSize 5MiB")
+        .line(extra)
+        .directory(&s.tree)
+        .build()
 }
 
 fn manifests(keys: &[String]) -> Vec<&String> {
@@ -248,16 +242,11 @@ fn bad_configuration_and_keys_exit_3_with_the_place() {
     let tree = tmp.path().join("tree");
     fs::create_dir_all(&tree).unwrap();
     let gpg = Gpg::new(tmp.path());
-    let conf = write_config(
-        tmp.path(),
-        &format!(
-            "Bucket {}/store\nDiffDir {}/state\nGpgRecipient nobody@example.org\nGpgKeyring {}\nDirectory {}\n",
-            tmp.path().display(),
-            tmp.path().display(),
-            gpg.cert.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(tmp.path())
+        .gpg_recipient("nobody@example.org", &gpg.cert)
+        .host(None)
+        .directory(&tree)
+        .build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -322,14 +311,7 @@ fn a_manifest_whose_base_loops_fails_recovery_naming_the_run() {
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("file"), "data\n").unwrap();
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\n",
-            dir.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir).directory(&tree).build();
     let c = conf.to_str().unwrap();
     // 2026-01-01 is a FULL day of the default cycle, the next two DIFF days.
     for day in 1..=3 {

@@ -196,19 +196,12 @@ fn ten_days_of_history_replay_exactly_with_s3nap_and_with_gnu_tar() {
     let gpg = Gpg::new(dir);
     let server = S3Server::start();
     server.create_bucket("history");
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket s3://history\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\nGpgRecipient {}\n\
-             GpgKeyring {}\nHost h\nFulls 2\nDiffs 6\nDirectory {}\n",
-            server.endpoint,
-            server.keyfile(dir).display(),
-            dir.display(),
-            gpg.email,
-            gpg.cert.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, "history")
+        .gpg(&gpg)
+        .line("Fulls 2\nDiffs 6")
+        .directory(&tree)
+        .build();
     let c = conf.to_str().unwrap();
     let rel = tree.strip_prefix("/").unwrap().to_path_buf();
     for day in 0..10u32 {
@@ -327,14 +320,7 @@ fn an_unchanged_tree_makes_a_small_diff() {
             write(&tree.join(format!("d{d}/f{f}")), vec![b'x'; 1000]);
         }
     }
-    let conf = write_config(
-        tmp.path(),
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\n",
-            tmp.path().display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(tmp.path()).directory(&tree).build();
     let c = conf.to_str().unwrap();
     assert!(s3nap(&["-c", c, "--now", &day_time(0)], &[])
         .status
@@ -355,17 +341,11 @@ fn a_failed_diff_upload_is_made_up_for_by_the_next_diff() {
     write(&tree.join("a.txt"), "a\n");
     let server = S3Server::start();
     server.create_bucket("faileddiff");
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket s3://faileddiff\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\nHost h\nChunkSize 5MiB\n\
-             Timeout 2\nRetries 1\nParallelUploads 2\nDirectory {}\n",
-            server.endpoint,
-            server.keyfile(dir).display(),
-            dir.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, "faileddiff")
+        .line("ChunkSize 5MiB\nTimeout 2\nRetries 1\nParallelUploads 2")
+        .directory(&tree)
+        .build();
     let c = conf.to_str().unwrap();
     assert!(s3nap(&["-c", c, "--now", &day_time(0)], &[])
         .status
@@ -428,14 +408,7 @@ fn posix_acls_survive_backup_and_recovery() {
         "setfacl",
         &["-d", "-m", "u:1234:rwx", shared.to_str().unwrap()],
     );
-    let conf = write_config(
-        tmp.path(),
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\n",
-            tmp.path().display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(tmp.path()).directory(&tree).build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s3nap(
@@ -487,10 +460,12 @@ fn one_file_system_keeps_mount_points_and_stores_device_nodes() {
     let marker = Path::new("/dev/shm").join(format!("s3nap-test-{}", std::process::id()));
     fs::write(&marker, "on another file system\n").unwrap();
     let listing = |one_fs: &str| {
-        let conf = write_config(
-            tmp.path(),
-            &format!("Bucket {0}/store-{one_fs}\nDiffDir {0}/state-{one_fs}\nHost h\nOneFileSystem {one_fs}\nDirectory /dev\n", tmp.path().display()),
-        );
+        let conf = ConfigBuilder::new(tmp.path())
+            .bucket(tmp.path().join(format!("store-{one_fs}")).display())
+            .diff_dir(&tmp.path().join(format!("state-{one_fs}")))
+            .line(format!("OneFileSystem {one_fs}"))
+            .directory(Path::new("/dev"))
+            .build();
         let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let out = s3nap(
@@ -553,15 +528,10 @@ fn directory_sets_whose_names_differ_only_by_slash_and_underscore_diff_on_their_
             );
         }
     }
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\nDirectory {2}\n",
-            dir.display(),
-            slash.display(),
-            under.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .directory(&slash)
+        .directory(&under)
+        .build();
     let c = conf.to_str().unwrap();
     let out = s3nap(&["-c", c, "--now", &day_time(0)], &[]);
     assert!(out.status.success(), "{}", stderr(&out));

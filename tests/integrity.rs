@@ -61,17 +61,11 @@ fn backed_up() -> Fixture {
     }
     let gpg = Gpg::new(&dir);
     let store = dir.join("store");
-    let conf = write_config(
-        &dir,
-        &format!(
-            "Bucket {}\nDiffDir {}/state\nGpgRecipient {}\nGpgKeyring {}\nHost h\nDirectory {}\n",
-            store.display(),
-            dir.display(),
-            gpg.fingerprint,
-            gpg.cert.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(&dir)
+        .bucket(store.display())
+        .gpg_recipient(&gpg.fingerprint, &gpg.cert)
+        .directory(&tree)
+        .build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     Fixture {

@@ -80,18 +80,13 @@ fn dry_run_expands_directories_names_dump_keys_and_warns_of_a_full_instead_of_a_
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("file"), "data\n").unwrap();
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\nSubversionDir {2}\n\
-             SnapshotsDir {3}\n<Command hello>\n  Run \"echo hello\"\n</Command>\n\
-             Subversion {2}/one\n",
-            dir.display(),
-            tree.display(),
-            repos.display(),
-            snapshots.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .directory(&tree)
+        .line(format!("SubversionDir {}", repos.display()))
+        .line(format!("SnapshotsDir {}", snapshots.display()))
+        .command("hello", "\"echo hello\"")
+        .line(format!("Subversion {}/one", repos.display()))
+        .build();
     let plan = s3nap_c(&conf, &["-t", "--now", DAY0]);
     let text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert!(plan.status.success(), "{}\n{text}", stderr(&plan));
@@ -175,15 +170,10 @@ fn two_cycles_of_one_set_are_planned_with_the_keys_they_get() {
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("file"), "data\n").unwrap();
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\n<Cycle a>\n  Directory {1}\n</Cycle>\n\
-             <Cycle b>\n  CycleType HanoiCycle\n  Directory {1}\n</Cycle>\n",
-            dir.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .cycle("a", |c| c.directory(&tree))
+        .cycle("b", |c| c.line("CycleType HanoiCycle").directory(&tree))
+        .build();
     let plan = s3nap_c(&conf, &["-t", "--now", DAY0]);
     let text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert!(plan.status.success(), "{}\n{text}", stderr(&plan));
@@ -213,15 +203,10 @@ fn snapshots_dirs_with_executables_of_one_name_are_a_configuration_error() {
     executable(&first.join("backup-db"), script);
     executable(&second.join("backup-db"), script);
     executable(&second.join("other"), script);
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nSnapshotsDir {1}\nSnapshotsDir {2}\n",
-            dir.display(),
-            first.display(),
-            second.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .line(format!("SnapshotsDir {}", first.display()))
+        .line(format!("SnapshotsDir {}", second.display()))
+        .build();
     for args in [
         &["--now", DAY0][..],
         &["-t", "--now", DAY0],
@@ -240,16 +225,12 @@ fn snapshots_dirs_with_executables_of_one_name_are_a_configuration_error() {
     assert!(!dir.join("store").exists(), "nothing ran");
 
     // In different cycles the two are different sets, and both run.
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\n<Cycle a>\n  SnapshotsDir {1}\n</Cycle>\n\
-             <Cycle b>\n  SnapshotsDir {2}\n</Cycle>\n",
-            dir.display(),
-            first.display(),
-            second.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .cycle("a", |c| c.line(format!("SnapshotsDir {}", first.display())))
+        .cycle("b", |c| {
+            c.line(format!("SnapshotsDir {}", second.display()))
+        })
+        .build();
     let out = s3nap_c(&conf, &["--now", DAY0, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);

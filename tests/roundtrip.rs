@@ -89,27 +89,13 @@ fn fixture(big: bool) -> Fixture {
 }
 
 fn s3_config(f: &Fixture, server: &S3Server, bucket: &str) -> PathBuf {
-    write_config(
-        &f.dir,
-        &format!(
-            "# test configuration\n\
-             Bucket s3://{bucket}/backups\n\
-             Endpoint {}\n\
-             S3Keyfile {}\n\
-             DiffDir {}/state\n\
-             GpgRecipient {}\n\
-             GpgKeyring {}\n\
-             Host testhost\n\
-             ChunkSize 5MiB\n\
-             Directory {}\n",
-            server.endpoint,
-            server.keyfile(&f.dir).display(),
-            f.dir.display(),
-            f.gpg.email,
-            f.gpg.cert.display(),
-            f.tree.display()
-        ),
-    )
+    ConfigBuilder::new(&f.dir)
+        .s3(server, &format!("{bucket}/backups"))
+        .gpg(&f.gpg)
+        .host(Some("testhost"))
+        .line("# test configuration\nChunkSize 5MiB")
+        .directory(&f.tree)
+        .build()
 }
 
 fn recover(conf: &Path, args: &[&str], env: &[(&str, &Path)]) -> Vec<u8> {
@@ -262,18 +248,13 @@ fn partial_recovery_outputs_only_the_requested_members() {
 fn local_directory_store_round_trip() {
     let f = fixture(false);
     let store = f.dir.join("store");
-    let conf = write_config(
-        &f.dir,
-        &format!(
-            "Bucket {}\nDiffDir {}/state\nGpgRecipient {}\nGpgKeyring {}\nHost testhost\n\
-             Compression xz:1\nDirectory {}\n",
-            store.display(),
-            f.dir.display(),
-            f.gpg.fingerprint,
-            f.gpg.cert.display(),
-            f.tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(&f.dir)
+        .bucket(store.display())
+        .gpg_recipient(&f.gpg.fingerprint, &f.gpg.cert)
+        .host(Some("testhost"))
+        .line("Compression xz:1")
+        .directory(&f.tree)
+        .build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let set_dir = store.join(format!("testhost/dir{}", f.tree.display()));
@@ -374,17 +355,7 @@ fn passphrase_protected_identity_reads_its_passphrase_file() {
     fs::create_dir_all(tree.join("sub")).unwrap();
     fs::write(tree.join("sub/file"), b"secret data\n").unwrap();
     let gpg = Gpg::with_passphrase(dir, Some("correct horse"));
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket {}/store\nDiffDir {}/state\nGpgRecipient {}\nGpgKeyring {}\nHost h\nDirectory {}\n",
-            dir.display(),
-            dir.display(),
-            gpg.email,
-            gpg.cert.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir).gpg(&gpg).directory(&tree).build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let args = [

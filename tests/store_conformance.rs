@@ -1,5 +1,6 @@
-//! One conformance suite, run against every store implementation: the local directory store
-//! and the S3 store talking to a real S3 server (moto) over HTTP.
+//! One conformance suite, run against every store implementation: the local directory store,
+//! the S3 store talking to a real S3 server (moto) over HTTP, and the in-memory store that unit
+//! tests stand on (so that what they prove holds for the real stores).
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use s3nap::store::local::LocalStore;
+use s3nap::store::memory::MemoryStore;
 use s3nap::store::s3::{S3Settings, S3Store};
 use s3nap::store::{DynStore, ErrorKind};
 
@@ -158,6 +160,14 @@ async fn local_directory_store() {
         .filter(|p| p.contains(".tmp-") || p.contains(".s3nap-uploads/"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_memory_store() {
+    let store = Arc::new(MemoryStore::new());
+    conformance(store.clone()).await;
+    assert!(store.open_uploads().is_empty());
+    assert!(store.keys().iter().all(|k| k.starts_with("h/")));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

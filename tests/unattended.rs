@@ -28,15 +28,10 @@ fn local(extra: &str) -> Local {
     fs::create_dir_all(tree.join("sub")).unwrap();
     fs::write(tree.join("sub/a.txt"), b"alpha\n").unwrap();
     fs::write(tree.join("b.bin"), random_bytes(1 << 20, 11)).unwrap();
-    let conf = write_config(
-        &dir,
-        &format!(
-            "Bucket {}/store\nDiffDir {}/state\nHost h\n{extra}\nDirectory {}\n",
-            dir.display(),
-            dir.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(&dir)
+        .line(extra)
+        .directory(&tree)
+        .build();
     Local {
         _tmp: tmp,
         dir,
@@ -60,15 +55,10 @@ fn exit_status_0_success_2_failed_set_3_configuration() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let missing = l.dir.join("missing");
-    let conf = write_config(
-        &l.dir,
-        &format!(
-            "Bucket {0}/store\nDiffDir {0}/state\nHost h\nDirectory {1}\nDirectory {2}\n",
-            l.dir.display(),
-            l.tree.display(),
-            missing.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(&l.dir)
+        .directory(&l.tree)
+        .directory(&missing)
+        .build();
     let out = s3nap(&["-c", conf.to_str().unwrap(), "-f"], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -570,22 +560,15 @@ fn secrets_never_appear_in_logs_errors_config_check_or_json() {
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("f"), b"data\n").unwrap();
-    let keyfile = server.keyfile(dir);
     let log_file = dir.join("debug.log");
-    let conf = write_config(
-        dir,
-        &format!(
-            "Bucket s3://secrets\nEndpoint {}\nS3Keyfile {}\nDiffDir {}/state\nGpgRecipient {}\n\
-             GpgKeyring {}\nHost h\nLogFile {}\nLogLevel trace\nDirectory {}\n",
-            server.endpoint,
-            keyfile.display(),
-            dir.display(),
-            gpg.email,
-            gpg.cert.display(),
-            log_file.display(),
-            tree.display()
-        ),
-    );
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, "secrets")
+        .gpg(&gpg)
+        .line(format!("LogFile {}\nLogLevel trace", log_file.display()))
+        .directory(&tree)
+        .build();
+    // The key file the configuration names (written again, unchanged).
+    let keyfile = server.keyfile(dir);
     let pass_file = dir.join("pass");
     fs::write(&pass_file, passphrase).unwrap();
     let c = conf.to_str().unwrap();

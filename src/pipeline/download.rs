@@ -151,9 +151,17 @@ impl Download {
                 index + 1
             ));
         };
-        // A damaged range may be a passing fault on the way: read it once more.
+        // A damaged or cut-short range may be a passing fault on the way: read it once more.
+        let mut short = None;
         for _ in 0..2 {
-            let data = read_range(store, key, range.clone()).await?;
+            let data = match read_range(store, key, range.clone()).await {
+                Ok(data) => data,
+                Err(e) => {
+                    short = Some(e);
+                    continue;
+                }
+            };
+            short = None;
             let check = data.clone();
             let digest: [u8; 32] =
                 tokio::task::spawn_blocking(move || Sha256::digest(&check).into())
@@ -162,6 +170,9 @@ impl Download {
             if digest == want {
                 return Ok(data);
             }
+        }
+        if let Some(e) = short {
+            return Err(e);
         }
         Err(format!(
             "{}: bytes {}..{} (range {} of {count}) do not match their SHA-256 in the manifest, also when read again: object damaged; nothing from this range on was passed on",
@@ -268,99 +279,23 @@ impl Read for ObjectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::local::LocalStore;
-    use crate::store::{ObjectInfo, PartReceipt, PendingUpload, Result, Store};
-    use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
-    use std::ops::Range;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A local store whose ranged reads of bytes at `at` come back damaged `times` times.
-    #[derive(Debug)]
-    struct Damaging {
-        inner: LocalStore,
-        at: u64,
-        times: AtomicU32,
-    }
-
-    #[async_trait]
-    impl Store for Damaging {
-        fn locate(&self, key: &str) -> String {
-            self.inner.locate(key)
-        }
-        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-            self.inner.put(key, data).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes> {
-            self.inner.get(key).await
-        }
-        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-            let data = self.inner.get_range(key, range.clone()).await?;
-            if range.contains(&self.at)
-                && self
-                    .times
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
-                let mut bad = data.to_vec();
-                bad[(self.at - range.start) as usize] ^= 1;
-                return Ok(bad.into());
-            }
-            Ok(data)
-        }
-        async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn create_upload(&self, key: &str) -> Result<String> {
-            self.inner.create_upload(key).await
-        }
-        async fn upload_part(
-            &self,
-            key: &str,
-            upload_id: &str,
-            number: u32,
-            data: Bytes,
-        ) -> Result<PartReceipt> {
-            self.inner.upload_part(key, upload_id, number, data).await
-        }
-        async fn complete_upload(
-            &self,
-            key: &str,
-            upload_id: &str,
-            parts: Vec<PartReceipt>,
-        ) -> Result<()> {
-            self.inner.complete_upload(key, upload_id, parts).await
-        }
-        async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
-            self.inner.abort_upload(key, upload_id).await
-        }
-        async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
-            self.inner.list_uploads(prefix).await
-        }
-        async fn server_time(&self) -> Result<DateTime<Utc>> {
-            self.inner.server_time().await
-        }
-    }
+    use crate::store::faulty::{Fault, Faults, FaultyStore, Op, Rule};
+    use crate::store::memory::MemoryStore;
 
     const RANGE: u64 = 1000;
 
-    /// Reads a 3,500-byte object whose byte 1,500 comes back damaged `times` times; returns
-    /// what the reader passed on and how it ended.
-    fn read_with_damage(times: u32) -> (Vec<u8>, io::Result<usize>, Failure) {
-        let tmp = tempfile::tempdir().unwrap();
+    /// Reads a 3,500-byte object through a store with `rules`, its range hashes in the
+    /// manifest unless `format1`; returns what the reader passed on, how it ended, and the
+    /// store's calls.
+    fn read_through(
+        rules: Vec<Rule>,
+        format1: bool,
+    ) -> (Vec<u8>, io::Result<usize>, Failure, Faults) {
         let data: Vec<u8> = (0..3500u32).map(|i| (i % 253) as u8).collect();
-        std::fs::write(tmp.path().join("obj"), &data).unwrap();
-        let store: DynStore = Arc::new(Damaging {
-            inner: LocalStore::new(tmp.path()),
-            at: 1500,
-            times: AtomicU32::new(times),
-        });
+        let memory = MemoryStore::new();
+        memory.insert("obj", data.clone(), chrono::Utc::now());
+        let faulty = FaultyStore::new(Arc::new(memory), rules);
+        let faults = faulty.faults();
         let ranges: Vec<[u8; 32]> = data
             .chunks(RANGE as usize)
             .map(|c| Sha256::digest(c).into())
@@ -369,12 +304,12 @@ mod tests {
         let failure = Failure::default();
         let mut reader = fetch(
             runtime.handle(),
-            store,
+            Arc::new(faulty),
             Expected {
                 key: "obj".into(),
                 size: data.len() as u64,
                 sha256: hex::encode(Sha256::digest(&data)),
-                ranges: Some(Arc::new(ranges)),
+                ranges: (!format1).then(|| Arc::new(ranges)),
             },
             RANGE,
             2,
@@ -389,25 +324,90 @@ mod tests {
                 Err(e) => break Err(e),
             }
         };
-        assert_eq!(&out[..], &data[..out.len()], "only original bytes pass");
-        (out, end, failure)
+        if !format1 {
+            assert_eq!(&out[..], &data[..out.len()], "only original bytes pass");
+        }
+        (out, end, failure, faults)
+    }
+
+    /// Reads of the range holding byte 1,500 come back with `fault` the first `times` times.
+    fn read_with_damage(fault: Fault, times: u32) -> (Vec<u8>, io::Result<usize>, Failure, Faults) {
+        let rule = Rule::new(Op::GetRange, fault).covering(1500).first(times);
+        read_through(vec![rule], false)
+    }
+
+    /// The reads of range 2 (bytes 1000..2000).
+    fn reads_of_range_2(faults: &Faults) -> usize {
+        faults
+            .calls_of(Op::GetRange)
+            .iter()
+            .filter(|c| c.range == Some(1000..2000))
+            .count()
     }
 
     #[test]
     fn a_range_damaged_once_is_read_again_and_passes() {
-        let (out, end, failure) = read_with_damage(1);
+        let (out, end, failure, faults) = read_with_damage(Fault::FlipBit, 1);
         assert!(end.is_ok(), "{end:?}");
         assert_eq!(out.len(), 3500);
         assert!(failure.get().is_none());
+        assert_eq!(reads_of_range_2(&faults), 2);
     }
 
     #[test]
     fn a_range_damaged_twice_stops_the_stream_before_it() {
-        let (out, end, failure) = read_with_damage(2);
-        assert!(end.is_err());
+        let (out, end, failure, faults) = read_with_damage(Fault::FlipBit, 2);
+        assert_eq!(end.unwrap_err().kind(), io::ErrorKind::InvalidData);
         // Range 1 (bytes 0..1000) was verified and passed on; nothing of range 2.
         assert_eq!(out.len(), 1000);
         let message = failure.get().unwrap();
         assert!(message.contains("range 2 of 4"), "{message}");
+        assert!(
+            message.contains("memory:/obj"),
+            "names the object: {message}"
+        );
+        assert_eq!(reads_of_range_2(&faults), 2, "read once more, no more");
+    }
+
+    #[test]
+    fn a_range_cut_short_is_read_again_and_twice_ends_the_stream_before_it() {
+        let (out, end, failure, faults) = read_with_damage(Fault::Truncate, 1);
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(out.len(), 3500);
+        assert!(failure.get().is_none());
+        assert_eq!(reads_of_range_2(&faults), 2);
+        let (out, end, failure, faults) = read_with_damage(Fault::Truncate, 2);
+        assert!(end.is_err());
+        assert_eq!(out.len(), 1000);
+        let message = failure.get().unwrap();
+        assert!(
+            message.contains("short read (500 of 1000 bytes)"),
+            "{message}"
+        );
+        assert_eq!(reads_of_range_2(&faults), 2, "read once more, no more");
+    }
+
+    #[test]
+    fn a_damaged_format_1_object_fails_at_its_end() {
+        let rule = Rule::new(Op::GetRange, Fault::FlipBit).covering(1500);
+        let (out, end, failure, _) = read_through(vec![rule], true);
+        assert!(end.is_err());
+        assert_eq!(
+            out.len(),
+            3500,
+            "without range hashes, only the end can tell"
+        );
+        let message = failure.get().unwrap();
+        assert!(message.contains("does not match the manifest"), "{message}");
+    }
+
+    #[test]
+    fn a_store_error_on_a_range_ends_the_stream_with_it() {
+        let rule = Rule::new(Op::GetRange, Fault::Permanent).covering(2500);
+        let (out, end, failure, _) = read_through(vec![rule], false);
+        assert!(end.is_err());
+        assert_eq!(out.len(), 2000, "the ranges before it pass");
+        let message = failure.get().unwrap();
+        assert!(message.contains("injected permanent fault"), "{message}");
     }
 }

@@ -8,7 +8,9 @@
 //! conformance suite (tests/store_conformance.rs) runs against every implementation.
 
 pub mod dry_run;
+pub mod faulty;
 pub mod local;
+pub mod memory;
 pub mod retry;
 pub mod s3;
 

@@ -173,3 +173,96 @@ impl Store for RetryStore {
         self.retry(|| self.inner.server_time()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::faulty::{Fault, Faults, FaultyStore, Op, Rule};
+    use crate::store::memory::MemoryStore;
+
+    /// A memory store behind `rules`, retried up to three attempts without real waits.
+    fn retried(rules: Vec<Rule>) -> (RetryStore, Arc<MemoryStore>, Faults) {
+        let memory = Arc::new(MemoryStore::new());
+        let faulty = FaultyStore::new(memory.clone(), rules);
+        let faults = faulty.faults();
+        let policy = RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        (RetryStore::new(Arc::new(faulty), policy), memory, faults)
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_one_attempt_succeeds() {
+        let (store, memory, faults) = retried(vec![Rule::new(Op::Put, Fault::Transient).first(2)]);
+        store.put("k", Bytes::from_static(b"v")).await.unwrap();
+        assert_eq!(faults.count(Op::Put), 3);
+        assert_eq!(memory.object("k").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_up_to_the_limit_then_reported() {
+        let (store, memory, faults) = retried(vec![Rule::new(Op::Get, Fault::Transient)]);
+        memory.insert("k", &b"v"[..], chrono::Utc::now());
+        let err = store.get("k").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+        assert!(err.message.contains("gave up after 3 attempts"), "{err}");
+        assert_eq!(faults.count(Op::Get), 3, "the policy's attempts, no more");
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let (store, memory, faults) = retried(vec![Rule::new(Op::Delete, Fault::Permanent)]);
+        memory.insert("k", &b"v"[..], chrono::Utc::now());
+        let err = store.delete("k").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Other, "{err}");
+        assert_eq!(faults.count(Op::Delete), 1);
+        assert_eq!(memory.keys(), vec!["k"]);
+        // A missing object is no passing fault either.
+        let missing = store.get("none").await.unwrap_err();
+        assert_eq!(missing.kind, ErrorKind::NotFound);
+        assert_eq!(faults.count(Op::Get), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_call_whose_reply_was_lost_is_simply_repeated() {
+        let (store, memory, faults) = retried(vec![Rule::new(Op::Put, Fault::LostReply).nth(1)]);
+        store.put("k", Bytes::from_static(b"v")).await.unwrap();
+        let puts = faults.calls_of(Op::Put);
+        assert_eq!(puts.len(), 2);
+        assert_eq!(puts[0].fault, Some(Fault::LostReply));
+        assert_eq!(memory.object("k").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_completion_whose_reply_was_lost_succeeds_when_its_object_is_there() {
+        let rules = vec![Rule::new(Op::CompleteUpload, Fault::LostReply).nth(1)];
+        let (store, memory, faults) = retried(rules);
+        let id = store.create_upload("big").await.unwrap();
+        let part = store
+            .upload_part("big", &id, 1, Bytes::from_static(b"data"))
+            .await
+            .unwrap();
+        store.complete_upload("big", &id, vec![part]).await.unwrap();
+        // The repeat found the upload gone (NotFound); the object's presence decided.
+        assert_eq!(faults.count(Op::CompleteUpload), 2);
+        assert_eq!(faults.count(Op::Head), 1);
+        assert_eq!(memory.object("big").as_deref(), Some(&b"data"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_completion_of_an_unknown_upload_still_fails() {
+        let (store, _memory, faults) = retried(vec![]);
+        let err = store
+            .complete_upload("big", "no-such-upload", vec![])
+            .await
+            .unwrap_err();
+        // Not mistaken for a lost reply on a first attempt: no object check, no retry.
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(faults.count(Op::CompleteUpload), 1);
+        assert_eq!(faults.count(Op::Head), 0);
+    }
+}

@@ -1,5 +1,5 @@
 //! Shared test fixtures: a real S3 server (moto, started per test), a real GnuPG home with a
-//! fresh key, configuration files, the s3nap binary, and tree comparison.
+//! fresh key, configuration files (written with [`ConfigBuilder`]), the s3nap binary, and tree comparison.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -615,6 +615,146 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("s3nap.conf");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The lines of a configuration's sets: the whole file's after its global settings, or one
+/// `<Cycle>` block's.
+#[derive(Debug, Default)]
+pub struct Lines(Vec<String>);
+
+impl Lines {
+    /// Any text: a setting, a source, or a block written out (it may span lines).
+    pub fn line(mut self, text: impl std::fmt::Display) -> Self {
+        self.0.push(text.to_string());
+        self
+    }
+
+    pub fn directory(self, path: &Path) -> Self {
+        self.line(format!("Directory {}", path.display()))
+    }
+
+    /// `<Command name>` running `run`.
+    pub fn command(self, name: &str, run: impl std::fmt::Display) -> Self {
+        self.line(format!("<Command {name}>\n  Run {run}\n</Command>"))
+    }
+}
+
+/// A test's configuration file, `DIR/s3nap.conf`: by default `Bucket DIR/store`,
+/// `DiffDir DIR/state` and `Host h`, then the sets in the order they were added, e.g.
+/// `ConfigBuilder::new(dir).s3(&server, "b").gpg(&gpg).directory(&tree).build()`.
+#[derive(Debug)]
+pub struct ConfigBuilder {
+    dir: PathBuf,
+    bucket: String,
+    s3: Option<(String, PathBuf)>,
+    diff_dir: PathBuf,
+    gpg: Option<(String, PathBuf)>,
+    host: Option<String>,
+    sets: Lines,
+}
+
+impl ConfigBuilder {
+    pub fn new(dir: &Path) -> Self {
+        ConfigBuilder {
+            dir: dir.to_path_buf(),
+            bucket: dir.join("store").display().to_string(),
+            s3: None,
+            diff_dir: dir.join("state"),
+            gpg: None,
+            host: Some("h".into()),
+            sets: Lines::default(),
+        }
+    }
+
+    /// `Bucket` as given: a local directory or an `s3://` address.
+    pub fn bucket(mut self, bucket: impl std::fmt::Display) -> Self {
+        self.bucket = bucket.to_string();
+        self
+    }
+
+    /// `Bucket s3://BUCKET` (`BUCKET` may carry a prefix) on `server`, with its endpoint and
+    /// a key file written into the configuration's directory.
+    pub fn s3(mut self, server: &S3Server, bucket: &str) -> Self {
+        self.bucket = format!("s3://{bucket}");
+        self.s3 = Some((server.endpoint.clone(), server.keyfile(&self.dir)));
+        self
+    }
+
+    pub fn diff_dir(mut self, path: &Path) -> Self {
+        self.diff_dir = path.to_path_buf();
+        self
+    }
+
+    /// Encrypts to `gpg`'s e-mail address with its certificate as the keyring.
+    pub fn gpg(self, gpg: &Gpg) -> Self {
+        let email = gpg.email.clone();
+        self.gpg_recipient(&email, &gpg.cert)
+    }
+
+    pub fn gpg_recipient(mut self, recipient: &str, keyring: &Path) -> Self {
+        self.gpg = Some((recipient.to_string(), keyring.to_path_buf()));
+        self
+    }
+
+    /// `Host name`, or no `Host` line (the machine's name) for `None`.
+    pub fn host(mut self, name: Option<&str>) -> Self {
+        self.host = name.map(str::to_string);
+        self
+    }
+
+    /// Any line after the global settings (see [`Lines::line`]).
+    pub fn line(mut self, text: impl std::fmt::Display) -> Self {
+        self.sets = self.sets.line(text);
+        self
+    }
+
+    pub fn directory(mut self, path: &Path) -> Self {
+        self.sets = self.sets.directory(path);
+        self
+    }
+
+    pub fn command(mut self, name: &str, run: impl std::fmt::Display) -> Self {
+        self.sets = self.sets.command(name, run);
+        self
+    }
+
+    /// `<Cycle name>` holding the lines `fill` adds.
+    pub fn cycle(self, name: &str, fill: impl FnOnce(Lines) -> Lines) -> Self {
+        let body: String = fill(Lines::default())
+            .0
+            .iter()
+            .flat_map(|text| text.lines().map(|l| format!("  {l}\n")))
+            .collect();
+        self.line(format!("<Cycle {name}>\n{body}</Cycle>"))
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> String {
+        let mut text = format!("Bucket {}\n", self.bucket);
+        if let Some((endpoint, keyfile)) = &self.s3 {
+            text += &format!("Endpoint {endpoint}\nS3Keyfile {}\n", keyfile.display());
+        }
+        text += &format!("DiffDir {}\n", self.diff_dir.display());
+        if let Some((recipient, keyring)) = &self.gpg {
+            text += &format!(
+                "GpgRecipient {recipient}\nGpgKeyring {}\n",
+                keyring.display()
+            );
+        }
+        if let Some(host) = &self.host {
+            text += &format!("Host {host}\n");
+        }
+        for line in &self.sets.0 {
+            text += line;
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Writes `DIR/s3nap.conf` and returns its path.
+    pub fn build(self) -> PathBuf {
+        write_config(&self.dir, &self.text())
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible.

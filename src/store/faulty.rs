@@ -1,0 +1,491 @@
+//! A fault-injecting wrapper around any store, for tests: each call passes through the rules
+//! in force, is recorded, and either reaches the inner store untouched or meets its fault.
+//!
+//! A [`Rule`] names an operation, optionally a key prefix and an object offset a read must
+//! cover, which of its matching calls it hits (the Nth, the first N, or all), and the fault:
+//! an error before the inner store is called (transient: worth retrying; permanent: not), a
+//! lost reply (the inner operation is performed, then a transient error comes back, as when
+//! the network drops the answer), or for reads a damaged body (cut short, or one bit flipped).
+//! Rules are set at construction and while the test runs, through the [`Faults`] handle, which
+//! also holds the record of every call made.
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{
+    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+};
+
+/// A store operation, as rules and the call record name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Put,
+    Get,
+    GetRange,
+    Head,
+    List,
+    Delete,
+    CreateUpload,
+    UploadPart,
+    CompleteUpload,
+    AbortUpload,
+    ListUploads,
+    ServerTime,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get | Op::GetRange => "get",
+            Op::Head => "head",
+            Op::List => "list",
+            Op::Delete => "delete",
+            Op::CreateUpload => "create upload",
+            Op::UploadPart => "upload part",
+            Op::CompleteUpload => "complete upload",
+            Op::AbortUpload => "abort upload",
+            Op::ListUploads => "list uploads",
+            Op::ServerTime => "server time",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with [`ErrorKind::Transient`] without calling the inner store.
+    Transient,
+    /// Fails with [`ErrorKind::Other`] without calling the inner store.
+    Permanent,
+    /// Calls the inner store, then fails with [`ErrorKind::Transient`] whatever it did.
+    LostReply,
+    /// Reads only: the body comes back without its second half (at least one byte short).
+    Truncate,
+    /// Reads only: the lowest bit of one byte is flipped — the byte at the rule's
+    /// [`Rule::covering`] offset, or else the body's first.
+    FlipBit,
+}
+
+/// Which of a rule's matching calls it hits (counted from 1, per rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    Nth(u32),
+    FirstN(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    op: Op,
+    fault: Fault,
+    when: When,
+    key_prefix: Option<String>,
+    covering: Option<u64>,
+    /// Matching calls seen so far.
+    seen: u32,
+}
+
+impl Rule {
+    /// `fault` on every call of `op` (narrow it with the methods below).
+    pub fn new(op: Op, fault: Fault) -> Self {
+        let is_read = matches!(op, Op::Get | Op::GetRange);
+        assert!(
+            is_read || !matches!(fault, Fault::Truncate | Fault::FlipBit),
+            "only a read has a body to damage, not {op:?}"
+        );
+        Rule {
+            op,
+            fault,
+            when: When::Always,
+            key_prefix: None,
+            covering: None,
+            seen: 0,
+        }
+    }
+
+    /// Only the `n`th matching call (from 1).
+    pub fn nth(mut self, n: u32) -> Self {
+        self.when = When::Nth(n);
+        self
+    }
+
+    /// Only the first `n` matching calls.
+    pub fn first(mut self, n: u32) -> Self {
+        self.when = When::FirstN(n);
+        self
+    }
+
+    /// Only calls whose key (or listing prefix) starts with `prefix`.
+    pub fn key(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only reads whose bytes include the object's byte `offset` (and a flip hits that byte).
+    pub fn covering(mut self, offset: u64) -> Self {
+        self.covering = Some(offset);
+        self
+    }
+
+    fn matches(&self, call: &Call) -> bool {
+        let range = call.range.clone().unwrap_or(0..u64::MAX);
+        call.op == self.op
+            && self
+                .key_prefix
+                .as_ref()
+                .is_none_or(|p| call.key.starts_with(p))
+            && self.covering.is_none_or(|at| range.contains(&at))
+    }
+
+    /// Counts `call` if it matches; whether this rule hits it.
+    fn hits(&mut self, call: &Call) -> bool {
+        if !self.matches(call) {
+            return false;
+        }
+        self.seen += 1;
+        match self.when {
+            When::Always => true,
+            When::Nth(n) => self.seen == n,
+            When::FirstN(n) => self.seen <= n,
+        }
+    }
+}
+
+/// One call that reached the wrapper, and the fault it met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub op: Op,
+    /// The key; for a listing, its prefix; empty for `server_time`.
+    pub key: String,
+    /// The part number of an `upload_part`.
+    pub part: Option<u32>,
+    /// The bytes asked for by a `get_range`.
+    pub range: Option<Range<u64>>,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    rules: Vec<Rule>,
+    calls: Vec<Call>,
+}
+
+/// The handle on a [`FaultyStore`]'s rules and call record; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<Mutex<Shared>>);
+
+impl Faults {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a rule; when several hit one call, the first added wins (all count the call).
+    pub fn add(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Removes every rule; calls pass untouched from now on.
+    pub fn clear(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// Every call so far, in the order they reached the wrapper.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The calls of `op` so far.
+    pub fn calls_of(&self, op: Op) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.op == op)
+            .cloned()
+            .collect()
+    }
+
+    /// How many calls of `op` there were.
+    pub fn count(&self, op: Op) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// Forgets the calls recorded so far (the rules' counts stay).
+    pub fn forget_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Records `call`; the fault the rules give it, with the offset of the rule that gave it.
+    fn decide(&self, mut call: Call) -> Option<(Fault, Option<u64>)> {
+        let mut shared = self.lock();
+        let mut hit = None;
+        for rule in &mut shared.rules {
+            if rule.hits(&call) && hit.is_none() {
+                hit = Some((rule.fault, rule.covering));
+            }
+        }
+        call.fault = hit.map(|(fault, _)| fault);
+        shared.calls.push(call);
+        hit
+    }
+}
+
+/// Any store, with faults injected by the rules of its [`Faults`] handle.
+pub struct FaultyStore {
+    inner: DynStore,
+    faults: Faults,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl FaultyStore {
+    /// `inner` with the given rules in force.
+    pub fn new(inner: DynStore, rules: impl IntoIterator<Item = Rule>) -> Self {
+        let faults = Faults::default();
+        for rule in rules {
+            faults.add(rule);
+        }
+        FaultyStore { inner, faults }
+    }
+
+    /// The handle to change the rules and read the calls while the store is in use.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
+    }
+
+    fn error(&self, op: Op, key: &str, kind: ErrorKind, message: &str) -> StoreError {
+        StoreError::new(kind, op.name(), self.inner.locate(key), message)
+    }
+
+    /// Runs `inner` for `call` unless an error fault stops it.
+    async fn run<T>(&self, call: Call, inner: impl Future<Output = Result<T>>) -> Result<T> {
+        let (op, key) = (call.op, call.key.clone());
+        let fault = self.faults.decide(call).map(|(fault, _)| fault);
+        self.apply(op, &key, fault, inner).await
+    }
+
+    async fn apply<T>(
+        &self,
+        op: Op,
+        key: &str,
+        fault: Option<Fault>,
+        inner: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match fault {
+            None => inner.await,
+            Some(Fault::Transient) => {
+                Err(self.error(op, key, ErrorKind::Transient, "injected transient fault"))
+            }
+            Some(Fault::Permanent) => {
+                Err(self.error(op, key, ErrorKind::Other, "injected permanent fault"))
+            }
+            Some(Fault::LostReply) => {
+                inner.await?;
+                Err(self.error(op, key, ErrorKind::Transient, "injected lost reply"))
+            }
+            Some(Fault::Truncate | Fault::FlipBit) => unreachable!("rules refuse it"),
+        }
+    }
+
+    /// A read of bytes `start..` of `key`, its body damaged if a rule says so.
+    async fn read(
+        &self,
+        call: Call,
+        start: u64,
+        inner: impl Future<Output = Result<Bytes>>,
+    ) -> Result<Bytes> {
+        let (op, key) = (call.op, call.key.clone());
+        match self.faults.decide(call) {
+            Some((Fault::Truncate, _)) => {
+                let data = inner.await?;
+                Ok(data.slice(..data.len() / 2))
+            }
+            Some((Fault::FlipBit, at)) => {
+                let mut data = inner.await?.to_vec();
+                let at = at.unwrap_or(start) - start;
+                if let Some(byte) = data.get_mut(at as usize) {
+                    *byte ^= 1;
+                }
+                Ok(data.into())
+            }
+            other => self.apply(op, &key, other.map(|(f, _)| f), inner).await,
+        }
+    }
+}
+
+fn call(op: Op, key: &str) -> Call {
+    Call {
+        op,
+        key: key.to_string(),
+        part: None,
+        range: None,
+        fault: None,
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn locate(&self, key: &str) -> String {
+        self.inner.locate(key)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.run(call(Op::Put, key), self.inner.put(key, data))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.read(call(Op::Get, key), 0, self.inner.get(key)).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let c = Call {
+            range: Some(range.clone()),
+            ..call(Op::GetRange, key)
+        };
+        self.read(c, range.start, self.inner.get_range(key, range))
+            .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.run(call(Op::Head, key), self.inner.head(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.run(call(Op::List, prefix), self.inner.list(prefix))
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.run(call(Op::Delete, key), self.inner.delete(key))
+            .await
+    }
+
+    async fn create_upload(&self, key: &str) -> Result<String> {
+        self.run(call(Op::CreateUpload, key), self.inner.create_upload(key))
+            .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartReceipt> {
+        let c = Call {
+            part: Some(number),
+            ..call(Op::UploadPart, key)
+        };
+        self.run(c, self.inner.upload_part(key, upload_id, number, data))
+            .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<PartReceipt>,
+    ) -> Result<()> {
+        let inner = self.inner.complete_upload(key, upload_id, parts);
+        self.run(call(Op::CompleteUpload, key), inner).await
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        let inner = self.inner.abort_upload(key, upload_id);
+        self.run(call(Op::AbortUpload, key), inner).await
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
+        let inner = self.inner.list_uploads(prefix);
+        self.run(call(Op::ListUploads, prefix), inner).await
+    }
+
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        self.run(call(Op::ServerTime, ""), self.inner.server_time())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn rules_hit_their_nth_matching_call_and_can_change_while_running() {
+        let store = FaultyStore::new(
+            Arc::new(MemoryStore::new()),
+            [Rule::new(Op::Put, Fault::Permanent).key("b/").nth(2)],
+        );
+        let faults = store.faults();
+        let put = |key: &'static str| store.put(key, Bytes::from_static(b"x"));
+        assert!(put("a/1").await.is_ok(), "another key does not count");
+        assert!(put("b/1").await.is_ok());
+        let err = put("b/2").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Other);
+        assert!(err.to_string().contains("b/2"), "{err}");
+        assert!(put("b/3").await.is_ok(), "only the second");
+        faults.add(Rule::new(Op::Head, Fault::LostReply));
+        assert_eq!(
+            store.head("b/1").await.unwrap_err().kind,
+            ErrorKind::Transient
+        );
+        faults.clear();
+        assert!(store.head("b/2").await.unwrap().is_none(), "never stored");
+        let record: Vec<(Op, String, Option<Fault>)> = faults
+            .calls()
+            .into_iter()
+            .map(|c| (c.op, c.key, c.fault))
+            .collect();
+        assert_eq!(
+            record,
+            vec![
+                (Op::Put, "a/1".into(), None),
+                (Op::Put, "b/1".into(), None),
+                (Op::Put, "b/2".into(), Some(Fault::Permanent)),
+                (Op::Put, "b/3".into(), None),
+                (Op::Head, "b/1".into(), Some(Fault::LostReply)),
+                (Op::Head, "b/2".into(), None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn damaged_reads_are_cut_or_flipped_where_the_rule_says() {
+        let memory = MemoryStore::new();
+        memory.insert("k", (0..100u8).collect::<Vec<u8>>(), Utc::now());
+        let store = FaultyStore::new(
+            Arc::new(memory),
+            [
+                Rule::new(Op::GetRange, Fault::FlipBit).covering(50),
+                Rule::new(Op::Get, Fault::Truncate),
+            ],
+        );
+        assert_eq!(
+            &store.get_range("k", 0..10).await.unwrap()[..],
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        );
+        let flipped = store.get_range("k", 40..60).await.unwrap();
+        assert_eq!(flipped[10], 50 ^ 1);
+        assert_eq!(
+            (40..60u8)
+                .zip(flipped.iter())
+                .filter(|(a, b)| a != *b)
+                .count(),
+            1
+        );
+        assert_eq!(store.get("k").await.unwrap().len(), 50);
+    }
+}
