@@ -69,7 +69,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
             return Ok(EXIT_OK);
         }
         Some(Command::Man) => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            man_page(&mut std::io::stdout().lock())?;
             return Ok(EXIT_OK);
         }
         _ => {}
@@ -140,6 +140,12 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<u8, Failure
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// clap's page of the command line, with the configuration directives after it.
+fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)?;
+    config::directives::man_section().to_writer(out)
 }
 
 fn check_sets(config: &Config, only: &[String]) -> Result<(), Failure> {

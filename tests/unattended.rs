@@ -468,7 +468,15 @@ fn man_page_renders_and_completions_load() {
         "{}",
         String::from_utf8_lossy(&rendered.stderr)
     );
-    for needle in ["s3nap", "recover", "prune", "Exit status"] {
+    for needle in [
+        "s3nap",
+        "recover",
+        "prune",
+        "Exit status",
+        "CONFIGURATION",
+        "DiffDir",
+        "<Cycle>",
+    ] {
         assert!(
             text.contains(needle),
             "{needle} not in the man page:\n{text}"
@@ -643,7 +651,11 @@ fn secrets_never_appear_in_logs_errors_config_check_or_json() {
         stderr(refused)
     );
     // The first character changed for one it cannot already be (a random secret may start with X).
-    let other = if server.secret_key.starts_with('X') { 'Y' } else { 'X' };
+    let other = if server.secret_key.starts_with('X') {
+        'Y'
+    } else {
+        'X'
+    };
     fs::write(
         &keyfile,
         format!(

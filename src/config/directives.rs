@@ -2,10 +2,12 @@
 //! what it means and how its value applies.
 //!
 //! Resolution checks every line and block against it (unknown names with a suggestion,
-//! misplaced and repeated directives) and `config check` lists the run's settings in its order;
-//! nothing else keeps a list of directive names.
+//! misplaced and repeated directives), `config check` lists the run's settings in its order and
+//! `s3nap man` documents it; nothing else keeps a list of directive names.
 
 use std::collections::HashMap;
+
+use clap_mangen::roff::{bold, roman, Roff};
 
 use super::describe;
 use super::sets::{self, Built};
@@ -84,7 +86,7 @@ pub(super) struct Spec {
     /// Where the line (or the block) may stand.
     pub(super) places: &'static [Context],
     pub(super) repeatable: bool,
-    /// A valid value (the block's argument for a block), for the table's tests.
+    /// A valid value (the block's argument for a block): the man page shows it, tests use it.
     pub(super) example: &'static str,
     pub(super) help: &'static str,
     pub(super) apply: Apply,
@@ -715,6 +717,60 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// Where an entry may stand, as the man page says it.
+fn places_text(places: &[Context]) -> String {
+    if places == EVERYWHERE {
+        return "anywhere".into();
+    }
+    let mut names: Vec<String> = Vec::new();
+    for place in places {
+        match place {
+            Top => names.push("the top level".into()),
+            inside => names.extend(blocks_of(*inside).map(|b| format!("<{}>", b.name))),
+        }
+    }
+    names.join(", ")
+}
+
+/// The man page's CONFIGURATION section: every directive and block of the table.
+pub fn man_section() -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["CONFIGURATION"]);
+    // Hyphenated, a directive name in running text would read as two words.
+    roff.control("nh", []);
+    roff.text([roman(
+        "The configuration file (-c, default /etc/s3nap/s3nap.conf) holds directives, one a \
+         line (Name value...), and blocks (<Name arg> ... </Name>) whose settings apply to the \
+         sets inside them. Names are case-insensitive; an unknown, misplaced or repeated \
+         single-valued directive is an error.",
+    )]);
+    for spec in DIRECTIVES {
+        let (written, example) = match spec.form {
+            Form::Line => (
+                spec.name.to_string(),
+                format!("{} {}", spec.name, spec.example),
+            ),
+            Form::Block(_) => (
+                format!("<{}>", spec.name),
+                format!("<{0} {1}> ... </{0}>", spec.name, spec.example),
+            ),
+            Form::LineOrBlock(_) => (
+                format!("{0}, <{0}>", spec.name),
+                format!("{} {}", spec.name, spec.example),
+            ),
+        };
+        roff.control("TP", []);
+        roff.text([bold(written)]);
+        roff.text([roman(format!(
+            "{} Where: {}{}. Example: {example}",
+            spec.help,
+            places_text(spec.places),
+            if spec.repeatable { "; may repeat" } else { "" },
+        ))]);
+    }
+    roff
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -861,7 +917,8 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique() {
+    fn names_are_unique_and_the_man_page_lists_every_one() {
+        let page = man_section().to_roff();
         for (i, spec) in DIRECTIVES.iter().enumerate() {
             let twin = DIRECTIVES[..i].iter().find(|s| {
                 s.name.eq_ignore_ascii_case(spec.name)
@@ -869,6 +926,11 @@ mod tests {
                         || s.inside().is_some() && spec.inside().is_some())
             });
             assert!(twin.is_none(), "{} twice", spec.name);
+            assert!(
+                page.contains(spec.name),
+                "{} not in the man page",
+                spec.name
+            );
         }
     }
 }
