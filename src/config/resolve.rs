@@ -61,12 +61,8 @@ fn apply_settings(
                     "Include is only read when the configuration is loaded from a file",
                 ))
             }
-            (Apply::Run(_) | Apply::Cycle, _) => {
-                unreachable!(
-                    "{}: the table puts it at the top level, as a line",
-                    spec.name
-                )
-            }
+            // check_line lets run settings through at the top level only, Cycle never.
+            (Apply::Run(_) | Apply::Cycle, _) => unreachable!("{} passed check_line", spec.name),
         }
     }
     Ok(())
