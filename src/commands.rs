@@ -12,7 +12,7 @@ use clap::CommandFactory;
 use crate::backup::{self, Outcome, RunContext};
 use crate::catalog;
 use crate::cli::{BucketAction, Cli, Command, ConfigAction};
-use crate::config::{BucketSpec, BucketUrl, Config, CycleType, SetSpec, SourceSpec, StoreSpec};
+use crate::config::{self, BucketSpec, BucketUrl, Config, SetSpec, SourceSpec};
 use crate::error::{Error, ExitStatus};
 use crate::keys::Identity;
 use crate::lock::RunLock;
@@ -50,7 +50,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             return Ok(ExitStatus::Ok);
         }
         Some(Command::Man) => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            man_page(&mut std::io::stdout().lock())?;
             return Ok(ExitStatus::Ok);
         }
         _ => {}
@@ -118,11 +118,17 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         } => {
             // What SubversionDir and SnapshotsDir find is part of the configuration.
             run_sets(&config, &[])?;
-            print!("{}", config_text(&config));
+            print!("{}", config::config_text(&config));
             Ok(ExitStatus::Ok)
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// clap's page of the command line, with the configuration directives after it.
+fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)?;
+    config::directives::man_section().to_writer(out)
 }
 
 fn check_sets(config: &Config, only: &[String]) -> Result<(), Error> {
@@ -773,156 +779,4 @@ fn set_name(config: &Config, given: &str) -> String {
         .find_set(given)
         .map(|s| s.name.clone())
         .unwrap_or_else(|| given.trim_end_matches('/').to_string())
-}
-
-/// `ABCD…WXYZ`: enough to recognise a key, too little to use it.
-fn mask(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= 8 {
-        return "****".into();
-    }
-    format!(
-        "{}…{}",
-        chars[..4].iter().collect::<String>(),
-        chars[chars.len() - 4..].iter().collect::<String>()
-    )
-}
-
-/// The resolved configuration for `config check`. Secrets are never shown: the S3 secret key
-/// appears as `****`, the access key id shortened.
-pub fn config_text(config: &Config) -> String {
-    let mut out = format!("configuration {} is valid\n", config.file.display());
-    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<16} {v}\n"));
-    line(
-        "Bucket",
-        match &config.store {
-            StoreSpec::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
-            StoreSpec::Local(p) => format!("{} (local directory store)", p.display()),
-        },
-    );
-    if let Some(e) = &config.s3.endpoint {
-        line("Endpoint", e.clone());
-    }
-    if let Some(r) = &config.s3.region {
-        line("Region", r.clone());
-    }
-    match &config.s3.keyfile {
-        Some(path) => {
-            let keys = std::fs::read_to_string(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| crate::store::s3::parse_keyfile(path, &t));
-            line(
-                "S3Keyfile",
-                match keys {
-                    Ok(k) => format!(
-                        "{} (access key {}, secret ****)",
-                        path.display(),
-                        mask(&k.access_key)
-                    ),
-                    Err(e) => format!("{} (unreadable: {e})", path.display()),
-                },
-            );
-        }
-        None => line("S3Keyfile", "none: the AWS credential chain".into()),
-    }
-    line("DiffDir", config.diff_dir.display().to_string());
-    line("Host", config.host.clone());
-    line(
-        "GpgRecipient",
-        if config.recipients.is_empty() {
-            "none: archives are NOT encrypted".into()
-        } else {
-            config.recipients.join(", ")
-        },
-    );
-    line(
-        "GpgKeyring",
-        config
-            .keyring
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "none: gpg --export".into()),
-    );
-    line("ChunkSize", format!("{} bytes", config.chunk_size));
-    line("ParallelUploads", config.parallel_uploads.to_string());
-    line("Retries", config.retries.saturating_sub(1).to_string());
-    line("Timeout", format!("{}s", config.s3.timeout.as_secs()));
-    line(
-        "Logging",
-        match (&config.log.config_file, &config.log.file) {
-            (Some(c), _) => format!("LogConfig {}", c.display()),
-            (None, Some(f)) => format!(
-                "LogFile {} at {}",
-                f.display(),
-                config.log.level.unwrap_or(log::LevelFilter::Info)
-            ),
-            (None, None) => format!(
-                "stderr at {}",
-                config.log.level.unwrap_or(log::LevelFilter::Info)
-            ),
-        } + &match &config.log.syslog {
-            Some(s) => format!(
-                ", syslog {} (facility {}, tag {})",
-                s.socket.display(),
-                s.facility,
-                s.tag
-            ),
-            None => String::new(),
-        },
-    );
-    if let Some(m) = &config.metrics_file {
-        line("MetricsFile", m.display().to_string());
-    }
-    if let Some((program, args)) = config.notify.split_first() {
-        // Arguments often carry a webhook token or a mail password: the program only.
-        line(
-            "NotifyCommand",
-            match args.len() {
-                0 => program.clone(),
-                n => format!("{program} and {n} argument(s), not shown (****)"),
-            },
-        );
-    }
-    out.push_str(&format!("  {} set(s):\n", config.sets.len()));
-    for set in &config.sets {
-        let c = &set.cycle;
-        let cycle = match c.cycle_type {
-            CycleType::Simple => format!(
-                "SimpleCycle every {} day(s), phase {}, {} diffs, {} fulls",
-                c.frequency, c.phase, c.diffs, c.fulls
-            ),
-            CycleType::Hanoi => format!(
-                "HanoiCycle every {} day(s), {} discs{}",
-                c.frequency,
-                c.discs,
-                if c.archive_oldest_disc {
-                    ", oldest disc archived"
-                } else {
-                    ""
-                }
-            ),
-        };
-        let retention = c
-            .retention_days
-            .map(|d| {
-                format!(
-                    ", RetentionPolicy {d} days, MinimumRedundancy {}",
-                    c.minimum_redundancy
-                )
-            })
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "    {} [cycle {}] at {}: {cycle}{retention}; {}\n",
-            set.name,
-            set.cycle_label(),
-            set.pos,
-            set.compression
-        ));
-        if let SourceSpec::Directory { excludes, .. } = &set.source {
-            for x in excludes {
-                out.push_str(&format!("      Exclude {}\n", x.display()));
-            }
-        }
-    }
-    out
 }

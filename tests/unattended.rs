@@ -458,7 +458,15 @@ fn man_page_renders_and_completions_load() {
         "{}",
         String::from_utf8_lossy(&rendered.stderr)
     );
-    for needle in ["s3nap", "recover", "prune", "Exit status"] {
+    for needle in [
+        "s3nap",
+        "recover",
+        "prune",
+        "Exit status",
+        "CONFIGURATION",
+        "DiffDir",
+        "<Cycle>",
+    ] {
         assert!(
             text.contains(needle),
             "{needle} not in the man page:\n{text}"

@@ -1,15 +1,22 @@
 //! Configuration: the s3napback-style file in, a typed [`Config`] out.
 //!
 //! Two steps, as in ripgrep: [`syntax`] turns text into a syntax tree with positions (pure, no
-//! knowledge of directives), then [`resolve`] checks every directive against what s3nap knows
-//! and builds the typed configuration. Every error names `file:line:column`.
+//! knowledge of directives), then [`resolve`] checks every directive against the table of what
+//! s3nap knows ([`directives`]) and builds the typed configuration. Every error names
+//! `file:line:column`. [`describe`] turns a configuration back into text for `config check`.
 
+pub mod describe;
+pub mod directives;
 pub mod resolve;
+mod sets;
+mod settings;
 pub mod syntax;
+mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use describe::config_text;
 pub use resolve::resolve;
 pub use syntax::{ConfigError, Pos};
 

@@ -5,588 +5,154 @@
 //! block sees its `<Cycle>`; the innermost value wins, excludes accumulate). Unlike s3napback,
 //! nothing is silently ignored: an unknown or misplaced directive, a missing or malformed value,
 //! a repeated single-valued directive or a set configured twice is an error at its position.
+//!
+//! Each level is read in two passes: first its settings (checked against the directive table
+//! and applied), then its sets and blocks, which see all of the level's settings wherever in
+//! the level they were written.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use super::syntax::{Block, ConfigError, Directive, Item, Pos, Word};
-use super::{
-    BucketMode, BucketSpec, BucketUrl, Config, CycleSettings, CycleType, S3Spec, SetSpec,
-    SourceSpec, StoreSpec,
-};
-use crate::pipeline::compress::Compression;
-use crate::pipeline::parts::{MAX_PART, MIN_PART};
+use super::directives::{self, Apply, Spec};
+use super::settings::{Globals, Scope};
+use super::syntax::{Block, ConfigError, Item, Pos, Word};
+use super::values::err;
+use super::{Config, SetSpec};
 
-/// With the backoff capped at 30 s, more retries than this only hide a dead endpoint.
-const MAX_RETRIES: u64 = 100;
-
-const GLOBALS: &[&str] = &[
-    "diffdir",
-    "tempdir",
-    "bucket",
-    "endpoint",
-    "region",
-    "s3keyfile",
-    "gpgrecipient",
-    "gpgkeyring",
-    "chunksize",
-    "host",
-    "paralleluploads",
-    "retries",
-    "timeout",
-    "logconfig",
-    "logfile",
-    "loglevel",
-    "syslog",
-    "syslogfacility",
-    "syslogtag",
-    "syslogsocket",
-    "metricsfile",
-    "notifycommand",
-];
-
-const FACILITIES: &[(&str, u8)] = &[
-    ("kern", 0),
-    ("user", 1),
-    ("mail", 2),
-    ("daemon", 3),
-    ("auth", 4),
-    ("syslog", 5),
-    ("lpr", 6),
-    ("news", 7),
-    ("uucp", 8),
-    ("cron", 9),
-    ("authpriv", 10),
-    ("ftp", 11),
-    ("local0", 16),
-    ("local1", 17),
-    ("local2", 18),
-    ("local3", 19),
-    ("local4", 20),
-    ("local5", 21),
-    ("local6", 22),
-    ("local7", 23),
-];
-
-const SCOPED: &[&str] = &[
-    "cycletype",
-    "frequency",
-    "phase",
-    "diffs",
-    "fulls",
-    "discs",
-    "archiveoldestdisc",
-    "usetempfile",
-    "exclude",
-    "compression",
-    "retentionpolicy",
-    "minimumredundancy",
-    "onefilesystem",
-    "mysqloptions",
-    "format",
-    "restore",
-    "run",
-];
-
-/// Directives of a `<Bucket NAME>` block only (`Region` and `Endpoint` may also be given there,
-/// overriding the top level's for that bucket).
-const BUCKET_SETTINGS: &[&str] = &["master", "replica", "mode", "workers"];
-
-/// Directives (and blocks) that configure a set; each value is one set.
-const SOURCES: &[&str] = &[
-    "directory",
-    "mysql",
-    "postgresql",
-    "subversion",
-    "subversiondir",
-    "command",
-    "picker",
-    "snapshotsdir",
-];
-
-/// A command line: several words, or one quoted string split by the configuration's quoting.
-fn command_words(d: &Directive) -> Result<Vec<String>, ConfigError> {
-    match d.values.as_slice() {
-        [] => Err(err(&d.name.pos, format!("{} needs a program", d.name.text))),
-        [one] if one.text.contains(char::is_whitespace) => {
-            super::syntax::split_words(&one.text).map_err(|m| err(&one.pos, m))
-        }
-        many => Ok(many.iter().map(|w| w.text.clone()).collect()),
-    }
+/// Builds the typed configuration of the file at `file` from its syntax tree.
+pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
+    let mut globals = Globals::new(file);
+    let mut root = Scope::default();
+    apply_settings(items, None, &mut root, Some(&mut globals))?;
+    let mut config = globals.finish(file)?;
+    let mut sets = Sets::default();
+    sets.walk(items, &root, None)?;
+    config.sets = sets.list;
+    Ok(config)
 }
 
-fn err(pos: &Pos, message: impl Into<String>) -> ConfigError {
-    ConfigError::new(pos, message)
-}
-
-fn single(d: &Directive) -> Result<&Word, ConfigError> {
-    match d.values.as_slice() {
-        [one] => Ok(one),
-        [] => Err(err(&d.name.pos, format!("{} needs a value", d.name.text))),
-        [_, extra, ..] => Err(err(
-            &extra.pos,
-            format!("{} takes one value, found more", d.name.text),
-        )),
-    }
-}
-
-fn number(d: &Directive) -> Result<u64, ConfigError> {
-    let w = single(d)?;
-    w.text.parse().map_err(|_| {
-        err(
-            &w.pos,
-            format!("{} must be a whole number, not '{}'", d.name.text, w.text),
-        )
-    })
-}
-
-fn positive(d: &Directive) -> Result<u64, ConfigError> {
-    let n = number(d)?;
-    if n == 0 {
-        return Err(err(
-            &single(d)?.pos,
-            format!("{} must be at least 1", d.name.text),
-        ));
-    }
-    Ok(n)
-}
-
-/// A value with no word means yes, as in Config::ApacheFormat.
-fn boolean(d: &Directive) -> Result<bool, ConfigError> {
-    if d.values.is_empty() {
-        return Ok(true);
-    }
-    let w = single(d)?;
-    match w.text.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "on" | "true" => Ok(true),
-        "0" | "no" | "off" | "false" => Ok(false),
-        _ => Err(err(
-            &w.pos,
-            format!(
-                "{} must be yes/no/on/off/true/false/1/0, not '{}'",
-                d.name.text, w.text
-            ),
-        )),
-    }
-}
-
-/// Bytes, with an optional K/M/G (powers of 1000) or KiB/MiB/GiB (powers of 1024) suffix.
-fn size(d: &Directive) -> Result<u64, ConfigError> {
-    let w = single(d)?;
-    let text = w.text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => u64::MAX,
-    };
-    match digits.parse::<u64>() {
-        Ok(n) if mult != u64::MAX && n > 0 => n
-            .checked_mul(mult)
-            .ok_or_else(|| err(&w.pos, format!("{} is too large", d.name.text))),
-        _ => Err(err(
-            &w.pos,
-            format!(
-                "{} must be a size like 25000000, 25M or 16MiB, not '{}'",
-                d.name.text, w.text
-            ),
-        )),
-    }
-}
-
-fn absolute_path(d_name: &str, w: &Word) -> Result<PathBuf, ConfigError> {
-    let path = Path::new(&w.text);
-    if !path.is_absolute() {
-        return Err(err(
-            &w.pos,
-            format!("{d_name} needs an absolute path, not '{}'", w.text),
-        ));
-    }
-    if path.components().any(|c| c == Component::ParentDir) {
-        return Err(err(
-            &w.pos,
-            format!("{d_name} path '{}' must not contain '..'", w.text),
-        ));
-    }
-    Ok(path.components().collect())
-}
-
-fn endpoint(d: &Directive) -> Result<String, ConfigError> {
-    let w = single(d)?;
-    if !(w.text.starts_with("http://") || w.text.starts_with("https://")) {
-        return Err(err(
-            &w.pos,
-            format!(
-                "Endpoint must be an http:// or https:// URL, not '{}'",
-                w.text
-            ),
-        ));
-    }
-    Ok(w.text.clone())
-}
-
-fn bucket_url(d: &Directive) -> Result<BucketUrl, ConfigError> {
-    let w = single(d)?;
-    BucketUrl::parse(&w.text).map_err(|m| err(&w.pos, format!("{}: {m}", d.name.text)))
-}
-
-fn file_path(base: &Path, w: &Word) -> PathBuf {
-    let p = Path::new(&w.text);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Scope {
-    cycle: CycleSettings,
-    compression: Compression,
-    excludes: Vec<PathBuf>,
-    one_file_system: bool,
-    mysql_options: Vec<String>,
-    pg_custom_format: bool,
-    restore: Vec<String>,
-    /// `Run` of a `<Command>` or `<Picker>` block, with where it was written.
-    run: Option<(Vec<String>, Pos)>,
-    bucket: BucketScope,
-}
-
-/// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
-#[derive(Debug, Clone)]
-struct BucketScope {
-    master: Option<BucketUrl>,
-    replica: Option<(BucketUrl, Pos)>,
-    region: Option<String>,
-    endpoint: Option<String>,
-    mode: BucketMode,
-    workers: usize,
-}
-
-impl Scope {
-    /// This level's own settings over the inherited ones.
-    fn enter(&self, items: &[Item], name: Option<String>) -> Result<Scope, ConfigError> {
-        let mut scope = self.clone();
-        if name.is_some() {
-            scope.cycle.name = name;
-        }
-        // A second value in the same block would silently replace the first: which one the
-        // author meant is unknowable, so it is an error (inner blocks may still override).
-        let mut seen: HashMap<String, Pos> = HashMap::new();
-        for item in items {
-            let Item::Directive(d) = item else { continue };
-            let lower = d.name.text.to_ascii_lowercase();
-            let single_valued = lower != "exclude"
-                && (SCOPED.contains(&lower.as_str())
-                    || BUCKET_SETTINGS.contains(&lower.as_str())
-                    || lower == "region"
-                    || lower == "endpoint");
-            if single_valued {
-                if let Some(first) = seen.get(&lower) {
-                    return Err(err(
-                        &d.name.pos,
-                        format!("{} is already set at {first}", d.name.text),
-                    ));
+/// Applies the directive lines of one level (inside `parent`, `None` for the top level) to the
+/// settings under construction: `globals` only at the top level, `scope` at every level.
+fn apply_settings(
+    items: &[Item],
+    parent: Option<&Spec>,
+    scope: &mut Scope,
+    mut globals: Option<&mut Globals>,
+) -> Result<(), ConfigError> {
+    let mut seen: HashMap<&'static str, Pos> = HashMap::new();
+    for item in items {
+        let Item::Directive(d) = item else { continue };
+        let spec = directives::check_line(d, parent, &mut seen)?;
+        match (spec.apply, globals.as_deref_mut()) {
+            (Apply::Scope(apply), _) => apply(scope, d)?,
+            (Apply::Run(apply), Some(g)) => apply(g, d)?,
+            (Apply::RunAndScope(run, inherited), g) => {
+                if let Some(g) = g {
+                    run(g, d)?;
                 }
-                seen.insert(lower.clone(), d.name.pos.clone());
+                inherited(scope, d)?;
             }
-            let c = &mut scope.cycle;
-            match lower.as_str() {
-                "cycletype" => {
-                    let w = single(d)?;
-                    c.cycle_type = match w.text.to_ascii_lowercase().as_str() {
-                        "simplecycle" | "simple" => CycleType::Simple,
-                        "hanoicycle" | "hanoi" => CycleType::Hanoi,
-                        _ => {
-                            return Err(err(
-                                &w.pos,
-                                format!(
-                                    "CycleType must be SimpleCycle or HanoiCycle, not '{}'",
-                                    w.text
-                                ),
-                            ))
-                        }
-                    }
-                }
-                "frequency" => c.frequency = positive(d)?,
-                "phase" => c.phase = number(d)?,
-                "diffs" => c.diffs = number(d)?,
-                "fulls" => c.fulls = positive(d)?,
-                "discs" => c.discs = positive(d)?,
-                "archiveoldestdisc" => c.archive_oldest_disc = boolean(d)?,
-                "usetempfile" => c.use_temp_file = boolean(d)?,
-                "retentionpolicy" => c.retention_days = Some(positive(d)?),
-                "onefilesystem" => scope.one_file_system = boolean(d)?,
-                "mysqloptions" => {
-                    if let Some(w) = d.values.iter().find(|w| mysql_password_option(&w.text)) {
-                        return Err(err(
-                            &w.pos,
-                            format!(
-                                "MySQLOptions must not carry a password ('{}'): the dump's \
-                                 command line shows in the process list and is recorded in \
-                                 the run's manifest; put it in an option file \
-                                 (MySQLOptions --defaults-extra-file=/etc/s3nap/my.cnf, with \
-                                 password=… under [client])",
-                                password_option_name(&w.text)
-                            ),
-                        ));
-                    }
-                    scope.mysql_options = d.values.iter().map(|w| w.text.clone()).collect()
-                }
-                "format" => {
-                    let w = single(d)?;
-                    scope.pg_custom_format = match w.text.to_ascii_lowercase().as_str() {
-                        "plain" => false,
-                        "custom" => true,
-                        _ => {
-                            return Err(err(
-                                &w.pos,
-                                format!("Format must be plain or custom, not '{}'", w.text),
-                            ))
-                        }
-                    };
-                }
-                "restore" => scope.restore = command_words(d)?,
-                "run" => scope.run = Some((command_words(d)?, d.name.pos.clone())),
-                "minimumredundancy" => c.minimum_redundancy = number(d)?,
-                "master" => scope.bucket.master = Some(bucket_url(d)?),
-                "replica" => scope.bucket.replica = Some((bucket_url(d)?, d.name.pos.clone())),
-                "region" => scope.bucket.region = Some(single(d)?.text.clone()),
-                "endpoint" => scope.bucket.endpoint = Some(endpoint(d)?),
-                "workers" => scope.bucket.workers = positive(d)? as usize,
-                "mode" => {
-                    let w = single(d)?;
-                    scope.bucket.mode = match w.text.to_ascii_lowercase().as_str() {
-                        "replicated" => BucketMode::Replicated,
-                        "copy" => BucketMode::Copy,
-                        _ => {
-                            return Err(err(
-                                &w.pos,
-                                format!("Mode must be replicated or copy, not '{}'", w.text),
-                            ))
-                        }
-                    };
-                }
-                "compression" => {
-                    let w = single(d)?;
-                    scope.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
-                }
-                "exclude" => {
-                    if d.values.is_empty() {
-                        return Err(err(&d.name.pos, "Exclude needs a path"));
-                    }
-                    for w in &d.values {
-                        scope.excludes.push(absolute_path("Exclude", w)?);
-                    }
-                }
-                _ => {}
+            // Sets are built once the level's settings are known.
+            (Apply::Set(_), _) => {}
+            (Apply::Include, _) => {
+                return Err(err(
+                    &d.name.pos,
+                    "Include is only read when the configuration is loaded from a file",
+                ))
             }
+            // check_line lets run settings through at the top level only, Cycle never.
+            (Apply::Run(_) | Apply::Cycle, _) => unreachable!("{} passed check_line", spec.name),
         }
-        Ok(scope)
     }
+    Ok(())
 }
 
-struct Resolver {
-    sets: Vec<SetSpec>,
+/// The sets found so far.
+#[derive(Default)]
+struct Sets {
+    list: Vec<SetSpec>,
     /// (set name, cycle) → where it was configured.
     names: HashMap<(String, Option<String>), Pos>,
 }
 
-/// The `<Bucket NAME>` set `w` names, from its block's settings.
-fn bucket_spec(b: &BucketScope, w: &Word) -> Result<BucketSpec, ConfigError> {
-    if w.text.is_empty() || w.text.contains('/') {
-        return Err(err(
-            &w.pos,
-            format!("<Bucket> needs a name without '/', not '{}'", w.text),
-        ));
-    }
-    let Some(master) = b.master.clone() else {
-        return Err(err(
-            &w.pos,
-            format!("<Bucket {}> needs a Master s3://bucket[/prefix]", w.text),
-        ));
-    };
-    let Some((replica, replica_pos)) = b.replica.clone() else {
-        return Err(err(
-            &w.pos,
-            format!(
-                "<Bucket {}> needs a Replica s3://bucket (the versioned bucket; it may be the master's own)",
-                w.text
-            ),
-        ));
-    };
-    if !replica.prefix.is_empty() {
-        return Err(err(
-            &replica_pos,
-            "Replica names a whole bucket: it holds the master's keys as they are",
-        ));
-    }
-    if b.mode == BucketMode::Copy && replica.bucket == master.bucket {
-        return Err(err(
-            &replica_pos,
-            "Mode copy needs a Replica other than the Master bucket",
-        ));
-    }
-    Ok(BucketSpec {
-        name: w.text.clone(),
-        master,
-        replica: replica.bucket,
-        region: b.region.clone(),
-        endpoint: b.endpoint.clone(),
-        mode: b.mode,
-        workers: b.workers,
-    })
-}
-
-/// `--password[=…]` (and its unambiguous abbreviations, `--loose-` and `_` spellings) or
-/// `-p[…]`: the MySQL clients' ways of taking a password on the command line.
-fn mysql_password_option(arg: &str) -> bool {
-    if let Some(long) = arg.strip_prefix("--") {
-        let name = long.split('=').next().unwrap_or_default();
-        let name = name.to_ascii_lowercase().replace('_', "-");
-        let name = name.strip_prefix("loose-").unwrap_or(&name);
-        (name.len() >= 3 && "password".starts_with(name)) || name.starts_with("password")
-    } else {
-        arg.starts_with("-p")
-    }
-}
-
-/// The option of a password argument without its value, fit for an error message.
-fn password_option_name(arg: &str) -> &str {
-    if arg.starts_with("--") {
-        arg.split('=').next().unwrap_or_default()
-    } else {
-        "-p"
-    }
-}
-
-fn database(directive: &str, w: &Word) -> Result<String, ConfigError> {
-    let bad = w.text.is_empty() || w.text.contains('/') || w.text.starts_with('-');
-    if bad {
-        return Err(err(
-            &w.pos,
-            format!(
-                "{directive} needs a database name (or 'all'), not '{}'",
-                w.text
-            ),
-        ));
-    }
-    Ok(w.text.clone())
-}
-
-impl Resolver {
-    /// One set of kind `source` (a lower-case directive name) for the value `w`.
-    fn add_set(&mut self, source: &str, scope: &Scope, w: &Word) -> Result<(), ConfigError> {
-        let spec = match source {
-            "directory" => {
-                let path = absolute_path("Directory", w)?;
-                let excludes = scope
-                    .excludes
-                    .iter()
-                    .filter(|x| x.starts_with(&path) && **x != path)
-                    .cloned()
-                    .collect();
-                SourceSpec::Directory {
-                    path,
-                    excludes,
-                    one_file_system: scope.one_file_system,
-                }
-            }
-            "mysql" => SourceSpec::MySql {
-                database: database("MySQL", w)?,
-                options: scope.mysql_options.clone(),
-            },
-            "postgresql" => {
-                let (user, db) = match w.text.split_once('@') {
-                    Some((u, d)) if !u.is_empty() => (Some(u.to_string()), d),
-                    _ => (None, w.text.as_str()),
-                };
-                // `user:password@db` or a libpq connection string (`dbname=… password=…`)
-                // would put a password on pg_dump's command line and into the manifest.
-                if user.as_deref().is_some_and(|u| u.contains(':')) || db.contains('=') {
-                    return Err(err(
-                        &w.pos,
-                        "PostgreSQL takes [USER@]DB, not a password or connection string: \
-                         give passwords to libpq in ~/.pgpass or the file PGPASSFILE names",
-                    ));
-                }
-                let db_word = Word {
-                    text: db.to_string(),
-                    pos: w.pos.clone(),
-                };
-                SourceSpec::PostgreSql {
-                    database: database("PostgreSQL", &db_word)?,
-                    user,
-                    custom_format: scope.pg_custom_format,
-                }
-            }
-            "subversion" => SourceSpec::Subversion {
-                repository: absolute_path("Subversion", w)?,
-                full_only: false,
-            },
-            "subversiondir" => SourceSpec::SubversionDir {
-                directory: absolute_path("SubversionDir", w)?,
-            },
-            "snapshotsdir" => SourceSpec::SnapshotsDir {
-                directory: absolute_path("SnapshotsDir", w)?,
-            },
-            "command" | "picker" => {
-                if w.text.is_empty() || w.text.contains('/') {
-                    return Err(err(
-                        &w.pos,
-                        format!("<{source}> needs a name without '/', not '{}'", w.text),
-                    ));
-                }
-                let Some((run, _)) = scope.run.clone() else {
-                    return Err(err(
-                        &w.pos,
-                        format!("<{source} {}> needs a Run line", w.text),
-                    ));
-                };
-                if source == "command" {
-                    SourceSpec::Command {
-                        name: w.text.clone(),
-                        run,
-                        fd: false,
+impl Sets {
+    /// The sets of one level (inside `parent`), whose settings `scope` holds.
+    fn walk(
+        &mut self,
+        items: &[Item],
+        scope: &Scope,
+        parent: Option<&Spec>,
+    ) -> Result<(), ConfigError> {
+        for item in items {
+            match item {
+                Item::Directive(d) => {
+                    let Some(Apply::Set(build)) = directives::line(&d.name.text).map(|s| s.apply)
+                    else {
+                        continue;
+                    };
+                    if d.values.is_empty() {
+                        return Err(err(&d.name.pos, format!("{} needs a value", d.name.text)));
                     }
-                } else {
-                    SourceSpec::Picker {
-                        name: w.text.clone(),
-                        run,
+                    for w in &d.values {
+                        self.add(build(scope, w)?, scope, w)?;
                     }
                 }
+                Item::Block(b) => self.block(b, scope, parent)?,
             }
-            "bucket" => SourceSpec::Bucket(bucket_spec(&scope.bucket, w)?),
-            other => unreachable!("{other} is not a source"),
+        }
+        Ok(())
+    }
+
+    /// A `<Cycle>` or a set's block: its own settings over `scope`, then what it holds.
+    fn block(
+        &mut self,
+        b: &Block,
+        scope: &Scope,
+        parent: Option<&Spec>,
+    ) -> Result<(), ConfigError> {
+        let spec = directives::check_block(b, parent)?;
+        let [arg] = b.args.as_slice() else {
+            let message = match spec.apply {
+                Apply::Cycle => "<Cycle> needs exactly one name".to_string(),
+                _ => format!("<{}> needs exactly one value", b.name.text),
+            };
+            return Err(err(&b.name.pos, message));
         };
-        let name = spec.set_name();
+        let mut inner = scope.clone();
+        if let Apply::Cycle = spec.apply {
+            inner.cycle.name = Some(arg.text.clone());
+        }
+        apply_settings(&b.items, Some(spec), &mut inner, None)?;
+        self.walk(&b.items, &inner, Some(spec))?;
+        if let Apply::Set(build) = spec.apply {
+            self.add(build(&inner, arg)?, &inner, arg)?;
+        }
+        Ok(())
+    }
+
+    /// One set of `source`, configured by `w` with the settings `scope`.
+    fn add(
+        &mut self,
+        source: super::SourceSpec,
+        scope: &Scope,
+        w: &Word,
+    ) -> Result<(), ConfigError> {
+        let name = source.set_name();
         let id = (name.clone(), scope.cycle.name.clone());
         if let Some(first) = self.names.get(&id) {
+            let cycle = match &scope.cycle.name {
+                Some(c) => format!(" in cycle '{c}'"),
+                None => String::new(),
+            };
             return Err(err(
                 &w.pos,
-                format!(
-                    "set '{name}' is already configured{} at {first}",
-                    match &scope.cycle.name {
-                        Some(c) => format!(" in cycle '{c}'"),
-                        None => String::new(),
-                    }
-                ),
+                format!("set '{name}' is already configured{cycle} at {first}"),
             ));
         }
         self.names.insert(id, w.pos.clone());
-        self.sets.push(SetSpec {
+        self.list.push(SetSpec {
             name,
-            source: spec,
+            source,
             compression: scope.compression,
             cycle: scope.cycle.clone(),
             restore: scope.restore.clone(),
@@ -594,339 +160,16 @@ impl Resolver {
         });
         Ok(())
     }
-
-    /// Walks one level; `block` is the enclosing block's lower-case name.
-    fn walk(
-        &mut self,
-        items: &[Item],
-        scope: &Scope,
-        block: Option<&str>,
-    ) -> Result<(), ConfigError> {
-        let in_source_block = block.is_some_and(|b| SOURCES.contains(&b) || b == "bucket");
-        for item in items {
-            match item {
-                Item::Directive(d) => {
-                    let name = d.name.text.to_ascii_lowercase();
-                    if (name == "command" || name == "picker") && !in_source_block {
-                        return Err(err(
-                            &d.name.pos,
-                            format!(
-                                "{} is a block: <{} NAME> with a Run line",
-                                d.name.text, d.name.text
-                            ),
-                        ));
-                    } else if name == "run" && !matches!(block, Some("command" | "picker")) {
-                        // Inherited, one Run would become the program of every <Command>.
-                        return Err(err(
-                            &d.name.pos,
-                            format!(
-                                "{} belongs inside a <Command NAME> or <Picker NAME> block",
-                                d.name.text
-                            ),
-                        ));
-                    } else if SOURCES.contains(&name.as_str()) && !in_source_block {
-                        if d.values.is_empty() {
-                            return Err(err(&d.name.pos, format!("{} needs a value", d.name.text)));
-                        }
-                        for w in &d.values {
-                            self.add_set(&name, scope, w)?;
-                        }
-                    } else if SCOPED.contains(&name.as_str())
-                        || (block == Some("bucket")
-                            && (BUCKET_SETTINGS.contains(&name.as_str())
-                                || name == "region"
-                                || name == "endpoint"))
-                    {
-                        // Applied by Scope::enter.
-                    } else if GLOBALS.contains(&name.as_str()) {
-                        if block.is_some() {
-                            return Err(err(
-                                &d.name.pos,
-                                format!("{} is only allowed at the top level", d.name.text),
-                            ));
-                        }
-                    } else {
-                        return Err(err(
-                            &d.name.pos,
-                            format!(
-                                "unknown directive '{}'{}",
-                                d.name.text,
-                                match block {
-                                    Some(b) => format!(" inside <{b}>"),
-                                    None => String::new(),
-                                }
-                            ),
-                        ));
-                    }
-                }
-                Item::Block(b) => self.block(b, scope, block)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn block(&mut self, b: &Block, scope: &Scope, parent: Option<&str>) -> Result<(), ConfigError> {
-        let name = b.name.text.to_ascii_lowercase();
-        // `Bucket` is the store as a directive and a bucket set as a block.
-        let is_source = SOURCES.contains(&name.as_str()) || name == "bucket";
-        match (name.as_str(), parent) {
-            ("cycle", None) => {
-                let [label] = b.args.as_slice() else {
-                    return Err(err(&b.name.pos, "<Cycle> needs exactly one name"));
-                };
-                let inner = scope.enter(&b.items, Some(label.text.clone()))?;
-                self.walk(&b.items, &inner, Some("cycle"))
-            }
-            (_, None | Some("cycle")) if is_source => {
-                let [arg] = b.args.as_slice() else {
-                    return Err(err(
-                        &b.name.pos,
-                        format!("<{}> needs exactly one value", b.name.text),
-                    ));
-                };
-                let inner = scope.enter(&b.items, None)?;
-                // Only settings inside: walk rejects anything else.
-                self.walk(&b.items, &inner, Some(&name))?;
-                self.add_set(&name, &inner, arg)
-            }
-            ("cycle", Some(p)) => Err(err(
-                &b.name.pos,
-                format!("<{}> cannot be nested inside <{p}>", b.name.text),
-            )),
-            (_, Some(p)) if is_source => Err(err(
-                &b.name.pos,
-                format!("<{}> cannot be nested inside <{p}>", b.name.text),
-            )),
-            _ => Err(err(&b.name.pos, format!("unknown block <{}>", b.name.text))),
-        }
-    }
-}
-
-/// Builds the typed configuration of the file at `file` from its syntax tree.
-pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
-    let base = file.parent().unwrap_or(Path::new("."));
-    let mut seen: HashMap<String, Pos> = HashMap::new();
-    let mut store = None;
-    let mut diff_dir = None;
-    let mut s3 = S3Spec {
-        endpoint: None,
-        region: None,
-        keyfile: None,
-        timeout: Duration::from_secs(60),
-    };
-    let mut recipients = Vec::new();
-    let mut keyring = None;
-    let mut chunk_size = 16 << 20;
-    let mut host = None;
-    let mut parallel_uploads = 4usize;
-    let mut retries = 6u32;
-    let mut log = super::LogSpec::default();
-    let mut syslog = false;
-    let mut facility = 3u8;
-    let mut tag = "s3nap".to_string();
-    let mut syslog_socket = PathBuf::from("/dev/log");
-    let mut metrics_file = None;
-    let mut notify = Vec::new();
-
-    for item in items {
-        let Item::Directive(d) = item else { continue };
-        let name = d.name.text.to_ascii_lowercase();
-        if !GLOBALS.contains(&name.as_str()) {
-            continue;
-        }
-        if name != "gpgrecipient" && name != "notifycommand" {
-            if let Some(first) = seen.get(&name) {
-                return Err(err(
-                    &d.name.pos,
-                    format!("{} is already set at {first}", d.name.text),
-                ));
-            }
-            seen.insert(name.clone(), d.name.pos.clone());
-        }
-        match name.as_str() {
-            "bucket" => {
-                let w = single(d)?;
-                let mut spec = StoreSpec::parse(&w.text).map_err(|m| err(&w.pos, m))?;
-                if let StoreSpec::Local(p) = &mut spec {
-                    if p.is_relative() {
-                        *p = base.join(&*p);
-                    }
-                }
-                store = Some(spec);
-            }
-            "diffdir" => diff_dir = Some(file_path(base, single(d)?)),
-            "tempdir" => {
-                // s3napback's UseTempFile staging: s3nap always streams, so it is never used.
-                single(d)?;
-            }
-            "endpoint" => s3.endpoint = Some(endpoint(d)?),
-            "region" => s3.region = Some(single(d)?.text.clone()),
-            "s3keyfile" => s3.keyfile = Some(file_path(base, single(d)?)),
-            "gpgrecipient" => {
-                if d.values.is_empty() {
-                    return Err(err(
-                        &d.name.pos,
-                        "GpgRecipient needs a key id, fingerprint or e-mail",
-                    ));
-                }
-                recipients.extend(d.values.iter().map(|w| w.text.clone()));
-            }
-            "gpgkeyring" => keyring = Some(file_path(base, single(d)?)),
-            "chunksize" => {
-                chunk_size = size(d)?;
-                // Parts outside S3's limits would be refused by S3 (or adjusted behind the
-                // configuration's back): say so here instead.
-                if !(MIN_PART..=MAX_PART).contains(&chunk_size) {
-                    return Err(err(
-                        &single(d)?.pos,
-                        format!(
-                            "ChunkSize must be at least 5 MiB ({MIN_PART} bytes) and at most 5 GiB, \
-                             S3's part size limits, not '{}'",
-                            single(d)?.text
-                        ),
-                    ));
-                }
-            }
-            "host" => {
-                let w = single(d)?;
-                if w.text.is_empty() || w.text.contains('/') {
-                    return Err(err(&w.pos, "Host must be a non-empty name without '/'"));
-                }
-                host = Some(w.text.clone());
-            }
-            "paralleluploads" => parallel_uploads = positive(d)? as usize,
-            "retries" => {
-                let n = number(d)?;
-                if n > MAX_RETRIES {
-                    return Err(err(
-                        &single(d)?.pos,
-                        format!("Retries must be at most {MAX_RETRIES}, not {n}"),
-                    ));
-                }
-                // Attempts in all: the first one and its retries.
-                retries = n as u32 + 1;
-            }
-            "timeout" => s3.timeout = Duration::from_secs(positive(d)?),
-            "logconfig" => log.config_file = Some(file_path(base, single(d)?)),
-            "logfile" => log.file = Some(file_path(base, single(d)?)),
-            "loglevel" => {
-                let w = single(d)?;
-                log.level = Some(w.text.parse().map_err(|_| {
-                    err(
-                        &w.pos,
-                        format!(
-                            "LogLevel must be error, warn, info, debug or trace, not '{}'",
-                            w.text
-                        ),
-                    )
-                })?);
-            }
-            "syslog" => syslog = boolean(d)?,
-            "syslogfacility" => {
-                let w = single(d)?;
-                facility = FACILITIES
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&w.text))
-                    .map(|(_, f)| *f)
-                    .ok_or_else(|| {
-                        err(
-                            &w.pos,
-                            format!(
-                                "unknown syslog facility '{}' (daemon, user, local0…local7, …)",
-                                w.text
-                            ),
-                        )
-                    })?;
-            }
-            "syslogtag" => tag = single(d)?.text.clone(),
-            "syslogsocket" => syslog_socket = file_path(base, single(d)?),
-            "metricsfile" => metrics_file = Some(file_path(base, single(d)?)),
-            "notifycommand" => {
-                if !notify.is_empty() {
-                    return Err(err(&d.name.pos, "NotifyCommand is already set"));
-                }
-                notify = command_words(d)?;
-            }
-            _ => unreachable!("every global is handled"),
-        }
-    }
-
-    let top = Pos {
-        file: std::sync::Arc::from(file),
-        line: 1,
-        column: 1,
-    };
-    let store = store.ok_or_else(|| err(&top, "missing required directive Bucket"))?;
-    let diff_dir = diff_dir.ok_or_else(|| err(&top, "missing required directive DiffDir"))?;
-    let host = match host {
-        Some(h) => h,
-        None => nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .map_err(|e| err(&top, format!("cannot read the host name ({e}); set Host")))?,
-    };
-
-    if syslog {
-        log.syslog = Some(super::SyslogSpec {
-            facility,
-            tag,
-            socket: syslog_socket,
-        });
-    }
-    if log.config_file.is_some() && (log.file.is_some() || log.level.is_some()) {
-        let pos = seen.get("logconfig").expect("set above");
-        return Err(err(
-            pos,
-            "LogConfig replaces LogFile and LogLevel: use one or the other",
-        ));
-    }
-
-    let root = Scope {
-        cycle: CycleSettings::default(),
-        compression: Compression::default(),
-        excludes: Vec::new(),
-        one_file_system: false,
-        mysql_options: Vec::new(),
-        pg_custom_format: false,
-        restore: Vec::new(),
-        run: None,
-        bucket: BucketScope {
-            master: None,
-            replica: None,
-            region: s3.region.clone(),
-            endpoint: s3.endpoint.clone(),
-            mode: BucketMode::Replicated,
-            workers: 8,
-        },
-    }
-    .enter(items, None)?;
-    let mut resolver = Resolver {
-        sets: Vec::new(),
-        names: HashMap::new(),
-    };
-    resolver.walk(items, &root, None)?;
-
-    Ok(Config {
-        file: file.to_path_buf(),
-        store,
-        s3,
-        diff_dir,
-        recipients,
-        keyring,
-        chunk_size,
-        host,
-        parallel_uploads,
-        retries,
-        log,
-        metrics_file,
-        notify,
-        sets: resolver.sets,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::config::syntax::parse_str;
+    use crate::config::{BucketMode, CycleType, SourceSpec, StoreSpec};
+    use crate::pipeline::compress::Compression;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         let path = Path::new("/etc/s3nap/test.conf");
@@ -1057,7 +300,7 @@ mod tests {
                 "Bucket b1\nDiffDir /d\n<Directory /a>\nDirectory /b\n</Directory>\n",
                 4,
                 1,
-                "unknown directive",
+                "Directory is only allowed at the top level or inside a <Cycle NAME> block",
             ),
             (
                 "Bucket b1\nDiffDir /d\n<Frob x>\n</Frob>\n",
@@ -1246,7 +489,11 @@ mod tests {
                 "replicated or copy",
             ),
             ("<Bucket b>\nMaster m\n</Bucket>\n", 5, "s3://bucket"),
-            ("Master s3://m\n", 4, "unknown directive"),
+            (
+                "Master s3://m\n",
+                4,
+                "Master belongs inside a <Bucket NAME> block",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = load(&format!("{BASE}{text}")).unwrap_err();

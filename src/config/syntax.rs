@@ -77,11 +77,14 @@ pub enum Item {
     Block(Block),
 }
 
+/// Blocks open at a point of the text, innermost last, each with the items read so far inside
+/// it; the bottom entry is the file's top level.
+type OpenBlocks = Vec<(Option<Block>, Vec<Item>)>;
+
 /// Parses one file's text. Pure: no file system access, `Include` stays a plain directive.
 pub fn parse_str(file: &Path, text: &str) -> Result<Vec<Item>, ConfigError> {
     let file: Arc<Path> = Arc::from(file);
-    // Stack of open blocks; the bottom entry is the file's top level.
-    let mut stack: Vec<(Option<Block>, Vec<Item>)> = vec![(None, Vec::new())];
+    let mut stack: OpenBlocks = vec![(None, Vec::new())];
     for line in logical_lines(text) {
         let at = |offset: usize| line.pos(&file, offset);
         let body = line.text.trim_end();
@@ -91,52 +94,9 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Vec<Item>, ConfigError> {
             continue;
         }
         if let Some(rest) = body_trim.strip_prefix("</") {
-            let close = strip_trailing_comment(rest);
-            let Some(name) = close.trim_end().strip_suffix('>') else {
-                return Err(ConfigError::new(&at(start), "closing tag without '>'"));
-            };
-            let name = name.trim();
-            let (open, items) = stack.pop().expect("stack never empty");
-            let Some(mut block) = open else {
-                return Err(ConfigError::new(
-                    &at(start),
-                    format!("</{name}> closes a block that was never opened"),
-                ));
-            };
-            if !block.name.text.eq_ignore_ascii_case(name) {
-                return Err(ConfigError::new(
-                    &at(start),
-                    format!(
-                        "</{name}> does not match <{}> opened at {}",
-                        block.name.text, block.name.pos
-                    ),
-                ));
-            }
-            block.items = items;
-            stack
-                .last_mut()
-                .expect("block had a parent")
-                .1
-                .push(Item::Block(block));
+            close_block(&mut stack, rest, &at(start))?;
         } else if let Some(rest) = body_trim.strip_prefix('<') {
-            let inner_start = start + 1;
-            let words = tokenize(rest, inner_start, &at)?;
-            let (words, closed) = strip_block_close(words);
-            if !closed {
-                return Err(ConfigError::new(&at(start), "block header without '>'"));
-            }
-            let mut words = words.into_iter();
-            let Some(name) = words.next() else {
-                return Err(ConfigError::new(&at(start), "block without a name"));
-            };
-            stack.push((
-                Some(Block {
-                    name,
-                    args: words.collect(),
-                    items: Vec::new(),
-                }),
-                Vec::new(),
-            ));
+            stack.push((Some(open_block(rest, start, &at)?), Vec::new()));
         } else {
             let mut words = tokenize(body_trim, start, &at)?.into_iter();
             let name = words.next().expect("non-empty line has a word");
@@ -158,6 +118,57 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Vec<Item>, ConfigError> {
         ));
     }
     Ok(items)
+}
+
+/// The header `<Name args>` whose text after `<` is `rest`, `start` the offset of its `<`.
+fn open_block(rest: &str, start: usize, at: &dyn Fn(usize) -> Pos) -> Result<Block, ConfigError> {
+    let words = tokenize(rest, start + 1, at)?;
+    let (words, closed) = strip_block_close(words);
+    if !closed {
+        return Err(ConfigError::new(&at(start), "block header without '>'"));
+    }
+    let mut words = words.into_iter();
+    let Some(name) = words.next() else {
+        return Err(ConfigError::new(&at(start), "block without a name"));
+    };
+    Ok(Block {
+        name,
+        args: words.collect(),
+        items: Vec::new(),
+    })
+}
+
+/// Closes the innermost open block with `</Name>` (`rest` follows the `</`, written at `pos`),
+/// adding it to the items of the block around it.
+fn close_block(stack: &mut OpenBlocks, rest: &str, pos: &Pos) -> Result<(), ConfigError> {
+    let close = strip_trailing_comment(rest);
+    let Some(name) = close.trim_end().strip_suffix('>') else {
+        return Err(ConfigError::new(pos, "closing tag without '>'"));
+    };
+    let name = name.trim();
+    let (open, items) = stack.pop().expect("stack never empty");
+    let Some(mut block) = open else {
+        return Err(ConfigError::new(
+            pos,
+            format!("</{name}> closes a block that was never opened"),
+        ));
+    };
+    if !block.name.text.eq_ignore_ascii_case(name) {
+        return Err(ConfigError::new(
+            pos,
+            format!(
+                "</{name}> does not match <{}> opened at {}",
+                block.name.text, block.name.pos
+            ),
+        ));
+    }
+    block.items = items;
+    stack
+        .last_mut()
+        .expect("block had a parent")
+        .1
+        .push(Item::Block(block));
+    Ok(())
 }
 
 /// A line after joining `\` continuations, with a map back to physical positions.

@@ -1,0 +1,389 @@
+//! Settings under construction: directive values in, the run's [`Config`] and each level's
+//! inherited [`Scope`] out.
+//!
+//! The directive table ([`super::directives`]) says which of these a directive changes; the
+//! appliers here are the ones with more to check than reading one value.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::syntax::{ConfigError, Directive, Pos};
+use super::values::{absolute_path, choice, err, number, single, size};
+use super::{
+    BucketMode, BucketUrl, Config, CycleSettings, CycleType, LogSpec, S3Spec, StoreSpec, SyslogSpec,
+};
+use crate::pipeline::compress::Compression;
+use crate::pipeline::parts::{MAX_PART, MIN_PART};
+
+/// What applying one directive to the settings gives.
+pub(super) type Applied = Result<(), ConfigError>;
+
+/// With the backoff capped at 30 s, more retries than this only hide a dead endpoint.
+const MAX_RETRIES: u64 = 100;
+
+const FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+/// Stores a read value in its setting.
+pub(super) fn set<T>(slot: &mut T, value: Result<T, ConfigError>) -> Applied {
+    *slot = value?;
+    Ok(())
+}
+
+/// The run's own settings, from the top level's directives.
+pub(super) struct Globals {
+    /// Relative paths in the configuration are relative to its file's directory.
+    pub(super) base: PathBuf,
+    pub(super) store: Option<StoreSpec>,
+    pub(super) diff_dir: Option<PathBuf>,
+    pub(super) s3: S3Spec,
+    pub(super) recipients: Vec<String>,
+    pub(super) keyring: Option<PathBuf>,
+    pub(super) chunk_size: u64,
+    pub(super) host: Option<String>,
+    pub(super) parallel_uploads: usize,
+    pub(super) retries: u32,
+    pub(super) log: LogSpec,
+    /// Where `LogConfig` was given, for its conflict with `LogFile` and `LogLevel`.
+    pub(super) log_config_at: Option<Pos>,
+    pub(super) syslog: bool,
+    /// Used only when `syslog` is on.
+    pub(super) syslog_spec: SyslogSpec,
+    pub(super) metrics_file: Option<PathBuf>,
+    pub(super) notify: Vec<String>,
+}
+
+impl Globals {
+    pub(super) fn new(file: &Path) -> Self {
+        Globals {
+            base: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            store: None,
+            diff_dir: None,
+            s3: S3Spec {
+                endpoint: None,
+                region: None,
+                keyfile: None,
+                timeout: Duration::from_secs(60),
+            },
+            recipients: Vec::new(),
+            keyring: None,
+            chunk_size: 16 << 20,
+            host: None,
+            parallel_uploads: 4,
+            retries: 6,
+            log: LogSpec::default(),
+            log_config_at: None,
+            syslog: false,
+            syslog_spec: SyslogSpec {
+                facility: 3,
+                tag: "s3nap".into(),
+                socket: PathBuf::from("/dev/log"),
+            },
+            metrics_file: None,
+            notify: Vec::new(),
+        }
+    }
+
+    /// The configuration without its sets, once the required settings are known to be there.
+    pub(super) fn finish(self, file: &Path) -> Result<Config, ConfigError> {
+        let top = Pos {
+            file: Arc::from(file),
+            line: 1,
+            column: 1,
+        };
+        let store = self
+            .store
+            .ok_or_else(|| err(&top, "missing required directive Bucket"))?;
+        let diff_dir = self
+            .diff_dir
+            .ok_or_else(|| err(&top, "missing required directive DiffDir"))?;
+        let host = match self.host {
+            Some(h) => h,
+            None => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .map_err(|e| err(&top, format!("cannot read the host name ({e}); set Host")))?,
+        };
+        let mut log = self.log;
+        if self.syslog {
+            log.syslog = Some(self.syslog_spec);
+        }
+        if let Some(pos) = &self.log_config_at {
+            if log.file.is_some() || log.level.is_some() {
+                return Err(err(
+                    pos,
+                    "LogConfig replaces LogFile and LogLevel: use one or the other",
+                ));
+            }
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            store,
+            s3: self.s3,
+            diff_dir,
+            recipients: self.recipients,
+            keyring: self.keyring,
+            chunk_size: self.chunk_size,
+            host,
+            parallel_uploads: self.parallel_uploads,
+            retries: self.retries,
+            log,
+            metrics_file: self.metrics_file,
+            notify: self.notify,
+            sets: Vec::new(),
+        })
+    }
+}
+
+pub(super) fn store(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    let mut spec = StoreSpec::parse(&w.text).map_err(|m| err(&w.pos, m))?;
+    if let StoreSpec::Local(p) = &mut spec {
+        if p.is_relative() {
+            *p = g.base.join(&*p);
+        }
+    }
+    g.store = Some(spec);
+    Ok(())
+}
+
+pub(super) fn gpg_recipient(g: &mut Globals, d: &Directive) -> Applied {
+    if d.values.is_empty() {
+        return Err(err(
+            &d.name.pos,
+            "GpgRecipient needs a key id, fingerprint or e-mail",
+        ));
+    }
+    g.recipients.extend(d.values.iter().map(|w| w.text.clone()));
+    Ok(())
+}
+
+pub(super) fn chunk_size(g: &mut Globals, d: &Directive) -> Applied {
+    g.chunk_size = size(d)?;
+    // Parts outside S3's limits would be refused by S3 (or adjusted behind the configuration's
+    // back): say so here instead.
+    if !(MIN_PART..=MAX_PART).contains(&g.chunk_size) {
+        let w = single(d)?;
+        return Err(err(
+            &w.pos,
+            format!(
+                "ChunkSize must be at least 5 MiB ({MIN_PART} bytes) and at most 5 GiB, \
+                 S3's part size limits, not '{}'",
+                w.text
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn host(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    if w.text.is_empty() || w.text.contains('/') {
+        return Err(err(&w.pos, "Host must be a non-empty name without '/'"));
+    }
+    g.host = Some(w.text.clone());
+    Ok(())
+}
+
+pub(super) fn retries(g: &mut Globals, d: &Directive) -> Applied {
+    let n = number(d)?;
+    if n > MAX_RETRIES {
+        return Err(err(
+            &single(d)?.pos,
+            format!("Retries must be at most {MAX_RETRIES}, not {n}"),
+        ));
+    }
+    // Attempts in all: the first one and its retries.
+    g.retries = n as u32 + 1;
+    Ok(())
+}
+
+pub(super) fn log_config(g: &mut Globals, d: &Directive) -> Applied {
+    g.log.config_file = Some(super::values::file_path(&g.base, d)?);
+    g.log_config_at = Some(d.name.pos.clone());
+    Ok(())
+}
+
+pub(super) fn log_level(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    let level = w.text.parse().map_err(|_| {
+        err(
+            &w.pos,
+            format!(
+                "LogLevel must be error, warn, info, debug or trace, not '{}'",
+                w.text
+            ),
+        )
+    })?;
+    g.log.level = Some(level);
+    Ok(())
+}
+
+pub(super) fn syslog_facility(g: &mut Globals, d: &Directive) -> Applied {
+    g.syslog_spec.facility = choice(d, FACILITIES, |given| {
+        format!("unknown syslog facility '{given}' (daemon, user, local0…local7, …)")
+    })?;
+    Ok(())
+}
+
+/// Settings inherited inward: a `<Cycle>` sees the top level's, a block its `<Cycle>`'s.
+#[derive(Debug, Clone)]
+pub(super) struct Scope {
+    pub(super) cycle: CycleSettings,
+    pub(super) compression: Compression,
+    pub(super) excludes: Vec<PathBuf>,
+    pub(super) one_file_system: bool,
+    pub(super) mysql_options: Vec<String>,
+    pub(super) pg_custom_format: bool,
+    pub(super) restore: Vec<String>,
+    /// `Run` of a `<Command>` or `<Picker>` block.
+    pub(super) run: Option<Vec<String>>,
+    pub(super) bucket: BucketScope,
+}
+
+/// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
+#[derive(Debug, Clone)]
+pub(super) struct BucketScope {
+    pub(super) master: Option<BucketUrl>,
+    pub(super) replica: Option<(BucketUrl, Pos)>,
+    pub(super) region: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) mode: BucketMode,
+    pub(super) workers: usize,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            cycle: CycleSettings::default(),
+            compression: Compression::default(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            mysql_options: Vec::new(),
+            pg_custom_format: false,
+            restore: Vec::new(),
+            run: None,
+            bucket: BucketScope {
+                master: None,
+                replica: None,
+                region: None,
+                endpoint: None,
+                mode: BucketMode::Replicated,
+                workers: 8,
+            },
+        }
+    }
+}
+
+pub(super) fn cycle_type(s: &mut Scope, d: &Directive) -> Applied {
+    let types = [
+        ("simplecycle", CycleType::Simple),
+        ("simple", CycleType::Simple),
+        ("hanoicycle", CycleType::Hanoi),
+        ("hanoi", CycleType::Hanoi),
+    ];
+    s.cycle.cycle_type = choice(d, &types, |given| {
+        format!("CycleType must be SimpleCycle or HanoiCycle, not '{given}'")
+    })?;
+    Ok(())
+}
+
+pub(super) fn format(s: &mut Scope, d: &Directive) -> Applied {
+    let formats = [("plain", false), ("custom", true)];
+    s.pg_custom_format = choice(d, &formats, |given| {
+        format!("Format must be plain or custom, not '{given}'")
+    })?;
+    Ok(())
+}
+
+pub(super) fn mode(s: &mut Scope, d: &Directive) -> Applied {
+    let modes = [
+        ("replicated", BucketMode::Replicated),
+        ("copy", BucketMode::Copy),
+    ];
+    s.bucket.mode = choice(d, &modes, |given| {
+        format!("Mode must be replicated or copy, not '{given}'")
+    })?;
+    Ok(())
+}
+
+pub(super) fn compression(s: &mut Scope, d: &Directive) -> Applied {
+    let w = single(d)?;
+    s.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
+    Ok(())
+}
+
+/// Excludes accumulate: each level adds to what it inherits.
+pub(super) fn exclude(s: &mut Scope, d: &Directive) -> Applied {
+    if d.values.is_empty() {
+        return Err(err(&d.name.pos, "Exclude needs a path"));
+    }
+    for w in &d.values {
+        s.excludes.push(absolute_path("Exclude", w)?);
+    }
+    Ok(())
+}
+
+pub(super) fn replica(s: &mut Scope, d: &Directive) -> Applied {
+    s.bucket.replica = Some((super::values::bucket_url(d)?, d.name.pos.clone()));
+    Ok(())
+}
+
+pub(super) fn mysql_options(s: &mut Scope, d: &Directive) -> Applied {
+    if let Some(w) = d.values.iter().find(|w| mysql_password_option(&w.text)) {
+        return Err(err(
+            &w.pos,
+            format!(
+                "MySQLOptions must not carry a password ('{}'): the dump's command line shows \
+                 in the process list and is recorded in the run's manifest; put it in an \
+                 option file (MySQLOptions --defaults-extra-file=/etc/s3nap/my.cnf, with \
+                 password=… under [client])",
+                password_option_name(&w.text)
+            ),
+        ));
+    }
+    s.mysql_options = d.values.iter().map(|w| w.text.clone()).collect();
+    Ok(())
+}
+
+/// `--password[=…]` (and its unambiguous abbreviations, `--loose-` and `_` spellings) or
+/// `-p[…]`: the MySQL clients' ways of taking a password on the command line.
+fn mysql_password_option(arg: &str) -> bool {
+    if let Some(long) = arg.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or_default();
+        let name = name.to_ascii_lowercase().replace('_', "-");
+        let name = name.strip_prefix("loose-").unwrap_or(&name);
+        (name.len() >= 3 && "password".starts_with(name)) || name.starts_with("password")
+    } else {
+        arg.starts_with("-p")
+    }
+}
+
+/// The option of a password argument without its value, fit for an error message.
+fn password_option_name(arg: &str) -> &str {
+    if arg.starts_with("--") {
+        arg.split('=').next().unwrap_or_default()
+    } else {
+        "-p"
+    }
+}
