@@ -118,7 +118,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         } => {
             // What SubversionDir and SnapshotsDir find is part of the configuration.
             run_sets(&config, &[])?;
-            print!("{}", config::config_text(&config));
+            print!("{}", config::describe::config_text(&config));
             Ok(ExitStatus::Ok)
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),

@@ -1,9 +1,11 @@
 //! s3nap: streaming, encrypted, rotating backups into S3.
 //!
-//! Layers, from the outside in: `config` (file → typed settings), `backup` / `recover` (one
-//! run or one recovery, orchestrated), `pipeline` (the streaming stages), `source` (what is
-//! read), `store` (where it goes), with `layout`, `manifest` and `catalog` describing what is
-//! stored. README describes what each of them does for a user.
+//! Layers, from the bottom up: `schema` (what is stored), `atomic` / `process` (one way to
+//! replace a file, one way to run a child), `store` (where it goes), `policy` (pure decisions),
+//! `pipeline` (the streaming stages), `source` (what is read), `config` (file → typed
+//! settings), `backup` / `recover` / `bucket` (one run, one recovery, orchestrated), `commands`
+//! (parse, call, print). docs/ARCHITECTURE.md describes each layer, what it may use, the
+//! storage formats and the failure rules; README what s3nap does for a user.
 
 pub mod atomic;
 pub mod backup;

@@ -1,5 +1,6 @@
-//! The import graph of src/: which top-level module uses which (`crate::…` paths outside test
-//! code). It must have no cycle, and the bottom layers must stay at the bottom
+//! The import graph of src/: which module (one per file) uses which, through `crate::`,
+//! `super::` and child-module paths outside test code and comments. It must have no cycle,
+//! between files or between top-level modules, and the bottom layers must stay at the bottom
 //! (docs/ARCHITECTURE.md, "Modules and what each may use").
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,84 +20,129 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Module names used through `prefix` (`crate::` or, in a top-level file, `super::`),
-/// including those inside `use crate::{a, b::c}` groups.
-fn uses(code: &str, prefix: &str, into: &mut BTreeSet<String>) {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
+/// The paths that follow `prefix` in `code` (`crate::store::retry::RetryPolicy` gives
+/// `store::retry::RetryPolicy`), including each top-level item of a `prefix{a, b::c}` group.
+fn paths(code: &str, prefix: &str, into: &mut BTreeSet<String>) {
+    let path = |s: &str| -> String {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(s.len());
+        s[..end].trim_end_matches(':').to_string()
     };
     for (i, _) in code.match_indices(prefix) {
+        // `xcrate::` or `a::super::` are other paths.
+        let before = code[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
         let rest = &code[i + prefix.len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find(';').unwrap_or(group.len())];
-            // Items at the group's top level only: `a::{b, c}` uses `a`.
-            let mut depth = 0;
-            let mut item_start = true;
-            for (j, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => item_start = true,
-                    c if item_start && !c.is_whitespace() => {
-                        item_start = false;
-                        let name = ident(&group[j..]);
-                        if !name.is_empty() {
-                            into.insert(name);
-                        }
-                    }
-                    _ => {}
+        let Some(group) = rest.strip_prefix('{') else {
+            into.insert(path(rest));
+            continue;
+        };
+        let group = &group[..group.find(';').unwrap_or(group.len())];
+        // Items at the group's top level only: `a::{b, c}` uses `a`.
+        let mut depth = 0;
+        let mut item_start = true;
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => item_start = true,
+                c if item_start && depth == 0 && !c.is_whitespace() => {
+                    item_start = false;
+                    into.insert(path(&group[j..]));
                 }
-            }
-        } else {
-            let name = ident(rest);
-            if !name.is_empty() {
-                into.insert(name);
+                _ => {}
             }
         }
     }
 }
 
+/// The module a file is: `src/backup/commit.rs` → `backup::commit`, `src/backup/mod.rs` →
+/// `backup`, `src/error.rs` → `error`.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .filter(|c| c != "mod")
+        .collect();
+    parts.join("::")
+}
+
+/// Code without its test module and its comments (doc links name modules too).
+fn code_of(text: &str) -> String {
+    let text = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The import graph by module (one node per file): `crate::` paths, `super::` paths and paths
+/// through a child module, each to the longest module it names.
 fn graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
-    let modules: BTreeSet<String> = files
-        .iter()
-        .map(|f| top_module(&src, f))
-        .filter(|m| m != "lib" && m != "main")
-        .collect();
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
+    let longest = |path: &str| -> Option<String> {
+        let parts: Vec<&str> = path.split("::").collect();
+        (1..=parts.len())
+            .rev()
+            .map(|n| parts[..n].join("::"))
+            .find(|m| modules.contains(m))
+    };
     let mut graph = Graph::new();
     for file in &files {
-        let module = top_module(&src, file);
-        let text = std::fs::read_to_string(file).unwrap();
-        // Test modules may use anything.
-        let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        let module = module_of(&src, file);
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(file).unwrap());
+        let parent = module.rsplit_once("::").map(|(p, _)| p.to_string());
         let mut used = BTreeSet::new();
-        uses(code, "crate::", &mut used);
-        if file.parent() == Some(src.as_path()) {
-            uses(code, "super::", &mut used);
+        paths(&code, "crate::", &mut used);
+        let mut relative = BTreeSet::new();
+        paths(&code, "super::", &mut relative);
+        for p in relative {
+            // `super::name` is a sibling module, or an item of the parent itself.
+            used.insert(match &parent {
+                Some(parent) => format!("{parent}::{p}"),
+                None => p,
+            });
+        }
+        let children = modules
+            .iter()
+            .filter_map(|m| m.strip_prefix(&format!("{module}::")))
+            .filter(|child| !child.contains("::"));
+        for child in children {
+            let mut through = BTreeSet::new();
+            paths(&code, &format!("{child}::"), &mut through);
+            if !through.is_empty() || code.contains(&format!("use {child};")) {
+                used.insert(format!("{module}::{child}"));
+            }
         }
         let edges = graph.entry(module.clone()).or_default();
         edges.extend(
-            used.into_iter()
-                .filter(|u| *u != module && modules.contains(u)),
+            used.iter()
+                .filter_map(|p| longest(p))
+                .filter(|m| *m != module),
         );
     }
     graph
 }
 
-/// `src/backup/commit.rs` → `backup`, `src/error.rs` → `error`.
-fn top_module(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).unwrap();
-    let first = rel
-        .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy();
-    first.trim_end_matches(".rs").to_string()
+/// The graph of top-level modules (`backup::commit` counts as `backup`).
+fn top_level(graph: &Graph) -> Graph {
+    let top = |m: &str| m.split("::").next().unwrap().to_string();
+    let mut out = Graph::new();
+    for (from, to) in graph {
+        let edges = out.entry(top(from)).or_default();
+        edges.extend(to.iter().map(|m| top(m)).filter(|m| *m != top(from)));
+    }
+    out
 }
 
 /// A cycle in `graph`, as the path that closes it, if there is one.
@@ -134,19 +180,36 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 #[test]
 fn the_import_graph_of_src_has_no_cycle() {
     let graph = graph();
-    assert!(graph.len() > 20, "found only {:?}", graph.keys());
+    assert!(graph.len() > 60, "found only {:?}", graph.keys());
+    // The graph sees paths through child modules, `super::` and `crate::`.
+    assert!(
+        graph["backup"].contains("backup::commit"),
+        "{:?}",
+        graph["backup"]
+    );
+    assert!(graph["backup::commit"].contains("backup::sources"));
+    assert!(graph["backup::commit"].contains("uploads"));
     if let Some(cycle) = find_cycle(&graph) {
-        panic!("import cycle: {}", cycle.join(" → "));
+        panic!("import cycle between modules: {}", cycle.join(" → "));
+    }
+    if let Some(cycle) = find_cycle(&top_level(&graph)) {
+        panic!(
+            "import cycle between top-level modules: {}",
+            cycle.join(" → ")
+        );
     }
     // The check itself finds a cycle when there is one.
     let mut looped = graph.clone();
-    looped.get_mut("schema").unwrap().insert("backup".into());
+    looped
+        .get_mut("schema::layout")
+        .unwrap()
+        .insert("backup::commit".into());
     assert!(find_cycle(&looped).is_some());
 }
 
 #[test]
 fn the_bottom_layers_use_only_what_is_below_them() {
-    let graph = graph();
+    let graph = top_level(&graph());
     let allowed: &[(&str, &[&str])] = &[
         ("schema", &[]),
         ("atomic", &[]),

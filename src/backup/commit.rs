@@ -9,6 +9,8 @@
 //! run there): a run killed with an open commit leaves its record, and the next run of the
 //! configuration finishes it (`uploads::finish_interrupted`).
 
+use std::path::Path;
+
 use anyhow::{anyhow, bail, Context};
 use sha2::Digest;
 
@@ -58,7 +60,8 @@ impl<'a> ArchiveCommit<'a> {
     /// the set, then creates the upload and records it.
     pub async fn begin(
         store: &'a DynStore,
-        config: &Config,
+        diff_dir: &Path,
+        host: &str,
         set: &str,
         keys: &RunKeys,
     ) -> anyhow::Result<ArchiveCommit<'a>> {
@@ -71,8 +74,8 @@ impl<'a> ArchiveCommit<'a> {
                 );
             }
         }
-        let records = Records::new(&config.diff_dir);
-        check_no_foreign_upload(store, &records, &config.host, set).await?;
+        let records = Records::new(diff_dir);
+        check_no_foreign_upload(store, &records, host, set).await?;
         let upload_id = store.create_upload(&keys.archive).await?;
         let commit = ArchiveCommit {
             store,
@@ -93,7 +96,7 @@ impl<'a> ArchiveCommit<'a> {
             bail!(
                 "cannot record the upload of {} in {} ({e}); nothing was stored",
                 store.locate(&keys.archive),
-                config.diff_dir.display()
+                diff_dir.display()
             );
         }
         Ok(commit)
@@ -244,4 +247,161 @@ async fn check_no_foreign_upload(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
+    use crate::store::memory::MemoryStore;
+
+    const DATA: &[u8] = b"the archive's bytes";
+
+    fn run() -> RunId {
+        RunId::at(chrono::Utc.with_ymd_and_hms(2026, 11, 22, 3, 0, 0).unwrap())
+    }
+
+    fn keys() -> RunKeys {
+        let object = |ext: &str| layout::archive_key("h", "dir/x", run(), Kind::Full, ext);
+        RunKeys {
+            archive: object("tar"),
+            manifest: layout::manifest_key("h", "dir/x", run(), Kind::Full),
+            ranges: object("sha256"),
+            refs: None,
+        }
+    }
+
+    /// An in-memory store behind `rules`, and the memory itself to look at.
+    fn store(rules: Vec<Rule>) -> (DynStore, Arc<MemoryStore>) {
+        let memory = Arc::new(MemoryStore::new());
+        (Arc::new(FaultyStore::new(memory.clone(), rules)), memory)
+    }
+
+    /// What the pipeline would have produced for `DATA` in one part.
+    fn stored() -> Stored {
+        let digest: [u8; 32] = sha2::Sha256::digest(DATA).into();
+        Stored {
+            size: DATA.len() as u64,
+            sha256: hex::encode(digest),
+            parts: 1,
+            ranges: vec![digest],
+        }
+    }
+
+    fn manifest(ranges: RangeHashes) -> Manifest {
+        let mut m = manifest::sample("dir/x", run(), Kind::Full, None);
+        m.archive.key = keys().archive;
+        m.archive.stored_size = DATA.len() as u64;
+        m.archive.ranges = Some(ranges);
+        m
+    }
+
+    /// Begins the commit, uploads `DATA` as its one part, then commits.
+    async fn begin_upload_commit(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
+        let keys = keys();
+        let commit = ArchiveCommit::begin(store, diff_dir, "h", "dir/x", &keys).await?;
+        let receipt = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await?;
+        commit.commit(vec![receipt], &stored(), manifest).await
+    }
+
+    fn records(diff_dir: &Path) -> usize {
+        Records::new(diff_dir).list().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_commit_stores_archive_hashes_and_manifest_and_forgets_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = store(vec![]);
+        let m = begin_upload_commit(&store, dir.path()).await.unwrap();
+        let k = keys();
+        let mut want = vec![k.archive.clone(), k.manifest.clone(), k.ranges.clone()];
+        want.sort();
+        assert_eq!(memory.keys(), want);
+        assert_eq!(memory.object(&k.archive).unwrap(), DATA);
+        assert_eq!(
+            Manifest::from_json(&memory.object(&k.manifest).unwrap()).unwrap(),
+            m
+        );
+        assert!(memory.open_uploads().is_empty());
+        assert_eq!(records(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_at_any_step_of_the_commit_leaves_nothing_of_the_run() {
+        let k = keys();
+        // The archive is looked at once before the upload starts, then after it completed.
+        let steps = [
+            Rule::new(Op::CompleteUpload, Fault::Permanent),
+            Rule::new(Op::Head, Fault::Permanent).key(&k.archive).nth(2),
+            Rule::new(Op::Put, Fault::Permanent).key(&k.ranges),
+            Rule::new(Op::Put, Fault::Permanent).key(&k.manifest),
+        ];
+        for (i, rule) in steps.into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, memory) = store(vec![rule]);
+            let e = begin_upload_commit(&store, dir.path()).await.unwrap_err();
+            assert!(format!("{e:#}").contains("injected"), "step {i}: {e:#}");
+            assert!(memory.keys().is_empty(), "step {i}: {:?}", memory.keys());
+            assert!(memory.open_uploads().is_empty(), "step {i}");
+            assert_eq!(records(dir.path()), 0, "step {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_manifest_was_stored_is_never_undone() {
+        // The manifest reached the store but its reply was lost: the run exists, so nothing
+        // of it may be deleted (issue 13 makes the run count as committed, too).
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        let (store, memory) = store(vec![Rule::new(Op::Put, Fault::LostReply).key(&k.manifest)]);
+        assert!(begin_upload_commit(&store, dir.path()).await.is_err());
+        assert_eq!(memory.keys().len(), 3, "{:?}", memory.keys());
+        assert_eq!(records(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn an_existing_run_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = store(vec![]);
+        memory.insert(
+            &keys().manifest,
+            Bytes::from_static(b"{}"),
+            chrono::Utc::now(),
+        );
+        let e = begin_upload_commit(&store, dir.path()).await.unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e:#}");
+        assert!(memory.open_uploads().is_empty());
+        assert_eq!(memory.keys(), [keys().manifest]);
+    }
+
+    #[tokio::test]
+    async fn an_abort_that_fails_stays_recorded_for_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = store(vec![Rule::new(Op::AbortUpload, Fault::Permanent)]);
+        let commit = ArchiveCommit::begin(&store, dir.path(), "h", "dir/x", &keys())
+            .await
+            .unwrap();
+        assert_eq!(records(dir.path()), 1, "recorded before any part is sent");
+        commit.abort().await;
+        assert_eq!(records(dir.path()), 1);
+        assert_eq!(memory.open_uploads(), [keys().archive]);
+        // Once the store answers again, the next run finishes it.
+        let store: DynStore = memory.clone();
+        let finished = uploads::finish_interrupted(&store, &Records::new(dir.path())).await;
+        assert_eq!(finished, [keys().archive]);
+        assert!(memory.open_uploads().is_empty());
+        assert_eq!(records(dir.path()), 0);
+    }
 }

@@ -209,18 +209,17 @@ pub async fn run_set(
             keys.archive
         );
     }
-    let commit = ArchiveCommit::begin(&ctx.store, config, &set.name, &keys).await?;
+    let commit =
+        ArchiveCommit::begin(&ctx.store, &config.diff_dir, &config.host, &set.name, &keys).await?;
     let source_started = Utc::now();
-    let streamed = match stream::stream(
-        config,
-        ctx,
-        set,
-        source,
-        commit.archive(),
-        commit.upload_id(),
-    )
-    .await
-    {
+    let target = stream::Target {
+        store: &ctx.store,
+        archive: commit.archive(),
+        upload_id: commit.upload_id(),
+        certs: ctx.certs.clone(),
+        progress: &ctx.progress,
+    };
+    let streamed = match stream::stream(config, set, source, target).await {
         Ok(streamed) => streamed,
         Err(e) => {
             commit.abort().await;

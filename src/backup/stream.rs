@@ -14,9 +14,10 @@ use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::schema::manifest;
 use crate::source::{Report, Source};
-use crate::store::PartReceipt;
+use std::sync::Arc;
 
-use super::RunContext;
+use crate::progress::Progress;
+use crate::store::{DynStore, PartReceipt};
 
 /// Parts waiting in the channel besides those in flight.
 const CHANNEL_DEPTH: usize = 2;
@@ -30,31 +31,44 @@ pub(super) struct Streamed {
     pub receipts: Vec<PartReceipt>,
 }
 
-/// Streams `source` into the open upload `upload_id` of `archive`. Both sides run to their end;
-/// the upload's own error is the cause when both failed (the pipeline only saw the channel
-/// close).
+/// Where a stream goes: the open upload `upload_id` of `archive` in `store`, encrypted to
+/// `certs` (none: unencrypted).
+pub(super) struct Target<'a> {
+    pub store: &'a DynStore,
+    pub archive: &'a str,
+    pub upload_id: &'a str,
+    pub certs: Arc<Vec<Cert>>,
+    pub progress: &'a Progress,
+}
+
+/// Streams `source` into `to`. Both sides run to their end; the upload's own error is the
+/// cause when both failed (the pipeline only saw the channel close).
 pub(super) async fn stream(
     config: &Config,
-    ctx: &RunContext,
     set: &SetSpec,
     source: Box<dyn Source>,
-    archive: &str,
-    upload_id: &str,
+    to: Target<'_>,
 ) -> anyhow::Result<Streamed> {
+    let Target {
+        store,
+        archive,
+        upload_id,
+        certs,
+        progress,
+    } = to;
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let progress = ctx.progress.clone();
+    let in_flight = progress.clone();
     let uploader = tokio::spawn(upload_parts(
-        ctx.store.clone(),
+        store.clone(),
         archive.to_string(),
         upload_id.to_string(),
         rx,
         config.parallel_uploads,
-        move |n| progress.in_flight(n),
+        move |n| in_flight.in_flight(n),
     ));
-    let certs = ctx.certs.clone();
     let compression = set.compression;
     let chunk = config.chunk_size;
-    let progress = ctx.progress.clone();
+    let progress = progress.clone();
     progress.start_set(&set.name);
     let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
     let producer = tokio::task::spawn_blocking(move || {
@@ -74,7 +88,7 @@ pub(super) async fn stream(
             stored,
             receipts,
         }),
-        (_, Err(e)) => Err(e.context(format!("uploading {}", ctx.store.locate(archive)))),
+        (_, Err(e)) => Err(e.context(format!("uploading {}", store.locate(archive)))),
         (Err(e), Ok(_)) => Err(e),
     }
 }

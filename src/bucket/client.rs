@@ -4,6 +4,7 @@
 //! names the bucket, key and version it concerns.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::types::{
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::Version;
+use crate::config::{BucketSpec, S3Spec};
 use crate::store::retry::{with_retries, RetryPolicy};
 use crate::store::s3::sdk_error;
 use crate::store::{ErrorKind, Result, StoreError};
@@ -538,6 +540,30 @@ impl BucketClient {
             })
             .collect())
     }
+}
+
+/// Clients for the master and the replica of `spec` (one connection pool: the set's Region and
+/// Endpoint, the configuration's credentials and timeout).
+pub async fn connect(
+    spec: &BucketSpec,
+    s3: &S3Spec,
+    retry: RetryPolicy,
+) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
+    let settings = crate::store::s3::S3Settings {
+        endpoint: spec.endpoint.clone(),
+        region: spec.region.clone(),
+        keyfile: s3.keyfile.clone(),
+        timeout: s3.timeout,
+    };
+    let client = crate::store::s3::client(&settings).await?;
+    Ok((
+        Arc::new(BucketClient::new(
+            client.clone(),
+            &spec.master.bucket,
+            retry,
+        )),
+        Arc::new(BucketClient::new(client, &spec.replica, retry)),
+    ))
 }
 
 #[cfg(test)]

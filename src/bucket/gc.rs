@@ -98,7 +98,7 @@ pub async fn collect(
         newest,
     };
 
-    let (_, replica) = super::connect(spec, s3, retry)
+    let (_, replica) = super::client::connect(spec, s3, retry)
         .await
         .map_err(|e| anyhow!(e))?;
     let mut outcome = judge_versions(&replica, spec, &protection).await?;

@@ -19,38 +19,8 @@ pub mod mirror;
 pub mod restore;
 pub mod snapshot;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use crate::config::{BucketSpec, S3Spec};
-use crate::store::retry::RetryPolicy;
-use client::BucketClient;
-
-/// Clients for the master and the replica of `spec` (one connection pool: the set's Region and
-/// Endpoint, the configuration's credentials and timeout).
-pub async fn connect(
-    spec: &BucketSpec,
-    s3: &S3Spec,
-    retry: RetryPolicy,
-) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
-    let settings = crate::store::s3::S3Settings {
-        endpoint: spec.endpoint.clone(),
-        region: spec.region.clone(),
-        keyfile: s3.keyfile.clone(),
-        timeout: s3.timeout,
-    };
-    let client = crate::store::s3::client(&settings).await?;
-    Ok((
-        Arc::new(BucketClient::new(
-            client.clone(),
-            &spec.master.bucket,
-            retry,
-        )),
-        Arc::new(BucketClient::new(client, &spec.replica, retry)),
-    ))
-}
 
 /// The index of the snapshot `manifest`, read back through the recovery pipeline (integrity
 /// checked, decrypted, decompressed). Blocking: call it outside the runtime `handle` belongs to.

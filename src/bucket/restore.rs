@@ -54,7 +54,7 @@ pub fn restore(
 ) -> anyhow::Result<Restored> {
     let index = super::load_index(handle, store, request.snapshot, decrypt)?;
     let spec = request.spec;
-    let (_, replica) = handle.block_on(super::connect(spec, request.s3, request.retry))?;
+    let (_, replica) = handle.block_on(super::client::connect(spec, request.s3, request.retry))?;
     let target = Arc::new(replica.for_bucket(&request.target.bucket));
     let source_prefix = spec.master.key_prefix();
     let scope = Scope {

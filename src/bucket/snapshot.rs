@@ -22,10 +22,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::client::connect;
 use super::client::BucketClient;
+use super::index_line;
 use super::listing::{self, Listed};
 use super::mirror::{self, MirrorStats};
-use super::{connect, index_line};
 use crate::config::{BucketMode, BucketSpec, CycleSettings, CycleType};
 use crate::source::{Counts, Report, Source, Warning};
 use crate::store::DynStore;

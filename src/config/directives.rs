@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use clap_mangen::roff::{bold, roman, Roff};
 
-use super::describe;
 use super::sets::{self, Built};
 use super::settings::{self, set, Applied, Globals, Scope};
+use super::shown;
 use super::syntax::{Block, ConfigError, Directive, Pos, Word};
 use super::values::{
     boolean, bucket_url, command_words, endpoint, err, file_path, number, positive, single, text,
@@ -200,7 +200,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Where the archives go: s3://bucket/prefix, a plain bucket name, a local directory \
          (/path, ./path) or file:///path. Required.",
     )
-    .shown(describe::store),
+    .shown(shown::store),
     Spec::new(
         "Endpoint",
         "https://s3.example.org",
@@ -230,7 +230,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         |g, d| set(&mut g.s3.keyfile, file_path(&g.base, d).map(Some)),
         "File with key=ACCESS_KEY and secret=SECRET lines (default: the AWS credential chain).",
     )
-    .shown(describe::keyfile),
+    .shown(shown::keyfile),
     run(
         "DiffDir",
         "/var/lib/s3nap",
@@ -252,14 +252,14 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Fingerprint, key ID or e-mail of a recipient; none: archives are not encrypted.",
     )
     .repeatable()
-    .shown(describe::recipients),
+    .shown(shown::recipients),
     run(
         "GpgKeyring",
         "/etc/s3nap/recipients.pgp",
         |g, d| set(&mut g.keyring, file_path(&g.base, d).map(Some)),
         "Keyring or certificate file for the recipients (default: gpg --export).",
     )
-    .shown(describe::keyring),
+    .shown(shown::keyring),
     run(
         "ChunkSize",
         "16MiB",
@@ -295,7 +295,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
     )
     .shown(|c| Some(format!("{}s", c.s3.timeout.as_secs()))),
     Spec {
-        show: Show::Group("Logging", describe::logging),
+        show: Show::Group("Logging", shown::logging),
         ..run(
             "LogConfig",
             "/etc/s3nap/log4rs.yaml",
@@ -353,7 +353,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Program run after each run with the summary on stdin (config check shows the \
          program, not its arguments).",
     )
-    .shown(describe::notify),
+    .shown(shown::notify),
     run(
         "TempDir",
         "/var/tmp",
@@ -776,7 +776,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::resolve;
+    use crate::config::resolve::resolve;
     use crate::config::syntax::parse_str;
 
     fn load(text: &str) -> Result<Config, ConfigError> {

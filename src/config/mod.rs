@@ -10,14 +10,13 @@ pub mod directives;
 pub mod resolve;
 mod sets;
 mod settings;
+mod shown;
 pub mod syntax;
 mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use describe::config_text;
-pub use resolve::resolve;
 pub use syntax::{ConfigError, Pos};
 
 use crate::pipeline::compress::Compression;
@@ -277,12 +276,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads, parses and resolves a configuration file (with its `Include`s).
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let items = syntax::load(path)?;
-        resolve(path, &items)
-    }
-
     /// The sets a command names (by set name or path); all of them when it names none.
     pub fn selected_sets<'a>(&'a self, only: &'a [String]) -> impl Iterator<Item = &'a SetSpec> {
         self.sets

@@ -20,6 +20,14 @@ use super::values::err;
 use super::{Config, SetSpec};
 
 /// Builds the typed configuration of the file at `file` from its syntax tree.
+impl Config {
+    /// Reads, parses and resolves a configuration file (with its `Include`s).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let items = super::syntax::load(path)?;
+        resolve(path, &items)
+    }
+}
+
 pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut globals = Globals::new(file);
     let mut root = Scope::default();

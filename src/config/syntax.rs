@@ -523,7 +523,7 @@ mod tests {
             let text: String = pieces.concat();
             if let Ok(items) = parse(&text) {
                 // Whatever parses also resolves without panicking.
-                let _ = crate::config::resolve(Path::new("t.conf"), &items);
+                let _ = crate::config::resolve::resolve(Path::new("t.conf"), &items);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The streaming stages (README, "What it does").
+//! The streaming stages (docs/ARCHITECTURE.md, "Data flow").
 //!
 //! ```text
 //! backup:  Source ─► Counter ─► Compressor ─► Sealer ─► PartWriter ═► upload_parts ─► store

@@ -1,4 +1,5 @@
-//! Storage layout: where each run's objects live (README, "Storage layout").
+//! Storage layout: where each run's objects live (docs/ARCHITECTURE.md, "Storage layout and
+//! formats").
 //!
 //! ```text
 //! <host>/<set>/<run>.<kind>.<ext>            the archive

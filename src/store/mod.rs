@@ -4,8 +4,10 @@
 //! offers what the pipeline needs and no more: whole small objects (manifests), multipart
 //! uploads for archive streams (nothing visible until `complete_upload`), ranged reads for
 //! recovery, listing and deletion. Behaviour that is the same for every store — retries with
-//! backoff — is a wrapper ([`retry::RetryStore`]), not a flag inside each implementation, and one
-//! conformance suite (tests/store_conformance.rs) runs against every implementation.
+//! backoff, the dry run — is a wrapper ([`retry::RetryStore`], [`dry_run::DryRunStore`]), not a
+//! flag inside each implementation, and one conformance suite (tests/store_conformance.rs) runs
+//! against every implementation, the in-memory one included ([`memory`], and [`faulty`] to
+//! inject faults in unit tests; docs/ARCHITECTURE.md, "Testing seams").
 
 pub mod dry_run;
 pub mod faulty;
