@@ -604,25 +604,7 @@ fn bucket_command(
             let before = bucket::load_index(runtime.handle(), &store, &first, &decrypt)?;
             let after = bucket::load_index(runtime.handle(), &store, &second, &decrypt)?;
             let changes = bucket::diff::diff(&before, &after);
-            for change in &changes {
-                use bucket::diff::Change;
-                match change {
-                    Change::Added(v) => writeln!(out, "+ {} ({} bytes)", v.key, v.size)?,
-                    Change::Removed(v) => writeln!(out, "- {}", v.key)?,
-                    Change::Changed {
-                        before,
-                        after,
-                        same_content,
-                    } => writeln!(
-                        out,
-                        "~ {} ({} -> {} bytes{})",
-                        after.key,
-                        before.size,
-                        after.size,
-                        if *same_content { ", same content" } else { "" }
-                    )?,
-                }
-            }
+            print_changes(&mut out, &changes)?;
             log::info!(
                 "{}: {} change(s) from snapshot {} to {}",
                 set.name,
@@ -633,6 +615,30 @@ fn bucket_command(
             Ok(ExitStatus::Ok)
         }
     }
+}
+
+/// One line per change between two snapshots: `+` added, `-` removed, `~` changed.
+fn print_changes(out: &mut impl Write, changes: &[bucket::diff::Change]) -> std::io::Result<()> {
+    for change in changes {
+        use bucket::diff::Change;
+        match change {
+            Change::Added(v) => writeln!(out, "+ {} ({} bytes)", v.key, v.size)?,
+            Change::Removed(v) => writeln!(out, "- {}", v.key)?,
+            Change::Changed {
+                before,
+                after,
+                same_content,
+            } => writeln!(
+                out,
+                "~ {} ({} -> {} bytes{})",
+                after.key,
+                before.size,
+                after.size,
+                if *same_content { ", same content" } else { "" }
+            )?,
+        }
+    }
+    Ok(())
 }
 
 /// Prints what `bucket restore` did (or would do); its failures fail the command.

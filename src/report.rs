@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::backup::{archive_key, Outcome, SetOutcome, UnreadableDirectory};
-use crate::config::{Config, CycleType, SetSpec};
+use crate::config::{Config, SetSpec};
 use crate::plan::{Action, SetPlan};
 use crate::schema::layout::RunId;
 use crate::schema::manifest::Manifest;
@@ -183,22 +183,7 @@ pub fn plan_text(
 /// A set's name and cycle settings, and a note on a setting s3nap ignores.
 fn set_heading(set: &SetSpec) -> String {
     let cycle = &set.cycle;
-    let description = match cycle.cycle_type {
-        CycleType::Simple => format!(
-            "SimpleCycle: every {} day(s), phase {}, {} diffs, {} fulls",
-            cycle.frequency, cycle.phase, cycle.diffs, cycle.fulls
-        ),
-        CycleType::Hanoi => format!(
-            "HanoiCycle: every {} day(s), {} discs{}",
-            cycle.frequency,
-            cycle.discs,
-            if cycle.archive_oldest_disc {
-                ", oldest disc archived"
-            } else {
-                ""
-            }
-        ),
-    };
+    let description = cycle.describe(": ");
     let mut out = format!(
         "\n{} [cycle {}] ({description})\n",
         set.name,

@@ -116,22 +116,21 @@ pub(super) fn source_for(
     } else {
         Some(set.restore.clone())
     };
-    let program =
-        |command: Vec<String>, format: &'static str, descriptor_mode: bool| -> Box<dyn Source> {
-            Box::new(program::ProgramSource {
-                command,
-                format,
-                descriptor_mode,
-                restore: restore.clone(),
-            })
-        };
+    let program = |command: Vec<String>, descriptor_mode: bool| -> Box<dyn Source> {
+        Box::new(program::ProgramSource {
+            command,
+            format: archive_format(&set.source),
+            descriptor_mode,
+            restore: restore.clone(),
+        })
+    };
     Ok(match &set.source {
         SourceSpec::Directory {
             path,
             excludes,
             one_file_system,
-        } => (
-            Box::new(TreeSource {
+        } => {
+            let tree = TreeSource {
                 root: path.clone(),
                 excludes: excludes.clone(),
                 one_file_system: *one_file_system,
@@ -139,30 +138,22 @@ pub(super) fn source_for(
                     BaseData::Tree(state) => Some(state),
                     _ => None,
                 },
-            }),
-            Some(SourceInfo::Directory {
+            };
+            let info = SourceInfo::Directory {
                 path: path.display().to_string(),
                 excludes: excludes.iter().map(|p| p.display().to_string()).collect(),
-            }),
-        ),
-        SourceSpec::MySql { database, options } => (
-            program(
-                mysql_dump(database, options)?,
-                archive_format(&set.source),
-                false,
-            ),
-            None,
-        ),
+            };
+            (Box::new(tree), Some(info))
+        }
+        SourceSpec::MySql { database, options } => {
+            (program(mysql_dump(database, options)?, false), None)
+        }
         SourceSpec::PostgreSql {
             database,
             user,
             custom_format,
         } => (
-            program(
-                pg_dump(database, user.as_deref(), *custom_format),
-                archive_format(&set.source),
-                false,
-            ),
+            program(pg_dump(database, user.as_deref(), *custom_format), false),
             None,
         ),
         SourceSpec::Subversion { repository, .. } => (
@@ -175,9 +166,7 @@ pub(super) fn source_for(
             }),
             None,
         ),
-        SourceSpec::Command { run, fd, .. } => {
-            (program(run.clone(), archive_format(&set.source), *fd), None)
-        }
+        SourceSpec::Command { run, fd, .. } => (program(run.clone(), *fd), None),
         SourceSpec::Picker { run, .. } => (
             Box::new(PickedPaths {
                 command: run.clone(),

@@ -5,7 +5,7 @@
 //! appears as `****`, the access key id shortened, NotifyCommand's arguments counted.
 
 use super::directives::{Show, DIRECTIVES};
-use super::{Config, CycleType, SetSpec, SourceSpec};
+use super::{Config, SetSpec, SourceSpec};
 
 /// The resolved configuration for `config check`.
 pub fn config_text(config: &Config) -> String {
@@ -30,22 +30,7 @@ pub fn config_text(config: &Config) -> String {
 /// One set's line, with its excludes below it.
 fn set_text(set: &SetSpec) -> String {
     let c = &set.cycle;
-    let cycle = match c.cycle_type {
-        CycleType::Simple => format!(
-            "SimpleCycle every {} day(s), phase {}, {} diffs, {} fulls",
-            c.frequency, c.phase, c.diffs, c.fulls
-        ),
-        CycleType::Hanoi => format!(
-            "HanoiCycle every {} day(s), {} discs{}",
-            c.frequency,
-            c.discs,
-            if c.archive_oldest_disc {
-                ", oldest disc archived"
-            } else {
-                ""
-            }
-        ),
-    };
+    let cycle = c.describe(" ");
     let retention = c
         .retention_days
         .map(|d| {

@@ -27,6 +27,28 @@ pub struct CycleSettings {
     pub minimum_redundancy: u64,
 }
 
+impl CycleSettings {
+    /// `SimpleCycle{sep}every 1 day(s), phase 0, 6 diffs, 4 fulls`, or the Hanoi equivalent.
+    pub fn describe(&self, sep: &str) -> String {
+        match self.cycle_type {
+            CycleType::Simple => format!(
+                "SimpleCycle{sep}every {} day(s), phase {}, {} diffs, {} fulls",
+                self.frequency, self.phase, self.diffs, self.fulls
+            ),
+            CycleType::Hanoi => format!(
+                "HanoiCycle{sep}every {} day(s), {} discs{}",
+                self.frequency,
+                self.discs,
+                if self.archive_oldest_disc {
+                    ", oldest disc archived"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
 impl Default for CycleSettings {
     fn default() -> Self {
         CycleSettings {
