@@ -172,7 +172,7 @@ fn lock(config: &Config, wait: bool) -> Result<RunLock, Error> {
 
 /// The sets a run (or `-t`) works on: SubversionDir and SnapshotsDir expanded into theirs.
 fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, Error> {
-    backup::expand_sets(config.selected_sets(only)).map_err(|e| Error::configuration(anyhow!(e)))
+    backup::expand_sets(config.selected_sets(only)).map_err(Error::configuration)
 }
 
 /// `-t`: plans every set against the store exactly as a run would, read-only: no lock, and

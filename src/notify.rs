@@ -9,15 +9,17 @@ use std::process::Command;
 use crate::process::{ChildReader, Input};
 
 /// Runs `argv` with `summary` on stdin and S3NAP_EXIT_STATUS in its environment.
-pub fn notify(argv: &[String], summary: &str, exit_status: u8) -> Result<(), String> {
-    let (program, args) = argv.split_first().ok_or("NotifyCommand is empty")?;
+pub fn notify(argv: &[String], summary: &str, exit_status: u8) -> anyhow::Result<()> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("NotifyCommand is empty"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("S3NAP_EXIT_STATUS", exit_status.to_string());
     // Named by the program alone: its arguments may hold a token.
     let name = format!("NotifyCommand {program}");
     let input = Input::Feed(Box::new(io::Cursor::new(summary.as_bytes().to_vec())));
-    let mut child = ChildReader::spawn(cmd, &name, input).map_err(|e| e.to_string())?;
+    let mut child = ChildReader::spawn(cmd, &name, input)?;
     let mut stdout = Vec::new();
     let read = child.read_to_end(&mut stdout);
     let exit = child.exit();
@@ -28,11 +30,11 @@ pub fn notify(argv: &[String], summary: &str, exit_status: u8) -> Result<(), Str
     match (read, exit) {
         (Ok(_), _) => Ok(()),
         // Its last line only, as the message of a command that may echo its arguments.
-        (Err(_), Some(exit)) if !exit.status.success() => Err(format!(
+        (Err(_), Some(exit)) if !exit.status.success() => Err(anyhow::anyhow!(
             "{name} failed ({}): {}",
             exit.status,
             stderr.last().map_or("", |l| l.trim())
         )),
-        (Err(e), _) => Err(format!("{name}: {e}")),
+        (Err(e), _) => Err(anyhow::anyhow!("{name}: {e}")),
     }
 }

@@ -33,9 +33,9 @@ use crate::source::{Source, Warning};
 use crate::store::DynStore;
 
 use commit::{ArchiveCommit, RunKeys};
-pub use planner::{Planner, UnreadableDirectory};
+pub use planner::Planner;
 pub use retain::{prune_set, Pruned};
-pub use sets::{expand_sets, FoundSet};
+pub use sets::{expand_sets, FoundSet, UnreadableDirectory};
 pub use sources::{archive_format, archive_key, extension};
 use stream::Streamed;
 

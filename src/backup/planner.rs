@@ -10,6 +10,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use super::sets::UnreadableDirectory;
 use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::plan::{self, Action, BaseData, LocalStart, SetPlan};
@@ -18,11 +19,6 @@ use crate::schema::manifest::{Manifest, SourceInfo};
 use crate::source::state::{self, Identity, State};
 use crate::source::Warning;
 use crate::store::DynStore;
-
-/// A SubversionDir or SnapshotsDir that cannot be read: its set fails when the run reaches it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UnreadableDirectory(pub String);
 
 /// The one planning `-t` prints and a run executes: each set against the store's catalog of its
 /// runs, and what a DIFF needs from DiffDir (reads only; a DIFF whose base's state or revision
@@ -51,9 +47,9 @@ impl<'a> Planner<'a> {
     pub async fn plan(
         &mut self,
         set: &SetSpec,
-        found: Result<(), String>,
+        found: Result<(), UnreadableDirectory>,
     ) -> anyhow::Result<SetPlan> {
-        found.map_err(UnreadableDirectory)?;
+        found?;
         let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
         let taken = self.taken.entry(set.name.clone()).or_default();
         let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);

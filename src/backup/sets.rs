@@ -10,9 +10,14 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{SetSpec, SourceSpec};
 
+/// A SubversionDir or SnapshotsDir that cannot be read: its set fails when the run reaches it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableDirectory(pub String);
+
 /// A set of a run, and whether it could be found (`Err`: the directory it comes from could
 /// not be read).
-pub type FoundSet = (SetSpec, Result<(), String>);
+pub type FoundSet = (SetSpec, Result<(), UnreadableDirectory>);
 
 /// A set's identity: its name and cycle. Two sets with one identity share their runs.
 type SetIdentity = (String, Option<String>);
@@ -23,7 +28,7 @@ type SetIdentity = (String, Option<String>);
 /// different directories under one name in one cycle (two SnapshotsDir holding executables of
 /// the same name) would share their runs, so the second would never run: that is a
 /// configuration error (`Err`), for the whole run, as any other.
-pub fn expand_sets<'a>(sets: impl Iterator<Item = &'a SetSpec>) -> Result<Vec<FoundSet>, String> {
+pub fn expand_sets<'a>(sets: impl Iterator<Item = &'a SetSpec>) -> anyhow::Result<Vec<FoundSet>> {
     let sets: Vec<&SetSpec> = sets.collect();
     let mut expansion = Expansion {
         // A set configured on its own wins over the same set found by a directory expansion in
@@ -42,7 +47,7 @@ pub fn expand_sets<'a>(sets: impl Iterator<Item = &'a SetSpec>) -> Result<Vec<Fo
     if expansion.conflicts.is_empty() {
         Ok(expansion.out)
     } else {
-        Err(expansion.conflicts.join("\n"))
+        Err(anyhow::anyhow!(expansion.conflicts.join("\n")))
     }
 }
 
@@ -69,7 +74,8 @@ impl<'a> Expansion<'a> {
             Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
             Err(e) => {
                 let problem = format!("cannot read {}: {e}", dir.display());
-                self.out.push((set.clone(), Err(problem)));
+                self.out
+                    .push((set.clone(), Err(UnreadableDirectory(problem))));
                 return;
             }
         };
