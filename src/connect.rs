@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, StoreSpec};
+use crate::config::{Config, S3Spec, StoreSpec};
 use crate::store::retry::{RetryPolicy, RetryStore};
 use crate::store::{local, s3, DynStore};
 
@@ -16,12 +16,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
     let inner: DynStore = match &config.store {
         StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
         StoreSpec::S3 { bucket, prefix } => {
-            let settings = s3::S3Settings {
-                endpoint: config.s3.endpoint.clone(),
-                region: config.s3.region.clone(),
-                keyfile: config.s3.keyfile.clone(),
-                timeout: config.s3.timeout,
-            };
+            let settings = s3_settings(&config.s3, &config.s3.endpoint, &config.s3.region);
             Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
         }
     };
@@ -33,5 +28,20 @@ pub fn retry_policy(config: &Config) -> RetryPolicy {
     RetryPolicy {
         attempts: config.retries.max(1),
         ..Default::default()
+    }
+}
+
+/// The S3 client settings for `endpoint` and `region` (the store's, or a bucket set's own) with
+/// the configuration's credentials and timeout.
+pub fn s3_settings(
+    s3: &S3Spec,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> s3::S3Settings {
+    s3::S3Settings {
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+        keyfile: s3.keyfile.clone(),
+        timeout: s3.timeout,
     }
 }

@@ -1,9 +1,11 @@
-//! Errors and the exit status they stand for: the one place where a failure becomes a status.
+//! Errors and the exit statuses of the contract: the one place where an error becomes a status.
 //!
 //! Library code returns `anyhow` errors with context; what kind of failure an error is follows
-//! from the typed error at its root ([`StoreError`], [`LockError`], [`IntegrityError`]) or from
-//! the step that labelled it (a configuration that cannot be loaded). Commands return
-//! [`Error`]; `main` prints it and exits with [`Error::exit_status`].
+//! from the first typed error in its chain, outermost first ([`StoreError`], [`LockError`],
+//! [`IntegrityError`]), or from the step that labelled it (a configuration that cannot be
+//! loaded). Commands return [`Error`]; `main` prints it and exits with [`Error::exit_status`].
+//! A command that ran to its end returns an [`ExitStatus`] itself: a run from its sets'
+//! outcomes (`backup::exit_status`), `prune` and `bucket restore` from whether anything failed.
 
 use std::fmt;
 
@@ -67,7 +69,7 @@ impl Kind {
         }
     }
 
-    /// The kind of `e`, from the first typed error in its chain.
+    /// The kind of `e`, from the first typed error in its chain (outermost first).
     fn of(e: &anyhow::Error) -> Kind {
         for cause in e.chain() {
             if let Some(store) = cause.downcast_ref::<StoreError>() {

@@ -17,11 +17,20 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// Lines of stderr kept for the error message (and the manifest of a dump).
 pub const TAIL_LINES: usize = 20;
 /// Bytes of stderr kept at the most, whatever the length of its lines.
 const TAIL_BYTES: usize = 16 * 1024;
+
+/// How long a child whose reader was dropped early gets to end on its own once its output is
+/// closed, and then after SIGTERM, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// What a child reads on stdin.
 pub enum Input {
@@ -198,10 +207,35 @@ impl Read for ChildReader {
 impl Drop for ChildReader {
     fn drop(&mut self) {
         // Dropped before the end (the reader's consumer failed): no child left running, and
-        // none left a zombie.
+        // none left a zombie. Its output is closed first, so that a program still writing gets
+        // EPIPE (or SIGPIPE) and ends as it would under a shell pipe, cleaning up after itself
+        // (a snapshotter removes its snapshot); only one that does not end in time is stopped.
         if let Some(mut child) = self.child.take() {
+            self.data = Box::new(io::empty());
+            stop(&mut child);
+        }
+    }
+}
+
+/// Waits for `child` to end on its own, then sends SIGTERM, then kills it; reaps it.
+fn stop(child: &mut Child) {
+    if !exits_within(child, STOP_GRACE) {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        if !exits_within(child, TERM_GRACE) {
             let _ = child.kill();
-            let _ = child.wait();
+        }
+    }
+    let _ = child.wait();
+}
+
+fn exits_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Err(_) => return false,
+            Ok(None) if Instant::now() >= deadline => return false,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
@@ -460,6 +494,26 @@ mod tests {
 
     fn gone(pid: u32) -> bool {
         !Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    fn a_reader_dropped_early_lets_its_child_end_on_its_own() {
+        // A program that cleans up when its output goes away (a snapshotter removing its
+        // snapshot) must not be killed before it could.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("cleaned up");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "trap '' PIPE; while echo data; do :; done; echo done > '{}'",
+            mark.display()
+        ));
+        let mut reader = ChildReader::spawn(cmd, "snapshotter", Input::Closed).unwrap();
+        let pid = reader.child.as_ref().unwrap().id();
+        let mut buf = [0u8; 5];
+        reader.read_exact(&mut buf).unwrap();
+        drop(reader);
+        assert!(gone(pid));
+        assert!(mark.exists(), "killed before it could clean up");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(super) struct ArchiveCommit<'a> {
     upload: Upload,
     /// Where the archive's per-range SHA-256s go (also among `upload.others`).
     ranges: String,
+    /// The set, for messages.
+    set: String,
 }
 
 impl<'a> ArchiveCommit<'a> {
@@ -89,6 +91,7 @@ impl<'a> ArchiveCommit<'a> {
                     .collect(),
             },
             ranges: keys.ranges.clone(),
+            set: set.to_string(),
         };
         // Recorded before any part is sent, so that an interrupted run's next run finds it.
         if let Err(e) = commit.records.record(&commit.upload) {
@@ -122,7 +125,8 @@ impl<'a> ArchiveCommit<'a> {
             Ok(manifest) => {
                 if let Err(e) = self.records.clear(self.archive()) {
                     log::warn!(
-                        "run {} committed, but its upload record could not be removed ({e}); the next run removes it",
+                        "{}: run {} committed, but its upload record could not be removed ({e}); the next run removes it",
+                        self.set,
                         manifest.run
                     );
                 }

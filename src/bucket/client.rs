@@ -549,12 +549,7 @@ pub async fn connect(
     s3: &S3Spec,
     retry: RetryPolicy,
 ) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
-    let settings = crate::store::s3::S3Settings {
-        endpoint: spec.endpoint.clone(),
-        region: spec.region.clone(),
-        keyfile: s3.keyfile.clone(),
-        timeout: s3.timeout,
-    };
+    let settings = crate::connect::s3_settings(s3, &spec.endpoint, &spec.region);
     let client = crate::store::s3::client(&settings).await?;
     Ok((
         Arc::new(BucketClient::new(

@@ -98,9 +98,7 @@ pub async fn collect(
         newest,
     };
 
-    let (_, replica) = super::client::connect(spec, s3, retry)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let (_, replica) = super::client::connect(spec, s3, retry).await?;
     let mut outcome = judge_versions(&replica, spec, &protection).await?;
     if dry_run {
         return Ok(outcome);

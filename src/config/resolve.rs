@@ -19,7 +19,6 @@ use super::syntax::{Block, ConfigError, Item, Pos, Word};
 use super::values::err;
 use super::{Config, SetSpec};
 
-/// Builds the typed configuration of the file at `file` from its syntax tree.
 impl Config {
     /// Reads, parses and resolves a configuration file (with its `Include`s).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -28,6 +27,7 @@ impl Config {
     }
 }
 
+/// Builds the typed configuration of the file at `file` from its syntax tree.
 pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut globals = Globals::new(file);
     let mut root = Scope::default();

@@ -142,7 +142,7 @@ impl Download {
     ) -> Result<Bytes, String> {
         let (store, key) = (&self.store, self.key.as_str());
         let Some(hashes) = &self.hashes else {
-            return read_range(store, key, range).await;
+            return read_range(store, key, range).await?.whole();
         };
         let Some(&want) = hashes.get(index as usize) else {
             return Err(format!(
@@ -152,11 +152,12 @@ impl Download {
             ));
         };
         // A damaged or cut-short range may be a passing fault on the way: read it once more.
+        // (A store error has been retried by the store already.)
         let mut short = None;
         for _ in 0..2 {
-            let data = match read_range(store, key, range.clone()).await {
-                Ok(data) => data,
-                Err(e) => {
+            let data = match read_range(store, key, range.clone()).await? {
+                RangeRead::Whole(data) => data,
+                RangeRead::Short(e) => {
                     short = Some(e);
                     continue;
                 }
@@ -184,25 +185,41 @@ impl Download {
     }
 }
 
-/// Bytes `range` of `key`, failing unless all of them arrived.
+/// What one read of a range gave.
+enum RangeRead {
+    Whole(Bytes),
+    /// Fewer bytes than asked for: why, naming the object.
+    Short(String),
+}
+
+impl RangeRead {
+    fn whole(self) -> Result<Bytes, String> {
+        match self {
+            RangeRead::Whole(data) => Ok(data),
+            RangeRead::Short(e) => Err(e),
+        }
+    }
+}
+
+/// Bytes `range` of `key`; `Err` is the store's error.
 async fn read_range(
     store: &DynStore,
     key: &str,
     range: std::ops::Range<u64>,
-) -> Result<Bytes, String> {
+) -> Result<RangeRead, String> {
     let want = range.end - range.start;
     let data = store
         .get_range(key, range)
         .await
         .map_err(|e| e.to_string())?;
     if data.len() as u64 != want {
-        return Err(format!(
+        return Ok(RangeRead::Short(format!(
             "{}: short read ({} of {want} bytes): object truncated",
             store.locate(key),
             data.len()
-        ));
+        )));
     }
-    Ok(data)
+    Ok(RangeRead::Whole(data))
 }
 
 pub struct ObjectReader {
@@ -404,9 +421,15 @@ mod tests {
     #[test]
     fn a_store_error_on_a_range_ends_the_stream_with_it() {
         let rule = Rule::new(Op::GetRange, Fault::Permanent).covering(2500);
-        let (out, end, failure, _) = read_through(vec![rule], false);
+        let (out, end, failure, faults) = read_through(vec![rule], false);
         assert!(end.is_err());
         assert_eq!(out.len(), 2000, "the ranges before it pass");
+        let reads = faults.calls_of(Op::GetRange);
+        let of_range_3 = reads.iter().filter(|c| c.range == Some(2000..3000)).count();
+        assert_eq!(
+            of_range_3, 1,
+            "a store error is the store's to retry, not read again"
+        );
         let message = failure.get().unwrap();
         assert!(message.contains("injected permanent fault"), "{message}");
     }

@@ -340,6 +340,10 @@ impl Store for FaultyStore {
         self.inner.locate(key)
     }
 
+    fn dry_run(&self) -> bool {
+        self.inner.dry_run()
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.run(call(Op::Put, key), self.inner.put(key, data))
             .await

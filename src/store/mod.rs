@@ -10,6 +10,7 @@
 //! inject faults in unit tests; docs/ARCHITECTURE.md, "Testing seams").
 
 pub mod dry_run;
+#[cfg(test)]
 pub mod faulty;
 pub mod local;
 pub mod memory;

@@ -92,6 +92,10 @@ impl Store for RetryStore {
         self.inner.locate(key)
     }
 
+    fn dry_run(&self) -> bool {
+        self.inner.dry_run()
+    }
+
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.retry(|| self.inner.put(key, data.clone())).await
     }
