@@ -166,10 +166,7 @@ impl<'a> ArchiveCommit<'a> {
         }
         let ranges = self.store_range_hashes(stored).await?;
         let manifest = build(ranges);
-        store
-            .put(&self.upload.manifest, manifest.to_json().into())
-            .await
-            .with_context(|| format!("committing the manifest of {}", store.locate(archive)))?;
+        self.store_manifest(&manifest).await?;
         // Another configuration's prune may have taken the archive for debris meanwhile (its
         // grace period passed during a very long run): a manifest without its archive must not
         // stand, so it goes, and the run fails loudly.
@@ -181,6 +178,31 @@ impl<'a> ArchiveCommit<'a> {
             );
         }
         Ok(manifest)
+    }
+
+    /// Stores the manifest: from then on the run exists. A failed PUT whose reply was lost
+    /// after the store took the manifest is told apart by reading it back: that run is
+    /// committed, and undoing it (or not saving its local state) would be wrong.
+    async fn store_manifest(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        let (store, key) = (self.store, &self.upload.manifest);
+        let json: bytes::Bytes = manifest.to_json().into();
+        let Err(e) = store.put(key, json.clone()).await else {
+            return Ok(());
+        };
+        match store.get(key).await {
+            Ok(stored) if stored == json => {
+                log::warn!(
+                    "{}: the reply to storing {} was lost ({e}), but the manifest is stored: run committed",
+                    self.set,
+                    store.locate(key)
+                );
+                Ok(())
+            }
+            _ => Err(anyhow::Error::from(e).context(format!(
+                "committing the manifest of {}",
+                store.locate(self.archive())
+            ))),
+        }
     }
 
     /// Stores the archive's per-range SHA-256s and returns what the manifest says of them.
@@ -364,14 +386,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_run_whose_manifest_was_stored_is_never_undone() {
-        // The manifest reached the store but its reply was lost: the run exists, so nothing
-        // of it may be deleted (issue 13 makes the run count as committed, too).
+    async fn a_manifest_whose_reply_was_lost_commits_the_run() {
+        // The manifest reached the store but the reply did not: the run exists, so it is
+        // committed, and nothing of it may be deleted.
         let dir = tempfile::tempdir().unwrap();
         let k = keys();
         let (store, memory) = store(vec![Rule::new(Op::Put, Fault::LostReply).key(&k.manifest)]);
-        assert!(begin_upload_commit(&store, dir.path()).await.is_err());
+        let m = begin_upload_commit(&store, dir.path()).await.unwrap();
         assert_eq!(memory.keys().len(), 3, "{:?}", memory.keys());
+        assert_eq!(
+            Manifest::from_json(&memory.object(&k.manifest).unwrap()).unwrap(),
+            m
+        );
         assert_eq!(records(dir.path()), 0);
     }
 
