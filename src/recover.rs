@@ -1,4 +1,5 @@
-//! Recovery: a set and a point in time in, one tar stream out (README, "Commands" and "Recovering without s3nap").
+//! Recovery: a set and a point in time in, one tar stream out (README, "Commands" and
+//! "Recovering without s3nap"; docs/ARCHITECTURE.md, "Data flow").
 //!
 //! The chain current at the chosen time (a FULL and its DIFFs) is read archive by archive:
 //! ranged GETs → each range checked against its SHA-256 from the manifest's range hashes →

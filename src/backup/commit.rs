@@ -14,15 +14,14 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context};
 use sha2::Digest;
 
+use super::sources::archive_key;
 use crate::config::{Config, SetSpec, SourceSpec};
+use crate::pipeline::parts::Stored;
 use crate::prune;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::{self, Manifest, RangeHashes};
 use crate::store::{DynStore, PartReceipt};
 use crate::uploads::{self, Records, Upload};
-
-use super::sources::archive_key;
-use crate::pipeline::parts::Stored;
 
 /// The keys of one run's objects.
 pub(super) struct RunKeys {

@@ -3,10 +3,10 @@
 //! Each set goes through [`run_all`]: [`Planner::plan`] (the plan, and the base's local start)
 //! → [`run_set`] → [`prune_set`] (retention). `run_set` reads as a short sequence: the source →
 //! stream it into a multipart upload that an [`ArchiveCommit`] owns → commit (complete, check
-//! the size, store the manifest) or abort → save the local state for the next DIFF. Any failure before the manifest is stored removes what
-//! the run stored, so no partial run ever appears; earlier runs are never touched; a failed
-//! set does not stop the others. docs/ARCHITECTURE.md, "A run of one set", tells the whole
-//! story.
+//! the size, store the manifest) or abort → save the local state for the next DIFF. Any
+//! failure before the manifest is stored removes what the run stored, so no partial run ever
+//! appears; earlier runs are never touched; a failed set does not stop the others.
+//! docs/ARCHITECTURE.md, "A run of one set", tells the whole story.
 
 mod commit;
 mod local;

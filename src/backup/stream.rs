@@ -2,6 +2,8 @@
 //! (source → counter → compressor → sealer → part writer), and the parts over a bounded channel
 //! to the uploader on the async side. Memory stays at the channel's parts plus those in flight.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, Context};
 use sequoia_openpgp::Cert;
 use tokio::sync::mpsc;
@@ -12,11 +14,9 @@ use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
+use crate::progress::Progress;
 use crate::schema::manifest;
 use crate::source::{Report, Source};
-use std::sync::Arc;
-
-use crate::progress::Progress;
 use crate::store::{DynStore, PartReceipt};
 
 /// Parts waiting in the channel besides those in flight.

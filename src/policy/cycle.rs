@@ -1,4 +1,5 @@
-//! Cycles: a day in, whether a run is due and which slot and kind it takes (README, "Cycles and retention").
+//! Cycles: a day in, whether a run is due and which slot and kind it takes (README, "Cycles
+//! and retention").
 //!
 //! Pure arithmetic on the UTC day index (days since 1970-01-01), never the day of the year, so
 //! a schedule runs straight through 1 January. A run's *period* is its backup number (`n`): two
