@@ -271,12 +271,12 @@ fn stream_archive<W: Write>(
         }
         // The integrity check's own words beat whatever a later stage made of them.
         return Err(match failure.get() {
-            Some(message) => anyhow!(message),
+            Some(first) => first.into_anyhow(),
             None => e.context(format!("recovering {target}")),
         });
     }
-    if let Some(message) = failure.get() {
-        bail!(message);
+    if let Some(first) = failure.get() {
+        return Err(first.into_anyhow());
     }
     log::info!(
         "recovered {} run {} from {target}",

@@ -17,7 +17,8 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::store::DynStore;
+use crate::schema::IntegrityError;
+use crate::store::{DynStore, StoreError};
 
 /// The SHA-256 of each range of an object, in order.
 pub type RangeDigests = Arc<Vec<[u8; 32]>>;
@@ -33,20 +34,50 @@ pub struct Expected {
     pub ranges: Option<RangeDigests>,
 }
 
-/// The first integrity or transport error seen, kept so that the command can report it as is
-/// even when a later stage (the decryptor) wraps it in its own message.
+/// Why a download stopped; the message names the object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    /// The store failed, and kept failing through its retries.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The bytes are not what the manifest promises.
+    #[error("{0}")]
+    Integrity(IntegrityError),
+    /// The check itself could not run (its task died).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DownloadError {
+    fn integrity(message: String) -> Self {
+        DownloadError::Integrity(IntegrityError(message))
+    }
+
+    /// As an error whose chain holds the typed cause, so that its kind (transient, integrity)
+    /// decides how it is reported.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            DownloadError::Store(e) => e.into(),
+            DownloadError::Integrity(e) => e.into(),
+            DownloadError::Other(message) => anyhow::Error::msg(message),
+        }
+    }
+}
+
+/// The first error the reader saw, kept so that the command can report it as is even when a
+/// later stage (the decryptor, or gpg fed from the reader) rewraps it or swallows it.
 #[derive(Debug, Default, Clone)]
-pub struct Failure(Arc<Mutex<Option<String>>>);
+pub struct Failure(Arc<Mutex<Option<DownloadError>>>);
 
 impl Failure {
-    pub fn set(&self, message: String) {
+    pub fn set(&self, error: DownloadError) {
         let mut slot = self.0.lock().expect("not poisoned");
         if slot.is_none() {
-            *slot = Some(message);
+            *slot = Some(error);
         }
     }
 
-    pub fn get(&self) -> Option<String> {
+    pub fn get(&self) -> Option<DownloadError> {
         self.0.lock().expect("not poisoned").clone()
     }
 }
@@ -60,7 +91,7 @@ pub fn fetch(
     parallel: usize,
     failure: Failure,
 ) -> ObjectReader {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(parallel.max(1));
+    let (tx, rx) = mpsc::channel::<Result<Bytes, DownloadError>>(parallel.max(1));
     let target = store.locate(&expected.key);
     let download = Download {
         store,
@@ -94,9 +125,9 @@ struct Download {
 impl Download {
     /// Sends the object's ranges of `step` bytes, in order, `parallel` GETs at a time, down
     /// `tx`; the first error is sent last.
-    async fn run(self, tx: mpsc::Sender<Result<Bytes, String>>, step: u64, parallel: usize) {
-        if let Err(message) = self.check_size().await {
-            let _ = tx.send(Err(message)).await;
+    async fn run(self, tx: mpsc::Sender<Result<Bytes, DownloadError>>, step: u64, parallel: usize) {
+        if let Err(e) = self.check_size().await {
+            let _ = tx.send(Err(e)).await;
             return;
         }
         let size = self.size;
@@ -115,20 +146,20 @@ impl Download {
 
     /// Fails unless the object is there with the size its manifest says, before any range is
     /// read.
-    async fn check_size(&self) -> Result<(), String> {
+    async fn check_size(&self) -> Result<(), DownloadError> {
         let size = self.size;
         match self.store.head(&self.key).await {
             Ok(Some(info)) if info.size == size => Ok(()),
-            Ok(Some(info)) => Err(format!(
+            Ok(Some(info)) => Err(DownloadError::integrity(format!(
                 "{}: object holds {} bytes, its manifest says {size} (truncated or replaced)",
                 self.store.locate(&self.key),
                 info.size
-            )),
-            Ok(None) => Err(format!(
+            ))),
+            Ok(None) => Err(DownloadError::integrity(format!(
                 "{}: object is missing",
                 self.store.locate(&self.key)
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) => Err(DownloadError::Store(e)),
         }
     }
 
@@ -139,17 +170,17 @@ impl Download {
         index: u64,
         range: std::ops::Range<u64>,
         count: u64,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Bytes, DownloadError> {
         let (store, key) = (&self.store, self.key.as_str());
         let Some(hashes) = &self.hashes else {
             return read_range(store, key, range).await?.whole();
         };
         let Some(&want) = hashes.get(index as usize) else {
-            return Err(format!(
+            return Err(DownloadError::integrity(format!(
                 "{}: no SHA-256 for range {}",
                 store.locate(key),
                 index + 1
-            ));
+            )));
         };
         // A damaged or cut-short range may be a passing fault on the way: read it once more.
         // (A store error has been retried by the store already.)
@@ -167,7 +198,7 @@ impl Download {
             let digest: [u8; 32] =
                 tokio::task::spawn_blocking(move || Sha256::digest(&check).into())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| DownloadError::Other(e.to_string()))?;
             if digest == want {
                 return Ok(data);
             }
@@ -175,13 +206,13 @@ impl Download {
         if let Some(e) = short {
             return Err(e);
         }
-        Err(format!(
+        Err(DownloadError::integrity(format!(
             "{}: bytes {}..{} (range {} of {count}) do not match their SHA-256 in the manifest, also when read again: object damaged; nothing from this range on was passed on",
             store.locate(key),
             range.start,
             range.end,
             index + 1
-        ))
+        )))
     }
 }
 
@@ -189,11 +220,11 @@ impl Download {
 enum RangeRead {
     Whole(Bytes),
     /// Fewer bytes than asked for: why, naming the object.
-    Short(String),
+    Short(DownloadError),
 }
 
 impl RangeRead {
-    fn whole(self) -> Result<Bytes, String> {
+    fn whole(self) -> Result<Bytes, DownloadError> {
         match self {
             RangeRead::Whole(data) => Ok(data),
             RangeRead::Short(e) => Err(e),
@@ -206,24 +237,24 @@ async fn read_range(
     store: &DynStore,
     key: &str,
     range: std::ops::Range<u64>,
-) -> Result<RangeRead, String> {
+) -> Result<RangeRead, DownloadError> {
     let want = range.end - range.start;
     let data = store
         .get_range(key, range)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(DownloadError::Store)?;
     if data.len() as u64 != want {
-        return Ok(RangeRead::Short(format!(
+        return Ok(RangeRead::Short(DownloadError::integrity(format!(
             "{}: short read ({} of {want} bytes): object truncated",
             store.locate(key),
             data.len()
-        )));
+        ))));
     }
     Ok(RangeRead::Whole(data))
 }
 
 pub struct ObjectReader {
-    rx: mpsc::Receiver<Result<Bytes, String>>,
+    rx: mpsc::Receiver<Result<Bytes, DownloadError>>,
     current: Bytes,
     /// The whole object's SHA-256, for a format 1 manifest (no range hashes).
     hasher: Option<Sha256>,
@@ -235,27 +266,28 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    fn fail(&self, message: String) -> io::Error {
-        self.failure.set(message.clone());
+    fn fail(&self, error: DownloadError) -> io::Error {
+        let message = error.to_string();
+        self.failure.set(error);
         io::Error::new(io::ErrorKind::InvalidData, message)
     }
 
     fn verify_end(&mut self) -> io::Result<()> {
         if self.seen != self.expected.size {
-            return Err(self.fail(format!(
+            return Err(self.fail(DownloadError::integrity(format!(
                 "{}: got {} bytes, manifest says {}: object truncated",
                 self.target, self.seen, self.expected.size
-            )));
+            ))));
         }
         let Some(hasher) = self.hasher.take() else {
             return Ok(());
         };
         let digest = hex::encode(hasher.finalize());
         if !digest.eq_ignore_ascii_case(&self.expected.sha256) {
-            return Err(self.fail(format!(
+            return Err(self.fail(DownloadError::integrity(format!(
                 "{}: SHA-256 {digest} does not match the manifest's {}: object damaged",
                 self.target, self.expected.sha256
-            )));
+            ))));
         }
         Ok(())
     }
@@ -278,7 +310,7 @@ impl Read for ObjectReader {
                     self.seen += data.len() as u64;
                     self.current = data;
                 }
-                Some(Err(message)) => return Err(self.fail(message)),
+                Some(Err(e)) => return Err(self.fail(e)),
                 None => {
                     self.verify_end()?;
                     self.done = true;
@@ -296,6 +328,7 @@ impl Read for ObjectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Error, Kind};
     use crate::store::faulty::{Fault, Faults, FaultyStore, Op, Rule};
     use crate::store::memory::MemoryStore;
 
@@ -377,13 +410,15 @@ mod tests {
         assert_eq!(end.unwrap_err().kind(), io::ErrorKind::InvalidData);
         // Range 1 (bytes 0..1000) was verified and passed on; nothing of range 2.
         assert_eq!(out.len(), 1000);
-        let message = failure.get().unwrap();
+        let message = failure.get().unwrap().to_string();
         assert!(message.contains("range 2 of 4"), "{message}");
         assert!(
             message.contains("memory:/obj"),
             "names the object: {message}"
         );
         assert_eq!(reads_of_range_2(&faults), 2, "read once more, no more");
+        let kind = Error::from(failure.get().unwrap().into_anyhow()).kind();
+        assert_eq!(kind, Kind::Integrity);
     }
 
     #[test]
@@ -396,7 +431,7 @@ mod tests {
         let (out, end, failure, faults) = read_with_damage(Fault::Truncate, 2);
         assert!(end.is_err());
         assert_eq!(out.len(), 1000);
-        let message = failure.get().unwrap();
+        let message = failure.get().unwrap().to_string();
         assert!(
             message.contains("short read (500 of 1000 bytes)"),
             "{message}"
@@ -414,7 +449,7 @@ mod tests {
             3500,
             "without range hashes, only the end can tell"
         );
-        let message = failure.get().unwrap();
+        let message = failure.get().unwrap().to_string();
         assert!(message.contains("does not match the manifest"), "{message}");
     }
 
@@ -430,7 +465,13 @@ mod tests {
             of_range_3, 1,
             "a store error is the store's to retry, not read again"
         );
-        let message = failure.get().unwrap();
+        let message = failure.get().unwrap().to_string();
         assert!(message.contains("injected permanent fault"), "{message}");
+        let error = Error::from(failure.get().unwrap().into_anyhow());
+        assert_eq!(
+            error.kind(),
+            Kind::Failed,
+            "a permanent store error, not damage"
+        );
     }
 }

@@ -22,6 +22,6 @@ pub struct FormatError(pub String);
 
 /// Stored bytes that do not match what their manifest promises: damaged, truncated or
 /// replaced. The message names what.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct IntegrityError(pub String);

@@ -37,7 +37,7 @@ pub enum ErrorKind {
 }
 
 /// A store error always names the object (`s3://bucket/key` or a local path) it concerns.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} {target}: {message}")]
 pub struct StoreError {
     pub kind: ErrorKind,
