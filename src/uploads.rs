@@ -50,7 +50,7 @@ impl Records {
 
     /// Records `upload` durably before any of its parts is sent.
     pub fn record(&self, upload: &Upload) -> io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        // `atomic::replace_file` creates the records directory when it is missing.
         let text = serde_json::to_vec_pretty(upload).expect("serializes");
         crate::atomic::replace_file(&self.path(&upload.archive), &text)
     }
