@@ -15,6 +15,8 @@ use std::time::Duration;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::Client;
 
+pub mod proxy;
+
 /// The moto S3 server of one test. Killed when dropped.
 pub struct S3Server {
     child: Child,
@@ -26,7 +28,7 @@ pub struct S3Server {
     pub client: Client,
 }
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     match std::env::var_os("S3NAP_TEST_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => {

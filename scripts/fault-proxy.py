@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""A fault-injecting HTTP proxy for s3nap's tests: s3nap talks to it on 127.0.0.1, it forwards
+every request unchanged to the S3 server given as its argument (moto), and applies the rules in
+force to the requests they match.
+
+    fault-proxy.py UPSTREAM_URL
+
+The request is forwarded byte for byte, Host header included, so SigV4 signatures made for the
+proxy's address verify upstream. Each connection is served one request at a time (HTTP/1.1
+keep-alive), as the SDK sends them.
+
+Prints {"event": "listening", "endpoint": URL, "pid": N} on stdout, then serves until stdin
+closes. Commands arrive on stdin, one JSON object a line, each acknowledged on stdout with
+{"event": "ok", "seq": SEQ} once in force:
+
+    {"cmd": "add", "seq": 1, "rule": RULE}    adds a rule, tried after those before it; the
+                                              acknowledgement carries its id: {"rule": ID}
+    {"cmd": "clear", "seq": 2}                removes every rule and releases held requests
+    {"cmd": "release", "seq": 3}              releases the requests held so far
+
+A RULE matches requests by "method" (exact) and "target" (a regular expression searched in the
+request target, path and query, e.g. "uploadId=.*partNumber=2"); it hits matching requests from
+its "nth" (default 1) on, "times" times (default 1; 0: every one). Its "action" is one of:
+
+    status      answers {"code": 500 or 503} with S3's XML error (503: SlowDown), not forwarded
+    reset       reads the head and half the body, then resets the connection (not forwarded)
+    delay       waits {"seconds"} before forwarding (beyond s3nap's Timeout: the client gave up)
+    drop_reply  forwards, then resets the connection instead of answering (a lost reply)
+    truncate    forwards, answers the full Content-Length but only the body's first half, closes
+    flip        forwards, answers with one bit flipped in the body at {"offset"} (default: middle)
+    hold        prints {"event": "held", ...} and waits for a release before forwarding; a
+                request whose client went away meanwhile is dropped ({"event": "abandoned"})
+    hold_reply  forwards, prints {"event": "held", ...} and waits for a release before answering
+
+Every hit prints {"event": "hit", "rule": ID, "action", "method", "target"}.
+"""
+import json
+import os
+import re
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+UPSTREAM = urlsplit(sys.argv[1])
+OUT = threading.Lock()
+STATE = threading.Condition()
+RULES = []  # [id, rule dict, matched count]
+NEXT_ID = 0  # rule ids are never reused, so events stay unambiguous across clears
+RELEASES = 0  # bumped by every release/clear; a held request waits for it to change
+
+
+def emit(obj):
+    with OUT:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def read_head(f):
+    """Request or status line and headers, or None at a clean end of the connection."""
+    first = f.readline(65536)
+    if not first:
+        return None
+    lines = [first]
+    while True:
+        line = f.readline(65536)
+        if not line:
+            raise ConnectionError("connection closed in the head")
+        lines.append(line)
+        if line in (b"\r\n", b"\n"):
+            break
+    headers = {}
+    for line in lines[1:-1]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return b"".join(lines), first.decode("latin-1").split(), headers
+
+
+def read_body(f, headers):
+    """The body as it was sent (chunked bodies keep their framing) and the payload length."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        raw = bytearray()
+        while True:
+            size_line = f.readline(65536)
+            raw += size_line
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                while True:  # trailers, up to the empty line
+                    line = f.readline(65536)
+                    raw += line
+                    if line in (b"\r\n", b"\n", b""):
+                        return bytes(raw)
+            raw += f.read(size + 2)
+    length = int(headers.get("content-length", "0") or 0)
+    return f.read(length)
+
+
+def hard_close(sock):
+    """Closes with a TCP reset, as a dropped connection looks to the peer."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def forward(head, body, method):
+    """Sends the request upstream; returns the reply's head bytes, headers, and body."""
+    up = socket.create_connection((UPSTREAM.hostname, UPSTREAM.port))
+    try:
+        up.sendall(head + body)
+        f = up.makefile("rb")
+        while True:  # the client already had its 100 Continue from the proxy
+            got = read_head(f)
+            if got is None:
+                raise ConnectionError("upstream closed without answering")
+            rhead, status, rheaders = got
+            code = int(status[1])
+            if code >= 200:
+                break
+        if method == "HEAD" or code in (204, 304):
+            rbody = b""
+        elif "content-length" in rheaders or rheaders.get(
+            "transfer-encoding", ""
+        ).lower() == "chunked":
+            rbody = read_body(f, rheaders)
+        else:
+            rbody = f.read()
+        return rhead, rheaders, rbody
+    finally:
+        up.close()
+
+
+def pick(method, target):
+    """The first rule hitting this request, counted, or None."""
+    with STATE:
+        for entry in RULES:
+            index, rule = entry[0], entry[1]
+            if rule.get("method") and rule["method"] != method:
+                continue
+            if rule.get("target") and not re.search(rule["target"], target):
+                continue
+            entry[2] += 1
+            nth, times = rule.get("nth", 1), rule.get("times", 1)
+            if entry[2] >= nth and (times == 0 or entry[2] < nth + times):
+                return index, rule
+        return None
+
+
+def hold(index, rule, method, target):
+    with STATE:
+        seen = RELEASES
+        emit({"event": "held", "rule": index, "method": method, "target": target})
+        STATE.wait_for(lambda: RELEASES != seen)
+
+
+def client_gone(sock):
+    """Whether the peer closed its end (a read would return nothing)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def error_reply(code):
+    name, message = (
+        ("SlowDown", "Please reduce your request rate.")
+        if code == 503
+        else ("InternalError", "We encountered an internal error. Please try again.")
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{name}</Code><Message>{message}</Message></Error>"
+    ).encode()
+    reason = "Slow Down" if code == 503 else "Internal Server Error"
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        try:
+            while self.serve_one():
+                pass
+        except (ConnectionError, OSError, ValueError):
+            pass
+
+    def serve_one(self):
+        got = read_head(self.rfile)
+        if got is None:
+            return False
+        head, request_line, headers = got
+        method, target = request_line[0], request_line[1]
+        hit = pick(method, target)
+        action = hit[1]["action"] if hit else None
+        if hit:
+            emit({"event": "hit", "rule": hit[0], "action": action, "method": method,
+                  "target": target})
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.wfile.flush()
+        if action == "reset":
+            length = int(headers.get("content-length", "0") or 0)
+            self.rfile.read(length // 2)
+            hard_close(self.connection)
+            return False
+        body = read_body(self.rfile, headers)
+        if action == "status":
+            self.wfile.write(error_reply(hit[1].get("code", 500)))
+            self.wfile.flush()
+            return True
+        if action == "delay":
+            time.sleep(hit[1].get("seconds", 5))
+        if action == "hold":
+            hold(hit[0], hit[1], method, target)
+            if client_gone(self.connection):
+                # The client was killed while its request waited: it never reached the server.
+                emit({"event": "abandoned", "rule": hit[0], "method": method, "target": target})
+                return False
+        rhead, rheaders, rbody = forward(head, body, method)
+        if action == "drop_reply":
+            hard_close(self.connection)
+            return False
+        if action == "hold_reply":
+            hold(hit[0], hit[1], method, target)
+        if action == "truncate" and rbody:
+            self.wfile.write(rhead + rbody[: len(rbody) // 2])
+            self.wfile.flush()
+            hard_close(self.connection)
+            return False
+        if action == "flip" and rbody:
+            at = hit[1].get("offset", len(rbody) // 2)
+            if at < len(rbody):
+                rbody = rbody[:at] + bytes([rbody[at] ^ 1]) + rbody[at + 1:]
+        self.wfile.write(rhead + rbody)
+        self.wfile.flush()
+        return rheaders.get("connection", "").lower() != "close"
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def commands():
+    global RELEASES, NEXT_ID
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        ack = {"event": "ok", "seq": cmd.get("seq")}
+        with STATE:
+            if cmd["cmd"] == "add":
+                RULES.append([NEXT_ID, cmd["rule"], 0])
+                ack["rule"] = NEXT_ID
+                NEXT_ID += 1
+            elif cmd["cmd"] == "clear":
+                RULES.clear()
+                RELEASES += 1
+            elif cmd["cmd"] == "release":
+                RELEASES += 1
+            else:
+                raise SystemExit(f"fault-proxy: unknown command {cmd['cmd']!r}")
+            STATE.notify_all()
+        emit(ack)
+
+
+def main():
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address
+    emit({"event": "listening", "endpoint": f"http://{host}:{port}", "pid": os.getpid()})
+    commands()  # until stdin closes: the test process ended
+
+
+if __name__ == "__main__":
+    main()
