@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  every set succeeded (or was not due)
-  1  completed, with warnings (files that could not be read or changed while read)
+  1  completed, with warnings (files that could not be read or changed while read, or the
+     state for the next DIFF could not be saved)
   2  at least one set (or the recovery) failed
   3  configuration or usage error
   4  another run holds the lock";

@@ -269,9 +269,7 @@ fn backup_command(
         let line = report::outcome_line(outcome);
         match &outcome.outcome {
             Outcome::Failed(_) => log::error!("{line}"),
-            Outcome::Committed { manifest, .. } if !manifest.warnings.is_empty() => {
-                log::warn!("{line}")
-            }
+            o if o.warned() => log::warn!("{line}"),
             _ => log::info!("{line}"),
         }
         summary.push_str(&line);

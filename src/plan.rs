@@ -32,6 +32,9 @@ pub struct LocalStart {
     pub warning: Option<Warning>,
     /// An old-format file `data` was read from: removed once the run's own file is saved.
     pub legacy: Option<PathBuf>,
+    /// The staged file `data` was read from: its run committed but was interrupted before
+    /// promoting it; promoted before this run stages its own.
+    pub staged: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -42,11 +42,12 @@ pub fn outcome_line(o: &SetOutcome) -> String {
         Outcome::Committed {
             manifest: m,
             retired,
+            problems,
         } => {
             let read = m.archive.plaintext_size;
             let stored = m.archive.stored_size;
             format!(
-                "{head}: {} slot {}: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} warning(s): committed run {}{}",
+                "{head}: {} slot {}: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} warning(s): committed run {}{}{}",
                 m.kind,
                 m.slot.map_or("-".to_string(), |s| s.to_string()),
                 human_bytes(read),
@@ -60,7 +61,11 @@ pub fn outcome_line(o: &SetOutcome) -> String {
                     String::new()
                 } else {
                     format!("; retired {}", retired.join(", "))
-                }
+                },
+                problems
+                    .iter()
+                    .map(|p| format!("; but {p}"))
+                    .collect::<String>()
             )
         }
         Outcome::Skipped(reason) => format!("{head}: skipped: {reason}"),
@@ -79,8 +84,9 @@ pub fn outcome_json(o: &SetOutcome) -> serde_json::Value {
         Outcome::Committed {
             manifest: m,
             retired,
+            problems,
         } => json!({
-            "outcome": if m.warnings.is_empty() { "committed" } else { "warnings" },
+            "outcome": if o.outcome.warned() { "warnings" } else { "committed" },
             "run": m.run.to_string(),
             "kind": m.kind,
             "slot": m.slot,
@@ -90,6 +96,7 @@ pub fn outcome_json(o: &SetOutcome) -> serde_json::Value {
             "warnings": m.warnings.len(),
             "archive": m.archive.key,
             "retired": retired,
+            "problems": problems,
         }),
         Outcome::Skipped(reason) => json!({ "outcome": "skipped", "reason": reason }),
         Outcome::Failed(e) => json!({ "outcome": "failed", "error": format!("{e:#}") }),

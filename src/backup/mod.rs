@@ -48,10 +48,12 @@ pub struct RunContext {
 
 /// What became of one set in a run.
 pub enum Outcome {
-    /// Committed; with the runs retention retired afterwards.
+    /// Committed; with the runs retention retired afterwards, and what went wrong after the
+    /// commit without undoing it (the local state for the next DIFF not saved).
     Committed {
         manifest: Box<Manifest>,
         retired: Vec<String>,
+        problems: Vec<String>,
     },
     Skipped(String),
     Failed(anyhow::Error),
@@ -64,15 +66,24 @@ pub struct SetOutcome {
     pub seconds: f64,
 }
 
+impl Outcome {
+    /// Committed with warnings in its manifest or problems after the commit.
+    pub fn warned(&self) -> bool {
+        match self {
+            Outcome::Committed {
+                manifest, problems, ..
+            } => !manifest.warnings.is_empty() || !problems.is_empty(),
+            _ => false,
+        }
+    }
+}
+
 /// The exit status of a run: any failed set → 2, else any warning → 1.
 pub fn exit_status(outcomes: &[SetOutcome]) -> ExitStatus {
     let failed = outcomes
         .iter()
         .any(|o| matches!(o.outcome, Outcome::Failed(_)));
-    let warned = outcomes.iter().any(|o| match &o.outcome {
-        Outcome::Committed { manifest, .. } => !manifest.warnings.is_empty(),
-        _ => false,
-    });
+    let warned = outcomes.iter().any(|o| o.outcome.warned());
     if failed {
         ExitStatus::Failed
     } else if warned {
@@ -120,16 +131,19 @@ pub async fn run_all(
                         position.slot
                     );
                     match run_set(config, ctx, p, now).await {
-                        Ok(manifest) => match prune_set(&ctx.store, config, set, now).await {
-                            Ok(pruned) => Outcome::Committed {
-                                manifest: Box::new(manifest),
-                                retired: pruned.retired,
-                            },
-                            Err(e) => Outcome::Failed(e.context(format!(
-                                "run {} committed, but pruning failed",
-                                manifest.run
-                            ))),
-                        },
+                        Ok((manifest, problems)) => {
+                            match prune_set(&ctx.store, config, set, now).await {
+                                Ok(pruned) => Outcome::Committed {
+                                    manifest: Box::new(manifest),
+                                    retired: pruned.retired,
+                                    problems,
+                                },
+                                Err(e) => Outcome::Failed(e.context(format!(
+                                    "run {} committed, but pruning failed",
+                                    manifest.run
+                                ))),
+                            }
+                        }
                         Err(e) => Outcome::Failed(e),
                     }
                 }
@@ -183,13 +197,14 @@ impl Planned {
     }
 }
 
-/// Executes the run `plan` decided on (by [`Planner`]), started at `now`.
+/// Executes the run `plan` decided on (by [`Planner`]), started at `now`. Returns the stored
+/// manifest and the problems met after the commit (see `local`).
 pub async fn run_set(
     config: &Config,
     ctx: &RunContext,
     plan: SetPlan,
     now: DateTime<Utc>,
-) -> anyhow::Result<Manifest> {
+) -> anyhow::Result<(Manifest, Vec<String>)> {
     let mut planned = Planned::of(plan)?;
     let set = &planned.set;
     if let Some(w) = &planned.local.warning {
@@ -240,9 +255,14 @@ pub async fn run_set(
             .and_then(|p| p.revisions)
             .map(|r| r.1),
         legacy: planned.local.legacy.take(),
+        base_staged: planned.local.staged.take(),
     };
+    // Staged before the manifest: a kill between the manifest and the promotion still leaves
+    // the next run its start.
+    let (staged, mut problems) =
+        local::stage(&config.diff_dir, &Identity::of(set), planned.run, next);
     let times = (now, source_started);
-    let manifest = commit
+    let committed = commit
         .commit(receipts, &stored, |ranges| {
             let archive = manifest::Archive {
                 key: keys.archive.clone(),
@@ -257,10 +277,18 @@ pub async fn run_set(
             };
             manifest_of(config, &planned, times, archive, source_info, report)
         })
-        .await?;
-    // Committed: only now may the next DIFF build on this run.
-    local::save(config, &Identity::of(set), planned.run, next);
-    Ok(manifest)
+        .await;
+    match committed {
+        Ok(manifest) => {
+            // Committed: only now may the next DIFF build on this run.
+            problems.extend(staged.promote());
+            Ok((manifest, problems))
+        }
+        Err(e) => {
+            staged.discard();
+            Err(e)
+        }
+    }
 }
 
 /// The source of the run and what its manifest says of it when known beforehand; a bucket

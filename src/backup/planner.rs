@@ -134,10 +134,24 @@ fn recorded_revision(base: &Manifest) -> Option<u64> {
 }
 
 /// The Subversion counterpart of [`tree_start`]: the last revision of exactly the base run,
-/// which must also be the one the base run's manifest records (when it records one).
+/// which must also be the one the base run's manifest records (when it records one); staged
+/// or promoted (see `backup::local`).
 fn revision_start(diff_dir: &Path, id: &Identity, base: &Manifest) -> (Kind, LocalStart) {
     let path = state::revision_path(diff_dir, id);
     let recorded = recorded_revision(base);
+    let staged = state::staged_path(&path);
+    if let Ok(Some((run, rev))) = state::load_revision(&staged, id) {
+        if run == base.run && recorded.is_none_or(|r| r == rev) {
+            return (
+                Kind::Diff,
+                LocalStart {
+                    data: BaseData::Revision(rev),
+                    staged: Some(staged),
+                    ..LocalStart::default()
+                },
+            );
+        }
+    }
     let problem = match state::load_revision(&path, id) {
         Ok(Some((run, rev))) if run == base.run && recorded.is_none_or(|r| r == rev) => {
             return (
@@ -192,7 +206,8 @@ fn revision_start(diff_dir: &Path, id: &Identity, base: &Manifest) -> (Kind, Loc
     fall_back(&path, problem)
 }
 
-/// A DIFF needs the state of exactly its base run, of exactly this set and cycle.
+/// A DIFF needs the state of exactly its base run, of exactly this set and cycle, staged or
+/// promoted (see `backup::local`).
 fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (Kind, LocalStart) {
     let path = state::path(diff_dir, id);
     let describes = |state: &State| match state.run {
@@ -203,6 +218,21 @@ fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (
             base.run
         )),
     };
+    // Its base was interrupted between its manifest and promoting this file: the store lists
+    // the base as committed, so the staged state is as good as a promoted one.
+    let staged = state::staged_path(&path);
+    if let Ok(Some(state)) = State::load(&staged, id) {
+        if describes(&state).is_none() {
+            return (
+                Kind::Diff,
+                LocalStart {
+                    data: BaseData::Tree(state),
+                    staged: Some(staged),
+                    ..LocalStart::default()
+                },
+            );
+        }
+    }
     let problem = match State::load(&path, id) {
         Ok(Some(state)) => match describes(&state) {
             None => {
@@ -262,5 +292,55 @@ fn member_name(root: &Path) -> Vec<u8> {
         b".".to_vec()
     } else {
         stripped.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::manifest;
+
+    fn run(s: &str) -> RunId {
+        s.parse().unwrap()
+    }
+
+    fn state_of(r: RunId) -> State {
+        State {
+            run: Some(r),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn a_diff_starts_from_the_staged_state_of_its_committed_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::new("dir/srv", None);
+        let path = state::path(dir.path(), &id);
+        let (older, base) = (run("20261101T030000Z"), run("20261102T030000Z"));
+        let base_manifest = manifest::sample("dir/srv", base, Kind::Full, None);
+        // The base run committed, but was killed before it promoted its state.
+        state_of(older).save(&path, &id).unwrap();
+        state_of(base)
+            .save(&state::staged_path(&path), &id)
+            .unwrap();
+        let (kind, start) = tree_start(dir.path(), &id, Path::new("/srv"), &base_manifest);
+        assert_eq!(kind, Kind::Diff, "{:?}", start.warning);
+        assert_eq!(start.staged, Some(state::staged_path(&path)));
+
+        // A staged state of a run that never committed (not the base) is not a start.
+        let other = manifest::sample("dir/srv", run("20261103T030000Z"), Kind::Full, None);
+        let (kind, start) = tree_start(dir.path(), &id, Path::new("/srv"), &other);
+        assert_eq!(kind, Kind::Full);
+        assert!(start.staged.is_none());
+
+        // The same for the last revision of a Subversion set.
+        let rev = state::revision_path(dir.path(), &id);
+        state::save_revision(&rev, &id, older, 3).unwrap();
+        state::save_revision(&state::staged_path(&rev), &id, base, 5).unwrap();
+        let (kind, start) = revision_start(dir.path(), &id, &base_manifest);
+        assert_eq!(kind, Kind::Diff, "{:?}", start.warning);
+        assert!(matches!(start.data, BaseData::Revision(5)));
+        let (kind, _) = revision_start(dir.path(), &id, &other);
+        assert_eq!(kind, Kind::Full);
     }
 }

@@ -147,6 +147,24 @@ pub fn revision_path(diff_dir: &Path, id: &Identity) -> PathBuf {
     diff_dir.join(format!("{}.svnrev", id.file_stem()))
 }
 
+/// Where a run stages its file at `path` before its commit: the same name with `.staged`
+/// appended, promoted over `path` once the run is committed.
+pub fn staged_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(STAGED);
+    PathBuf::from(name)
+}
+
+/// The file a staged file (from [`staged_path`]) replaces.
+pub fn committed_path(staged: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let name = staged.as_os_str().as_bytes();
+    let name = name.strip_suffix(STAGED.as_bytes()).unwrap_or(name);
+    PathBuf::from(std::ffi::OsStr::from_bytes(name))
+}
+
+const STAGED: &str = ".staged";
+
 /// Where s3nap kept the state (`ext` `state`) or revision (`svnrev`) of `id` before files
 /// recorded their identity: every character outside `[A-Za-z0-9.-]` became `_`, so several sets
 /// may share this name, and nothing read from it counts unless its content proves whose it is.
