@@ -77,7 +77,9 @@ impl<'a> ArchiveCommit<'a> {
         }
         let records = Records::new(diff_dir);
         check_no_foreign_upload(store, &records, host, set).await?;
-        let upload_id = store.create_upload(&keys.archive).await?;
+        let created = store.create_upload(&keys.archive).await;
+        abort_strays(store, &keys.archive, created.as_ref().ok()).await;
+        let upload_id = created?;
         let commit = ArchiveCommit {
             store,
             records,
@@ -234,6 +236,35 @@ impl<'a> ArchiveCommit<'a> {
                 }
             }
             Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+        }
+    }
+}
+
+/// Aborts the uploads of `archive` other than `ours`: a create whose reply was lost (the
+/// store made the upload, its id never came back, a retry made another) leaves one that no
+/// record names, which the set's next runs would take for another configuration's live upload
+/// until the debris grace passed. The run's key is its own (checked free just before), so any
+/// other upload of it is such a stray. Best effort: what stays, prune removes after the grace.
+async fn abort_strays(store: &DynStore, archive: &str, ours: Option<&String>) {
+    let strays = match store.list_uploads(archive).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            log::warn!(
+                "cannot look for stray uploads of {}: {e}",
+                store.locate(archive)
+            );
+            return;
+        }
+    };
+    for stray in strays
+        .iter()
+        .filter(|u| u.key == archive && Some(&u.upload_id) != ours)
+    {
+        if let Err(e) = store.abort_upload(&stray.key, &stray.upload_id).await {
+            log::warn!(
+                "cannot abort a stray upload of {}: {e}",
+                store.locate(archive)
+            );
         }
     }
 }
@@ -432,5 +463,47 @@ mod tests {
         assert_eq!(finished, [keys().archive]);
         assert!(memory.open_uploads().is_empty());
         assert_eq!(records(dir.path()), 0);
+    }
+
+    /// The keys of a run of day `day` of November 2026.
+    fn keys_of(day: u32) -> RunKeys {
+        let run = RunId::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, day, 3, 0, 0)
+                .unwrap(),
+        );
+        let object = |ext: &str| layout::archive_key("h", "dir/x", run, Kind::Full, ext);
+        RunKeys {
+            archive: object("tar"),
+            manifest: layout::manifest_key("h", "dir/x", run, Kind::Full),
+            ranges: object("sha256"),
+            refs: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_reply_was_lost_does_not_block_the_next_runs() {
+        // The store made the upload but its id never came back; the retry made another. The
+        // first, unrecorded, must not pass for another configuration's live upload of the set
+        // (which would refuse every run of the set for the debris grace).
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new());
+        let rule = Rule::new(Op::CreateUpload, Fault::LostReply).nth(1);
+        let faulty: DynStore = Arc::new(FaultyStore::new(memory.clone(), [rule]));
+        let policy = crate::store::retry::RetryPolicy {
+            attempts: 2,
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        let store: DynStore = Arc::new(crate::store::retry::RetryStore::new(faulty, policy));
+        begin_upload_commit(&store, dir.path()).await.unwrap();
+        assert!(
+            memory.open_uploads().is_empty(),
+            "{:?}",
+            memory.open_uploads()
+        );
+        let next = ArchiveCommit::begin(&store, dir.path(), "h", "dir/x", &keys_of(23)).await;
+        assert!(next.is_ok(), "{:#}", next.err().unwrap());
+        next.unwrap().abort().await;
     }
 }
