@@ -506,4 +506,122 @@ mod tests {
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
         next.unwrap().abort().await;
     }
+
+    /// How a run under one fault ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Outcome {
+        /// Reported committed, and the run is whole.
+        Committed,
+        /// Reported failed, and nothing of the run is left.
+        Undone,
+        /// Reported failed after its manifest was stored: the run exists, and is whole.
+        Kept,
+    }
+
+    /// As a run does it: begin, send the part (aborting if that fails), commit.
+    async fn attempt(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
+        let commit = ArchiveCommit::begin(store, diff_dir, "h", "dir/x", &keys()).await?;
+        let sent = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await;
+        match sent {
+            Ok(receipt) => commit.commit(vec![receipt], &stored(), manifest).await,
+            Err(e) => {
+                commit.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn under_any_fault_at_any_step_a_run_commits_whole_or_leaves_nothing() {
+        use Fault::*;
+        use Outcome::*;
+        let k = keys();
+        let (arc, man, ran) = (k.archive.as_str(), k.manifest.as_str(), k.ranges.as_str());
+        // Each step of the run, under each fault that outlived the store's retries: (rules,
+        // outcome). A lost reply means the store did the operation.
+        let mut rows: Vec<(Vec<Rule>, Outcome)> = Vec::new();
+        for f in [Transient, Permanent, LostReply] {
+            // The run's keys are looked at before anything is created.
+            rows.push((vec![Rule::new(Op::Head, f).key(man).nth(1)], Undone));
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(1)], Undone));
+            rows.push((vec![Rule::new(Op::ListUploads, f)], Undone));
+            rows.push((vec![Rule::new(Op::CreateUpload, f)], Undone));
+            rows.push((vec![Rule::new(Op::UploadPart, f)], Undone));
+            rows.push((vec![Rule::new(Op::CompleteUpload, f)], Undone));
+            // The stored size, checked after the completion.
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(2)], Undone));
+            rows.push((vec![Rule::new(Op::Put, f).key(ran)], Undone));
+            // Once the manifest is stored, the run exists: a failure after it keeps it.
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(3)], Kept));
+            // A manifest PUT that failed is read back: held by the store, the run commits.
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, Transient).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Undone,
+            ));
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, LostReply).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Kept,
+            ));
+        }
+        rows.push((vec![Rule::new(Op::Put, Transient).key(man)], Undone));
+        rows.push((vec![Rule::new(Op::Put, Permanent).key(man)], Undone));
+        rows.push((vec![Rule::new(Op::Put, LostReply).key(man)], Committed));
+        // The read-back damaged: not the manifest sent, so not taken for it.
+        for f in [Truncate, FlipBit] {
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, LostReply).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Kept,
+            ));
+        }
+        let earlier = keys_of(21);
+        let earlier_keys = [&earlier.archive, &earlier.ranges, &earlier.manifest];
+        for (rules, want) in rows {
+            let row = format!("{rules:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let (store, memory) = store(rules);
+            for key in earlier_keys {
+                memory.insert(key, Bytes::from(key.clone()), chrono::Utc::now());
+            }
+            let result = attempt(&store, dir.path()).await;
+            // An earlier run is never touched.
+            for key in earlier_keys {
+                assert_eq!(memory.object(key).as_deref(), Some(key.as_bytes()), "{row}");
+            }
+            let of_run: Vec<String> = memory
+                .keys()
+                .into_iter()
+                .filter(|key| !earlier_keys.contains(&key))
+                .collect();
+            let whole = memory.object(arc).as_deref() == Some(DATA)
+                && memory.object(ran).is_some()
+                && memory
+                    .object(man)
+                    .is_some_and(|m| Manifest::from_json(&m).unwrap().archive.key == k.archive);
+            let got = match (&result, whole) {
+                (Ok(_), true) => Committed,
+                (Err(_), true) => Kept,
+                (Err(_), false) if of_run.is_empty() => Undone,
+                _ => panic!("{row}: {result:?} left {of_run:?}"),
+            };
+            assert_eq!(got, want, "{row}: {result:?}");
+            assert!(memory.open_uploads().is_empty(), "{row}");
+            assert_eq!(records(dir.path()), 0, "{row}: finished, forgotten");
+        }
+    }
 }
