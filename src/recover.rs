@@ -307,7 +307,6 @@ fn decode_into<W: Write>(
 mod tests {
     use std::sync::Arc;
 
-    use bytes::Bytes;
     use sha2::Digest;
 
     use super::*;
