@@ -288,4 +288,132 @@ mod tests {
         assert_eq!(debris.young, vec!["h/dir/x/young"]);
         assert_eq!(memory.open_uploads(), vec!["h/dir/x/young"]);
     }
+
+    /// `store` behind retries of up to three attempts, without real waits.
+    fn retried(store: DynStore) -> DynStore {
+        let policy = crate::store::retry::RetryPolicy {
+            attempts: 3,
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        Arc::new(crate::store::retry::RetryStore::new(store, policy))
+    }
+
+    /// Every run the catalog lists has all its objects: no run without its archive.
+    async fn listed_runs_are_whole(memory: &Arc<MemoryStore>, row: &str) -> Vec<RunId> {
+        let plain: DynStore = memory.clone();
+        let runs = crate::catalog::load(&plain, "h", None).await.unwrap();
+        for m in &runs {
+            for key in m.objects() {
+                assert!(memory.object(key).is_some(), "{row}: {key} of a listed run");
+            }
+        }
+        runs.iter().map(|m| m.run).collect()
+    }
+
+    #[tokio::test]
+    async fn retire_under_any_fault_on_any_delete_leaves_runs_whole_or_unlisted() {
+        use Fault::*;
+        let (old_run, kept_run) = (RunId::at(day(0)), RunId::at(day(1)));
+        let manifest = layout::manifest_key("h", "dir/x", old_run, Kind::Full);
+        let archive = layout::archive_key("h", "dir/x", old_run, Kind::Full, "tar");
+        let ranges = format!("{archive}.ranges");
+        // (key whose delete fails, fault, retried, the old run still listed, Ok)
+        let mut rows = Vec::new();
+        for key in [&manifest, &archive, &ranges] {
+            // Refused before it acted, the manifest's delete leaves the run as it was.
+            let listed = *key == manifest;
+            rows.push((key, Transient, false, listed, false));
+            rows.push((key, Permanent, false, listed, false));
+            // The delete happened, its reply did not come: without a retry, an error.
+            rows.push((key, LostReply, false, false, false));
+            // Repeated, a delete of an object already gone succeeds.
+            rows.push((key, LostReply, true, false, true));
+            rows.push((key, Transient, true, false, true));
+        }
+        for (key, fault, retry, listed, ok) in rows {
+            let row = format!("delete of {key} under {fault:?}, retried: {retry}");
+            let (store, memory, _) = store(vec![Rule::new(Op::Delete, fault).key(key).nth(1)]);
+            let store = if retry { retried(store) } else { store };
+            let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
+            let runs = vec![old.clone(), kept.clone()];
+            let verdicts = [verdict(&old, false), verdict(&kept, true)];
+            let result = retire(&store, &runs, &verdicts).await;
+            assert_eq!(result.is_ok(), ok, "{row}: {result:?}");
+            let listed_runs = listed_runs_are_whole(&memory, &row).await;
+            let want: Vec<RunId> = if listed {
+                vec![old_run, kept_run]
+            } else {
+                vec![kept_run]
+            };
+            assert_eq!(listed_runs, want, "{row}");
+            for key in run_keys(&kept) {
+                assert!(
+                    memory.object(&key).is_some(),
+                    "{row}: {key} of the kept run"
+                );
+            }
+            if ok {
+                assert_eq!(
+                    memory.keys(),
+                    run_keys(&kept),
+                    "{row}: all of the old run gone"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn clear_debris_under_any_fault_never_touches_runs_or_young_debris() {
+        use Fault::*;
+        let orphan = layout::archive_key("h", "dir/x", RunId::at(day(2)), Kind::Full, "tar");
+        let orphan_manifest = layout::manifest_key("h", "dir/x", RunId::at(day(2)), Kind::Full);
+        let young = layout::archive_key("h", "dir/x", RunId::at(day(28)), Kind::Full, "tar");
+        let mut rows = Vec::new();
+        for fault in [Transient, Permanent, LostReply] {
+            for rule in [
+                Rule::new(Op::List, fault),
+                Rule::new(Op::ServerTime, fault),
+                // The orphan's manifest, looked for again in case its run committed since.
+                Rule::new(Op::Head, fault).key(&orphan_manifest),
+                Rule::new(Op::Delete, fault),
+                Rule::new(Op::ListUploads, fault),
+                Rule::new(Op::AbortUpload, fault),
+            ] {
+                // Once, retried: every fault but a permanent one passes.
+                rows.push((rule.clone().nth(1), true, fault != Permanent));
+                // Outliving the retries (or none): the error is reported.
+                rows.push((rule, false, false));
+            }
+        }
+        for (rule, retry, ok) in rows {
+            let row = format!("{rule:?}, retried: {retry}");
+            let clock = ManualClock::new(day(0));
+            let memory = Arc::new(MemoryStore::with_clock(clock.clock()));
+            let faulty = FaultyStore::new(memory.clone(), [rule]);
+            let store: DynStore = Arc::new(faulty);
+            let store = if retry { retried(store) } else { store };
+            let committed = commit(&memory, 0);
+            memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
+            memory.insert(&young, Bytes::from_static(b"y"), day(28));
+            let plain: DynStore = memory.clone();
+            plain.create_upload("h/dir/x/old").await.unwrap();
+            clock.set(day(29));
+            plain.create_upload("h/dir/x/young").await.unwrap();
+            clock.set(day(30));
+            let result = clear_debris(&store, "h").await;
+            assert_eq!(result.is_ok(), ok, "{row}: {result:?}");
+            for key in run_keys(&committed).iter().chain([&young]) {
+                assert!(memory.object(key).is_some(), "{row}: {key}");
+            }
+            assert!(
+                memory.open_uploads().contains(&"h/dir/x/young".to_string()),
+                "{row}"
+            );
+            if ok {
+                assert_eq!(memory.object(&orphan), None, "{row}");
+                assert_eq!(memory.open_uploads(), ["h/dir/x/young"], "{row}");
+            }
+        }
+    }
 }

@@ -77,7 +77,9 @@ impl<'a> ArchiveCommit<'a> {
         }
         let records = Records::new(diff_dir);
         check_no_foreign_upload(store, &records, host, set).await?;
-        let upload_id = store.create_upload(&keys.archive).await?;
+        let created = store.create_upload(&keys.archive).await;
+        abort_strays(store, &keys.archive, created.as_ref().ok()).await;
+        let upload_id = created?;
         let commit = ArchiveCommit {
             store,
             records,
@@ -234,6 +236,35 @@ impl<'a> ArchiveCommit<'a> {
                 }
             }
             Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+        }
+    }
+}
+
+/// Aborts the uploads of `archive` other than `ours`: a create whose reply was lost (the
+/// store made the upload, its id never came back, a retry made another) leaves one that no
+/// record names, which the set's next runs would take for another configuration's live upload
+/// until the debris grace passed. The run's key is its own (checked free just before), so any
+/// other upload of it is such a stray. Best effort: what stays, prune removes after the grace.
+async fn abort_strays(store: &DynStore, archive: &str, ours: Option<&String>) {
+    let strays = match store.list_uploads(archive).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            log::warn!(
+                "cannot look for stray uploads of {}: {e}",
+                store.locate(archive)
+            );
+            return;
+        }
+    };
+    for stray in strays
+        .iter()
+        .filter(|u| u.key == archive && Some(&u.upload_id) != ours)
+    {
+        if let Err(e) = store.abort_upload(&stray.key, &stray.upload_id).await {
+            log::warn!(
+                "cannot abort a stray upload of {}: {e}",
+                store.locate(archive)
+            );
         }
     }
 }
@@ -432,5 +463,165 @@ mod tests {
         assert_eq!(finished, [keys().archive]);
         assert!(memory.open_uploads().is_empty());
         assert_eq!(records(dir.path()), 0);
+    }
+
+    /// The keys of a run of day `day` of November 2026.
+    fn keys_of(day: u32) -> RunKeys {
+        let run = RunId::at(
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, day, 3, 0, 0)
+                .unwrap(),
+        );
+        let object = |ext: &str| layout::archive_key("h", "dir/x", run, Kind::Full, ext);
+        RunKeys {
+            archive: object("tar"),
+            manifest: layout::manifest_key("h", "dir/x", run, Kind::Full),
+            ranges: object("sha256"),
+            refs: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_reply_was_lost_does_not_block_the_next_runs() {
+        // The store made the upload but its id never came back; the retry made another. The
+        // first, unrecorded, must not pass for another configuration's live upload of the set
+        // (which would refuse every run of the set for the debris grace).
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new());
+        let rule = Rule::new(Op::CreateUpload, Fault::LostReply).nth(1);
+        let faulty: DynStore = Arc::new(FaultyStore::new(memory.clone(), [rule]));
+        let policy = crate::store::retry::RetryPolicy {
+            attempts: 2,
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        let store: DynStore = Arc::new(crate::store::retry::RetryStore::new(faulty, policy));
+        begin_upload_commit(&store, dir.path()).await.unwrap();
+        assert!(
+            memory.open_uploads().is_empty(),
+            "{:?}",
+            memory.open_uploads()
+        );
+        let next = ArchiveCommit::begin(&store, dir.path(), "h", "dir/x", &keys_of(23)).await;
+        assert!(next.is_ok(), "{:#}", next.err().unwrap());
+        next.unwrap().abort().await;
+    }
+
+    /// How a run under one fault ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Outcome {
+        /// Reported committed, and the run is whole.
+        Committed,
+        /// Reported failed, and nothing of the run is left.
+        Undone,
+        /// Reported failed after its manifest was stored: the run exists, and is whole.
+        Kept,
+    }
+
+    /// As a run does it: begin, send the part (aborting if that fails), commit.
+    async fn attempt(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
+        let commit = ArchiveCommit::begin(store, diff_dir, "h", "dir/x", &keys()).await?;
+        let sent = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await;
+        match sent {
+            Ok(receipt) => commit.commit(vec![receipt], &stored(), manifest).await,
+            Err(e) => {
+                commit.abort().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn under_any_fault_at_any_step_a_run_commits_whole_or_leaves_nothing() {
+        use Fault::*;
+        use Outcome::*;
+        let k = keys();
+        let (arc, man, ran) = (k.archive.as_str(), k.manifest.as_str(), k.ranges.as_str());
+        // Each step of the run, under each fault that outlived the store's retries: (rules,
+        // outcome). A lost reply means the store did the operation.
+        let mut rows: Vec<(Vec<Rule>, Outcome)> = Vec::new();
+        for f in [Transient, Permanent, LostReply] {
+            // The run's keys are looked at before anything is created.
+            rows.push((vec![Rule::new(Op::Head, f).key(man).nth(1)], Undone));
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(1)], Undone));
+            rows.push((vec![Rule::new(Op::ListUploads, f)], Undone));
+            rows.push((vec![Rule::new(Op::CreateUpload, f)], Undone));
+            rows.push((vec![Rule::new(Op::UploadPart, f)], Undone));
+            rows.push((vec![Rule::new(Op::CompleteUpload, f)], Undone));
+            // The stored size, checked after the completion.
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(2)], Undone));
+            rows.push((vec![Rule::new(Op::Put, f).key(ran)], Undone));
+            // Once the manifest is stored, the run exists: a failure after it keeps it.
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(3)], Kept));
+            // A manifest PUT that failed is read back: held by the store, the run commits.
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, Transient).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Undone,
+            ));
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, LostReply).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Kept,
+            ));
+        }
+        rows.push((vec![Rule::new(Op::Put, Transient).key(man)], Undone));
+        rows.push((vec![Rule::new(Op::Put, Permanent).key(man)], Undone));
+        rows.push((vec![Rule::new(Op::Put, LostReply).key(man)], Committed));
+        // The read-back damaged: not the manifest sent, so not taken for it.
+        for f in [Truncate, FlipBit] {
+            rows.push((
+                vec![
+                    Rule::new(Op::Put, LostReply).key(man),
+                    Rule::new(Op::Get, f),
+                ],
+                Kept,
+            ));
+        }
+        let earlier = keys_of(21);
+        let earlier_keys = [&earlier.archive, &earlier.ranges, &earlier.manifest];
+        for (rules, want) in rows {
+            let row = format!("{rules:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let (store, memory) = store(rules);
+            for key in earlier_keys {
+                memory.insert(key, Bytes::from(key.clone()), chrono::Utc::now());
+            }
+            let result = attempt(&store, dir.path()).await;
+            // An earlier run is never touched.
+            for key in earlier_keys {
+                assert_eq!(memory.object(key).as_deref(), Some(key.as_bytes()), "{row}");
+            }
+            let of_run: Vec<String> = memory
+                .keys()
+                .into_iter()
+                .filter(|key| !earlier_keys.contains(&key))
+                .collect();
+            let whole = memory.object(arc).as_deref() == Some(DATA)
+                && memory.object(ran).is_some()
+                && memory
+                    .object(man)
+                    .is_some_and(|m| Manifest::from_json(&m).unwrap().archive.key == k.archive);
+            let got = match (&result, whole) {
+                (Ok(_), true) => Committed,
+                (Err(_), true) => Kept,
+                (Err(_), false) if of_run.is_empty() => Undone,
+                _ => panic!("{row}: {result:?} left {of_run:?}"),
+            };
+            assert_eq!(got, want, "{row}: {result:?}");
+            assert!(memory.open_uploads().is_empty(), "{row}");
+            assert_eq!(records(dir.path()), 0, "{row}: finished, forgotten");
+        }
     }
 }

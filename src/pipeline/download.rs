@@ -474,4 +474,37 @@ mod tests {
             "a permanent store error, not damage"
         );
     }
+
+    #[test]
+    fn a_store_fault_before_or_during_the_reads_ends_the_stream_in_its_own_kind() {
+        use Fault::*;
+        // (rule, bytes passed on before the stream ends, the kind of its error)
+        let rows = [
+            // The size is checked before any range is read: nothing passes.
+            (Rule::new(Op::Head, Transient), 0, Kind::Transient),
+            (Rule::new(Op::Head, Permanent), 0, Kind::Failed),
+            (Rule::new(Op::Head, LostReply), 0, Kind::Transient),
+            // A range the store kept failing: the ranges before it pass, none after.
+            (
+                Rule::new(Op::GetRange, Transient).covering(2500),
+                2000,
+                Kind::Transient,
+            ),
+            (
+                Rule::new(Op::GetRange, LostReply).covering(2500),
+                2000,
+                Kind::Transient,
+            ),
+        ];
+        for (rule, passed, kind) in rows {
+            let row = format!("{rule:?}");
+            for format1 in [false, true] {
+                let (out, end, failure, _) = read_through(vec![rule.clone()], format1);
+                assert!(end.is_err(), "{row}, format 1: {format1}");
+                assert_eq!(out.len(), passed, "{row}, format 1: {format1}");
+                let error = Error::from(failure.get().unwrap().into_anyhow());
+                assert_eq!(error.kind(), kind, "{row}, format 1: {format1}");
+            }
+        }
+    }
 }

@@ -269,4 +269,103 @@ mod tests {
         assert_eq!(faults.count(Op::CompleteUpload), 1);
         assert_eq!(faults.count(Op::Head), 0);
     }
+
+    /// Calls `op` once through `store` on an object "k" and the upload `upload` of "up"
+    /// (whose part 1 is `part`); `Ok` when the call succeeded.
+    async fn call(store: &RetryStore, op: Op, upload: &str, part: &PartReceipt) -> Result<()> {
+        let data = Bytes::from_static(b"v");
+        match op {
+            Op::Put => store.put("k", data).await,
+            Op::Get => store.get("k").await.map(drop),
+            Op::GetRange => store.get_range("k", 0..1).await.map(drop),
+            Op::Head => store.head("k").await.map(drop),
+            Op::List => store.list("").await.map(drop),
+            Op::Delete => store.delete("k").await,
+            Op::CreateUpload => store.create_upload("other").await.map(drop),
+            Op::UploadPart => store.upload_part("up", upload, 2, data).await.map(drop),
+            Op::CompleteUpload => {
+                store
+                    .complete_upload("up", upload, vec![part.clone()])
+                    .await
+            }
+            Op::AbortUpload => store.abort_upload("up", upload).await,
+            Op::ListUploads => store.list_uploads("").await.map(drop),
+            Op::ServerTime => store.server_time().await.map(drop),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_is_retried_while_transient_and_reported_as_such_after_the_limit() {
+        use Op::*;
+        let all = [
+            Put,
+            Get,
+            GetRange,
+            Head,
+            List,
+            Delete,
+            CreateUpload,
+            UploadPart,
+            CompleteUpload,
+            AbortUpload,
+            ListUploads,
+            ServerTime,
+        ];
+        // (fault, which calls it hits, the calls the store sees, the error kind that comes out)
+        let cases = [
+            // Two passing faults: the third and last attempt succeeds.
+            (Fault::Transient, Some(2), 3, None),
+            // A fault that outlives the retries comes out as transient, after all 3 attempts.
+            (Fault::Transient, None, 3, Some(ErrorKind::Transient)),
+            (Fault::Permanent, None, 1, Some(ErrorKind::Other)),
+            // A reply lost once: the operation happened, and its repeat is harmless.
+            (Fault::LostReply, Some(1), 2, None),
+        ];
+        for op in all {
+            for (fault, first, calls, error) in cases {
+                let row = format!("{op:?} under {fault:?} (first {first:?})");
+                let (store, memory, faults) = retried(vec![]);
+                memory.insert("k", &b"v"[..], chrono::Utc::now());
+                let upload = memory.create_upload("up").await.unwrap();
+                let part = memory
+                    .upload_part("up", &upload, 1, Bytes::from_static(b"part"))
+                    .await
+                    .unwrap();
+                let rule = Rule::new(op, fault);
+                faults.add(match first {
+                    Some(n) => rule.first(n),
+                    None => rule,
+                });
+                let result = call(&store, op, &upload, &part).await;
+                assert_eq!(
+                    result.as_ref().err().map(|e| e.kind),
+                    error,
+                    "{row}: {result:?}"
+                );
+                if error == Some(ErrorKind::Transient) {
+                    let message = result.unwrap_err().message;
+                    assert!(
+                        message.contains("gave up after 3 attempts"),
+                        "{row}: {message}"
+                    );
+                }
+                let seen = faults.count(op);
+                assert_eq!(seen, calls, "{row}: attempts");
+                // The repeat of a completion whose reply was lost finds the upload gone; the
+                // object, there, proves the first attempt succeeded.
+                if op == CompleteUpload && fault == Fault::LostReply {
+                    assert_eq!(memory.object("up").as_deref(), Some(&b"part"[..]), "{row}");
+                }
+                // A create whose reply was lost made an upload nobody has the id of: the retry
+                // cannot know, so it is left open (the commit's begin has to see to it).
+                if op == CreateUpload && fault == Fault::LostReply {
+                    let other = memory.open_uploads();
+                    assert_eq!(other.iter().filter(|k| *k == "other").count(), 2, "{row}");
+                }
+                if op == Delete && error.is_none() {
+                    assert_eq!(memory.object("k"), None, "{row}: deleted");
+                }
+            }
+        }
+    }
 }
