@@ -6,9 +6,11 @@
 use std::io::Write;
 use std::time::Instant;
 
+use s3nap::pipeline::budget::MemoryBudget;
 use s3nap::pipeline::compress::{Compression, Compressor};
 use s3nap::pipeline::encrypt::Sealer;
-use s3nap::pipeline::parts::PartWriter;
+use s3nap::pipeline::parts::{Part, PartWriter};
+use s3nap::pipeline::schedule::Schedule;
 use sequoia_openpgp::cert::CertBuilder;
 
 fn data(len: usize) -> Vec<u8> {
@@ -47,15 +49,20 @@ fn main() {
     let baseline = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(4);
     let drain = std::thread::spawn(move || {
         let mut total = 0usize;
         while let Some(part) = rx.blocking_recv() {
-            total += part.len();
+            total += part.data.len();
         }
         total
     });
-    let mut parts = PartWriter::new(tx, 16 << 20, s3nap::schema::manifest::RANGE_SIZE);
+    let mut parts = PartWriter::new(
+        tx,
+        Schedule::new(16 << 20, None, 256 << 20),
+        MemoryBudget::new(256 << 20),
+        s3nap::schema::manifest::RANGE_SIZE,
+    );
     {
         let sealer = Sealer::new(&mut parts, &certs).unwrap();
         let mut compressor = Compressor::new(Compression::Zstd { level: 3 }, sealer).unwrap();

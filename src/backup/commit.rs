@@ -345,6 +345,7 @@ mod tests {
             size: DATA.len() as u64,
             sha256: hex::encode(digest),
             parts: 1,
+            largest_part: DATA.len() as u64,
             ranges: vec![digest],
         }
     }

@@ -168,11 +168,15 @@ struct Planned {
     base_run: Option<crate::schema::layout::RunId>,
     forced: bool,
     local: LocalStart,
+    /// Stored bytes expected: the set's last run of the same kind, else its last run.
+    expected: Option<u64>,
 }
 
 impl Planned {
     fn of(plan: SetPlan) -> anyhow::Result<Planned> {
-        let SetPlan { set, action, .. } = plan;
+        let SetPlan {
+            set, action, runs, ..
+        } = plan;
         let Action::Run {
             position,
             kind,
@@ -185,7 +189,9 @@ impl Planned {
         else {
             bail!("{}: nothing to run", set.name);
         };
+        let expected = expected_size(&runs, kind);
         Ok(Planned {
+            expected,
             set,
             run,
             kind,
@@ -195,6 +201,16 @@ impl Planned {
             local,
         })
     }
+}
+
+/// The stored size a run of `kind` is expected to have: that of the set's last run of the
+/// same kind (a DIFF is not a FULL's size), else of its last run; `None` for a first run.
+fn expected_size(runs: &[Manifest], kind: crate::schema::layout::Kind) -> Option<u64> {
+    runs.iter()
+        .rev()
+        .find(|m| m.kind == kind)
+        .or(runs.last())
+        .map(|m| m.archive.stored_size)
 }
 
 /// Executes the run `plan` decided on (by [`Planner`]), started at `now`. Returns the stored
@@ -234,7 +250,7 @@ pub async fn run_set(
         certs: ctx.certs.clone(),
         progress: &ctx.progress,
     };
-    let streamed = match stream::stream(config, set, source, target).await {
+    let streamed = match stream::stream(config, set, source, target, planned.expected).await {
         Ok(streamed) => streamed,
         Err(e) => {
             commit.abort().await;
@@ -246,6 +262,7 @@ pub async fn run_set(
         plaintext,
         stored,
         receipts,
+        over_limit,
     } = streamed;
     let next = local::NextStart {
         state: report.state.take(),
@@ -261,6 +278,7 @@ pub async fn run_set(
     // the next run its start.
     let (staged, mut problems) =
         local::stage(&config.diff_dir, &Identity::of(set), planned.run, next);
+    problems.extend(over_limit);
     let times = (now, source_started);
     let committed = commit
         .commit(receipts, &stored, |ranges| {
@@ -359,5 +377,38 @@ fn manifest_of(
         source,
         counts: report.counts,
         warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::layout::Kind;
+
+    #[test]
+    fn a_run_expects_the_size_of_the_last_run_of_its_kind() {
+        let run = |day: u32, kind, size| {
+            let mut m = manifest::sample(
+                "dir/srv",
+                format!("202611{day:02}T030000Z").parse().unwrap(),
+                kind,
+                None,
+            );
+            m.archive.stored_size = size;
+            m
+        };
+        let runs = vec![
+            run(1, Kind::Full, 1000),
+            run(2, Kind::Diff, 10),
+            run(3, Kind::Diff, 20),
+        ];
+        assert_eq!(expected_size(&runs, Kind::Diff), Some(20));
+        assert_eq!(expected_size(&runs, Kind::Full), Some(1000));
+        assert_eq!(
+            expected_size(&runs[..1], Kind::Diff),
+            Some(1000),
+            "no DIFF yet"
+        );
+        assert_eq!(expected_size(&[], Kind::Full), None);
     }
 }

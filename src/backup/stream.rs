@@ -1,6 +1,8 @@
 //! A set's stream: the source's plaintext through the synchronous stages on a blocking thread
 //! (source → counter → compressor → sealer → part writer), and the parts over a bounded channel
-//! to the uploader on the async side. Memory stays at the channel's parts plus those in flight.
+//! to the uploader on the async side. Part sizes follow a schedule made from the size expected
+//! (the set's previous run), and the parts being filled, queued and in flight hold at most
+//! `MemoryLimit` (a budget each part reserves before it is filled).
 
 use std::sync::Arc;
 
@@ -9,9 +11,11 @@ use sequoia_openpgp::Cert;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, SetSpec};
+use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
+use crate::pipeline::schedule::Schedule;
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::progress::Progress;
@@ -29,6 +33,8 @@ pub(super) struct Streamed {
     pub plaintext: u64,
     pub stored: Stored,
     pub receipts: Vec<PartReceipt>,
+    /// Parts larger than MemoryLimit allows were needed (the limit was exceeded), and how.
+    pub over_limit: Option<String>,
 }
 
 /// Where a stream goes: the open upload `upload_id` of `archive` in `store`, encrypted to
@@ -41,13 +47,15 @@ pub(super) struct Target<'a> {
     pub progress: &'a Progress,
 }
 
-/// Streams `source` into `to`. Both sides run to their end; the upload's own error is the
-/// cause when both failed (the pipeline only saw the channel close).
+/// Streams `source` into `to`, its size expected to be about `expected` stored bytes. Both
+/// sides run to their end; the upload's own error is the cause when both failed (the pipeline
+/// only saw the channel close).
 pub(super) async fn stream(
     config: &Config,
     set: &SetSpec,
     source: Box<dyn Source>,
     to: Target<'_>,
+    expected: Option<u64>,
 ) -> anyhow::Result<Streamed> {
     let Target {
         store,
@@ -67,13 +75,20 @@ pub(super) async fn stream(
         move |n| in_flight.in_flight(n),
     ));
     let compression = set.compression;
-    let chunk = config.chunk_size;
+    let schedule = Schedule::new(config.chunk_size, expected, config.memory_limit);
+    log::debug!(
+        "{}: parts of {} bytes (expected: {expected:?} bytes), MemoryLimit {} bytes",
+        set.name,
+        schedule.base,
+        config.memory_limit
+    );
+    let budget = MemoryBudget::new(config.memory_limit);
+    let parts = PartWriter::new(tx, schedule, budget.clone(), manifest::RANGE_SIZE);
     let progress = progress.clone();
     progress.start_set(&set.name);
     let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
-    let producer = tokio::task::spawn_blocking(move || {
-        produce(source, compression, &certs, tx, chunk, on_read)
-    });
+    let producer =
+        tokio::task::spawn_blocking(move || produce(source, compression, &certs, parts, on_read));
     let (produced, uploaded) = tokio::join!(producer, uploader);
     let produced = produced
         .map_err(|e| anyhow!("pipeline thread failed: {e}"))
@@ -83,6 +98,7 @@ pub(super) async fn stream(
         .and_then(|r| r.map_err(anyhow::Error::from));
     match (produced, uploaded) {
         (Ok((report, plaintext, stored)), Ok(receipts)) => Ok(Streamed {
+            over_limit: over_limit(&stored, budget.limit()),
             report,
             plaintext,
             stored,
@@ -99,11 +115,9 @@ fn produce(
     mut source: Box<dyn Source>,
     compression: Compression,
     certs: &[Cert],
-    tx: mpsc::Sender<bytes::Bytes>,
-    chunk: u64,
+    mut parts: PartWriter,
     on_read: Box<dyn FnMut(u64) + Send>,
 ) -> anyhow::Result<(Report, u64, Stored)> {
-    let mut parts = PartWriter::new(tx, chunk, manifest::RANGE_SIZE);
     let sealer = Sealer::new(&mut parts, certs).context("starting encryption")?;
     let compressor = Compressor::new(compression, sealer).context("starting compression")?;
     let mut counter = Counter::new(compressor, on_read);
@@ -113,4 +127,18 @@ fn produce(
     sealer.finish().context("finishing encryption")?;
     let stored = parts.finish().context("sending the last part")?;
     Ok((report, plaintext, stored))
+}
+
+/// A part larger than the whole limit was held alone, over the limit: the stream outgrew what
+/// MemoryLimit allows (about limit × 10,000 bytes).
+fn over_limit(stored: &Stored, limit: u64) -> Option<String> {
+    (stored.largest_part > limit).then(|| {
+        format!(
+            "a stream of {} bytes needed parts of {} bytes, more than MemoryLimit ({limit} bytes) \
+             holds: memory went over the limit; raise MemoryLimit to at least {} bytes",
+            stored.size,
+            stored.largest_part,
+            2 * stored.largest_part
+        )
+    })
 }

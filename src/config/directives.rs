@@ -264,17 +264,25 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "ChunkSize",
         "16MiB",
         settings::chunk_size,
-        "First part size, bytes or 25M/16MiB (5 MiB to 5 GiB, S3's part limits; default \
-         16 MiB).",
+        "Smallest part size, bytes or 25M/16MiB (5 MiB to 5 GiB, S3's part limits; default \
+         16 MiB); larger streams get larger parts.",
     )
     .shown(|c| Some(format!("{} bytes", c.chunk_size))),
     run(
         "ParallelUploads",
         "4",
-        |g, d| set(&mut g.parallel_uploads, positive(d).map(|n| n as usize)),
-        "Parts in flight (default 4).",
+        settings::parallel_uploads,
+        "Parts in flight at most (default 4; fewer when MemoryLimit is reached).",
     )
     .shown(|c| Some(c.parallel_uploads.to_string())),
+    run(
+        "MemoryLimit",
+        "256MiB",
+        settings::memory_limit,
+        "Memory for parts being filled and stored, bytes or 256MiB (default 256 MiB, at least \
+         10 MiB, and at least ChunkSize × ParallelUploads).",
+    )
+    .shown(|c| Some(format!("{} bytes", c.memory_limit))),
     run(
         "Retries",
         "5",

@@ -266,6 +266,8 @@ pub struct Config {
     pub chunk_size: u64,
     pub host: String,
     pub parallel_uploads: usize,
+    /// Bytes the parts being filled, queued and stored may hold at once.
+    pub memory_limit: u64,
     pub retries: u32,
     pub log: LogSpec,
     /// Prometheus textfile written after each run.

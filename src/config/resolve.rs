@@ -408,6 +408,15 @@ mod tests {
             ("ChunkSize 1M\n", 4, 11, "at least 5 MiB"),
             ("ChunkSize 5242879\n", 4, 11, "at least 5 MiB"),
             ("ChunkSize 6GiB\n", 4, 11, "5 GiB"),
+            // The parts in flight at the smallest part size must fit in the memory limit.
+            (
+                "ChunkSize 100MiB\nParallelUploads 3\n",
+                5,
+                1,
+                "ChunkSize (104857600 bytes) × ParallelUploads (3) exceeds MemoryLimit",
+            ),
+            ("MemoryLimit 64MiB\nChunkSize 32MiB\n", 5, 1, "exceeds MemoryLimit"),
+            ("MemoryLimit 8MiB\n", 4, 13, "at least 10 MiB"),
         ];
         for (text, line, column, needle) in cases {
             let e = load(&format!("{BASE}{text}")).unwrap_err();
@@ -428,6 +437,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.retries, 101);
         assert_eq!(c.chunk_size, 5 << 20);
+        assert_eq!(c.memory_limit, 256 << 20, "the default MemoryLimit");
         let fulls: Vec<u64> = c.sets.iter().map(|s| s.cycle.fulls).collect();
         assert_eq!(fulls, vec![7, 5, 3]);
         assert_eq!(dir_excludes(&c.sets[2]).len(), 2);

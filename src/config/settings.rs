@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::syntax::{ConfigError, Directive, Pos};
-use super::values::{absolute_path, choice, err, number, single, size};
+use super::values::{absolute_path, choice, err, number, positive, single, size};
 use super::{
     BucketMode, BucketUrl, Config, CycleSettings, CycleType, LogSpec, S3Spec, StoreSpec, SyslogSpec,
 };
 use crate::pipeline::compress::Compression;
-use crate::pipeline::parts::{MAX_PART, MIN_PART};
+use crate::pipeline::schedule::{MAX_PART, MIN_PART};
 
 /// What applying one directive to the settings gives.
 pub(super) type Applied = Result<(), ConfigError>;
@@ -63,6 +63,10 @@ pub(super) struct Globals {
     pub(super) chunk_size: u64,
     pub(super) host: Option<String>,
     pub(super) parallel_uploads: usize,
+    pub(super) memory_limit: u64,
+    /// Where ChunkSize, ParallelUploads and MemoryLimit were given (the last of them), for
+    /// the error when the parts in flight cannot fit in the limit.
+    pub(super) memory_at: Option<Pos>,
     pub(super) retries: u32,
     pub(super) log: LogSpec,
     /// Where `LogConfig` was given, for its conflict with `LogFile` and `LogLevel`.
@@ -91,6 +95,8 @@ impl Globals {
             chunk_size: 16 << 20,
             host: None,
             parallel_uploads: 4,
+            memory_limit: 256 << 20,
+            memory_at: None,
             retries: 6,
             log: LogSpec::default(),
             log_config_at: None,
@@ -128,6 +134,19 @@ impl Globals {
         if self.syslog {
             log.syslog = Some(self.syslog_spec);
         }
+        // The limit is kept by holding fewer parts; it cannot be kept by holding fewer than the
+        // configuration asks for at its smallest part size, so that is an error, not an
+        // adjustment behind the configuration's back.
+        if self.chunk_size.saturating_mul(self.parallel_uploads as u64) > self.memory_limit {
+            return Err(err(
+                self.memory_at.as_ref().unwrap_or(&top),
+                format!(
+                    "ChunkSize ({} bytes) × ParallelUploads ({}) exceeds MemoryLimit ({} bytes): \
+                     raise MemoryLimit or lower one of the others",
+                    self.chunk_size, self.parallel_uploads, self.memory_limit
+                ),
+            ));
+        }
         if let Some(pos) = &self.log_config_at {
             if log.file.is_some() || log.level.is_some() {
                 return Err(err(
@@ -146,6 +165,7 @@ impl Globals {
             chunk_size: self.chunk_size,
             host,
             parallel_uploads: self.parallel_uploads,
+            memory_limit: self.memory_limit,
             retries: self.retries,
             log,
             metrics_file: self.metrics_file,
@@ -180,6 +200,7 @@ pub(super) fn gpg_recipient(g: &mut Globals, d: &Directive) -> Applied {
 
 pub(super) fn chunk_size(g: &mut Globals, d: &Directive) -> Applied {
     g.chunk_size = size(d)?;
+    g.memory_at = Some(d.name.pos.clone());
     // Parts outside S3's limits would be refused by S3 (or adjusted behind the configuration's
     // back): say so here instead.
     if !(MIN_PART..=MAX_PART).contains(&g.chunk_size) {
@@ -189,6 +210,29 @@ pub(super) fn chunk_size(g: &mut Globals, d: &Directive) -> Applied {
             format!(
                 "ChunkSize must be at least 5 MiB ({MIN_PART} bytes) and at most 5 GiB, \
                  S3's part size limits, not '{}'",
+                w.text
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn parallel_uploads(g: &mut Globals, d: &Directive) -> Applied {
+    g.parallel_uploads = positive(d)? as usize;
+    g.memory_at = Some(d.name.pos.clone());
+    Ok(())
+}
+
+pub(super) fn memory_limit(g: &mut Globals, d: &Directive) -> Applied {
+    g.memory_limit = size(d)?;
+    g.memory_at = Some(d.name.pos.clone());
+    // Two of S3's smallest parts: one being filled while one is stored.
+    if g.memory_limit < 2 * MIN_PART {
+        let w = single(d)?;
+        return Err(err(
+            &w.pos,
+            format!(
+                "MemoryLimit must be at least 10 MiB (two of S3's smallest parts), not '{}'",
                 w.text
             ),
         ));

@@ -8,11 +8,13 @@
 //! explicitly outermost first; only the store edge is async. Bounded channels between the two
 //! keep memory constant whatever the data size.
 
+pub mod budget;
 pub mod compress;
 pub mod decrypt;
 pub mod download;
 pub mod encrypt;
 pub mod parts;
+pub mod schedule;
 pub mod upload;
 
 use std::io::{self, Write};

@@ -1,32 +1,30 @@
-//! Part stage: the stored byte stream in, fixed-size `Bytes` parts out over a bounded channel.
+//! Part stage: the stored byte stream in, `Bytes` parts out over a bounded channel, each with
+//! its reservation of the memory budget.
 //!
 //! This is the border between the synchronous CPU stages (tar, compression, encryption, all on
-//! one blocking thread) and the async uploader. The channel is bounded, so when the uploads fall
-//! behind, `write` blocks and the whole pipeline slows down instead of buffering: memory stays
-//! below (channel depth + parts in flight + 1) × part size. Every stored byte also passes through
-//! the SHA-256 and the counter that end up in the manifest, and through one SHA-256 per fixed
-//! range of the object (independent of the part sizes), which lets recovery verify each range
-//! before any of its bytes go on.
+//! one blocking thread) and the async uploader. Part sizes follow the stream's [`Schedule`];
+//! a part's memory is reserved from the [`MemoryBudget`] before it is filled and released once
+//! it is stored, so when the uploads fall behind, `write` blocks and the whole pipeline slows
+//! down instead of buffering: the parts being filled, queued and in flight stay within
+//! `MemoryLimit`. Every stored byte also passes through the SHA-256 and the counter that end up
+//! in the manifest, and through one SHA-256 per fixed range of the object (independent of the
+//! part sizes), which lets recovery verify each range before any of its bytes go on.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::Sender;
 
-/// S3's limits for multipart uploads.
-pub const MIN_PART: u64 = 5 * 1024 * 1024;
-pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
-pub const MAX_PARTS: u32 = 10_000;
-/// Parts per step of the part size schedule.
-const STEP: u32 = 1_000;
+use super::budget::{MemoryBudget, Reservation};
+use super::schedule::{Parts, Schedule, MAX_PARTS};
 
-/// Size of part `number` (from 1): `base` for the first thousand parts, then doubling every
-/// thousand, so 10,000 parts of a 5 MiB base reach ~5 TiB and a stream of unknown length never
-/// needs to know its size in advance.
-pub fn part_size(base: u64, number: u32) -> u64 {
-    let doublings = (number.saturating_sub(1) / STEP).min(20);
-    (base.max(MIN_PART) << doublings).min(MAX_PART)
+/// One part on its way to the store, with the memory it holds until it is stored.
+#[derive(Debug)]
+pub struct Part {
+    pub data: Bytes,
+    pub reservation: Reservation,
 }
 
 /// What was stored, for the manifest.
@@ -35,6 +33,8 @@ pub struct Stored {
     pub size: u64,
     pub sha256: String,
     pub parts: u32,
+    /// The largest part.
+    pub largest_part: u64,
     /// The SHA-256 of each `range_size` bytes of the object, the last range possibly shorter.
     pub ranges: Vec<[u8; 32]>,
 }
@@ -80,60 +80,92 @@ impl RangeHasher {
 }
 
 pub struct PartWriter {
-    tx: Sender<Bytes>,
-    base: u64,
-    buf: BytesMut,
+    tx: Sender<Part>,
+    schedule: Parts,
+    budget: Arc<MemoryBudget>,
+    /// The part being filled, its memory, and its size.
+    filling: Option<(BytesMut, Reservation, usize)>,
     parts: u32,
+    /// Bytes in the parts sent.
+    sent: u64,
+    largest: u64,
     size: u64,
     hasher: Sha256,
     ranges: RangeHasher,
 }
 
 impl PartWriter {
-    pub fn new(tx: Sender<Bytes>, base_part_size: u64, range_size: u64) -> Self {
-        let base = base_part_size.max(MIN_PART);
+    pub fn new(
+        tx: Sender<Part>,
+        schedule: Schedule,
+        budget: Arc<MemoryBudget>,
+        range_size: u64,
+    ) -> Self {
         PartWriter {
             tx,
-            base,
-            buf: BytesMut::with_capacity(part_size(base, 1) as usize),
+            schedule: schedule.start(),
+            budget,
+            filling: None,
             parts: 0,
+            sent: 0,
+            largest: 0,
             size: 0,
             hasher: Sha256::new(),
             ranges: RangeHasher::new(range_size),
         }
     }
 
-    fn current_limit(&self) -> usize {
-        part_size(self.base, self.parts + 1) as usize
+    /// The part being filled; a new one once its memory is free (this waits for the budget).
+    fn filling(&mut self) -> io::Result<&mut (BytesMut, Reservation, usize)> {
+        if self.filling.is_none() {
+            let number = self.parts + 1;
+            if number > MAX_PARTS {
+                return Err(io::Error::other(format!(
+                    "stream exceeds {MAX_PARTS} parts ({} bytes so far): larger than S3's largest object",
+                    self.sent
+                )));
+            }
+            let size = self.schedule.size(number, self.sent);
+            let reservation = self.budget.reserve(size);
+            self.filling = Some((
+                BytesMut::with_capacity(size as usize),
+                reservation,
+                size as usize,
+            ));
+        }
+        Ok(self.filling.as_mut().expect("just filled"))
     }
 
     fn send(&mut self) -> io::Result<()> {
-        if self.parts >= MAX_PARTS {
-            return Err(io::Error::other(format!(
-                "stream exceeds {MAX_PARTS} parts; raise ChunkSize"
-            )));
-        }
-        let next_limit = part_size(self.base, self.parts + 2) as usize;
-        let part = std::mem::replace(&mut self.buf, BytesMut::with_capacity(next_limit)).freeze();
+        let Some((buf, reservation, _)) = self.filling.take() else {
+            return Ok(());
+        };
+        let data = buf.freeze();
         self.parts += 1;
-        self.tx.blocking_send(part).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the upload stopped (see its error)",
-            )
-        })
+        self.sent += data.len() as u64;
+        self.largest = self.largest.max(data.len() as u64);
+        self.tx
+            .blocking_send(Part { data, reservation })
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the upload stopped (see its error)",
+                )
+            })
     }
 
     /// Sends the last part and reports what was stored. Until this returns, nothing of the
     /// stream can be committed.
     pub fn finish(mut self) -> io::Result<Stored> {
-        if !self.buf.is_empty() || self.parts == 0 {
-            self.send()?;
+        if self.parts == 0 {
+            self.filling()?; // an empty stream is one empty part
         }
+        self.send()?;
         Ok(Stored {
             size: self.size,
             sha256: hex::encode(self.hasher.finalize()),
             parts: self.parts,
+            largest_part: self.largest,
             ranges: self.ranges.finish(),
         })
     }
@@ -146,11 +178,11 @@ impl Write for PartWriter {
         self.ranges.update(data);
         self.size += total as u64;
         while !data.is_empty() {
-            let room = self.current_limit() - self.buf.len();
-            let take = room.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
+            let (buf, _, limit) = self.filling()?;
+            let take = (*limit - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == self.current_limit() {
+            if buf.len() == *limit {
                 self.send()?;
             }
         }
@@ -165,30 +197,13 @@ impl Write for PartWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn part_sizes_grow_to_reach_five_tebibytes_within_the_part_limit() {
-        let base = MIN_PART;
-        assert_eq!(part_size(base, 1), base);
-        assert_eq!(part_size(base, 1000), base);
-        assert_eq!(part_size(base, 1001), 2 * base);
-        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n)).sum();
-        assert!(
-            total >= 5 * (1u64 << 40) - (1u64 << 40) / 4,
-            "reaches {total}"
-        );
-        assert!((1..=MAX_PARTS).all(|n| part_size(base, n) <= MAX_PART));
-        assert_eq!(
-            part_size(1, 1),
-            MIN_PART,
-            "S3's minimum part size is enforced"
-        );
-    }
+    use crate::pipeline::schedule::MIN_PART;
 
     #[test]
     fn parts_are_cut_at_the_limit_and_hashed() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(100);
-        let mut w = PartWriter::new(tx, MIN_PART, 3 << 20);
+        let budget = MemoryBudget::new(u64::MAX);
+        let mut w = PartWriter::new(tx, Schedule::new(MIN_PART, None, u64::MAX), budget, 3 << 20);
         let data: Vec<u8> = (0..MIN_PART as usize * 2 + 10)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -198,7 +213,7 @@ mod tests {
         let stored = w.finish().unwrap();
         let mut sizes = Vec::new();
         while let Ok(p) = rx.try_recv() {
-            sizes.push(p.len());
+            sizes.push(p.data.len());
         }
         assert_eq!(sizes, vec![MIN_PART as usize, MIN_PART as usize, 10]);
         assert_eq!(stored.parts, 3);
@@ -214,10 +229,62 @@ mod tests {
     }
 
     #[test]
+    fn parts_being_filled_queued_and_stored_stay_within_the_memory_limit() {
+        // Room for two smallest parts and a bit: a third waits until one is stored, however
+        // many the channel and the uploads could take.
+        let limit = 2 * MIN_PART + MIN_PART / 2;
+        let budget = MemoryBudget::new(limit);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(100);
+        let uploader = std::thread::spawn(move || {
+            let (mut held, mut total) = (Vec::new(), 0usize);
+            while let Some(part) = rx.blocking_recv() {
+                total += part.data.len();
+                // A slow store: each part is stored only once the next arrived.
+                held.push(part);
+                if held.len() > 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    held.remove(0);
+                }
+            }
+            total
+        });
+        let mut w = PartWriter::new(
+            tx,
+            Schedule::new(MIN_PART, None, u64::MAX),
+            budget.clone(),
+            MIN_PART,
+        );
+        let data = vec![7u8; 8 * MIN_PART as usize + 3];
+        for chunk in data.chunks(1 << 20) {
+            w.write_all(chunk).unwrap();
+        }
+        let stored = w.finish().unwrap();
+        assert_eq!(uploader.join().unwrap(), data.len());
+        assert_eq!(stored.parts, 9);
+        assert_eq!(stored.largest_part, MIN_PART);
+        assert!(
+            budget.peak() <= limit,
+            "peak {} over {limit}",
+            budget.peak()
+        );
+        assert_eq!(
+            budget.peak(),
+            2 * MIN_PART,
+            "two parts held at once, not more"
+        );
+    }
+
+    #[test]
     fn a_stopped_upload_fails_the_writer() {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         drop(rx);
-        let mut w = PartWriter::new(tx, MIN_PART, MIN_PART);
+        let budget = MemoryBudget::new(u64::MAX);
+        let mut w = PartWriter::new(
+            tx,
+            Schedule::new(MIN_PART, None, u64::MAX),
+            budget,
+            MIN_PART,
+        );
         let err = w.write_all(&vec![0u8; MIN_PART as usize]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }

@@ -1,14 +1,15 @@
 //! Upload stage (async): parts from the channel in, a completed multipart upload out.
 //!
-//! Up to `in_flight` parts travel at once. The first failed part (after the store's retries)
+//! Up to `in_flight` parts travel at once (fewer when the memory budget is reached: each part
+//! holds its reservation until it is stored). The first failed part (after the store's retries)
 //! ends the stage: the receiver is dropped, which makes the producer's next `write` fail, and
 //! the caller aborts the upload. Completing is the caller's decision too, taken only once the
 //! producing stages have finished without error — never here, and never in a `Drop`.
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::Receiver;
 
+use super::parts::Part;
 use crate::store::{DynStore, PartReceipt, Result};
 
 /// Uploads every part received until the channel closes; returns the receipts in part order.
@@ -16,7 +17,7 @@ pub async fn upload_parts(
     store: DynStore,
     key: String,
     upload_id: String,
-    mut rx: Receiver<Bytes>,
+    mut rx: Receiver<Part>,
     in_flight: usize,
     // Told the number of parts in flight whenever it changes.
     progress: impl Fn(usize) + Send,
@@ -34,11 +35,14 @@ pub async fn upload_parts(
                     progress(running.len());
                 }
                 part = rx.recv() => match part {
-                    Some(data) => {
+                    Some(Part { data, reservation }) => {
                         number += 1;
                         let (store, key, upload_id) = (store.clone(), key.clone(), upload_id.clone());
                         running.push(async move {
-                            store.upload_part(&key, &upload_id, number, data).await
+                            let stored = store.upload_part(&key, &upload_id, number, data).await;
+                            // Its memory is free once the part is stored (or given up).
+                            drop(reservation);
+                            stored
                         });
                         progress(running.len());
                     }
