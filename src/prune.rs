@@ -31,9 +31,18 @@ pub async fn retire<'a>(
         let Some(m) = runs.iter().find(|m| m.run == verdict.run) else {
             continue; // the planned run itself is never retired by its own plan
         };
-        store
-            .delete(&layout::manifest_key(&m.host, &m.set, m.run, m.kind))
-            .await?;
+        let manifest = layout::manifest_key(&m.host, &m.set, m.run, m.kind);
+        // A damaged manifest could name another run's object: delete only what is this run's.
+        let own = layout::run_prefix(&m.host, &m.set, m.run, m.kind);
+        if let Some(stray) = m.objects().into_iter().find(|k| !k.starts_with(&own)) {
+            return Err(StoreError::new(
+                crate::store::ErrorKind::Other,
+                "retire",
+                store.locate(&manifest),
+                format!("names {stray}, an object of another run: not retired (damaged manifest?)"),
+            ));
+        }
+        store.delete(&manifest).await?;
         for key in m.objects() {
             store.delete(key).await?;
         }
@@ -309,6 +318,27 @@ mod tests {
             }
         }
         runs.iter().map(|m| m.run).collect()
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_another_runs_object_is_not_retired() {
+        let (store, memory, _) = store(Vec::new());
+        let (mut old, kept) = (commit(&memory, 0), commit(&memory, 1));
+        // Damaged (a digit flipped): the old run's manifest names the kept run's archive.
+        old.archive.key = kept.archive.key.clone();
+        let before = memory.keys();
+        let err = retire(
+            &store,
+            &[old.clone(), kept.clone()],
+            &[verdict(&old, false)],
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("an object of another run"),
+            "{err}"
+        );
+        assert_eq!(memory.keys(), before, "nothing deleted");
     }
 
     #[tokio::test]

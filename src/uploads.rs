@@ -122,15 +122,24 @@ pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<Stri
     cleaned
 }
 
-/// Aborts `upload` and deletes its objects unless its manifest exists (then the run is
-/// committed after all and nothing is debris). Keeps the record: the caller clears it.
+/// Aborts `upload` and deletes its objects unless its manifest and its archive exist (then the
+/// run is committed after all and nothing is debris). A manifest whose archive is gone goes
+/// first, so that no run is ever listed without its archive. Keeps the record: the caller
+/// clears it.
 pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<()> {
     // Both stores treat an upload that is gone (completed or aborted) as aborted.
     store
         .abort_upload(&upload.archive, &upload.upload_id)
         .await?;
     if store.head(&upload.manifest).await?.is_some() {
-        return Ok(()); // committed after all: the run is complete, nothing is debris
+        if store.head(&upload.archive).await?.is_some() {
+            return Ok(()); // committed after all: the run is complete, nothing is debris
+        }
+        store.delete(&upload.manifest).await?;
+        log::warn!(
+            "removed {}: its archive is gone (an interrupted run)",
+            store.locate(&upload.manifest)
+        );
     }
     for key in std::iter::once(&upload.archive).chain(&upload.others) {
         if store.head(key).await?.is_some() {
@@ -142,4 +151,39 @@ pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use chrono::Utc;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn a_manifest_whose_archive_is_gone_is_removed_not_taken_for_a_commit() {
+        let memory = Arc::new(MemoryStore::new());
+        let store: DynStore = memory.clone();
+        let upload = Upload {
+            archive: "h/s/20261101T030000Z.full.tar.zst".into(),
+            upload_id: "u1".into(),
+            manifest: "h/s/20261101T030000Z.full.manifest.json".into(),
+            others: vec!["h/s/20261101T030000Z.full.sha256".into()],
+        };
+        // The commit stored the manifest, found the archive gone, and could not remove the
+        // manifest before it was stopped.
+        memory.insert(&upload.manifest, Bytes::from_static(b"{}"), Utc::now());
+        memory.insert(&upload.others[0], Bytes::from_static(b"x"), Utc::now());
+        finish_one(&store, &upload).await.unwrap();
+        assert!(memory.keys().is_empty(), "{:?}", memory.keys());
+
+        // With its archive, the run is committed: nothing is touched.
+        memory.insert(&upload.manifest, Bytes::from_static(b"{}"), Utc::now());
+        memory.insert(&upload.archive, Bytes::from_static(b"a"), Utc::now());
+        finish_one(&store, &upload).await.unwrap();
+        assert_eq!(memory.keys().len(), 2);
+    }
 }

@@ -93,6 +93,11 @@ pub fn archive_key(host: &str, set: &str, run: RunId, kind: Kind, ext: &str) -> 
     format!("{}{run}.{kind}.{ext}", set_prefix(host, set))
 }
 
+/// What every object of one run begins with (its manifest, archive, range hashes, version ids).
+pub fn run_prefix(host: &str, set: &str, run: RunId, kind: Kind) -> String {
+    format!("{}{run}.{kind}.", set_prefix(host, set))
+}
+
 pub fn manifest_key(host: &str, set: &str, run: RunId, kind: Kind) -> String {
     format!("{}{run}.{kind}{MANIFEST_SUFFIX}", set_prefix(host, set))
 }
