@@ -48,7 +48,7 @@ async fn union_refs<'a>(
 ) -> anyhow::Result<BTreeSet<String>> {
     let mut all = BTreeSet::new();
     for m in runs {
-        let refs = load_refs(store, &info(m)?.refs).await.map_err(|e| {
+        let refs = load_refs(store, info(m)?).await.map_err(|e| {
             anyhow!(
                 "gc stopped before deleting anything: the version list of run {} is unreadable: {e:#}",
                 m.run
@@ -190,6 +190,7 @@ mod tests {
     use crate::schema::snapshot::BucketMode;
     use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
     use crate::store::memory::MemoryStore;
+    use sha2::Digest;
 
     /// Version ids as a snapshot writes them (one a line, zstd).
     fn packed(ids: &[&str]) -> Vec<u8> {
@@ -203,7 +204,9 @@ mod tests {
             RunId::at(DateTime::from_timestamp(1_800_000_000 + 86_400 * i64::from(n), 0).unwrap());
         let mut m = crate::schema::manifest::sample("bucket/b", run, Kind::Full, None);
         let refs = format!("h/bucket/b/{run}.full.refs.zst");
-        memory.insert(&refs, packed(ids), Utc::now());
+        let packed = packed(ids);
+        let refs_sha256 = Some(hex::encode(sha2::Sha256::digest(&packed)));
+        memory.insert(&refs, packed, Utc::now());
         m.source = SourceInfo::Bucket(SnapshotInfo {
             master: "s3://m".into(),
             replica: "r".into(),
@@ -219,6 +222,7 @@ mod tests {
             copied_bytes: 0,
             marked_deleted: 0,
             refs,
+            refs_sha256,
         });
         m
     }
@@ -233,11 +237,13 @@ mod tests {
         let plain: DynStore = memory.clone();
         let want: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
         assert_eq!(guard(&plain, &all, 1).await.unwrap(), want);
-        // The older snapshot's list under each fault. A flipped bit is not among them: the
-        // list carries no checksum (neither zstd's nor the manifest's), so one can pass
-        // unnoticed and change the ids gc protects — a known gap, not something to assert.
-        for fault in [Transient, Permanent, LostReply, Truncate] {
-            let rule = Rule::new(Op::Get, fault).key(info(&older).unwrap().refs.clone());
+        // The older snapshot's list under each fault; a flipped bit is caught by the SHA-256
+        // its manifest records.
+        for fault in [Transient, Permanent, LostReply, Truncate, FlipBit] {
+            let key = info(&older).unwrap().refs.clone();
+            // In the ids (stored raw at the end), a flip leaves a valid zstd stream.
+            let in_ids = memory.object(&key).unwrap().len() as u64 - 2;
+            let rule = Rule::new(Op::Get, fault).key(key).covering(in_ids);
             let store: DynStore = std::sync::Arc::new(FaultyStore::new(memory.clone(), [rule]));
             let e = guard(&store, &all, 1).await.unwrap_err();
             let message = format!("{e:#}");

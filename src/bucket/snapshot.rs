@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::schema::snapshot::SnapshotInfo;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -242,6 +243,7 @@ impl Source for SnapshotSource {
             text.push(b'\n');
         }
         let packed = zstd::encode_all(text.as_slice(), 3).context("compressing version ids")?;
+        let refs_sha256 = hex::encode(Sha256::digest(&packed));
         self.handle
             .block_on(self.store.put(&self.refs_key, packed.into()))
             .context("storing the snapshot's version ids")?;
@@ -260,6 +262,7 @@ impl Source for SnapshotSource {
             copied_bytes: mirrored.copied_bytes,
             marked_deleted: mirrored.marked_deleted,
             refs: self.refs_key.clone(),
+            refs_sha256: Some(refs_sha256),
         };
         log::info!(
             "bucket/{}: {keys} keys ({deleted} deleted) of {} versions listed with {} requests ({} range splits); {} objects copied",
@@ -282,9 +285,20 @@ impl Source for SnapshotSource {
     }
 }
 
-/// The version ids a snapshot references, from its refs object.
-pub async fn load_refs(store: &DynStore, key: &str) -> anyhow::Result<BTreeSet<String>> {
+/// The version ids the snapshot `info` references, from its refs object, checked against the
+/// SHA-256 its manifest records.
+pub async fn load_refs(store: &DynStore, info: &SnapshotInfo) -> anyhow::Result<BTreeSet<String>> {
+    let key = &info.refs;
     let packed = store.get(key).await?;
+    if let Some(want) = &info.refs_sha256 {
+        let got = hex::encode(Sha256::digest(&packed));
+        if &got != want {
+            bail!(
+                "{}: damaged (SHA-256 {got}, the manifest says {want})",
+                store.locate(key)
+            );
+        }
+    }
     let text = zstd::decode_all(packed.as_ref())
         .with_context(|| format!("{}: not a zstd stream", store.locate(key)))?;
     let text = String::from_utf8(text)

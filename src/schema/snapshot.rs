@@ -37,4 +37,8 @@ pub struct SnapshotInfo {
     pub marked_deleted: u64,
     /// The unencrypted list of referenced version ids, for gc.
     pub refs: String,
+    /// SHA-256 of the `refs` object as stored (absent in manifests written before it was
+    /// recorded): a damaged list must stop gc, not change the versions it keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refs_sha256: Option<String>,
 }
