@@ -143,26 +143,43 @@ impl Store for RetryStore {
         parts: Vec<PartReceipt>,
     ) -> Result<()> {
         let mut attempted = false;
-        self.retry(|| {
-            let parts = parts.clone();
-            let first = !attempted;
-            attempted = true;
-            async move {
-                let r = self.inner.complete_upload(key, upload_id, parts).await;
-                match r {
-                    // A retried completion whose first reply was lost finds the upload gone
-                    // because it already succeeded; the object's presence decides.
-                    Err(e) if !first && e.kind == ErrorKind::NotFound => {
-                        match self.inner.head(key).await? {
-                            Some(_) => Ok(()),
-                            None => Err(e),
+        let result = self
+            .retry(|| {
+                let parts = parts.clone();
+                let first = !attempted;
+                attempted = true;
+                async move {
+                    let r = self.inner.complete_upload(key, upload_id, parts).await;
+                    match r {
+                        // A retried completion whose first reply was lost finds the upload gone
+                        // because it already succeeded; the object's presence decides.
+                        Err(e) if !first && e.kind == ErrorKind::NotFound => {
+                            match self.inner.head(key).await? {
+                                Some(_) => Ok(()),
+                                None => Err(e),
+                            }
                         }
+                        other => other,
                     }
-                    other => other,
+                }
+            })
+            .await;
+        match result {
+            // Every reply may have been lost although the store completed the upload (S3
+            // answers a repeated completion with success, so the NotFound above may never come):
+            // the object's presence decides here too. A run's keys never exist before its
+            // upload, and its size is checked next.
+            Err(e) if e.kind == ErrorKind::Transient => {
+                match self.retry(|| self.inner.head(key)).await {
+                    Ok(Some(_)) => {
+                        log::warn!("{e}; but {key} is stored: the upload was completed");
+                        Ok(())
+                    }
+                    _ => Err(e),
                 }
             }
-        })
-        .await
+            other => other,
+        }
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
@@ -205,6 +222,36 @@ mod tests {
         store.put("k", Bytes::from_static(b"v")).await.unwrap();
         assert_eq!(faults.count(Op::Put), 3);
         assert_eq!(memory.object("k").as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_completion_whose_every_reply_was_lost_is_found_stored() {
+        // The first attempt completes the upload and its reply is lost; the others fail (as
+        // when the network stays down): the object's presence decides.
+        let (store, memory, _) = retried(vec![
+            Rule::new(Op::CompleteUpload, Fault::LostReply).nth(1),
+            Rule::new(Op::CompleteUpload, Fault::Transient),
+        ]);
+        let id = store.create_upload("k").await.unwrap();
+        let part = store
+            .upload_part("k", &id, 1, Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        store.complete_upload("k", &id, vec![part]).await.unwrap();
+        assert_eq!(memory.object("k").as_deref(), Some(&b"v"[..]));
+
+        // Not stored: the transient error stands.
+        let (store, _, _) = retried(vec![Rule::new(Op::CompleteUpload, Fault::Transient)]);
+        let id = store.create_upload("k").await.unwrap();
+        let part = store
+            .upload_part("k", &id, 1, Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        let err = store
+            .complete_upload("k", &id, vec![part])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     }
 
     #[tokio::test]
