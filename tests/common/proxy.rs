@@ -77,7 +77,9 @@ impl FaultProxy {
             match events.recv_timeout(left) {
                 Ok(event) if want(&event) => return event,
                 Ok(event) => seen.push(event),
-                Err(RecvTimeoutError::Timeout) => panic!("no {what} from the proxy in {deadline:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no {what} from the proxy in {deadline:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => panic!("the fault proxy died"),
             }
         }
@@ -91,7 +93,9 @@ impl FaultProxy {
         };
         cmd["seq"] = json!(seq);
         writeln!(self.stdin.lock().unwrap(), "{cmd}").expect("writing to the fault proxy");
-        self.take(WAIT, "acknowledgement", |e| e["event"] == "ok" && e["seq"] == seq)
+        self.take(WAIT, "acknowledgement", |e| {
+            e["event"] == "ok" && e["seq"] == seq
+        })
     }
 
     /// Adds a rule (in force when this returns) and returns its id, e.g.
@@ -123,7 +127,10 @@ impl FaultProxy {
         while let Ok(event) = events.recv_timeout(Duration::from_millis(200)) {
             seen.push(event);
         }
-        seen.iter().filter(|e| e["event"] == "hit").cloned().collect()
+        seen.iter()
+            .filter(|e| e["event"] == "hit")
+            .cloned()
+            .collect()
     }
 
     /// How many requests the rule with id `rule` has hit.
