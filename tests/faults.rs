@@ -164,6 +164,18 @@ fn outcome(out: &Output) -> Value {
     o
 }
 
+/// Asserts that s3nap warned about `call` (e.g. `"put s3://"`) failing on a lost connection and
+/// retried it.
+fn assert_retried(out: &Output, call: &str) {
+    let err = stderr(out);
+    assert!(
+        err.lines().any(|l| l.contains(call)
+            && l.contains("Connection reset by peer")
+            && l.contains("retrying in")),
+        "no retried {call}: {err}"
+    );
+}
+
 /// Server errors on each kind of request, a connection reset in the middle of a part's body
 /// and a part whose answer comes after `Timeout`: each is retried, the run commits, stores
 /// exactly its three objects, leaves no upload open, and recovers exactly.
@@ -175,51 +187,80 @@ fn server_errors_resets_and_timeouts_are_retried_and_the_run_commits() {
         "Timeout 2\nRetries 3\nParallelUploads 2",
         Some("Fulls 7\nDiffs 0"),
     );
-    let rounds: Vec<Vec<(&str, Value)>> = [500, 503]
-        .iter()
-        .map(|code| {
-            let status = |method: &str, target: &str| {
-                json!({"method": method, "target": target, "action": "status", "code": code})
-            };
-            vec![
-                ("CreateMultipartUpload", status("POST", r"\?uploads$")),
-                ("UploadPart", status("PUT", "x-id=UploadPart&partNumber=1&")),
-                ("manifest PutObject", status("PUT", r"\.manifest\.json\?x-id=PutObject")),
-                ("ListObjectsV2", status("GET", r"\?list-type=2&")),
-            ]
-        })
-        .chain([vec![
-            (
-                "reset mid-body",
-                json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=2&",
-                       "action": "reset"}),
+    // Each fault: its rule, and what s3nap's warning about it says (the call, the failure).
+    struct Fault {
+        rule: Value,
+        call: &'static str,
+        says: &'static str,
+    }
+    let status = |method: &str, target: &str, code: u16, call, says| Fault {
+        rule: json!({"method": method, "target": target, "action": "status", "code": code}),
+        call,
+        says,
+    };
+    let rounds: Vec<Vec<Fault>> = [
+        (500, "InternalError (HTTP 500)"),
+        (503, "SlowDown (HTTP 503)"),
+    ]
+    .into_iter()
+    .map(|(code, says)| {
+        vec![
+            status("GET", r"\?list-type=2&", code, "list s3://", says),
+            status("POST", r"\?uploads$", code, "create upload s3://", says),
+            status(
+                "PUT",
+                "x-id=UploadPart&partNumber=1&",
+                code,
+                "upload part s3://",
+                says,
             ),
-            (
-                "delay beyond Timeout",
-                json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=3&",
-                       "action": "delay", "seconds": 4}),
+            status(
+                "PUT",
+                r"\.manifest\.json\?x-id=PutObject",
+                code,
+                "put s3://",
+                says,
             ),
-        ]])
-        .collect();
+        ]
+    })
+    .chain([vec![
+        Fault {
+            rule: json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=2&",
+                             "action": "reset"}),
+            call: "upload part s3://",
+            says: "Connection reset by peer",
+        },
+        Fault {
+            rule: json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=3&",
+                             "action": "delay", "seconds": 4}),
+            call: "upload part s3://",
+            says: "read timeout occurred after 2s",
+        },
+    ]])
+    .collect();
 
     for (i, faults) in rounds.into_iter().enumerate() {
         let day = i as u32 + 1;
         let before = e.keys();
-        let rules: Vec<(u64, &str)> = faults
-            .into_iter()
-            .map(|(what, rule)| (e.proxy.add(rule), what))
+        let rules: Vec<(u64, &Fault)> = faults
+            .iter()
+            .map(|f| (e.proxy.add(f.rule.clone()), f))
             .collect();
         let out = e.backup(day);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "day {day}: {err}");
         assert_eq!(outcome(&out)["outcome"], "committed", "day {day}");
-        for (rule, what) in &rules {
-            e.assert_hit(*rule, what);
+        for (rule, fault) in &rules {
+            e.assert_hit(*rule, &fault.rule.to_string());
+            assert!(
+                err.lines().any(|l| l.contains(fault.call)
+                    && l.contains(fault.says)
+                    && l.contains("retrying in")),
+                "day {day}: no retried {} ... {}: {err}",
+                fault.call,
+                fault.says
+            );
         }
-        assert!(
-            err.contains("retrying in"),
-            "day {day}: the faults were retried: {err}"
-        );
         e.proxy.clear();
 
         let mut want = before.clone();
@@ -309,6 +350,7 @@ fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     let out = e.backup(1);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     e.assert_hit(rule, "lost reply to CompleteMultipartUpload");
+    assert_retried(&out, "complete upload s3://");
     assert_eq!(outcome(&out)["kind"], "full");
     e.proxy.clear();
     assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
@@ -321,6 +363,7 @@ fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     let out = e.backup(2);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     e.assert_hit(rule, "lost reply to the manifest's PutObject");
+    assert_retried(&out, "put s3://");
     let o = outcome(&out);
     assert_eq!(
         (&o["kind"], &o["warnings"]),
@@ -395,6 +438,7 @@ fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     e.assert_hit(manifest_rule, "lost reply to deleting the manifest");
     e.assert_hit(archive_rule, "lost reply to deleting the archive");
+    assert_retried(&out, "delete s3://");
     assert!(
         err.contains(&format!("retired full run {}", run_id(1))),
         "{err}"
