@@ -356,14 +356,24 @@ fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
     e.assert_recovers(&run_id(1));
 
-    // Day 2: the reply to the manifest's PUT is lost.
+    // Day 2: the replies to the manifest's PUT are lost.
     fs::write(e.tree.join("sub/small.txt"), b"changed on day 2\n").unwrap();
     fs::write(e.tree.join("sub/new.txt"), b"new on day 2\n").unwrap();
-    let rule = drop_reply("PUT", r"\.manifest\.json\?x-id=PutObject");
+    // Every attempt: the manifest is stored each time, no answer ever comes back; s3nap reads it
+    // back.
+    let rule = e.proxy.add(
+        json!({"method": "PUT", "target": r"\.manifest\.json\?x-id=PutObject",
+                                  "action": "drop_reply", "times": 0}),
+    );
     let out = e.backup(2);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     e.assert_hit(rule, "lost reply to the manifest's PutObject");
     assert_retried(&out, "put s3://");
+    assert!(
+        stderr(&out).contains("but the manifest is stored: run committed"),
+        "{}",
+        stderr(&out)
+    );
     let o = outcome(&out);
     assert_eq!(
         (&o["kind"], &o["warnings"]),
