@@ -333,9 +333,11 @@ fn retries_exhausted_fail_the_run_and_the_next_run_commits_cleanly() {
 }
 
 /// Replies lost after the server acted (the request was forwarded, the answer never came):
-/// completing the upload, storing the manifest, and deleting a retired run's objects. s3nap
-/// reads back what happened: each run counts as committed (exit 0), is listed and recovers,
-/// its state is saved (the next day's run is a DIFF without a warning), and prune finishes.
+/// completing the upload (once: the retried completion finds it done), storing the manifest
+/// (on every attempt: s3nap reads the manifest back), and deleting a retired run's manifest and
+/// archive during `prune` (once each: deleting again is harmless). Each run counts as committed
+/// (exit 0), is listed and recovers, its state is saved (the next day's run is a DIFF without a
+/// warning), and prune finishes its deletions.
 #[test]
 fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     // The default rotation: day 1 a FULL, days 2 and 3 DIFFs on it.
@@ -356,15 +358,13 @@ fn lost_replies_to_complete_manifest_and_delete_are_found_out() {
     assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
     e.assert_recovers(&run_id(1));
 
-    // Day 2: the replies to the manifest's PUT are lost.
+    // Day 2: every reply to the manifest's PUT is lost, though each PUT stored it.
     fs::write(e.tree.join("sub/small.txt"), b"changed on day 2\n").unwrap();
     fs::write(e.tree.join("sub/new.txt"), b"new on day 2\n").unwrap();
-    // Every attempt: the manifest is stored each time, no answer ever comes back; s3nap reads it
-    // back.
-    let rule = e.proxy.add(
-        json!({"method": "PUT", "target": r"\.manifest\.json\?x-id=PutObject",
-                                  "action": "drop_reply", "times": 0}),
-    );
+    let rule = e.proxy.add(json!({
+        "method": "PUT", "target": r"\.manifest\.json\?x-id=PutObject",
+        "action": "drop_reply", "times": 0,
+    }));
     let out = e.backup(2);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     e.assert_hit(rule, "lost reply to the manifest's PutObject");
