@@ -551,3 +551,25 @@ fn damaged_downloads_are_read_again_and_never_reach_the_output() {
         );
     }
 }
+
+/// Every reply to CompleteMultipartUpload lost, though the first completion took effect (S3
+/// completes an upload idempotently, so each retry "succeeds" too, unheard). Failure rule 2 of
+/// docs/ARCHITECTURE.md: a lost reply to completing an upload is checked with a read before
+/// the operation counts as failed. The archive is there, whole: the run commits.
+#[test]
+fn every_lost_reply_to_complete_is_read_back_and_the_run_commits() {
+    let e = env(11, "Timeout 2\nRetries 3\nParallelUploads 2", None);
+    let rule = e.proxy.add(json!({
+        "method": "POST", "target": r"\.tar\.zst\.gpg\?uploadId=",
+        "action": "drop_reply", "times": 0,
+    }));
+    let out = e.backup(1);
+    e.assert_hit(rule, "lost replies to CompleteMultipartUpload");
+    assert_eq!(e.proxy.hits_of(rule), 4, "every attempt lost its reply");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    e.proxy.clear();
+    assert_eq!(e.keys(), e.run_keys(&run_id(1), "full"));
+    assert_eq!(e.server.open_uploads(BUCKET), Vec::<String>::new());
+    assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
+    e.assert_recovers(&run_id(1));
+}
