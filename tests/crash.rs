@@ -641,6 +641,67 @@ fn a_retirement_killed_before_its_first_delete_is_finished_by_the_next_prune() {
     e.assert_every_listed_run_recovers();
 }
 
+#[test]
+fn a_prune_killed_mid_retirement_leaves_no_broken_run_and_the_next_prune_finishes_it() {
+    let mut e = Env::new("halfway", "Fulls 1\nDiffs 1");
+    // Day 3's own retention killed at its first DELETE: days 0 and 1 are still to be retired.
+    let (stored, _) = retirement_killed(&mut e, json!({"method": "DELETE", "action": "hold"}));
+    e.assert_listed(&[(0, "full"), (1, "diff"), (2, "full"), (3, "diff")]);
+
+    // (e) `s3nap prune` killed at the second DELETE of the retirement: one object is gone.
+    let held = e.kill_when_held(
+        &["prune"],
+        json!({"method": "DELETE", "nth": 2, "action": "hold"}),
+    );
+    let gone: Vec<&String> = stored
+        .keys()
+        .filter(|k| !e.server.keys(e.bucket).contains(k))
+        .collect();
+    assert_eq!(
+        gone.len(),
+        1,
+        "one DELETE went through before the kill at {held}"
+    );
+    // Whatever `list` shows recovers: the retirement never leaves a run without its chain.
+    let mut problems = Vec::new();
+    for (run, kind) in e.listed() {
+        if let Err(error) = e.try_recover(&run) {
+            problems.push(format!(
+                "after the kill, `list` shows the {kind} run {run}, which does not recover: \
+                 {error}"
+            ));
+        }
+    }
+
+    // The next prune finishes the retirement: nothing of days 0 and 1 left, days 2 and 3 whole.
+    let out = e.s3nap(&["prune"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let left: Vec<String> = e.server.keys(e.bucket);
+    let retired_left: Vec<&String> = left
+        .iter()
+        .filter(|k| k.contains(&run_id(0)) || k.contains(&run_id(1)))
+        .collect();
+    if !retired_left.is_empty() {
+        problems.push(format!(
+            "after a second prune, objects of the retired runs are still stored: \
+             {retired_left:#?}\nprune said:\n{text}"
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    assert_eq!(
+        e.objects(),
+        objects_of(&stored, &[2, 3]),
+        "after the second prune"
+    );
+    e.assert_listed(&[(2, "full"), (3, "diff")]);
+    e.assert_every_listed_run_recovers();
+    change(&e.tree, 4);
+    e.backup(4, "full");
+    e.assert_no_debris();
+    e.assert_recovers(&run_id(4));
+}
+
 /// A small tmpfs, unmounted when dropped (also when the test fails).
 struct Tmpfs {
     at: PathBuf,
