@@ -13,7 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::policy::retention::Verdict;
 use crate::schema::layout;
 use crate::schema::manifest::Manifest;
-use crate::store::{DynStore, StoreError};
+use crate::store::{DynStore, ErrorKind, StoreError};
+use crate::uploads::{Records, Upload};
 
 /// Uploads and manifest-less archives younger than this may belong to a live run of another
 /// configuration. Long, because S3 dates a multipart object (and its upload) from the moment
@@ -21,30 +22,52 @@ use crate::store::{DynStore, StoreError};
 pub const DEBRIS_GRACE: Duration = Duration::days(7);
 
 /// Deletes the runs `verdicts` retire (through a dry-run store: records it); returns them.
+/// Newest first, so that a DIFF never outlives its base, even when a deletion fails or the
+/// process is killed; each retirement is recorded in `records` before its manifest goes, so
+/// that an interrupted one is finished by the next run or prune (see [`crate::uploads`]).
 pub async fn retire<'a>(
     store: &DynStore,
+    records: &Records,
     runs: &'a [Manifest],
     verdicts: &[Verdict],
 ) -> Result<Vec<&'a Manifest>, StoreError> {
     let mut retired = Vec::new();
-    for verdict in verdicts.iter().filter(|v| !v.keep) {
-        let Some(m) = runs.iter().find(|m| m.run == verdict.run) else {
-            continue; // the planned run itself is never retired by its own plan
-        };
+    let mut retiring: Vec<(&Verdict, &Manifest)> = verdicts
+        .iter()
+        .filter(|v| !v.keep)
+        // The planned run itself is never retired by its own plan.
+        .filter_map(|v| runs.iter().find(|m| m.run == v.run).map(|m| (v, m)))
+        .collect();
+    retiring.sort_by_key(|(_, m)| std::cmp::Reverse(m.run));
+    for (verdict, m) in retiring {
         let manifest = layout::manifest_key(&m.host, &m.set, m.run, m.kind);
         // A damaged manifest could name another run's object: delete only what is this run's.
         let own = layout::run_prefix(&m.host, &m.set, m.run, m.kind);
         if let Some(stray) = m.objects().into_iter().find(|k| !k.starts_with(&own)) {
             return Err(StoreError::new(
-                crate::store::ErrorKind::Other,
+                ErrorKind::Other,
                 "retire",
                 store.locate(&manifest),
                 format!("names {stray}, an object of another run: not retired (damaged manifest?)"),
             ));
         }
+        let record = Upload {
+            archive: m.archive.key.clone(),
+            upload_id: String::new(),
+            manifest: manifest.clone(),
+            others: m.objects().into_iter().skip(1).map(String::from).collect(),
+        };
+        let io =
+            |e: std::io::Error| StoreError::new(ErrorKind::Other, "record", &record.archive, e);
+        if !store.dry_run() {
+            records.record(&record).map_err(io)?;
+        }
         store.delete(&manifest).await?;
         for key in m.objects() {
             store.delete(key).await?;
+        }
+        if !store.dry_run() {
+            records.clear(&record.archive).map_err(io)?;
         }
         done(
             store,
@@ -163,6 +186,13 @@ mod tests {
         m
     }
 
+    /// Upload and retirement records in a fresh DiffDir (kept alive by the first element).
+    fn records() -> (tempfile::TempDir, Records) {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        (dir, records)
+    }
+
     fn verdict(m: &Manifest, keep: bool) -> Verdict {
         Verdict {
             run: m.run,
@@ -193,7 +223,8 @@ mod tests {
         let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
         let runs = vec![old.clone(), kept.clone()];
         let verdicts = [verdict(&old, false), verdict(&kept, true)];
-        let retired = retire(&store, &runs, &verdicts).await.unwrap();
+        let rec = records();
+        let retired = retire(&store, &rec.1, &runs, &verdicts).await.unwrap();
         assert_eq!(retired.len(), 1);
         assert_eq!(retired[0].run, old.run);
         assert_eq!(memory.keys(), run_keys(&kept), "the kept run is whole");
@@ -212,7 +243,8 @@ mod tests {
         let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
         let runs = vec![old.clone(), kept.clone()];
         let verdicts = [verdict(&old, false), verdict(&kept, true)];
-        let err = retire(&store, &runs, &verdicts).await.unwrap_err();
+        let rec = records();
+        let err = retire(&store, &rec.1, &runs, &verdicts).await.unwrap_err();
         assert!(err.to_string().contains(&archive), "{err}");
         // The manifest went first: what is left is debris (the archive and its range hashes,
         // still listed for the next prune), never a run without its archive.
@@ -220,6 +252,39 @@ mod tests {
         want.extend(old.objects().iter().map(|k| k.to_string()));
         want.sort();
         assert_eq!(memory.keys(), want);
+        // The retirement was recorded: the next run or prune finishes it at once (no waiting
+        // for the debris grace period).
+        let plain: DynStore = memory.clone();
+        let finished = crate::uploads::finish_interrupted(&plain, &rec.1).await;
+        assert_eq!(finished, vec![old.archive.key.clone()]);
+        assert_eq!(
+            memory.keys(),
+            run_keys(&kept),
+            "the half-done retirement is finished"
+        );
+        assert!(rec.1.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retirement_goes_newest_first_so_a_diff_never_outlives_its_base() {
+        // FULL (day 0) ← DIFF (day 1), both retired; the delete of the DIFF's manifest fails.
+        let (store, memory, faults) = store(vec![]);
+        let full = commit(&memory, 0);
+        // (Stored as a FULL for the fixture's keys; what matters is its base.)
+        let mut diff = commit(&memory, 1);
+        diff.base_run = Some(full.run);
+        let diff_manifest = layout::manifest_key("h", "dir/x", diff.run, Kind::Full);
+        faults.add(Rule::new(Op::Delete, Fault::Permanent).key(diff_manifest.as_str()));
+        let runs = vec![full.clone(), diff.clone()];
+        let rec = records();
+        let verdicts = [verdict(&full, false), verdict(&diff, false)];
+        let err = retire(&store, &rec.1, &runs, &verdicts).await.unwrap_err();
+        assert!(err.to_string().contains(&diff_manifest), "{err}");
+        // Stopped at the DIFF: its base is still whole, so the listed DIFF still recovers.
+        for key in run_keys(&full) {
+            assert!(memory.object(&key).is_some(), "{key} of the base is kept");
+        }
+        assert_eq!(faults.calls_of(Op::Delete)[0].key, diff_manifest);
     }
 
     #[tokio::test]
@@ -228,7 +293,10 @@ mod tests {
         let old = commit(&memory, 0);
         let runs = [old.clone()];
         let dry: DynStore = DryRunStore::wrap(store);
-        let retired = retire(&dry, &runs, &[verdict(&old, false)]).await.unwrap();
+        let rec = records();
+        let retired = retire(&dry, &rec.1, &runs, &[verdict(&old, false)])
+            .await
+            .unwrap();
         assert_eq!(retired.len(), 1);
         assert_eq!(memory.keys(), run_keys(&old));
         assert_eq!(faults.count(Op::Delete), 0);
@@ -327,8 +395,10 @@ mod tests {
         // Damaged (a digit flipped): the old run's manifest names the kept run's archive.
         old.archive.key = kept.archive.key.clone();
         let before = memory.keys();
+        let rec = records();
         let err = retire(
             &store,
+            &rec.1,
             &[old.clone(), kept.clone()],
             &[verdict(&old, false)],
         )
@@ -368,7 +438,8 @@ mod tests {
             let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
             let runs = vec![old.clone(), kept.clone()];
             let verdicts = [verdict(&old, false), verdict(&kept, true)];
-            let result = retire(&store, &runs, &verdicts).await;
+            let rec = records();
+            let result = retire(&store, &rec.1, &runs, &verdicts).await;
             assert_eq!(result.is_ok(), ok, "{row}: {result:?}");
             let listed_runs = listed_runs_are_whole(&memory, &row).await;
             let want: Vec<RunId> = if listed {

@@ -1,4 +1,5 @@
-//! The uploads of this configuration that are not yet committed, recorded in DiffDir.
+//! The uploads of this configuration that are not yet committed, and the runs it is retiring,
+//! recorded in DiffDir.
 //!
 //! A run records each archive upload (key, upload id, the run's manifest and other object keys)
 //! as a file under `DiffDir/uploads/` right after the store gave it an upload id, and removes
@@ -7,7 +8,9 @@
 //! interrupted run left: that run aborts exactly that upload and deletes its objects unless a
 //! manifest for them exists. Uploads that another configuration has in flight under the same
 //! bucket and host are never in these records, so they are never touched (prune removes
-//! foreign debris only after a grace period on the server's clock).
+//! foreign debris only after a grace period on the server's clock). A retirement is recorded
+//! the same way, without an upload id, before its manifest is deleted: killed half-way, it is
+//! finished by the next run or prune (the manifest gone, its objects go too).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,10 +20,11 @@ use sha2::{Digest, Sha256};
 
 use crate::store::DynStore;
 
-/// One upload in flight.
+/// One upload in flight, or one run being retired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     pub archive: String,
+    /// Empty for a retirement: the run's objects are to go once its manifest has gone.
     pub upload_id: String,
     /// The manifest that commits it: when it exists, the archive belongs to a committed run.
     pub manifest: String,
@@ -128,9 +132,11 @@ pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<Stri
 /// clears it.
 pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<()> {
     // Both stores treat an upload that is gone (completed or aborted) as aborted.
-    store
-        .abort_upload(&upload.archive, &upload.upload_id)
-        .await?;
+    if !upload.upload_id.is_empty() {
+        store
+            .abort_upload(&upload.archive, &upload.upload_id)
+            .await?;
+    }
     if store.head(&upload.manifest).await?.is_some() {
         if store.head(&upload.archive).await?.is_some() {
             return Ok(()); // committed after all: the run is complete, nothing is debris

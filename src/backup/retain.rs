@@ -41,7 +41,8 @@ pub async fn prune_set(
         SourceSpec::Bucket(_) => Some(gc::guard(store, &all, set.cycle.minimum_redundancy).await?),
         _ => None,
     };
-    let retired: Vec<RunId> = prune::retire(store, &runs, &verdicts)
+    let records = crate::uploads::Records::new(&config.diff_dir);
+    let retired: Vec<RunId> = prune::retire(store, &records, &runs, &verdicts)
         .await?
         .iter()
         .map(|m| m.run)
