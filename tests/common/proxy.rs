@@ -122,8 +122,9 @@ impl FaultProxy {
 
     /// The rule hits seen so far (waiting briefly for events still in the pipe).
     pub fn hits(&self) -> Vec<Value> {
-        let events = self.events.lock().unwrap();
+        // Locked in the order `take` locks them.
         let mut seen = self.seen.lock().unwrap();
+        let events = self.events.lock().unwrap();
         while let Ok(event) = events.recv_timeout(Duration::from_millis(200)) {
             seen.push(event);
         }
