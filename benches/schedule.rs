@@ -12,11 +12,14 @@ const CHUNK: u64 = 16 * MIB;
 const PARALLEL: u64 = 4;
 const LIMIT: u64 = 256 * MIB;
 
+/// Parts the pipeline holds besides those in flight: two queued and one being filled.
+const QUEUED_AND_FILLING: u64 = 3;
+
 /// Memory the part buffers hold at most: as many of the largest parts as the limit and the
-/// parts in flight allow (one filling besides), and one alone when it is larger than the limit.
+/// pipeline allow, and one alone when it is larger than the limit.
 fn held(largest: u64) -> u64 {
-    let fit = (LIMIT / largest).clamp(1, PARALLEL + 1);
-    (fit * largest).max(largest)
+    let fit = (LIMIT / largest).clamp(1, PARALLEL + QUEUED_AND_FILLING);
+    fit * largest
 }
 
 fn main() {
@@ -48,8 +51,8 @@ fn main() {
         }
     }
     println!(
-        "floor: a stream of S bytes needs parts of S/{MAX_PARTS}; MemoryLimit {} MiB keeps to it up \
-         to parts of {} MiB ({:.2} TiB in {MAX_PARTS} parts)",
+        "floor: a stream of S bytes needs parts of at least S/{MAX_PARTS}; MemoryLimit {} MiB holds \
+         one part of up to {} MiB at a time: at most {:.2} TiB in {MAX_PARTS} parts",
         LIMIT / MIB,
         LIMIT / MIB,
         (LIMIT * u64::from(MAX_PARTS)) as f64 / TIB as f64

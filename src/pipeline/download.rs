@@ -185,10 +185,23 @@ impl Download {
         // A damaged or cut-short range may be a passing fault on the way: read it once more.
         // (A store error has been retried by the store already.)
         let mut short = None;
-        for _ in 0..2 {
+        for attempt in 0..2 {
+            // Said, so that an operator learns of a damaged transfer even when it passes.
+            let again = |what: &str| {
+                if attempt == 0 {
+                    log::warn!(
+                        "{}: bytes {}..{} (range {} of {count}) {what}; reading them again",
+                        store.locate(key),
+                        range.start,
+                        range.end,
+                        index + 1
+                    );
+                }
+            };
             let data = match read_range(store, key, range.clone()).await? {
                 RangeRead::Whole(data) => data,
                 RangeRead::Short(e) => {
+                    again("came back cut short");
                     short = Some(e);
                     continue;
                 }
@@ -202,6 +215,7 @@ impl Download {
             if digest == want {
                 return Ok(data);
             }
+            again("did not match their SHA-256");
         }
         if let Some(e) = short {
             return Err(e);
