@@ -40,6 +40,22 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every operation, for tests that go through them all.
+    pub const ALL: [Op; 12] = [
+        Op::Put,
+        Op::Get,
+        Op::GetRange,
+        Op::Head,
+        Op::List,
+        Op::Delete,
+        Op::CreateUpload,
+        Op::UploadPart,
+        Op::CompleteUpload,
+        Op::AbortUpload,
+        Op::ListUploads,
+        Op::ServerTime,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Op::Put => "put",

@@ -344,20 +344,7 @@ mod tests {
     #[tokio::test]
     async fn every_operation_is_retried_while_transient_and_reported_as_such_after_the_limit() {
         use Op::*;
-        let all = [
-            Put,
-            Get,
-            GetRange,
-            Head,
-            List,
-            Delete,
-            CreateUpload,
-            UploadPart,
-            CompleteUpload,
-            AbortUpload,
-            ListUploads,
-            ServerTime,
-        ];
+        let all = Op::ALL;
         // (fault, which calls it hits, the calls the store sees, the error kind that comes out)
         let cases = [
             // Two passing faults: the third and last attempt succeeds.
