@@ -78,11 +78,9 @@ pub fn render(outcomes: &[SetOutcome], previous: &str, now: DateTime<Utc>) -> St
                     "s3nap_last_run_bytes_stored",
                     manifest.archive.stored_size.to_string(),
                 );
-                if manifest.warnings.is_empty() {
-                    0
-                } else {
-                    1
-                }
+                // Warnings in the manifest, or problems after the commit (the state for
+                // the next DIFF not saved): both are exit status 1.
+                u8::from(o.outcome.warned())
             }
             Outcome::Failed(_) => 2,
             Outcome::Skipped(_) => 3,

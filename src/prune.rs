@@ -57,17 +57,29 @@ pub async fn retire<'a>(
             manifest: manifest.clone(),
             others: m.objects().into_iter().skip(1).map(String::from).collect(),
         };
-        let io =
-            |e: std::io::Error| StoreError::new(ErrorKind::Other, "record", &record.archive, e);
+        // Without a record (DiffDir full or unwritable) the retirement still goes ahead: cut
+        // short, it leaves debris for prune's grace period, as a foreign run's would.
         if !store.dry_run() {
-            records.record(&record).map_err(io)?;
+            if let Err(e) = records.record(&record) {
+                log::warn!(
+                    "{}: cannot record the retirement of run {} ({e}); retiring it anyway",
+                    m.set,
+                    m.run
+                );
+            }
         }
         store.delete(&manifest).await?;
         for key in m.objects() {
             store.delete(key).await?;
         }
         if !store.dry_run() {
-            records.clear(&record.archive).map_err(io)?;
+            if let Err(e) = records.clear(&record.archive) {
+                log::warn!(
+                    "{}: run {} retired, but its record stays ({e})",
+                    m.set,
+                    m.run
+                );
+            }
         }
         done(
             store,
@@ -263,6 +275,22 @@ mod tests {
             "the half-done retirement is finished"
         );
         assert!(rec.1.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retirement_that_cannot_be_recorded_still_retires() {
+        let (store, memory, _) = store(vec![]);
+        let (old, kept) = (commit(&memory, 0), commit(&memory, 1));
+        // DiffDir is a file: nothing can be recorded there (as when it is full).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let records = Records::new(&file);
+        let verdicts = [verdict(&old, false), verdict(&kept, true)];
+        let runs = [old.clone(), kept.clone()];
+        let retired = retire(&store, &records, &runs, &verdicts).await.unwrap();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(memory.keys(), run_keys(&kept));
     }
 
     #[tokio::test]

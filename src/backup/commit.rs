@@ -171,12 +171,22 @@ impl<'a> ArchiveCommit<'a> {
         // Another configuration's prune may have taken the archive for debris meanwhile (its
         // grace period passed during a very long run): a manifest without its archive must not
         // stand, so it goes, and the run fails loudly.
-        if store.head(archive).await?.is_none() {
-            store.delete(&self.upload.manifest).await?;
-            bail!(
-                "{} vanished before its run was committed (removed by another configuration's prune?); run not committed",
+        match store.head(archive).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                store.delete(&self.upload.manifest).await?;
+                bail!(
+                    "{} vanished before its run was committed (removed by another configuration's prune?); run not committed",
+                    store.locate(archive)
+                );
+            }
+            // The archive was there, whole, just before the manifest: a check that cannot be
+            // made now does not undo a stored run (the next run's clean-up checks again).
+            Err(e) => log::warn!(
+                "{}: {} could not be checked again after its manifest ({e}); the run stands",
+                self.set,
                 store.locate(archive)
-            );
+            ),
         }
         Ok(manifest)
     }
@@ -559,8 +569,9 @@ mod tests {
             // The stored size, checked after the completion.
             rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(2)], Undone));
             rows.push((vec![Rule::new(Op::Put, f).key(ran)], Undone));
-            // Once the manifest is stored, the run exists: a failure after it keeps it.
-            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(3)], Kept));
+            // Once the manifest is stored, the run exists: a check of the archive that fails
+            // after it does not undo it (the archive was whole just before).
+            rows.push((vec![Rule::new(Op::Head, f).key(arc).nth(3)], Committed));
             // A manifest PUT that failed is read back: held by the store, the run commits.
             rows.push((
                 vec![

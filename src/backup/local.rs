@@ -49,11 +49,13 @@ pub(super) fn stage(
     if let Some(staged) = &next.base_staged {
         let target = state::committed_path(staged);
         if let Err(e) = crate::atomic::rename(staged, &target) {
-            log::warn!(
-                "{name}: cannot promote {} over {} ({e})",
+            let problem = format!(
+                "the base's staged state {} could not replace {} ({e})",
                 staged.display(),
                 target.display()
             );
+            log::error!("{name}: run {run}: {problem}");
+            problems.push(problem);
         }
     }
     let mut files = Vec::new();
@@ -212,8 +214,8 @@ mod tests {
         let mut following = next(&["a", "b"]);
         following.base_staged = Some(staged.clone());
         let (second, _) = stage(dir.path(), &id, run("20261102T030000Z"), following);
-        // The base's state is promoted; this run's own is staged (and killed before its
-        // manifest, it leaves the base's intact).
+        // The base's state is promoted; this run's own is staged (and if its commit fails, the
+        // base's stays).
         assert_eq!(saved_run(dir.path(), &id), Some(run("20261101T030000Z")));
         second.discard();
         assert_eq!(saved_run(dir.path(), &id), Some(run("20261101T030000Z")));

@@ -142,3 +142,44 @@ fn over_limit(stored: &Stored, limit: u64) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::pipeline::parts::Part;
+
+    #[test]
+    fn a_part_larger_than_the_limit_is_held_alone_and_reported() {
+        // Parts of 8 MiB under a limit of 6 MiB: each is held alone, over the limit.
+        let limit = 6 << 20;
+        let budget = MemoryBudget::new(limit);
+        let (tx, mut rx) = mpsc::channel::<Part>(8);
+        let drain = std::thread::spawn(move || {
+            let mut total = 0;
+            while let Some(part) = rx.blocking_recv() {
+                total += part.data.len();
+            }
+            total
+        });
+        let mut parts = PartWriter::new(
+            tx,
+            Schedule::new(8 << 20, None, limit),
+            budget.clone(),
+            1 << 20,
+        );
+        parts.write_all(&vec![1u8; 20 << 20]).unwrap();
+        let stored = parts.finish().unwrap();
+        assert_eq!(drain.join().unwrap(), 20 << 20);
+        assert_eq!(budget.peak(), limit, "the whole budget, no more reserved");
+        let problem = over_limit(&stored, limit).expect("reported");
+        assert!(
+            problem.contains("memory went over the limit")
+                && problem.contains(&format!("at least {} bytes", 2 * (8 << 20))),
+            "{problem}"
+        );
+        // Within the limit: nothing to report.
+        assert_eq!(over_limit(&stored, 8 << 20), None);
+    }
+}

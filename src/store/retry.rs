@@ -172,7 +172,10 @@ impl Store for RetryStore {
             Err(e) if e.kind == ErrorKind::Transient => {
                 match self.retry(|| self.inner.head(key)).await {
                     Ok(Some(_)) => {
-                        log::warn!("{e}; but {key} is stored: the upload was completed");
+                        log::warn!(
+                            "{e}; but {} is stored: the upload was completed",
+                            self.locate(key)
+                        );
                         Ok(())
                     }
                     _ => Err(e),
