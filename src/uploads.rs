@@ -95,7 +95,8 @@ impl Records {
 
 /// Finishes what interrupted runs of this configuration left: aborts each recorded upload,
 /// deletes its objects unless its manifest exists, and forgets it. Returns the archives
-/// cleaned up; a record that cannot be finished now stays for the next run.
+/// cleaned up (not those found committed after all); a record that cannot be finished now
+/// stays for the next run.
 pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<String> {
     let uploads = match records.list() {
         Ok(uploads) => uploads,
@@ -107,15 +108,24 @@ pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<Stri
     let mut cleaned = Vec::new();
     for upload in uploads {
         match finish_one(store, &upload).await {
-            Ok(()) => {
-                log::info!(
-                    "finished the clean-up of {} left by an interrupted run",
-                    store.locate(&upload.archive)
-                );
+            Ok(finished) => {
+                if finished == Finished::Committed {
+                    log::info!(
+                        "{} of an interrupted run is committed after all: nothing to clean up",
+                        store.locate(&upload.archive)
+                    );
+                } else {
+                    log::info!(
+                        "finished the clean-up of {} left by an interrupted run",
+                        store.locate(&upload.archive)
+                    );
+                }
                 if let Err(e) = records.clear(&upload.archive) {
                     log::warn!("cannot forget the upload of {}: {e}", upload.archive);
                 }
-                cleaned.push(upload.archive);
+                if finished == Finished::CleanedUp {
+                    cleaned.push(upload.archive);
+                }
             }
             Err(e) => log::warn!(
                 "cannot finish the clean-up of {} left by an interrupted run ({e}); the next run tries again",
@@ -130,7 +140,7 @@ pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<Stri
 /// run is committed after all and nothing is debris). A manifest whose archive is gone goes
 /// first, so that no run is ever listed without its archive. Keeps the record: the caller
 /// clears it.
-pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<()> {
+pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<Finished> {
     // Both stores treat an upload that is gone (completed or aborted) as aborted.
     if !upload.upload_id.is_empty() {
         store
@@ -139,7 +149,7 @@ pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Resu
     }
     if store.head(&upload.manifest).await?.is_some() {
         if store.head(&upload.archive).await?.is_some() {
-            return Ok(()); // committed after all: the run is complete, nothing is debris
+            return Ok(Finished::Committed); // the run is complete, nothing is debris
         }
         store.delete(&upload.manifest).await?;
         log::warn!(
@@ -156,7 +166,17 @@ pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Resu
             );
         }
     }
-    Ok(())
+    Ok(Finished::CleanedUp)
+}
+
+/// What [`finish_one`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// The run's manifest and archive exist: it was committed after all (interrupted after its
+    /// manifest, or a retirement killed before its first deletion); nothing was touched.
+    Committed,
+    /// The upload is aborted and whatever the run stored is gone.
+    CleanedUp,
 }
 
 #[cfg(test)]
@@ -183,13 +203,19 @@ mod tests {
         // manifest before it was stopped.
         memory.insert(&upload.manifest, Bytes::from_static(b"{}"), Utc::now());
         memory.insert(&upload.others[0], Bytes::from_static(b"x"), Utc::now());
-        finish_one(&store, &upload).await.unwrap();
+        assert_eq!(
+            finish_one(&store, &upload).await.unwrap(),
+            Finished::CleanedUp
+        );
         assert!(memory.keys().is_empty(), "{:?}", memory.keys());
 
         // With its archive, the run is committed: nothing is touched.
         memory.insert(&upload.manifest, Bytes::from_static(b"{}"), Utc::now());
         memory.insert(&upload.archive, Bytes::from_static(b"a"), Utc::now());
-        finish_one(&store, &upload).await.unwrap();
+        assert_eq!(
+            finish_one(&store, &upload).await.unwrap(),
+            Finished::Committed
+        );
         assert_eq!(memory.keys().len(), 2);
     }
 }

@@ -382,6 +382,39 @@ fn a_failed_diff_upload_is_made_up_for_by_the_next_diff() {
 }
 
 #[test]
+fn a_diff_whose_base_archive_is_gone_becomes_a_full_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tree = dir.join("tree");
+    write(&tree.join("a.txt"), "a\n");
+    let conf = ConfigBuilder::new(dir).directory(&tree).build();
+    let c = conf.to_str().unwrap();
+    assert!(s3nap(&["-c", c, "--now", &day_time(0)], &[])
+        .status
+        .success());
+    // The FULL's archive vanishes from the store (its manifest stays listed).
+    let archive = find_files(&dir.join("store"), ".full.tar.zst")
+        .pop()
+        .unwrap();
+    fs::remove_file(&archive).unwrap();
+    write(&tree.join("a.txt"), "a changed\n");
+    let out = s3nap(&["-c", c, "--now", &day_time(1), "--json"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(o["kind"], "full", "{o}");
+    assert!(
+        stderr(&out).contains("is missing; this run is a FULL instead of a DIFF"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s3nap(&["-c", c, "recover", tree.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = dir.join("restored");
+    untar_incremental(&out.stdout, &dest);
+    assert_same_tree(&tree, &dest.join(tree.strip_prefix("/").unwrap()));
+}
+
+#[test]
 fn posix_acls_survive_backup_and_recovery() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");

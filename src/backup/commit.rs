@@ -240,7 +240,7 @@ impl<'a> ArchiveCommit<'a> {
     /// recorded, and the next run of this configuration finishes it.
     pub async fn abort(self) {
         match uploads::finish_one(self.store, &self.upload).await {
-            Ok(()) => {
+            Ok(_) => {
                 if let Err(e) = self.records.clear(self.archive()) {
                     log::warn!("cannot forget the upload of {}: {e}", self.archive());
                 }

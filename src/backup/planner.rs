@@ -64,8 +64,18 @@ impl<'a> Planner<'a> {
         } = &mut plan.action
         {
             taken.push(*run);
-            let (start_kind, start) =
+            let (mut start_kind, mut start) =
                 local_start(&self.config.diff_dir, set, *kind, base.as_deref());
+            // A DIFF is only as good as its base: one whose archive is gone (an interrupted
+            // commit whose clean-up has not run yet) is no base.
+            if let (Kind::Diff, Some(b)) = (start_kind, base.as_deref()) {
+                if self.store.head(&b.archive.key).await?.is_none() {
+                    (start_kind, start) = fall_back(
+                        Path::new(&self.store.locate(&b.archive.key)),
+                        format!("the archive of the base run {} is missing", b.run),
+                    );
+                }
+            }
             if start_kind != *kind {
                 *kind = start_kind;
                 *base = None;
