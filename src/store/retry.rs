@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store};
+use super::{
+    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -142,45 +144,31 @@ impl Store for RetryStore {
         upload_id: &str,
         parts: Vec<PartReceipt>,
     ) -> Result<()> {
-        let mut attempted = false;
+        let mut attempts = 0u32;
         let result = self
             .retry(|| {
-                let parts = parts.clone();
-                let first = !attempted;
-                attempted = true;
-                async move {
-                    let r = self.inner.complete_upload(key, upload_id, parts).await;
-                    match r {
-                        // A retried completion whose first reply was lost finds the upload gone
-                        // because it already succeeded; the object's presence decides.
-                        Err(e) if !first && e.kind == ErrorKind::NotFound => {
-                            match self.inner.head(key).await? {
-                                Some(_) => Ok(()),
-                                None => Err(e),
-                            }
-                        }
-                        other => other,
-                    }
-                }
+                attempts += 1;
+                self.inner.complete_upload(key, upload_id, parts.clone())
             })
             .await;
+        // A reply may have been lost after the store completed the upload: every reply (S3
+        // answers a repeated completion with success), or the first one, when the repeat then
+        // finds the upload gone. Either way the object's presence decides: a run's keys never
+        // exist before its upload, and its size is checked next.
+        let maybe_done = |e: &StoreError| {
+            e.kind == ErrorKind::Transient || (e.kind == ErrorKind::NotFound && attempts > 1)
+        };
         match result {
-            // Every reply may have been lost although the store completed the upload (S3
-            // answers a repeated completion with success, so the NotFound above may never come):
-            // the object's presence decides here too. A run's keys never exist before its
-            // upload, and its size is checked next.
-            Err(e) if e.kind == ErrorKind::Transient => {
-                match self.retry(|| self.inner.head(key)).await {
-                    Ok(Some(_)) => {
-                        log::warn!(
-                            "{e}; but {} is stored: the upload was completed",
-                            self.locate(key)
-                        );
-                        Ok(())
-                    }
-                    _ => Err(e),
+            Err(e) if maybe_done(&e) => match self.retry(|| self.inner.head(key)).await {
+                Ok(Some(_)) => {
+                    log::warn!(
+                        "{e}; but {} is stored: the upload was completed",
+                        self.locate(key)
+                    );
+                    Ok(())
                 }
-            }
+                _ => Err(e),
+            },
             other => other,
         }
     }
