@@ -296,6 +296,19 @@ impl Env {
 
     /// `s3nap recover --at RUN | tar -x -G` (the FULL, then each DIFF up to the run) gives the
     /// tree as the run saw it.
+    /// The run of `day` after the run of `killed` was killed: a DIFF on the run of `base`
+    /// that finished the killed run's clean-up (removing stored objects of it when
+    /// `removed`), leaves no debris, and recovers. Returns its `--json` outcome.
+    fn next_run_cleans_up(&mut self, day: u32, killed: u32, base: u32, removed: bool) -> Value {
+        change(&self.tree, day);
+        let (o, err) = self.backup_logged(day, "diff");
+        assert_cleaned_up(&err, killed, removed);
+        assert_eq!(self.manifest(day, "diff")["base_run"], run_id(base), "{o}");
+        self.assert_no_debris();
+        self.assert_recovers(&run_id(day));
+        o
+    }
+
     fn assert_recovers(&self, run: &str) {
         if let Err(e) = self.try_recover(run) {
             panic!("{e}");
@@ -409,16 +422,11 @@ fn a_run_killed_before_its_manifest_is_never_listed_and_the_next_run_cleans_up_a
     );
     e.assert_listed(&[(0, "full"), (1, "diff"), (3, "diff")]);
     e.assert_every_listed_run_recovers();
-    change(&e.tree, 5);
-    let (o, err) = e.backup_logged(5, "diff");
-    assert_cleaned_up(&err, 4, false);
+    let o = e.next_run_cleans_up(5, 4, 3, false);
     assert!(
         o["bytes_read"].as_u64().unwrap() > 11 << 20,
         "the DIFF carries what the killed run did not store: {o}"
     );
-    assert_eq!(e.manifest(5, "diff")["base_run"], run_id(3));
-    e.assert_no_debris();
-    e.assert_recovers(&run_id(5));
 
     // (c) The archive complete (the server completed it, s3nap never heard), no manifest yet.
     change(&e.tree, 6);
@@ -444,12 +452,7 @@ fn a_run_killed_before_its_manifest_is_never_listed_and_the_next_run_cleans_up_a
     );
     e.assert_listed(&[(0, "full"), (1, "diff"), (3, "diff"), (5, "diff")]);
     e.assert_every_listed_run_recovers();
-    change(&e.tree, 7);
-    let (_, err) = e.backup_logged(7, "diff");
-    assert_cleaned_up(&err, 6, true);
-    assert_eq!(e.manifest(7, "diff")["base_run"], run_id(5));
-    e.assert_no_debris();
-    e.assert_recovers(&run_id(7));
+    e.next_run_cleans_up(7, 6, 5, true);
 
     // (c') Archive and range hashes stored, its state staged, the manifest PUT held (and never
     // sent: the client is gone when it is released).
@@ -484,11 +487,7 @@ fn a_run_killed_before_its_manifest_is_never_listed_and_the_next_run_cleans_up_a
         (7, "diff"),
     ]);
     e.assert_every_listed_run_recovers();
-    change(&e.tree, 9);
-    let (_, err) = e.backup_logged(9, "diff");
-    assert_cleaned_up(&err, 8, true);
-    assert_eq!(e.manifest(9, "diff")["base_run"], run_id(7));
-    e.assert_no_debris();
+    e.next_run_cleans_up(9, 8, 7, true);
     change(&e.tree, 10);
     e.backup(10, "diff");
     e.assert_no_debris();
