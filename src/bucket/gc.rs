@@ -190,7 +190,6 @@ mod tests {
     use crate::schema::snapshot::BucketMode;
     use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
     use crate::store::memory::MemoryStore;
-    use sha2::Digest;
 
     /// Version ids as a snapshot writes them (one a line, zstd).
     fn packed(ids: &[&str]) -> Vec<u8> {
@@ -205,7 +204,7 @@ mod tests {
         let mut m = crate::schema::manifest::sample("bucket/b", run, Kind::Full, None);
         let refs = format!("h/bucket/b/{run}.full.refs.zst");
         let packed = packed(ids);
-        let refs_sha256 = Some(hex::encode(sha2::Sha256::digest(&packed)));
+        let refs_sha256 = Some(crate::schema::manifest::sha256_hex(&packed));
         memory.insert(&refs, packed, Utc::now());
         m.source = SourceInfo::Bucket(SnapshotInfo {
             master: "s3://m".into(),

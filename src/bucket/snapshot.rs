@@ -15,10 +15,10 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::schema::manifest;
 use crate::schema::snapshot::SnapshotInfo;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -243,7 +243,7 @@ impl Source for SnapshotSource {
             text.push(b'\n');
         }
         let packed = zstd::encode_all(text.as_slice(), 3).context("compressing version ids")?;
-        let refs_sha256 = hex::encode(Sha256::digest(&packed));
+        let refs_sha256 = manifest::sha256_hex(&packed);
         self.handle
             .block_on(self.store.put(&self.refs_key, packed.into()))
             .context("storing the snapshot's version ids")?;
@@ -291,13 +291,7 @@ pub async fn load_refs(store: &DynStore, info: &SnapshotInfo) -> anyhow::Result<
     let key = &info.refs;
     let packed = store.get(key).await?;
     if let Some(want) = &info.refs_sha256 {
-        let got = hex::encode(Sha256::digest(&packed));
-        if &got != want {
-            bail!(
-                "{}: damaged (SHA-256 {got}, the manifest says {want})",
-                store.locate(key)
-            );
-        }
+        manifest::check_sha256(&packed, want).map_err(|m| anyhow!("{}: {m}", store.locate(key)))?;
     }
     let text = zstd::decode_all(packed.as_ref())
         .with_context(|| format!("{}: not a zstd stream", store.locate(key)))?;

@@ -112,14 +112,7 @@ impl RangeHashes {
     }
 
     fn digests(&self, data: &[u8], stored_size: u64) -> Result<Vec<[u8; 32]>, String> {
-        use sha2::{Digest, Sha256};
-        let digest = hex::encode(Sha256::digest(data));
-        if !digest.eq_ignore_ascii_case(&self.sha256) {
-            return Err(format!(
-                "SHA-256 {digest} does not match the manifest's {}: object damaged",
-                self.sha256
-            ));
-        }
+        check_sha256(data, &self.sha256)?;
         if self.range_size == 0 || self.range_size > MAX_RANGE_SIZE {
             return Err(format!(
                 "range size {} is outside 1..={MAX_RANGE_SIZE}",
@@ -219,6 +212,24 @@ impl Manifest {
 }
 
 /// A minimal manifest for tests of the logic above the store.
+/// SHA-256 of `data`, as manifests record it (lowercase hex).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+/// Checks `data` (an object as read) against the SHA-256 a manifest records for it.
+pub fn check_sha256(data: &[u8], want: &str) -> Result<(), String> {
+    let got = sha256_hex(data);
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "SHA-256 {got} does not match the manifest's {want}: object damaged"
+        ))
+    }
+}
+
 #[cfg(test)]
 pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifest {
     Manifest {
