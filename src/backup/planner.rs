@@ -149,21 +149,15 @@ fn recorded_revision(base: &Manifest) -> Option<u64> {
 fn revision_start(diff_dir: &Path, id: &Identity, base: &Manifest) -> (Kind, LocalStart) {
     let path = state::revision_path(diff_dir, id);
     let recorded = recorded_revision(base);
+    let of_base = |run: RunId, rev: u64| run == base.run && recorded.is_none_or(|r| r == rev);
     let staged = state::staged_path(&path);
     if let Ok(Some((run, rev))) = state::load_revision(&staged, id) {
-        if run == base.run && recorded.is_none_or(|r| r == rev) {
-            return (
-                Kind::Diff,
-                LocalStart {
-                    data: BaseData::Revision(rev),
-                    staged: Some(staged),
-                    ..LocalStart::default()
-                },
-            );
+        if of_base(run, rev) {
+            return from_staged(BaseData::Revision(rev), staged);
         }
     }
     let problem = match state::load_revision(&path, id) {
-        Ok(Some((run, rev))) if run == base.run && recorded.is_none_or(|r| r == rev) => {
+        Ok(Some((run, rev))) if of_base(run, rev) => {
             return (
                 Kind::Diff,
                 LocalStart {
@@ -233,14 +227,7 @@ fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (
     let staged = state::staged_path(&path);
     if let Ok(Some(state)) = State::load(&staged, id) {
         if describes(&state).is_none() {
-            return (
-                Kind::Diff,
-                LocalStart {
-                    data: BaseData::Tree(state),
-                    staged: Some(staged),
-                    ..LocalStart::default()
-                },
-            );
+            return from_staged(BaseData::Tree(state), staged);
         }
     }
     let problem = match State::load(&path, id) {
@@ -291,6 +278,20 @@ fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (
         Err(e) => format!("incremental state unusable: {e}"),
     };
     fall_back(&path, problem)
+}
+
+/// A DIFF from `data`, read from the staged file `staged` of its base: the base was
+/// interrupted between its manifest and promoting the file, and the catalog lists it as
+/// committed, so the staged file is as good as a promoted one.
+fn from_staged(data: BaseData, staged: std::path::PathBuf) -> (Kind, LocalStart) {
+    (
+        Kind::Diff,
+        LocalStart {
+            data,
+            staged: Some(staged),
+            ..LocalStart::default()
+        },
+    )
 }
 
 /// The member name of a directory set's root, as its state names it (`srv/a_b`; `.` for `/`).
