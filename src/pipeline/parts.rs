@@ -86,10 +86,9 @@ pub struct PartWriter {
     /// The part being filled, its memory, and its size.
     filling: Option<(BytesMut, Reservation, usize)>,
     parts: u32,
-    /// Bytes in the parts sent.
+    /// Bytes in the parts sent (all of the stream, once finished).
     sent: u64,
     largest: u64,
-    size: u64,
     hasher: Sha256,
     ranges: RangeHasher,
 }
@@ -109,7 +108,6 @@ impl PartWriter {
             parts: 0,
             sent: 0,
             largest: 0,
-            size: 0,
             hasher: Sha256::new(),
             ranges: RangeHasher::new(range_size),
         }
@@ -162,7 +160,7 @@ impl PartWriter {
         }
         self.send()?;
         Ok(Stored {
-            size: self.size,
+            size: self.sent,
             sha256: hex::encode(self.hasher.finalize()),
             parts: self.parts,
             largest_part: self.largest,
@@ -176,7 +174,6 @@ impl Write for PartWriter {
         let total = data.len();
         self.hasher.update(data);
         self.ranges.update(data);
-        self.size += total as u64;
         while !data.is_empty() {
             let (buf, _, limit) = self.filling()?;
             let take = (*limit - buf.len()).min(data.len());
