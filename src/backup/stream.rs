@@ -4,6 +4,7 @@
 //! (the set's previous run), and the parts being filled, queued and in flight hold at most
 //! `MemoryLimit` (a budget each part reserves before it is filled).
 
+use std::io;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -16,6 +17,7 @@ use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
 use crate::pipeline::schedule::Schedule;
+use crate::pipeline::stage::StageWriter;
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::progress::Progress;
@@ -88,7 +90,7 @@ pub(super) async fn stream(
     progress.start_set(&set.name);
     let on_read: Box<dyn FnMut(u64) + Send> = Box::new(move |n| progress.read(n));
     let producer =
-        tokio::task::spawn_blocking(move || produce(source, compression, &certs, parts, on_read));
+        tokio::task::spawn_blocking(move || produce(source, compression, certs, parts, on_read));
     let (produced, uploaded) = tokio::join!(producer, uploader);
     let produced = produced
         .map_err(|e| anyhow!("pipeline thread failed: {e}"))
@@ -109,23 +111,38 @@ pub(super) async fn stream(
     }
 }
 
-/// The synchronous stages, outermost finished first: source → counter → compressor → sealer →
-/// part writer.
+/// The synchronous stages, outermost finished first: source → counter → compressor on this
+/// thread (zstd and xz compress on their own worker threads), then the sealer and the part
+/// writer each on a thread of its own, as `tar | zstd | gpg | split` would run.
 fn produce(
     mut source: Box<dyn Source>,
     compression: Compression,
-    certs: &[Cert],
+    certs: Arc<Vec<Cert>>,
     mut parts: PartWriter,
     on_read: Box<dyn FnMut(u64) + Send>,
 ) -> anyhow::Result<(Report, u64, Stored)> {
-    let sealer = Sealer::new(&mut parts, certs).context("starting encryption")?;
-    let compressor = Compressor::new(compression, sealer).context("starting compression")?;
+    let to_parts = StageWriter::spawn("parts", move |input| {
+        input.copy_to(&mut parts)?;
+        parts.finish()
+    })
+    .context("starting the part writer")?;
+    let to_sealer = StageWriter::spawn("encryption", move |input| {
+        let mut to_parts = to_parts;
+        let mut sealer = Sealer::new(&mut to_parts, &certs)
+            .map_err(|e| io::Error::other(format!("starting encryption: {e}")))?;
+        input.copy_to(&mut sealer)?;
+        sealer.finish()?;
+        to_parts.finish()
+    })
+    .context("starting encryption")?;
+    let compressor = Compressor::new(compression, to_sealer).context("starting compression")?;
     let mut counter = Counter::new(compressor, on_read);
     let report = source.write_to(&mut counter)?;
     let (compressor, plaintext) = counter.into_parts();
-    let sealer = compressor.finish().context("finishing compression")?;
-    sealer.finish().context("finishing encryption")?;
-    let stored = parts.finish().context("sending the last part")?;
+    let to_sealer = compressor.finish().context("finishing compression")?;
+    let stored = to_sealer
+        .finish()
+        .context("finishing encryption and sending the last part")?;
     Ok((report, plaintext, stored))
 }
 

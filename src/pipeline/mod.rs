@@ -15,6 +15,7 @@ pub mod download;
 pub mod encrypt;
 pub mod parts;
 pub mod schedule;
+pub mod stage;
 pub mod upload;
 
 use std::io::{self, Write};

@@ -1,0 +1,235 @@
+//! Stage threads: bytes written in on one thread, read out by a stage running on its own
+//! thread, over a bounded queue of blocks — as a pipe joins two processes of a shell pipeline.
+//!
+//! A [`StageWriter`] is the writing end: `write` fills a block and queues it (blocking while
+//! the queue is full, which bounds memory at `DEPTH` blocks per stage); [`StageWriter::finish`]
+//! marks the end and waits for the stage's result. The stage's body reads its [`Input`] to the
+//! end and finishes its own output explicitly. Only a finished writer ends the input cleanly:
+//! a writer dropped unfinished (the stage before it failed) makes the input fail, so no stage
+//! ever finishes a stream that was cut short. A stage's error ends it, and the writer's next
+//! write (or its finish) returns that error, so the first failure anywhere stops every stage
+//! and nothing is committed.
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// Bytes per block handed between stages.
+const BLOCK: usize = 256 * 1024;
+/// Blocks queued per stage besides the one being filled and the one being processed.
+const DEPTH: usize = 4;
+
+/// The writing end of a stage running on its own thread, whose result is `R`.
+pub struct StageWriter<R> {
+    name: &'static str,
+    tx: Option<SyncSender<Msg>>,
+    block: Vec<u8>,
+    thread: Option<JoinHandle<io::Result<R>>>,
+}
+
+/// What a stage reads: the blocks written to its [`StageWriter`], until it is finished.
+pub struct Input {
+    rx: Receiver<Msg>,
+    block: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+enum Msg {
+    Block(Vec<u8>),
+    /// Sent by [`StageWriter::finish`] only: the input is whole.
+    End,
+}
+
+impl<R: Send + 'static> StageWriter<R> {
+    /// Starts `body` on a thread named `name`; it reads what is written to the returned writer.
+    pub fn spawn(
+        name: &'static str,
+        body: impl FnOnce(&mut Input) -> io::Result<R> + Send + 'static,
+    ) -> io::Result<StageWriter<R>> {
+        let (tx, rx) = sync_channel(DEPTH);
+        let thread = std::thread::Builder::new()
+            .name(format!("s3nap {name}"))
+            .spawn(move || {
+                let mut input = Input {
+                    rx,
+                    block: Vec::new(),
+                    at: 0,
+                    ended: false,
+                };
+                body(&mut input)
+            })?;
+        Ok(StageWriter {
+            name,
+            tx: Some(tx),
+            block: Vec::with_capacity(BLOCK),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&mut self, msg: Msg) -> io::Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The stage ended before reading everything: its own error is the cause.
+            Err(self.join().err().unwrap_or_else(|| {
+                io::Error::other(format!("the {} stage stopped reading", self.name))
+            }))
+        }
+    }
+
+    fn join(&mut self) -> io::Result<R> {
+        self.tx = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other(format!("the {} stage already ended", self.name)))?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other(format!("the {} stage panicked", self.name)))?
+    }
+
+    fn send_block(&mut self) -> io::Result<()> {
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        self.send(Msg::Block(block))
+    }
+
+    /// Sends what is left and the end, and returns the stage's result.
+    pub fn finish(mut self) -> io::Result<R> {
+        if !self.block.is_empty() {
+            self.send_block()?;
+        }
+        self.send(Msg::End)?;
+        self.join()
+    }
+}
+
+impl<R: Send + 'static> Write for StageWriter<R> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let take = (BLOCK - self.block.len()).min(data.len());
+        self.block.extend_from_slice(&data[..take]);
+        if self.block.len() == BLOCK {
+            self.send_block()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Input {
+    /// The next block, `None` at the end; an error when the writer went away unfinished.
+    fn next_block(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.recv() {
+            Ok(Msg::Block(block)) => Ok(Some(block)),
+            Ok(Msg::End) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream was cut short (the stage before stopped)",
+            )),
+        }
+    }
+
+    /// Writes every remaining block into `out`, whole (no copy through a small buffer).
+    pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
+        let mut total = 0u64;
+        if self.at < self.block.len() {
+            out.write_all(&self.block[self.at..])?;
+            total += (self.block.len() - self.at) as u64;
+            self.at = self.block.len();
+        }
+        while let Some(block) = self.next_block()? {
+            out.write_all(&block)?;
+            total += block.len() as u64;
+        }
+        Ok(total)
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.next_block()? {
+                Some(block) => {
+                    self.block = block;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = (self.block.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_pass_through_a_stage_in_order_and_its_result_comes_back() {
+        let mut stage = StageWriter::spawn("test", |input| {
+            let mut got = Vec::new();
+            input.copy_to(&mut got)?;
+            Ok(got)
+        })
+        .unwrap();
+        let data: Vec<u8> = (0..3 * BLOCK + 17).map(|i| (i % 251) as u8).collect();
+        for chunk in data.chunks(10_000) {
+            stage.write_all(chunk).unwrap();
+        }
+        assert_eq!(stage.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn a_stage_that_fails_stops_the_writer_with_its_own_error() {
+        let mut stage = StageWriter::spawn("failing", |input| -> io::Result<()> {
+            let mut first = [0u8; 10];
+            input.read_exact(&mut first)?;
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap();
+        let block = vec![0u8; BLOCK];
+        // The writer may queue a few blocks before it notices; never more than the queue.
+        let err = (0..DEPTH + 3)
+            .find_map(|_| stage.write_all(&block).err())
+            .expect("the writer stops");
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+    }
+
+    #[test]
+    fn a_writer_dropped_unfinished_fails_the_stage_instead_of_ending_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut stage = StageWriter::spawn("next", move |input| {
+            let mut got = Vec::new();
+            let result = input.copy_to(&mut got);
+            tx.send(result.map_err(|e| e.kind())).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        stage.write_all(&vec![1u8; BLOCK + 1]).unwrap();
+        drop(stage);
+        assert_eq!(rx.recv().unwrap(), Err(io::ErrorKind::UnexpectedEof));
+    }
+
+    #[test]
+    fn a_stage_that_panics_is_an_error_naming_it() {
+        let stage = StageWriter::spawn("broken", |_| -> io::Result<()> { panic!("bug") }).unwrap();
+        let err = stage.finish().unwrap_err();
+        assert!(err.to_string().contains("broken stage panicked"), "{err}");
+    }
+}
