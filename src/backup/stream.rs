@@ -1,6 +1,6 @@
-//! A set's stream: the source's plaintext through the synchronous stages on a blocking thread
-//! (source → counter → compressor → sealer → part writer), and the parts over a bounded channel
-//! to the uploader on the async side. Part sizes follow a schedule made from the size expected
+//! A set's stream: the source's plaintext through the synchronous stages (source → counter →
+//! compressor on a blocking thread, then the sealer and the part writer on a thread each, joined
+//! by bounded queues), and the parts over a bounded channel to the uploader on the async side. Part sizes follow a schedule made from the size expected
 //! (the set's previous run), and the parts being filled, queued and in flight hold at most
 //! `MemoryLimit` (a budget each part reserves before it is filled).
 
@@ -164,8 +164,129 @@ fn over_limit(stored: &Stored, limit: u64) -> Option<String> {
 mod tests {
     use std::io::Write;
 
+    use sequoia_openpgp::cert::CertBuilder;
+
     use super::*;
     use crate::pipeline::parts::Part;
+
+    /// A source of `len` bytes that fails after them when `fail` is set.
+    struct Bytes {
+        len: usize,
+        fail: bool,
+    }
+
+    impl Source for Bytes {
+        fn format(&self) -> &'static str {
+            "raw"
+        }
+        fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+            // Incompressible, so that the parts hold about as much as the source wrote.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut block = vec![0u8; 64 * 1024];
+            let mut left = self.len;
+            while left > 0 {
+                for chunk in block.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    chunk.copy_from_slice(&x.to_le_bytes());
+                }
+                let n = left.min(block.len());
+                out.write_all(&block[..n])?;
+                left -= n;
+            }
+            if self.fail {
+                anyhow::bail!("the source broke");
+            }
+            Ok(Report::default())
+        }
+    }
+
+    /// Runs the synchronous stages into a channel whose parts are counted; returns what
+    /// `produce` said and how many parts came out.
+    fn produce_with(
+        source: Bytes,
+        compression: Compression,
+        certs: Vec<Cert>,
+    ) -> (anyhow::Result<Stored>, usize) {
+        let (tx, mut rx) = mpsc::channel::<Part>(64);
+        let drain = std::thread::spawn(move || {
+            let mut parts = 0;
+            while rx.blocking_recv().is_some() {
+                parts += 1;
+            }
+            parts
+        });
+        let parts = PartWriter::new(
+            tx,
+            Schedule::new(5 << 20, None, 64 << 20),
+            MemoryBudget::new(64 << 20),
+            1 << 20,
+        );
+        let result = produce(
+            Box::new(source),
+            compression,
+            Arc::new(certs),
+            parts,
+            Box::new(|_| {}),
+        )
+        .map(|(_, _, stored)| stored);
+        (result, drain.join().unwrap())
+    }
+
+    #[test]
+    fn every_stage_runs_to_its_end_and_the_parts_come_out() {
+        let (cert, _) = CertBuilder::general_purpose(Some("t@example.org"))
+            .generate()
+            .unwrap();
+        let (stored, parts) = produce_with(
+            Bytes {
+                len: 3 << 20,
+                fail: false,
+            },
+            Compression::Zstd { level: 1 },
+            vec![cert],
+        );
+        let stored = stored.unwrap();
+        assert_eq!(parts as u32, stored.parts);
+        assert!(stored.size > 0);
+    }
+
+    #[test]
+    fn a_failing_stage_ends_the_stream_with_its_own_error_and_no_last_part() {
+        // The source fails after 12 MiB: the stages after it are not finished, so only the two
+        // full 5 MiB parts went out, never a last part that could let the upload complete; the
+        // source's error is the one reported.
+        let (result, parts) = produce_with(
+            Bytes {
+                len: 12 << 20,
+                fail: true,
+            },
+            // (zstd would hold the bytes back in its own buffers)
+            Compression::None,
+            Vec::new(),
+        );
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(err.contains("the source broke"), "{err}");
+        assert_eq!(parts, 2, "a stream cut short sends no last part");
+
+        // The encryption stage fails (a certificate without an encryption key): its error.
+        let (cert, _) = CertBuilder::new()
+            .add_userid("no-encryption@example.org")
+            .generate()
+            .unwrap();
+        let (result, parts) = produce_with(
+            Bytes {
+                len: 1 << 20,
+                fail: false,
+            },
+            Compression::None,
+            vec![cert],
+        );
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(err.contains("no usable encryption key"), "{err}");
+        assert_eq!(parts, 0);
+    }
 
     #[test]
     fn a_part_larger_than_the_limit_is_held_alone_and_reported() {

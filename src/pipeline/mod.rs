@@ -4,9 +4,10 @@
 //! backup:  Source ─► Counter ─► Compressor ─► Sealer ─► PartWriter ═► upload_parts ─► store
 //! recover: store ─► fetch (ObjectReader) ─► decryptor ─► decompressor ─► TarSplicer ─► stdout
 //! ```
-//! The CPU stages are synchronous `Write`/`Read` adapters on a blocking thread, finished
-//! explicitly outermost first; only the store edge is async. Bounded channels between the two
-//! keep memory constant whatever the data size.
+//! The CPU stages are synchronous `Write`/`Read` adapters, finished explicitly outermost first;
+//! on backup the sealer and the part writer each run on a thread of their own (`stage`). Only
+//! the store edge is async. Bounded queues and channels between them keep memory constant
+//! whatever the data size.
 
 pub mod budget;
 pub mod compress;

@@ -1,8 +1,8 @@
 //! Part stage: the stored byte stream in, `Bytes` parts out over a bounded channel, each with
 //! its reservation of the memory budget.
 //!
-//! This is the border between the synchronous CPU stages (tar, compression, encryption, all on
-//! one blocking thread) and the async uploader. Part sizes follow the stream's [`Schedule`];
+//! This is the border between the synchronous CPU stages (tar, compression, encryption) and
+//! the async uploader; it runs on a thread of its own, fed by the sealer's stage queue. Part sizes follow the stream's [`Schedule`];
 //! a part's memory is reserved from the [`MemoryBudget`] before it is filled and released once
 //! it is stored, so when the uploads fall behind, `write` blocks and the whole pipeline slows
 //! down instead of buffering: the parts being filled, queued and in flight stay within
