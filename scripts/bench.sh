@@ -6,12 +6,17 @@
 # writes to a file). Reports wall times, their ratio and s3nap's peak RSS. Machines here are
 # shared and noisy: only the same-run ratio means something.
 #   usage: scripts/bench.sh [TREE_MIB]   (default 512: half random, half compressible text)
+#   S3NAP_BIN=PATH measures that binary instead of this tree's release build (to compare two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-512}
 bash scripts/setup-tests.sh >/dev/null
-cargo build --release --quiet
-s3nap="$PWD/target/release/s3nap"
+if [ -n "${S3NAP_BIN:-}" ]; then
+  s3nap=$S3NAP_BIN
+else
+  cargo build --release --quiet
+  s3nap="$PWD/target/release/s3nap"
+fi
 py="$PWD/.venv/bin/python"
 
 work=$(mktemp -d /var/tmp/s3nap-bench.XXXXXX)
