@@ -128,6 +128,31 @@ async fn conformance(store: DynStore) {
     assert_eq!(&got[part1.len()..], &part2[..]);
     assert!(store.list_uploads("h/").await.unwrap().is_empty());
 
+    // A part sent again (a retry after a lost reply) replaces the first copy, shorter or not.
+    let id = store.create_upload("h/set/retried").await.unwrap();
+    let first = vec![9u8; 5 * 1024 * 1024 + 100];
+    store
+        .upload_part("h/set/retried", &id, 1, Bytes::from(first))
+        .await
+        .unwrap();
+    let r1 = store
+        .upload_part("h/set/retried", &id, 1, Bytes::from(part1.clone()))
+        .await
+        .unwrap();
+    let r2 = store
+        .upload_part("h/set/retried", &id, 2, Bytes::from(part2.clone()))
+        .await
+        .unwrap();
+    store
+        .complete_upload("h/set/retried", &id, vec![r1, r2])
+        .await
+        .unwrap();
+    let got = store.get("h/set/retried").await.unwrap();
+    assert_eq!(got.len(), part1.len() + part2.len());
+    assert_eq!(&got[..part1.len()], &part1[..]);
+    assert_eq!(&got[part1.len()..], &part2[..]);
+    store.delete("h/set/retried").await.unwrap();
+
     // Abort: the object never appears and the upload is gone.
     let id = store.create_upload("h/set/aborted").await.unwrap();
     store

@@ -1,15 +1,24 @@
 //! The embedded store: a local directory (`Bucket /path` or `file:///path`).
 //!
 //! Key `a/b/c` is the file `ROOT/a/b/c`. Nothing appears under its final name until it is
-//! complete: small objects and completed uploads are written to a hidden temporary name beside
-//! the target, synced, then renamed. Multipart uploads keep their parts under
-//! `ROOT/.s3nap-uploads/ID/` until they are completed or aborted, which is also what
-//! `list_uploads` reports after a crash.
+//! complete: small objects are written to a hidden temporary name beside the target, synced,
+//! then renamed. A multipart upload lives in `ROOT/.s3nap-uploads/ID/` until it is completed or
+//! aborted, which is also what `list_uploads` reports after a crash.
+//!
+//! An upload's parts are written once, as they arrive: each part that comes in order is
+//! appended to the upload's `data` file, and completing the upload syncs that file and renames
+//! it to the object — no second copy of the archive. A part that arrives before its
+//! predecessor (parallel uploads may race) waits in a file of its own and is appended when its
+//! turn comes; a part sent again (a retry) replaces the last one appended, as S3 replaces a
+//! part.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,15 +27,78 @@ use chrono::{DateTime, Utc};
 use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
 
 const UPLOADS: &str = ".s3nap-uploads";
+/// The file an upload's in-order parts are appended to.
+const DATA: &str = "data";
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The uploads this process created, by upload id: where their parts are appended.
+    appending: Arc<Mutex<HashMap<String, Arc<Mutex<Appended>>>>>,
+}
+
+/// An upload's `data` file and the parts in it: part `n` is `ends[n-2]..ends[n-1]`.
+#[derive(Debug)]
+struct Appended {
+    file: File,
+    ends: Vec<u64>,
+}
+
+impl Appended {
+    fn end(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    fn next(&self) -> u32 {
+        self.ends.len() as u32 + 1
+    }
+
+    /// Writes part `number` at its place: the next part is appended, the last one appended is
+    /// replaced. `Ok(false)`: not its turn yet.
+    fn write(&mut self, number: u32, data: &[u8]) -> io::Result<bool> {
+        let at = if number == self.next() {
+            self.end()
+        } else if number + 1 == self.next() {
+            self.ends.pop();
+            self.end()
+        } else if number > self.next() {
+            return Ok(false);
+        } else {
+            return Err(io::Error::other(format!(
+                "part {number} sent again after part {} was stored",
+                number + 1
+            )));
+        };
+        self.file.write_all_at(data, at)?;
+        self.ends.push(at + data.len() as u64);
+        Ok(true)
+    }
+
+    /// Appends the parts that were waiting in files of their own and whose turn has come.
+    fn take_waiting(&mut self, dir: &Path) -> io::Result<()> {
+        loop {
+            let waiting = dir.join(part_name(self.next()));
+            let data = match fs::read(&waiting) {
+                Ok(data) => data,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.write(self.next(), &data)?;
+            fs::remove_file(&waiting)?;
+        }
+    }
+}
+
+fn part_name(number: u32) -> String {
+    format!("{number:05}")
 }
 
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStore { root: root.into() }
+        LocalStore {
+            root: root.into(),
+            appending: Arc::default(),
+        }
     }
 
     fn path(&self, operation: &'static str, key: &str) -> Result<PathBuf> {
@@ -48,6 +120,13 @@ impl LocalStore {
 
     fn upload_dir(&self, upload_id: &str) -> PathBuf {
         self.root.join(UPLOADS).join(upload_id)
+    }
+
+    /// The `data` file of an upload this process created; `None` for one it did not (its
+    /// parts are kept in files of their own).
+    fn appended(&self, upload_id: &str) -> Option<Arc<Mutex<Appended>>> {
+        let uploads = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+        uploads.get(upload_id).cloned()
     }
 }
 
@@ -80,6 +159,57 @@ fn write_atomically(
 /// Our own in-progress files and the upload area: never objects.
 fn is_internal(name: &std::ffi::OsStr) -> bool {
     name == UPLOADS || crate::atomic::is_temporary(name)
+}
+
+/// Makes the `data` file of an upload the object `target`, once it holds exactly `parts`.
+fn complete_appended(
+    appended: &mut Appended,
+    dir: &Path,
+    parts: &[PartReceipt],
+    target: &Path,
+) -> Result<()> {
+    let data = dir.join(DATA);
+    let fail = |e: io::Error| io_error("complete upload", &data, e);
+    appended.take_waiting(dir).map_err(fail)?;
+    let mut start = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let size = appended.ends.get(i).map(|end| end - start);
+        if part.number as usize != i + 1
+            || size.map(|s| s.to_string()).as_deref() != Some(part.etag.as_str())
+        {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                "complete upload",
+                data.display().to_string(),
+                format!(
+                    "part {} ({} bytes) is not the part stored as number {} ({size:?} bytes)",
+                    part.number,
+                    part.etag,
+                    i + 1
+                ),
+            ));
+        }
+        start = appended.ends[i];
+    }
+    if parts.len() != appended.ends.len() {
+        return Err(StoreError::new(
+            ErrorKind::Other,
+            "complete upload",
+            data.display().to_string(),
+            format!(
+                "{} parts stored, {} listed to complete",
+                appended.ends.len(),
+                parts.len()
+            ),
+        ));
+    }
+    // A part replaced by a shorter one leaves its tail behind the end.
+    appended.file.set_len(start).map_err(fail)?;
+    appended.file.sync_all().map_err(fail)?;
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_error("complete upload", parent, e))?;
+    }
+    crate::atomic::rename(&data, target).map_err(|e| io_error("complete upload", target, e))
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
@@ -203,10 +333,19 @@ impl Store for LocalStore {
         );
         let dir = self.upload_dir(&id);
         let key = key.to_string();
+        let appending = self.appending.clone();
         blocking(move || {
             fs::create_dir_all(&dir).map_err(|e| io_error("create upload", &dir, e))?;
             let meta = dir.join("key");
             fs::write(&meta, key.as_bytes()).map_err(|e| io_error("create upload", &meta, e))?;
+            let data = dir.join(DATA);
+            let file = File::create(&data).map_err(|e| io_error("create upload", &data, e))?;
+            let appended = Appended {
+                file,
+                ends: Vec::new(),
+            };
+            let mut uploads = appending.lock().unwrap_or_else(|e| e.into_inner());
+            uploads.insert(id.clone(), Arc::new(Mutex::new(appended)));
             Ok(id)
         })
         .await
@@ -221,6 +360,7 @@ impl Store for LocalStore {
     ) -> Result<PartReceipt> {
         self.path("upload part", key)?;
         let dir = self.upload_dir(upload_id);
+        let appended = self.appended(upload_id);
         blocking(move || {
             if !dir.is_dir() {
                 return Err(StoreError::new(
@@ -230,13 +370,19 @@ impl Store for LocalStore {
                     "no such upload",
                 ));
             }
-            let part = dir.join(format!("{number:05}"));
             let write = || -> io::Result<()> {
-                let mut f = File::create(&part)?;
+                if let Some(appended) = &appended {
+                    // One writer per upload at a time, so a part's turn cannot pass unseen.
+                    let mut appended = appended.lock().unwrap_or_else(|e| e.into_inner());
+                    if appended.write(number, &data)? {
+                        return appended.take_waiting(&dir);
+                    }
+                }
+                let mut f = File::create(dir.join(part_name(number)))?;
                 f.write_all(&data)?;
                 f.sync_data()
             };
-            write().map_err(|e| io_error("upload part", &part, e))?;
+            write().map_err(|e| io_error("upload part", &dir, e))?;
             Ok(PartReceipt {
                 number,
                 etag: format!("{}", data.len()),
@@ -254,14 +400,25 @@ impl Store for LocalStore {
         let target = self.path("complete upload", key)?;
         let dir = self.upload_dir(upload_id);
         parts.sort_by_key(|p| p.number);
+        let appended = {
+            let mut uploads = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+            uploads.remove(upload_id)
+        };
         blocking(move || {
-            write_atomically("complete upload", &target, |out| {
-                for part in &parts {
-                    let mut f = File::open(dir.join(format!("{:05}", part.number)))?;
-                    io::copy(&mut f, out)?;
+            match appended {
+                Some(appended) => {
+                    let mut appended = appended.lock().unwrap_or_else(|e| e.into_inner());
+                    complete_appended(&mut appended, &dir, &parts, &target)?;
                 }
-                Ok(())
-            })?;
+                // An upload another process created: its parts are files of their own.
+                None => write_atomically("complete upload", &target, |out| {
+                    for part in &parts {
+                        let mut f = File::open(dir.join(part_name(part.number)))?;
+                        io::copy(&mut f, out)?;
+                    }
+                    Ok(())
+                })?,
+            }
             fs::remove_dir_all(&dir).map_err(|e| io_error("complete upload", &dir, e))
         })
         .await
@@ -269,6 +426,10 @@ impl Store for LocalStore {
 
     async fn abort_upload(&self, _key: &str, upload_id: &str) -> Result<()> {
         let dir = self.upload_dir(upload_id);
+        {
+            let mut uploads = self.appending.lock().unwrap_or_else(|e| e.into_inner());
+            uploads.remove(upload_id);
+        }
         blocking(move || match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -322,4 +483,90 @@ fn rand_u32() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn parts_in_order_are_written_once_into_the_object_and_early_ones_wait_their_turn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(tmp.path());
+        let id = store.create_upload("set/archive").await.unwrap();
+        let dir = store.upload_dir(&id);
+        let mut receipts = Vec::new();
+        for (number, byte) in [(1, b'a'), (2, b'b')] {
+            let part = Bytes::from(vec![byte; 1000]);
+            receipts.push(
+                store
+                    .upload_part("set/archive", &id, number, part)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // In order: appended to the object-to-be, no file per part.
+        assert_eq!(names(&dir), ["data", "key"]);
+        assert_eq!(fs::metadata(dir.join(DATA)).unwrap().len(), 2000);
+        // Part 4 before part 3 waits in a file of its own until part 3 is stored.
+        let four = Bytes::from(vec![b'd'; 10]);
+        receipts.push(
+            store
+                .upload_part("set/archive", &id, 4, four)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(names(&dir), ["00004", "data", "key"]);
+        let three = Bytes::from(vec![b'c'; 5]);
+        receipts.push(
+            store
+                .upload_part("set/archive", &id, 3, three)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(names(&dir), ["data", "key"]);
+        store
+            .complete_upload("set/archive", &id, receipts)
+            .await
+            .unwrap();
+        let mut want = vec![b'a'; 1000];
+        want.extend([b'b'; 1000]);
+        want.extend([b'c'; 5]);
+        want.extend([b'd'; 10]);
+        assert_eq!(fs::read(tmp.path().join("set/archive")).unwrap(), want);
+        assert_eq!(names(&tmp.path().join(UPLOADS)), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn completing_with_other_parts_than_were_stored_fails_and_shows_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(tmp.path());
+        let id = store.create_upload("set/archive").await.unwrap();
+        let one = store
+            .upload_part("set/archive", &id, 1, Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .upload_part("set/archive", &id, 2, Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        let err = store
+            .complete_upload("set/archive", &id, vec![one])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 parts stored, 1 listed"),
+            "{err}"
+        );
+        assert!(store.head("set/archive").await.unwrap().is_none());
+    }
 }
