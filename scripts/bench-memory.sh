@@ -3,8 +3,8 @@
 # the local store at the default settings (ChunkSize 16 MiB, ParallelUploads 4, MemoryLimit
 # 256 MiB), against the same run of 1 GiB measured just before: memory must not grow with the
 # stream (ratio about 1). Then the part schedule s3nap computes for 20 GiB, 1 TiB and 5 TiB
-# (benches/schedule.rs). Needs 2 × GIB GiB free under /var/tmp: the local store keeps the
-# parts until it assembles them into the object.
+# (benches/schedule.rs). Needs GIB GiB free under /var/tmp (the local store writes the object
+# once, as the parts arrive).
 #   usage: scripts/bench-memory.sh [GIB]   (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
