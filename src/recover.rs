@@ -20,6 +20,7 @@ use crate::catalog;
 use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
 use crate::pipeline::download::{fetch, Expected, Failure, ObjectReader, RangeDigests};
+use crate::pipeline::stage;
 use crate::schema::manifest::Manifest;
 use crate::schema::IntegrityError;
 use crate::store::DynStore;
@@ -286,21 +287,33 @@ fn stream_archive<W: Write>(
     Ok(())
 }
 
-/// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`.
+/// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`,
+/// decryption and decompression each on a thread of its own, as `gpg -d | zstd -d | tar -x`
+/// would run.
 fn decode_into<W: Write>(
     reader: ObjectReader,
     manifest: &Manifest,
     decrypt: Option<&DecryptWith>,
     sink: &mut Sink<W>,
 ) -> anyhow::Result<()> {
-    let plain: Box<dyn Read + Send> = if manifest.encrypted() {
-        let how = decrypt
-            .ok_or_else(|| anyhow!("the archive is encrypted and no way to decrypt was given"))?;
-        decryptor(reader, how)?
-    } else {
-        Box::new(reader)
+    let how = match (manifest.encrypted(), decrypt) {
+        (false, _) => None,
+        (true, Some(how)) => Some(how),
+        (true, None) => bail!("the archive is encrypted and no way to decrypt was given"),
     };
-    sink.append(decompressor(manifest.archive.compression, plain)?)
+    let compression = manifest.archive.compression;
+    std::thread::scope(|scope| {
+        let compressed: Box<dyn Read + Send> = match how {
+            Some(how) => Box::new(stage::spawn_reader(scope, "decryption", move |out| {
+                stage::pump(&mut decryptor(reader, how)?, out).map(drop)
+            })?),
+            None => Box::new(reader),
+        };
+        let plain = stage::spawn_reader(scope, "decompression", move |out| {
+            stage::pump(&mut decompressor(compression, compressed)?, out).map(drop)
+        })?;
+        sink.append(plain)
+    })
 }
 
 #[cfg(test)]
@@ -310,6 +323,7 @@ mod tests {
     use sha2::Digest;
 
     use super::*;
+    use crate::schema::compression::Compression;
     use crate::schema::layout::{self, Kind, RunId};
     use crate::schema::manifest::{sample, RangeHashes};
     use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
@@ -390,6 +404,58 @@ mod tests {
                 .map(drop)
             });
         (out, result)
+    }
+
+    /// Streams `manifest`'s archive (stored as `put_run` stores it) with `decrypt`: the output and
+    /// the error.
+    fn decode(
+        memory: Arc<MemoryStore>,
+        manifest: Manifest,
+        decrypt: Option<&DecryptWith>,
+    ) -> (Vec<u8>, String) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store: DynStore = memory;
+        let mut out = Vec::new();
+        let result = stream(
+            runtime.handle(),
+            &store,
+            vec![manifest],
+            vec![],
+            decrypt,
+            false,
+            &mut out,
+        );
+        (
+            out,
+            format!("{:#}", result.err().expect("the stream fails")),
+        )
+    }
+
+    #[test]
+    fn a_failing_decryption_or_decompression_stage_ends_the_stream_with_its_own_error() {
+        // Stored bytes that pass every range check but are no zstd frame: the decompression
+        // thread's error, and nothing written.
+        let memory = Arc::new(MemoryStore::new());
+        let (mut m, _) = put_run(&memory, 0, data());
+        m.archive.compression = Compression::Zstd { level: 3 };
+        let (out, err) = decode(memory, m, None);
+        assert!(out.is_empty());
+        assert!(err.contains("Unknown frame descriptor"), "{err}");
+
+        // The same bytes said to be encrypted: the decryption thread's error.
+        let memory = Arc::new(MemoryStore::new());
+        let (mut m, _) = put_run(&memory, 0, data());
+        m.archive.recipients = vec!["0123456789ABCDEF".into()];
+        let (cert, _) = sequoia_openpgp::cert::CertBuilder::general_purpose(Some("t@example.org"))
+            .generate()
+            .unwrap();
+        let identity = DecryptWith::Identity(crate::keys::Identity {
+            certs: vec![cert],
+            path: "key.asc".into(),
+        });
+        let (out, err) = decode(memory, m, Some(&identity));
+        assert!(out.is_empty());
+        assert!(err.contains("cannot decrypt with key.asc"), "{err}");
     }
 
     #[test]

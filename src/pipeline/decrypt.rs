@@ -22,6 +22,9 @@ use openpgp::{Cert, KeyHandle};
 use crate::keys::Identity;
 use crate::process::{ChildReader, Input};
 
+/// Plaintext sequoia holds back before releasing any (see `decryptor`).
+const HELD_BACK: usize = 256 * 1024;
+
 /// How recovery decrypts.
 pub enum DecryptWith {
     Identity(Identity),
@@ -38,8 +41,14 @@ pub fn decryptor<'a, R: Read + Send + Sync + 'static>(
             let helper = Helper {
                 certs: &identity.certs,
             };
+            // sequoia holds back up to 25 MiB by default so that a small message's MDC is
+            // checked before any of it is released. Recovery has already checked every range
+            // of the stored bytes against its SHA-256 (pipeline/download.rs) before it gets
+            // here, so that copy would only cost memory and time; the MDC is still checked at
+            // the end and its failure is still an error.
             let decryptor = DecryptorBuilder::from_reader(input)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                .buffer_size(HELD_BACK)
                 .with_policy(crate::keys::policy(), None, helper)
                 .map_err(|e| {
                     io::Error::new(

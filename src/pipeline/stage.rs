@@ -9,25 +9,36 @@
 //! ever finishes a stream that was cut short. A stage's error ends it, and the writer's next
 //! write (or its finish) returns that error, so the first failure anywhere stops every stage
 //! and nothing is committed.
+//!
+//! Recovery runs the other way round: [`spawn_reader`] starts a stage that writes into a
+//! [`Pipe`] on its own thread (decryption, decompression), and this thread reads its output.
+//! The stage's error is passed down the queue and returned by the reader's next read; a
+//! dropped reader makes the stage's next write fail.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Scope};
 
 /// Bytes per block handed between stages.
 const BLOCK: usize = 256 * 1024;
 /// Blocks queued per stage besides the one being filled and the one being processed.
 const DEPTH: usize = 4;
 
+/// The writing end of a queue of blocks into the next stage. Only [`Pipe::finish`] ends the
+/// stream; a pipe dropped unfinished cuts it short, which the reading side sees as an error.
+pub struct Pipe {
+    tx: SyncSender<Msg>,
+    block: Vec<u8>,
+}
+
 /// The writing end of a stage running on its own thread, whose result is `R`.
 pub struct StageWriter<R> {
     name: &'static str,
-    tx: Option<SyncSender<Msg>>,
-    block: Vec<u8>,
+    pipe: Option<Pipe>,
     thread: Option<JoinHandle<io::Result<R>>>,
 }
 
-/// What a stage reads: the blocks written to its [`StageWriter`], until it is finished.
+/// What a stage reads: the blocks written to its [`Pipe`], until it is finished.
 pub struct Input {
     rx: Receiver<Msg>,
     block: Vec<u8>,
@@ -37,60 +48,33 @@ pub struct Input {
 
 enum Msg {
     Block(Vec<u8>),
-    /// Sent by [`StageWriter::finish`] only: the input is whole.
+    /// Sent by [`Pipe::finish`] only: the input is whole.
     End,
+    /// The stage writing the input failed: its error, for the reader to return.
+    Failed(io::Error),
 }
 
-impl<R: Send + 'static> StageWriter<R> {
-    /// Starts `body` on a thread named `name`; it reads what is written to the returned writer.
-    pub fn spawn(
-        name: &'static str,
-        body: impl FnOnce(&mut Input) -> io::Result<R> + Send + 'static,
-    ) -> io::Result<StageWriter<R>> {
-        let (tx, rx) = sync_channel(DEPTH);
-        let thread = std::thread::Builder::new()
-            .name(format!("s3nap {name}"))
-            .spawn(move || {
-                let mut input = Input {
-                    rx,
-                    block: Vec::new(),
-                    at: 0,
-                    ended: false,
-                };
-                body(&mut input)
-            })?;
-        Ok(StageWriter {
-            name,
-            tx: Some(tx),
-            block: Vec::with_capacity(BLOCK),
-            thread: Some(thread),
-        })
-    }
+/// A queue of blocks: its writing and its reading end.
+fn queue() -> (Pipe, Input) {
+    let (tx, rx) = sync_channel(DEPTH);
+    let pipe = Pipe {
+        tx,
+        block: Vec::with_capacity(BLOCK),
+    };
+    let input = Input {
+        rx,
+        block: Vec::new(),
+        at: 0,
+        ended: false,
+    };
+    (pipe, input)
+}
 
+impl Pipe {
     fn send(&mut self, msg: Msg) -> io::Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(msg).is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            // The stage ended before reading everything: its own error is the cause.
-            Err(self.join().err().unwrap_or_else(|| {
-                io::Error::other(format!("the {} stage stopped reading", self.name))
-            }))
-        }
-    }
-
-    fn join(&mut self) -> io::Result<R> {
-        self.tx = None;
-        let thread = self
-            .thread
-            .take()
-            .ok_or_else(|| io::Error::other(format!("the {} stage already ended", self.name)))?;
-        thread
-            .join()
-            .map_err(|_| io::Error::other(format!("the {} stage panicked", self.name)))?
+        self.tx.send(msg).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the next stage stopped reading")
+        })
     }
 
     fn send_block(&mut self) -> io::Result<()> {
@@ -98,17 +82,22 @@ impl<R: Send + 'static> StageWriter<R> {
         self.send(Msg::Block(block))
     }
 
-    /// Sends what is left and the end, and returns the stage's result.
-    pub fn finish(mut self) -> io::Result<R> {
+    /// Sends what is left and the end of the stream.
+    pub fn finish(mut self) -> io::Result<()> {
         if !self.block.is_empty() {
             self.send_block()?;
         }
-        self.send(Msg::End)?;
-        self.join()
+        self.send(Msg::End)
+    }
+
+    /// Ends the stream with `error`, which the reading side returns.
+    fn fail(mut self, error: io::Error) {
+        // If the reader is gone too, nobody is left to tell.
+        let _ = self.send(Msg::Failed(error));
     }
 }
 
-impl<R: Send + 'static> Write for StageWriter<R> {
+impl Write for Pipe {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let take = (BLOCK - self.block.len()).min(data.len());
         self.block.extend_from_slice(&data[..take]);
@@ -120,6 +109,109 @@ impl<R: Send + 'static> Write for StageWriter<R> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl<R: Send + 'static> StageWriter<R> {
+    /// Starts `body` on a thread named `name`; it reads what is written to the returned writer.
+    pub fn spawn(
+        name: &'static str,
+        body: impl FnOnce(&mut Input) -> io::Result<R> + Send + 'static,
+    ) -> io::Result<StageWriter<R>> {
+        let (pipe, mut input) = queue();
+        let thread = std::thread::Builder::new()
+            .name(format!("s3nap {name}"))
+            .spawn(move || body(&mut input))?;
+        Ok(StageWriter {
+            name,
+            pipe: Some(pipe),
+            thread: Some(thread),
+        })
+    }
+
+    /// The stage ended before reading everything: its own error is the cause.
+    fn stopped(&mut self) -> io::Error {
+        self.join()
+            .err()
+            .unwrap_or_else(|| io::Error::other(format!("the {} stage stopped reading", self.name)))
+    }
+
+    fn join(&mut self) -> io::Result<R> {
+        self.pipe = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other(format!("the {} stage already ended", self.name)))?;
+        thread
+            .join()
+            .map_err(|_| io::Error::other(format!("the {} stage panicked", self.name)))?
+    }
+
+    /// Sends what is left and the end, and returns the stage's result.
+    pub fn finish(mut self) -> io::Result<R> {
+        let finished = match self.pipe.take() {
+            Some(pipe) => pipe.finish(),
+            None => Err(io::Error::other("finished twice")),
+        };
+        match finished {
+            Ok(()) => self.join(),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+}
+
+impl<R: Send + 'static> Write for StageWriter<R> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let written = match &mut self.pipe {
+            Some(pipe) => pipe.write(data),
+            None => Err(io::Error::other("written after the end")),
+        };
+        written.or_else(|_| Err(self.stopped()))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts `body` on a thread of `scope` named `name`, writing into a [`Pipe`]; returns what it
+/// writes, to be read on this thread. The body's error ends the returned input with that
+/// error; returning `Ok` ends it cleanly. If the input is dropped, the body's next write fails
+/// and the thread ends; the scope joins it.
+pub fn spawn_reader<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    name: &'static str,
+    body: impl FnOnce(&mut Pipe) -> io::Result<()> + Send + 'scope,
+) -> io::Result<Input> {
+    let (mut pipe, input) = queue();
+    std::thread::Builder::new()
+        .name(format!("s3nap {name}"))
+        .spawn_scoped(scope, move || match body(&mut pipe) {
+            Ok(()) => {
+                if let Err(e) = pipe.finish() {
+                    log::debug!("{name}: {e}");
+                }
+            }
+            Err(e) => pipe.fail(e),
+        })?;
+    Ok(input)
+}
+
+/// Copies `from` to its end into `to` through one large buffer (the stages' reads and writes
+/// are then a block each, not 8 KiB).
+pub fn pump(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; BLOCK];
+    let mut total = 0;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                to.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -135,6 +227,8 @@ impl Input {
                 self.ended = true;
                 Ok(None)
             }
+            // Not ended: the sender is gone, so any later read fails too.
+            Ok(Msg::Failed(e)) => Err(e),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the stream was cut short (the stage before stopped)",
@@ -231,5 +325,26 @@ mod tests {
         let stage = StageWriter::spawn("broken", |_| -> io::Result<()> { panic!("bug") }).unwrap();
         let err = stage.finish().unwrap_err();
         assert!(err.to_string().contains("broken stage panicked"), "{err}");
+    }
+
+    #[test]
+    fn a_reading_stage_passes_its_bytes_and_then_its_error_down_and_never_an_end() {
+        std::thread::scope(|scope| {
+            let mut input = spawn_reader(scope, "source", |out| {
+                out.write_all(&vec![3u8; BLOCK + 5])?;
+                Err(io::Error::other("disk on fire"))
+            })
+            .unwrap();
+            let mut got = Vec::new();
+            let err = input.read_to_end(&mut got).unwrap_err();
+            assert_eq!(got.len(), BLOCK, "the full block came first");
+            assert!(err.to_string().contains("disk on fire"), "{err}");
+            assert!(input.read(&mut [0u8; 10]).is_err(), "no clean end after it");
+
+            let mut input = spawn_reader(scope, "source", |out| out.write_all(b"whole")).unwrap();
+            let mut got = Vec::new();
+            input.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"whole");
+        });
     }
 }
