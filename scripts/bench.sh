@@ -277,6 +277,10 @@ for name, s, b, rss, target, cmd in rows:
     print(f"| {name} | {statistics.median(s):.2f} | {statistics.median(b):.2f} | {ratio:.2f} "
           f"| {target} {'met' if ratio <= limit else 'MISSED'} "
           f"| {mib:.0f} {'met' if mib <= 128 else 'MISSED'} | {cmd} |")
+# The pairs themselves, to see how noisy a median is.
+print("\nPairs, s3nap/baseline seconds (pairs 1, 3, 5… ran s3nap first, the others the baseline):")
+for name, s, b, *_ in rows:
+    print(f"- {name.split('.')[0]}: " + ", ".join(f"{x}/{y}" for x, y in zip(s.split(), b.split())))
 PY
 echo
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM; s3nap $("$s3nap_bin" --version | cut -d' ' -f2) ($s3nap_bin); $(date -u +%Y-%m-%d)."
