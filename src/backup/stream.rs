@@ -1,8 +1,9 @@
 //! A set's stream: the source's plaintext through the synchronous stages (source → counter →
-//! compressor on a blocking thread, then the sealer and the part writer on a thread each, joined
-//! by bounded queues), and the parts over a bounded channel to the uploader on the async side. Part sizes follow a schedule made from the size expected
-//! (the set's previous run), and the parts being filled, queued and in flight hold at most
-//! `MemoryLimit` (a budget each part reserves before it is filled).
+//! compressor on a blocking thread, then the sealer and the part writer on a thread each,
+//! joined by bounded queues), and the parts over a bounded channel to the uploader on the async
+//! side. Part sizes follow a schedule made from the size expected (the set's previous run), and
+//! the parts being filled, queued and in flight hold at most `MemoryLimit` (a budget each part
+//! reserves before it is filled).
 
 use std::io;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! recover: store ─► fetch (ObjectReader) ─► decryptor ─► decompressor ─► TarSplicer ─► stdout
 //! ```
 //! The CPU stages are synchronous `Write`/`Read` adapters, finished explicitly outermost first;
-//! on backup the sealer and the part writer each run on a thread of their own (`stage`). Only
+//! on backup the sealer and the part writer each run on a thread of their own, on recovery the
+//! decryptor and the decompressor (`stage`). Only
 //! the store edge is async. Bounded queues and channels between them keep memory constant
 //! whatever the data size.
 

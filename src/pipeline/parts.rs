@@ -1,14 +1,15 @@
 //! Part stage: the stored byte stream in, `Bytes` parts out over a bounded channel, each with
 //! its reservation of the memory budget.
 //!
-//! This is the border between the synchronous CPU stages (tar, compression, encryption) and
-//! the async uploader; it runs on a thread of its own, fed by the sealer's stage queue. Part sizes follow the stream's [`Schedule`];
-//! a part's memory is reserved from the [`MemoryBudget`] before it is filled and released once
-//! it is stored, so when the uploads fall behind, `write` blocks and the whole pipeline slows
-//! down instead of buffering: the parts being filled, queued and in flight stay within
-//! `MemoryLimit`. Every stored byte also passes through the SHA-256 and the counter that end up
-//! in the manifest, and through one SHA-256 per fixed range of the object (independent of the
-//! part sizes), which lets recovery verify each range before any of its bytes go on.
+//! This is the border between the synchronous CPU stages (tar, compression, encryption) and the
+//! async uploader; it runs on a thread of its own, fed by the sealer's stage queue. Part sizes
+//! follow the stream's [`Schedule`]; a part's memory is reserved from the [`MemoryBudget`]
+//! before it is filled and released once it is stored, so when the uploads fall behind, `write`
+//! blocks and the whole pipeline slows down instead of buffering: the parts being filled,
+//! queued and in flight stay within `MemoryLimit`. Every stored byte also passes through the
+//! SHA-256 and the counter that end up in the manifest, and through one SHA-256 per fixed range
+//! of the object (independent of the part sizes), which lets recovery verify each range before
+//! any of its bytes go on.
 
 use std::io::{self, Write};
 use std::sync::Arc;

@@ -166,7 +166,7 @@ impl<R: Send + 'static> Write for StageWriter<R> {
             Some(pipe) => pipe.write(data),
             None => Err(io::Error::other("written after the end")),
         };
-        written.or_else(|_| Err(self.stopped()))
+        written.map_err(|_| self.stopped())
     }
 
     fn flush(&mut self) -> io::Result<()> {
