@@ -9,6 +9,7 @@ use s3nap::commands;
 use s3nap::error::ExitStatus;
 
 fn main() -> ExitCode {
+    keep_large_buffers_mapped();
     // clap exits 2 on a usage error, which the exit-status contract reserves for a failed set.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -37,5 +38,17 @@ fn main() -> ExitCode {
             }
             ExitCode::from(e.exit_status().code())
         }
+    }
+}
+
+/// Part and range buffers (MiBs each, filled on one thread and freed on another) are mapped
+/// and unmapped, not kept. glibc raises its mmap threshold whenever a mapped block is freed,
+/// after which such buffers come from its arenas and their memory stays with the process: a
+/// backup's peak RSS was a third higher for it. A fixed threshold also turns that raising off.
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
     }
 }

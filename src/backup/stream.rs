@@ -27,7 +27,7 @@ use crate::source::{Report, Source};
 use crate::store::{DynStore, PartReceipt};
 
 /// Parts waiting in the channel besides those in flight.
-const CHANNEL_DEPTH: usize = 2;
+const CHANNEL_DEPTH: usize = 1;
 
 /// What the stream produced and stored.
 pub(super) struct Streamed {

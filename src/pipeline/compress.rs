@@ -12,6 +12,11 @@ fn threads() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
+/// Bytes of input per zstd worker job. zstd's default at level 3 is 8 MiB, for which it keeps
+/// a 40 MiB input ring; 2 MiB jobs keep the stream's memory near the shell pipe's at the same
+/// speed, and each job still sees the previous one's data as its window.
+const JOB_SIZE: u32 = 2 << 20;
+
 /// A `Write` adapter that compresses into `W`. Call [`Compressor::finish`]: dropping it
 /// without finishing leaves a truncated stream, which the upload stage then never commits.
 pub enum Compressor<W: Write> {
@@ -29,6 +34,7 @@ impl<W: Write> Compressor<W> {
                 let n = threads();
                 if n > 1 {
                     enc.multithread(n)?;
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
                 }
                 Compressor::Zstd(enc)
             }

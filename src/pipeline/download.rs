@@ -91,7 +91,7 @@ pub fn fetch(
     parallel: usize,
     failure: Failure,
 ) -> ObjectReader {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, DownloadError>>(parallel.max(1));
+    let (tx, rx) = mpsc::channel::<Result<Bytes, DownloadError>>(1);
     let target = store.locate(&expected.key);
     let download = Download {
         store,
