@@ -455,6 +455,7 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     fn id(set: &str, cycle: Option<&str>) -> Identity {
         Identity::new(set, cycle)
@@ -509,6 +510,105 @@ mod tests {
         fs::write(&p, format!("{MAGIC} {LEGACY_VERSION} 20261122T031500Z\n")).unwrap();
         let e = State::load(&p, &etc).unwrap_err();
         assert!(e.contains("format 1"), "{e}");
+    }
+
+    /// Lines as the first format-2 writer made them (`writeln!` per field): what every
+    /// existing state file holds.
+    fn written_by_writeln(p: &[u8], m: &Meta) -> Vec<u8> {
+        let mut line = Vec::new();
+        writeln!(
+            line,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            hex::encode(p),
+            m.kind as char,
+            m.mode,
+            m.uid,
+            m.gid,
+            m.size,
+            m.mtime_ns,
+            m.ctime_ns,
+            m.ino,
+            m.dev,
+            hex::encode(&m.target)
+        )
+        .unwrap();
+        line
+    }
+
+    #[test]
+    fn entries_are_written_and_read_as_the_format_always_had_them() {
+        let base = sample().entries.into_values().next().unwrap();
+        let cases = [
+            (b"".to_vec(), base.clone()),
+            (
+                b"\x00\xff/x".to_vec(),
+                Meta {
+                    mode: u32::MAX,
+                    uid: u32::MAX,
+                    gid: 0,
+                    size: u64::MAX,
+                    mtime_ns: 0,
+                    ctime_ns: i128::MIN,
+                    ino: u64::MAX,
+                    dev: 0,
+                    target: Vec::new(),
+                    ..base.clone()
+                },
+            ),
+            (
+                b"a".to_vec(),
+                Meta {
+                    kind: b'f',
+                    mtime_ns: i128::from(u64::MAX) + 1,
+                    ctime_ns: 9,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (name, meta) in &cases {
+            let old = written_by_writeln(name, meta);
+            let mut new = Vec::new();
+            format_entry(&mut new, name, meta);
+            assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old));
+            let line = old.strip_suffix(b"\n").unwrap();
+            assert_eq!(
+                parse_entry(line).as_ref(),
+                Some(&(name.clone(), meta.clone()))
+            );
+        }
+        // Damage is refused, field by field.
+        let good = written_by_writeln(b"x", &base);
+        let good = good.strip_suffix(b"\n").unwrap();
+        let fields: Vec<&[u8]> = good.split(|b| *b == b'\t').collect();
+        for i in 0..fields.len() {
+            let mut bad = fields.clone();
+            bad[i] = b"zz";
+            if i == 1 {
+                bad[i] = b""; // a type of no byte
+            }
+            assert_eq!(parse_entry(&bad.join(&b'\t')), None, "field {i}");
+        }
+        assert_eq!(parse_entry(&[good, b"\textra"].concat()), None);
+        assert_eq!(parse_entry(&good[..good.len() - 3]), None);
+    }
+
+    #[test]
+    fn lines_split_as_bufread_lines_does() {
+        for text in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"a\r\nb",
+            b"a\n\nb\n",
+            b"a\rb\r\n",
+        ] {
+            let ours: Vec<Vec<u8>> = lines(text).map(<[u8]>::to_vec).collect();
+            let std: Vec<Vec<u8>> = std::io::BufRead::lines(text)
+                .map(|l| l.unwrap().into_bytes())
+                .collect();
+            assert_eq!(ours, std, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]

@@ -1178,6 +1178,80 @@ mod tests {
     }
 
     #[test]
+    fn member_names_of_children_are_those_of_their_joined_paths() {
+        for (dir, entry) in [
+            ("/", "etc"),
+            ("/srv", "a"),
+            ("/srv/", "a"),
+            ("//srv", "a b"),
+            ("/srv/.", "x"),
+        ] {
+            let joined = Path::new(dir).join(entry);
+            let parent = member_name(Path::new(dir));
+            let name = child_name(&parent, entry.as_bytes());
+            assert_eq!(name, member_name(&joined), "{dir} {entry}");
+            assert_eq!(path_of(&name).as_os_str(), joined.as_os_str());
+            assert_eq!(path_of(&parent).as_os_str(), dir);
+        }
+    }
+
+    #[test]
+    fn the_walk_finds_each_member_once_in_order_and_compares_it_with_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("b/c")).unwrap();
+        fs::write(root.join("a"), b"1").unwrap();
+        fs::write(root.join("b/c/d"), b"2").unwrap();
+        std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+        fs::write(root.join("skip"), b"3").unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("s")).unwrap();
+        let source = |base| TreeSource {
+            root: root.clone(),
+            excludes: vec![root.join("sk*")],
+            one_file_system: false,
+            base,
+        };
+        let scan = source(None).scan().unwrap();
+        assert!(
+            scan.report.warnings.is_empty(),
+            "{:?}",
+            scan.report.warnings
+        );
+        let names: Vec<PathBuf> = scan
+            .nodes
+            .iter()
+            .map(|n| n.path().strip_prefix(&root).unwrap().to_path_buf())
+            .collect();
+        let expected = ["", "a", "b", "b/c", "b/c/d", "l"].map(PathBuf::from);
+        assert_eq!(names, expected, "sockets and excluded paths left out");
+        assert_eq!(scan.nodes[0].children, vec![1, 2, 5]);
+        assert_eq!(scan.nodes[4].parent, Some(3));
+        assert_eq!(scan.nodes[5].target.as_deref(), Some(&b"a"[..]));
+        let metadata = fs::symlink_metadata(root.join("b/c/d")).unwrap();
+        assert_eq!(scan.nodes[4].stat.ino, metadata.ino());
+        assert_eq!(scan.nodes[4].stat.dev, metadata.dev());
+        assert_eq!(scan.nodes[4].stat.ctime_nsec, metadata.ctime_nsec());
+
+        let base = new_state(scan.nodes, Vec::new());
+        assert_eq!(base.entries.len(), 6);
+        let again = source(Some(base.clone())).scan().unwrap();
+        let changes = Changes::new(&again.nodes, Some(&base));
+        assert_eq!(changes.changed, [true, false, true, true, false, false]);
+        assert_eq!(
+            dumpdir_listing(&again.nodes[0], &again.nodes, &changes),
+            b"Na\0Db\0Nl\0\0"
+        );
+        fs::write(root.join("b/c/d"), b"22").unwrap();
+        let changed = source(Some(base.clone())).scan().unwrap();
+        let changes = Changes::new(&changed.nodes, Some(&base));
+        assert_eq!(changes.changed, [true, false, true, true, true, false]);
+        assert_eq!(
+            dumpdir_listing(&changed.nodes[3], &changed.nodes, &changes),
+            b"Yd\0\0"
+        );
+    }
+
+    #[test]
     fn excludes_are_paths_or_globs() {
         let m = exclude_matcher(&["/home/*/cache".into(), "/opt/useless".into()]).unwrap();
         assert!(m.is_match("/home/alice/cache"));

@@ -176,5 +176,38 @@ mod tests {
                 b"v\0al".to_vec()
             )]
         );
+        // A value longer than the first buffer takes the sized path; both ways of asking give
+        // the same records.
+        let long = CString::new("user.s3nap.long").unwrap();
+        let value: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let rc = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                long.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        let by_path = pax_records(&f).unwrap();
+        assert_eq!(
+            by_path,
+            vec![
+                ("SCHILY.xattr.user.s3nap.long".to_string(), value),
+                (
+                    "SCHILY.xattr.user.s3nap.test".to_string(),
+                    b"v\0al".to_vec()
+                ),
+            ]
+        );
+        let file = std::fs::File::open(&f).unwrap();
+        assert_eq!(
+            pax_records_fd(std::os::fd::AsFd::as_fd(&file)).unwrap(),
+            by_path
+        );
+        let bare = dir.path().join("bare");
+        std::fs::write(&bare, b"x").unwrap();
+        assert_eq!(pax_records(&bare).unwrap(), Vec::new());
     }
 }
