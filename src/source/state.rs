@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -262,22 +262,26 @@ impl State {
     }
 
     fn read(path: &Path, id: Option<&Identity>) -> Result<Option<State>, String> {
-        let file = match File::open(path) {
-            Ok(f) => f,
+        // The whole file at once, parsed as bytes: a state holds a line per path (100,000
+        // lines are some 15 MB), so a String and a Vec of fields per line would cost more than
+        // reading it.
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let bad = |n: usize, what: &str| format!("{}:{}: {what}", path.display(), n + 1);
-        let mut lines = BufReader::new(file).lines().enumerate();
-        let mut next = || -> Result<Option<(usize, String)>, String> {
-            match lines.next() {
-                None => Ok(None),
-                Some((n, line)) => line
-                    .map(|l| Some((n, l)))
-                    .map_err(|e| bad(n, &e.to_string())),
-            }
-        };
-        let (_, header) = next()?.ok_or_else(|| bad(0, "empty"))?;
+        let mut lines = lines(&bytes).enumerate();
+        let next_text =
+            |lines: &mut std::iter::Enumerate<_>| -> Result<Option<(usize, &str)>, String> {
+                match Iterator::next(lines) {
+                    None => Ok(None),
+                    Some((n, line)) => std::str::from_utf8(line)
+                        .map(|l| Some((n, l)))
+                        .map_err(|_| bad(n, "stream did not contain valid UTF-8")),
+                }
+            };
+        let (_, header) = next_text(&mut lines)?.ok_or_else(|| bad(0, "empty"))?;
         let (version, run) = header
             .strip_prefix(MAGIC)
             .and_then(|rest| rest.strip_prefix(' '))
@@ -295,46 +299,25 @@ impl State {
             ));
         }
         if let Some(id) = id {
-            let line = next()?.map(|(_, l)| l);
-            check_identity(path, line.as_deref(), id)?;
+            let line = next_text(&mut lines)?.map(|(_, l)| l);
+            check_identity(path, line, id)?;
         }
         let run = run.trim();
-        let mut state = State {
-            run: if run.is_empty() {
-                None
-            } else {
-                Some(run.parse().map_err(|e: String| bad(0, &e))?)
-            },
-            entries: BTreeMap::new(),
+        let run = if run.is_empty() {
+            None
+        } else {
+            Some(run.parse().map_err(|e: String| bad(0, &e))?)
         };
-        while let Some((n, line)) = next()? {
-            let f: Vec<&str> = line.split('\t').collect();
-            let parse = || -> Option<(Vec<u8>, Meta)> {
-                let [path, kind, mode, uid, gid, size, mtime, ctime, ino, dev, target] =
-                    f.as_slice()
-                else {
-                    return None;
-                };
-                Some((
-                    hex::decode(path).ok()?,
-                    Meta {
-                        kind: *kind.as_bytes().first()?,
-                        mode: mode.parse().ok()?,
-                        uid: uid.parse().ok()?,
-                        gid: gid.parse().ok()?,
-                        size: size.parse().ok()?,
-                        mtime_ns: mtime.parse().ok()?,
-                        ctime_ns: ctime.parse().ok()?,
-                        ino: ino.parse().ok()?,
-                        dev: dev.parse().ok()?,
-                        target: hex::decode(target).ok()?,
-                    },
-                ))
-            };
-            let (path, meta) = parse().ok_or_else(|| bad(n, "malformed entry"))?;
-            state.entries.insert(path, meta);
+        let mut entries = Vec::new();
+        for (n, line) in lines {
+            entries.push(parse_entry(line).ok_or_else(|| bad(n, "malformed entry"))?);
         }
-        Ok(Some(state))
+        // Written in order, so collecting builds the map in one pass (a later duplicate wins,
+        // as inserting one by one would have it).
+        Ok(Some(State {
+            run,
+            entries: entries.into_iter().collect(),
+        }))
     }
 
     /// Whether every entry lies at or below `root` (a member name: `srv/a_b`, or `.` for `/`)
@@ -357,31 +340,122 @@ impl State {
             let run = self.run.map(|r| r.to_string()).unwrap_or_default();
             writeln!(w, "{MAGIC} {VERSION} {run}")?;
             writeln!(w, "{IDENTITY} {}", id.key())?;
+            // Lines formatted by hand into large chunks: `write!` per field was most of the
+            // time a save took.
+            let mut chunk = Vec::with_capacity(CHUNK + 4096);
             for (p, m) in &self.entries {
-                writeln!(
-                    w,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    hex::encode(p),
-                    m.kind as char,
-                    m.mode,
-                    m.uid,
-                    m.gid,
-                    m.size,
-                    m.mtime_ns,
-                    m.ctime_ns,
-                    m.ino,
-                    m.dev,
-                    hex::encode(&m.target)
-                )?;
+                format_entry(&mut chunk, p, m);
+                if chunk.len() >= CHUNK {
+                    w.write_all(&chunk)?;
+                    chunk.clear();
+                }
             }
-            Ok(())
+            w.write_all(&chunk)
         })
+    }
+}
+
+/// Bytes of state lines written at once.
+const CHUNK: usize = 64 << 10;
+
+/// The lines of a file as `BufRead::lines` gives them: split at `\n`, a `\r` before it dropped,
+/// no empty line after a final `\n`.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut pieces = (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n'));
+    std::iter::from_fn(move || pieces.as_mut()?.next())
+        .map(|l: &[u8]| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// One entry line: the hex name, then type, mode, uid, gid, size, mtime, ctime, inode, device
+/// and the hex link target, separated by tabs.
+fn parse_entry(line: &[u8]) -> Option<(Vec<u8>, Meta)> {
+    fn num<T: std::str::FromStr>(field: Option<&[u8]>) -> Option<T> {
+        std::str::from_utf8(field?).ok()?.parse().ok()
+    }
+    fn nanos(field: Option<&[u8]>) -> Option<i128> {
+        let text = std::str::from_utf8(field?).ok()?;
+        // i64 parses several times faster and holds every time until 2262.
+        text.parse::<i64>()
+            .map(i128::from)
+            .or_else(|_| text.parse())
+            .ok()
+    }
+    let mut f = line.split(|b| *b == b'\t');
+    let name = hex::decode(f.next()?).ok()?;
+    let meta = Meta {
+        kind: *f.next()?.first()?,
+        mode: num(f.next())?,
+        uid: num(f.next())?,
+        gid: num(f.next())?,
+        size: num(f.next())?,
+        mtime_ns: nanos(f.next())?,
+        ctime_ns: nanos(f.next())?,
+        ino: num(f.next())?,
+        dev: num(f.next())?,
+        target: hex::decode(f.next()?).ok()?,
+    };
+    f.next().is_none().then_some((name, meta))
+}
+
+/// Appends the line `parse_entry` reads.
+fn format_entry(out: &mut Vec<u8>, name: &[u8], m: &Meta) {
+    push_hex(out, name);
+    out.push(b'\t');
+    let mut kind = [0u8; 4];
+    out.extend_from_slice((m.kind as char).encode_utf8(&mut kind).as_bytes());
+    for n in [
+        u64::from(m.mode),
+        u64::from(m.uid),
+        u64::from(m.gid),
+        m.size,
+    ] {
+        out.push(b'\t');
+        push_decimal(out, n);
+    }
+    for t in [m.mtime_ns, m.ctime_ns] {
+        out.push(b'\t');
+        match u64::try_from(t) {
+            Ok(t) => push_decimal(out, t),
+            Err(_) => out.extend_from_slice(t.to_string().as_bytes()),
+        }
+    }
+    for n in [m.ino, m.dev] {
+        out.push(b'\t');
+        push_decimal(out, n);
+    }
+    out.push(b'\t');
+    push_hex(out, &m.target);
+    out.push(b'\n');
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     fn id(set: &str, cycle: Option<&str>) -> Identity {
         Identity::new(set, cycle)
@@ -436,6 +510,105 @@ mod tests {
         fs::write(&p, format!("{MAGIC} {LEGACY_VERSION} 20261122T031500Z\n")).unwrap();
         let e = State::load(&p, &etc).unwrap_err();
         assert!(e.contains("format 1"), "{e}");
+    }
+
+    /// Lines as the first format-2 writer made them (`writeln!` per field): what every
+    /// existing state file holds.
+    fn written_by_writeln(p: &[u8], m: &Meta) -> Vec<u8> {
+        let mut line = Vec::new();
+        writeln!(
+            line,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            hex::encode(p),
+            m.kind as char,
+            m.mode,
+            m.uid,
+            m.gid,
+            m.size,
+            m.mtime_ns,
+            m.ctime_ns,
+            m.ino,
+            m.dev,
+            hex::encode(&m.target)
+        )
+        .unwrap();
+        line
+    }
+
+    #[test]
+    fn entries_are_written_and_read_as_the_format_always_had_them() {
+        let base = sample().entries.into_values().next().unwrap();
+        let cases = [
+            (b"".to_vec(), base.clone()),
+            (
+                b"\x00\xff/x".to_vec(),
+                Meta {
+                    mode: u32::MAX,
+                    uid: u32::MAX,
+                    gid: 0,
+                    size: u64::MAX,
+                    mtime_ns: 0,
+                    ctime_ns: i128::MIN,
+                    ino: u64::MAX,
+                    dev: 0,
+                    target: Vec::new(),
+                    ..base.clone()
+                },
+            ),
+            (
+                b"a".to_vec(),
+                Meta {
+                    kind: b'f',
+                    mtime_ns: i128::from(u64::MAX) + 1,
+                    ctime_ns: 9,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (name, meta) in &cases {
+            let old = written_by_writeln(name, meta);
+            let mut new = Vec::new();
+            format_entry(&mut new, name, meta);
+            assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old));
+            let line = old.strip_suffix(b"\n").unwrap();
+            assert_eq!(
+                parse_entry(line).as_ref(),
+                Some(&(name.clone(), meta.clone()))
+            );
+        }
+        // Damage is refused, field by field.
+        let good = written_by_writeln(b"x", &base);
+        let good = good.strip_suffix(b"\n").unwrap();
+        let fields: Vec<&[u8]> = good.split(|b| *b == b'\t').collect();
+        for i in 0..fields.len() {
+            let mut bad = fields.clone();
+            bad[i] = b"zz";
+            if i == 1 {
+                bad[i] = b""; // a type of no byte
+            }
+            assert_eq!(parse_entry(&bad.join(&b'\t')), None, "field {i}");
+        }
+        assert_eq!(parse_entry(&[good, b"\textra"].concat()), None);
+        assert_eq!(parse_entry(&good[..good.len() - 3]), None);
+    }
+
+    #[test]
+    fn lines_split_as_bufread_lines_does() {
+        for text in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"a\r\nb",
+            b"a\n\nb\n",
+            b"a\rb\r\n",
+        ] {
+            let ours: Vec<Vec<u8>> = lines(text).map(<[u8]>::to_vec).collect();
+            let std: Vec<Vec<u8>> = std::io::BufRead::lines(text)
+                .map(|l| l.unwrap().into_bytes())
+                .collect();
+            assert_eq!(ours, std, "{:?}", String::from_utf8_lossy(text));
+        }
     }
 
     #[test]

@@ -16,10 +16,13 @@
 //! (exit status 1); it is left out of the new state, so the next DIFF sends it again.
 
 use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File, Metadata};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::io::{self, BufWriter, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -40,54 +43,195 @@ pub struct TreeSource {
     pub base: Option<State>,
 }
 
+/// What the archive and the state need of one `lstat`. Kept instead of `std::fs::Metadata`
+/// because the walk stats each entry relative to its directory (`fstatat`), which costs a
+/// fraction of a lookup by full path.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    /// Type and permission bits (`st_mode`).
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    rdev: u64,
+}
+
+impl Stat {
+    fn of_metadata(m: &Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+            rdev: m.rdev(),
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+    fn of_stat(st: &libc::stat) -> Stat {
+        Stat {
+            mode: st.st_mode as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as i64,
+            ctime: st.st_ctime as i64,
+            ctime_nsec: st.st_ctime_nsec as i64,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            rdev: st.st_rdev as u64,
+        }
+    }
+
+    fn format(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    fn is_dir(&self) -> bool {
+        self.format() == libc::S_IFDIR
+    }
+    fn is_file(&self) -> bool {
+        self.format() == libc::S_IFREG
+    }
+    fn is_symlink(&self) -> bool {
+        self.format() == libc::S_IFLNK
+    }
+    fn is_fifo(&self) -> bool {
+        self.format() == libc::S_IFIFO
+    }
+    fn is_char_device(&self) -> bool {
+        self.format() == libc::S_IFCHR
+    }
+    fn is_block_device(&self) -> bool {
+        self.format() == libc::S_IFBLK
+    }
+    fn is_socket(&self) -> bool {
+        self.format() == libc::S_IFSOCK
+    }
+}
+
 /// One scanned path.
 struct Node {
-    path: PathBuf,
+    /// The member name: the absolute path without its leading `/` (`.` for `/`).
     name: Vec<u8>,
-    meta: Metadata,
-    target: Option<PathBuf>,
-    /// Directories: member names and whether each is a directory.
-    children: Vec<(Vec<u8>, bool)>,
+    /// The directory node this was listed in (`None` for the root and picked paths): files are
+    /// opened relative to it.
+    parent: Option<usize>,
+    stat: Stat,
+    /// Symlinks: the target.
+    target: Option<Vec<u8>>,
+    /// Directories: the nodes of the members, in name order.
+    children: Vec<usize>,
     /// A directory whose listing failed: no dumpdir for it (that would delete its contents on
     /// replay), and nothing of it in the new state.
     unlisted: bool,
 }
 
-fn kind_of(meta: &Metadata) -> u8 {
-    let ft = meta.file_type();
-    if ft.is_dir() {
+impl Node {
+    /// The absolute path (member names are made from absolute paths only).
+    fn path(&self) -> PathBuf {
+        path_of(&self.name)
+    }
+}
+
+fn path_of(name: &[u8]) -> PathBuf {
+    if name == b"." {
+        return PathBuf::from("/");
+    }
+    let mut path = Vec::with_capacity(name.len() + 1);
+    path.push(b'/');
+    path.extend_from_slice(name);
+    PathBuf::from(OsStr::from_bytes(&path))
+}
+
+/// The member name of `entry` in the directory named `parent`: what `Path::join` and
+/// [`member_name`] would make of the two.
+fn child_name(parent: &[u8], entry: &[u8]) -> Vec<u8> {
+    let mut name = Vec::with_capacity(parent.len() + entry.len() + 1);
+    if parent != b"." {
+        name.extend_from_slice(parent);
+        if !parent.ends_with(b"/") {
+            name.push(b'/');
+        }
+    }
+    name.extend_from_slice(entry);
+    name
+}
+
+fn kind_of(stat: &Stat) -> u8 {
+    if stat.is_dir() {
         b'd'
-    } else if ft.is_symlink() {
+    } else if stat.is_symlink() {
         b'l'
-    } else if ft.is_fifo() {
+    } else if stat.is_fifo() {
         b'p'
-    } else if ft.is_char_device() {
+    } else if stat.is_char_device() {
         b'c'
-    } else if ft.is_block_device() {
+    } else if stat.is_block_device() {
         b'b'
     } else {
         b'f'
     }
 }
 
-fn state_meta(node: &Node) -> Meta {
-    let m = &node.meta;
+fn meta_of(s: &Stat, target: Vec<u8>) -> Meta {
     Meta {
-        kind: kind_of(m),
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        size: if m.is_dir() { 0 } else { m.len() },
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        ino: m.ino(),
-        dev: m.dev(),
-        target: node
-            .target
-            .as_ref()
-            .map(|t| t.as_os_str().as_bytes().to_vec())
-            .unwrap_or_default(),
+        kind: kind_of(s),
+        mode: s.mode & 0o7777,
+        uid: s.uid,
+        gid: s.gid,
+        size: if s.is_dir() { 0 } else { s.size },
+        mtime_ns: i128::from(s.mtime) * 1_000_000_000 + i128::from(s.mtime_nsec),
+        ctime_ns: i128::from(s.ctime) * 1_000_000_000 + i128::from(s.ctime_nsec),
+        ino: s.ino,
+        dev: s.dev,
+        target,
     }
+}
+
+/// Whether the base run's entry `base` still describes `node` (without copying its target).
+fn unchanged(base: &Meta, node: &Node) -> bool {
+    let Meta {
+        kind,
+        mode,
+        uid,
+        gid,
+        size,
+        mtime_ns,
+        ctime_ns,
+        ino,
+        dev,
+        target,
+    } = base;
+    let now = meta_of(&node.stat, Vec::new());
+    (
+        *kind, *mode, *uid, *gid, *size, *mtime_ns, *ctime_ns, *ino, *dev,
+    ) == (
+        now.kind,
+        now.mode,
+        now.uid,
+        now.gid,
+        now.size,
+        now.mtime_ns,
+        now.ctime_ns,
+        now.ino,
+        now.dev,
+    ) && target.as_slice() == node.target.as_deref().unwrap_or_default()
 }
 
 /// The member name of an absolute path: tar's `-C /` naming.
@@ -105,8 +249,8 @@ fn display(path: &Path) -> String {
     String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned()
 }
 
-fn basename(name: &[u8]) -> Vec<u8> {
-    name.rsplit(|b| *b == b'/').next().unwrap_or(name).to_vec()
+fn basename(name: &[u8]) -> &[u8] {
+    name.rsplit(|b| *b == b'/').next().unwrap_or(name)
 }
 
 /// Excludes as a glob set: plain paths match themselves, `*` does not cross `/`.
@@ -127,6 +271,10 @@ pub fn exclude_matcher(patterns: &[PathBuf]) -> anyhow::Result<GlobSet> {
     Ok(set.build()?)
 }
 
+/// Bytes of tar stream handed on at once: a small file's header, body and padding would
+/// otherwise each be a call into the compressor.
+const OUT_BUFFER: usize = 256 << 10;
+
 impl Source for TreeSource {
     fn format(&self) -> &'static str {
         "tar"
@@ -137,11 +285,12 @@ impl Source for TreeSource {
             nodes, mut report, ..
         } = self.scan()?;
         let changes = Changes::new(&nodes, self.base.as_ref());
-        let mut emit = Emit::new(out, &mut report);
+        let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
+        let mut emit = Emit::new(&mut out, &mut report);
         emit_tree(&mut emit, &nodes, &changes)?;
         let failed = std::mem::take(&mut emit.failed);
-        emit.builder.into_inner()?;
-        report.state = Some(new_state(&nodes, failed));
+        emit.builder.into_inner()?.flush()?;
+        report.state = Some(new_state(nodes, failed));
         Ok(report)
     }
 }
@@ -150,6 +299,13 @@ impl TreeSource {
     /// Every path under the root that is not excluded, in pre-order. An unreadable root fails
     /// the run; anything below it is a warning.
     fn scan(&self) -> anyhow::Result<Scan> {
+        // Member names are the path without its leading `/`, and paths are made back from
+        // them: the configuration only takes absolute directories.
+        anyhow::ensure!(
+            self.root.is_absolute(),
+            "the tree root {} is not an absolute path",
+            self.root.display()
+        );
         let root_meta = fs::symlink_metadata(&self.root)
             .with_context(|| format!("cannot read the tree root {}", self.root.display()))?;
         if root_meta.is_dir() {
@@ -162,62 +318,50 @@ impl TreeSource {
             nodes: Vec::new(),
             report: Report::default(),
         };
-        scan.visit(&self.root, root_meta);
+        let root = listed(
+            member_name(&self.root),
+            Stat::of_metadata(&root_meta),
+            || Ok(fs::read_link(&self.root)?.into_os_string().into_vec()),
+        );
+        scan.visit(root, None);
         Ok(scan)
     }
 }
 
 /// Which scanned nodes go into this archive (`Y`) rather than being unchanged since the base
-/// run (`N`), by index and by member name.
-struct Changes<'n> {
+/// run (`N`), by index.
+struct Changes {
     changed: Vec<bool>,
-    by_name: HashMap<&'n [u8], usize>,
 }
 
-impl<'n> Changes<'n> {
-    fn new(nodes: &'n [Node], base: Option<&State>) -> Self {
+impl Changes {
+    fn new(nodes: &[Node], base: Option<&State>) -> Self {
         // Y or N for every non-directory: unchanged means the base state has it, identical.
         let changed = nodes
             .iter()
             .map(|n| {
-                n.meta.is_dir()
-                    || base.is_none_or(|b| b.entries.get(&n.name) != Some(&state_meta(n)))
+                n.stat.is_dir()
+                    || base.is_none_or(|b| !b.entries.get(&n.name).is_some_and(|m| unchanged(m, n)))
             })
             .collect();
-        let by_name = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.as_slice(), i))
-            .collect();
-        Changes { changed, by_name }
-    }
-
-    fn named(&self, name: &[u8]) -> bool {
-        self.by_name.get(name).is_some_and(|i| self.changed[*i])
+        Changes { changed }
     }
 }
 
 /// The dumpdir of directory `node`: per member a code (`D` a directory, `Y` in this archive,
 /// `N` unchanged) and its name, each ended by a NUL, then a closing NUL.
-fn dumpdir_listing(node: &Node, changes: &Changes) -> Vec<u8> {
+fn dumpdir_listing(node: &Node, nodes: &[Node], changes: &Changes) -> Vec<u8> {
     let mut dumpdir = Vec::new();
-    for (child, is_dir) in &node.children {
-        let mut full = node.name.clone();
-        if full != b"." {
-            full.push(b'/');
-        } else {
-            full.clear();
-        }
-        full.extend_from_slice(child);
-        let code = if *is_dir {
+    for &child in &node.children {
+        let code = if nodes[child].stat.is_dir() {
             b'D'
-        } else if changes.named(&full) {
+        } else if changes.changed[child] {
             b'Y'
         } else {
             b'N'
         };
         dumpdir.push(code);
-        dumpdir.extend_from_slice(child);
+        dumpdir.extend_from_slice(basename(&nodes[child].name));
         dumpdir.push(0);
     }
     dumpdir.push(0);
@@ -234,18 +378,19 @@ fn emit_tree<W: Write>(
     // member lands in it.
     // Mount points not entered and directories that could not be listed: the directory
     // itself, without a dumpdir (which would purge its contents on replay).
-    for node in nodes.iter().filter(|n| n.meta.is_dir() && n.unlisted) {
+    for node in nodes.iter().filter(|n| n.stat.is_dir() && n.unlisted) {
         emit.plain_dir(node)?;
     }
-    for node in nodes.iter().filter(|n| n.meta.is_dir() && !n.unlisted) {
-        emit.dumpdir(node, &dumpdir_listing(node, changes))?;
+    for node in nodes.iter().filter(|n| n.stat.is_dir() && !n.unlisted) {
+        emit.dumpdir(node, &dumpdir_listing(node, nodes, changes))?;
     }
     for (i, node) in nodes.iter().enumerate() {
-        if node.meta.is_dir() {
+        if node.stat.is_dir() {
             continue;
         }
         if changes.changed[i] {
-            emit.member(node)?;
+            let parent = node.parent.map(|p| (p, nodes[p].name.as_slice()));
+            emit.member(node, parent)?;
         } else {
             emit.remember_link(node);
             emit.report.counts.unchanged += 1;
@@ -256,15 +401,21 @@ fn emit_tree<W: Write>(
 
 /// The state the next DIFF compares against. What was not listed or could not be archived
 /// (`failed`) is left out of it, so that the next DIFF sends it again.
-fn new_state(nodes: &[Node], failed: Vec<Vec<u8>>) -> State {
-    let mut state = State::default();
-    for node in nodes.iter().filter(|n| !n.unlisted) {
-        state.entries.insert(node.name.clone(), state_meta(node));
-    }
+fn new_state(nodes: Vec<Node>, failed: Vec<Vec<u8>>) -> State {
+    // Pre-order is nearly name order: collecting sorts it in about one pass, where inserting
+    // one by one would search the map for each.
+    let mut entries: std::collections::BTreeMap<Vec<u8>, Meta> = nodes
+        .into_iter()
+        .filter(|n| !n.unlisted)
+        .map(|n| {
+            let meta = meta_of(&n.stat, n.target.unwrap_or_default());
+            (n.name, meta)
+        })
+        .collect();
     for name in failed {
-        state.entries.remove(&name);
+        entries.remove(&name);
     }
-    state
+    State { run: None, entries }
 }
 
 /// s3-sysbackup's picker: a program prints paths, one per line; the archive holds exactly those
@@ -274,27 +425,21 @@ pub struct PickedPaths {
     pub command: Vec<String>,
 }
 
-impl Node {
-    fn new(path: &Path, meta: Metadata, target: Option<PathBuf>) -> Node {
-        Node {
-            path: path.to_path_buf(),
-            name: member_name(path),
-            meta,
-            target,
-            children: Vec::new(),
-            unlisted: false,
-        }
-    }
-}
-
 fn node_at(path: &Path) -> io::Result<Node> {
-    let meta = fs::symlink_metadata(path)?;
-    let target = if meta.file_type().is_symlink() {
-        Some(fs::read_link(path)?)
+    let stat = Stat::of_metadata(&fs::symlink_metadata(path)?);
+    let target = if stat.is_symlink() {
+        Some(fs::read_link(path)?.into_os_string().into_vec())
     } else {
         None
     };
-    Ok(Node::new(path, meta, target))
+    Ok(Node {
+        name: member_name(path),
+        parent: None,
+        stat,
+        target,
+        children: Vec::new(),
+        unlisted: false,
+    })
 }
 
 impl Source for PickedPaths {
@@ -324,7 +469,8 @@ impl Source for PickedPaths {
             paths.push(path);
         }
         let mut report = Report::default();
-        let mut emit = Emit::new(out, &mut report);
+        let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
+        let mut emit = Emit::new(&mut out, &mut report);
         let mut done = std::collections::HashSet::new();
         for path in &paths {
             let mut chain: Vec<&Path> = path
@@ -339,8 +485,8 @@ impl Source for PickedPaths {
                     continue;
                 }
                 match node_at(p) {
-                    Ok(node) if node.meta.is_dir() => emit.plain_dir(&node)?,
-                    Ok(node) => emit.member(&node)?,
+                    Ok(node) if node.stat.is_dir() => emit.plain_dir(&node)?,
+                    Ok(node) => emit.member(&node, None)?,
                     Err(e) => {
                         let vanished = e.kind() == io::ErrorKind::NotFound;
                         warn(emit.report, p, format!("cannot read: {e}"), !vanished);
@@ -348,7 +494,7 @@ impl Source for PickedPaths {
                 }
             }
         }
-        emit.builder.into_inner()?;
+        emit.builder.into_inner()?.flush()?;
         report.program = Some(run);
         Ok(report)
     }
@@ -361,75 +507,255 @@ struct Scan {
     report: Report,
 }
 
-impl Scan {
-    fn warn(&mut self, path: &Path, problem: impl Into<String>, unreadable: bool) {
-        warn(&mut self.report, path, problem, unreadable);
-    }
+/// A path the walk found: to add, or to warn about.
+enum Listed {
+    Entry {
+        name: Vec<u8>,
+        stat: Stat,
+        target: Option<Vec<u8>>,
+    },
+    Problem {
+        name: Vec<u8>,
+        problem: String,
+        unreadable: bool,
+    },
+}
 
-    /// Adds `path` (and below it) in pre-order; returns whether it was added.
-    fn visit(&mut self, path: &Path, meta: Metadata) -> bool {
-        let ft = meta.file_type();
-        if ft.is_socket() {
-            log::debug!("{}: socket skipped", display(path));
-            return false;
-        }
-        let target = if ft.is_symlink() {
-            match fs::read_link(path) {
-                Ok(t) => Some(t),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(path, "vanished before it was read", false);
-                    return false;
-                }
-                Err(e) => {
-                    self.warn(path, format!("cannot read link: {e}"), true);
-                    return false;
-                }
-            }
-        } else {
-            None
+/// `name` as found with `stat`, its target read by `read_link` if it is a symlink.
+fn listed(name: Vec<u8>, stat: Stat, read_link: impl FnOnce() -> io::Result<Vec<u8>>) -> Listed {
+    if !stat.is_symlink() {
+        return Listed::Entry {
+            name,
+            stat,
+            target: None,
         };
-        let index = self.nodes.len();
-        let is_dir = ft.is_dir();
-        let dev = meta.dev();
-        self.nodes.push(Node::new(path, meta, target));
-        if !is_dir {
-            return true;
+    }
+    match read_link() {
+        Ok(t) => Listed::Entry {
+            name,
+            stat,
+            target: Some(t),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Listed::Problem {
+            name,
+            problem: "vanished before it was read".into(),
+            unreadable: false,
+        },
+        Err(e) => Listed::Problem {
+            name,
+            problem: format!("cannot read link: {e}"),
+            unreadable: true,
+        },
+    }
+}
+
+impl Scan {
+    /// Adds `found` (and below it) in pre-order; returns its node, if it was added.
+    fn visit(&mut self, found: Listed, parent: Option<usize>) -> Option<usize> {
+        let (name, stat, target) = match found {
+            Listed::Entry { name, stat, target } => (name, stat, target),
+            Listed::Problem {
+                name,
+                problem,
+                unreadable,
+            } => {
+                warn(&mut self.report, &path_of(&name), problem, unreadable);
+                return None;
+            }
+        };
+        if stat.is_socket() {
+            log::debug!("{}: socket skipped", display(&path_of(&name)));
+            return None;
         }
-        if self.one_file_system.is_some_and(|root_dev| root_dev != dev) {
+        let index = self.nodes.len();
+        self.nodes.push(Node {
+            name,
+            parent,
+            stat,
+            target,
+            children: Vec::new(),
+            unlisted: false,
+        });
+        if !stat.is_dir() {
+            return Some(index);
+        }
+        if self
+            .one_file_system
+            .is_some_and(|root_dev| root_dev != stat.dev)
+        {
             // A mount point: kept, not entered (and its contents never purged on replay).
             self.nodes[index].unlisted = true;
-            return true;
+            return Some(index);
         }
-        let mut children: Vec<PathBuf> = match fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        let path = self.nodes[index].path();
+        let entries = match self.list(&path, &self.nodes[index].name) {
+            Ok(entries) => entries,
             Err(e) => {
                 let unreadable = e.kind() != io::ErrorKind::NotFound;
-                self.warn(path, format!("cannot list directory: {e}"), unreadable);
+                warn(
+                    &mut self.report,
+                    &path,
+                    format!("cannot list directory: {e}"),
+                    unreadable,
+                );
                 self.nodes[index].unlisted = true;
-                return true;
+                return Some(index);
             }
         };
-        children.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
-        let mut listed = Vec::new();
-        for child in children {
-            if self.excludes.is_match(&child) {
+        // The directory is closed again before descending: open directories never pile up
+        // with the depth of the tree.
+        let mut children = Vec::with_capacity(entries.len());
+        for found in entries {
+            children.extend(self.visit(found, Some(index)));
+        }
+        self.nodes[index].children = children;
+        Some(index)
+    }
+
+    /// The members of the directory at `path` (named `name`) that are not excluded, in name
+    /// order, each stat'ed (and its link read) relative to the open directory. Listing it
+    /// fails as a whole: entries silently missing would be deleted on replay.
+    fn list(&self, path: &Path, name: &[u8]) -> io::Result<Vec<Listed>> {
+        let mut dir = DirStream::open(path)?;
+        let mut entries = dir.names()?;
+        entries.sort_unstable();
+        let mut found = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let child = child_name(name, entry.as_bytes());
+            if !self.excludes.is_empty() && self.excludes.is_match(path_of(&child)) {
                 continue;
             }
-            match fs::symlink_metadata(&child) {
-                Ok(m) => {
-                    let child_is_dir = m.is_dir();
-                    if self.visit(&child, m) {
-                        listed.push((basename(child.as_os_str().as_bytes()), child_is_dir));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(&child, "vanished before it was read", false)
-                }
-                Err(e) => self.warn(&child, format!("cannot stat: {e}"), true),
+            found.push(match dir.lstat(&entry) {
+                Ok(stat) => listed(child, stat, || dir.read_link(&entry)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Listed::Problem {
+                    name: child,
+                    problem: "vanished before it was read".into(),
+                    unreadable: false,
+                },
+                Err(e) => Listed::Problem {
+                    name: child,
+                    problem: format!("cannot stat: {e}"),
+                    unreadable: true,
+                },
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// An open directory: its entries, and `lstat` and `readlink` relative to it.
+struct DirStream(std::ptr::NonNull<libc::DIR>);
+
+impl DirStream {
+    fn open(path: &Path) -> io::Result<DirStream> {
+        let fd = open_at(
+            libc::AT_FDCWD,
+            &c_path(path.as_os_str().as_bytes())?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        )?;
+        // SAFETY: `fd` is an open directory; on success the stream owns it.
+        match std::ptr::NonNull::new(unsafe { libc::fdopendir(fd.as_raw_fd()) }) {
+            Some(dir) => {
+                std::mem::forget(fd);
+                Ok(DirStream(dir))
+            }
+            None => Err(io::Error::last_os_error()),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: the stream is open until drop.
+        unsafe { libc::dirfd(self.0.as_ptr()) }
+    }
+
+    /// The names in the directory, `.` and `..` left out, in the order read.
+    fn names(&mut self) -> io::Result<Vec<CString>> {
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: readdir reports an error only through errno, which must be cleared first.
+            unsafe { *libc::__errno_location() = 0 };
+            let entry = unsafe { libc::readdir(self.0.as_ptr()) };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(0) | None => Ok(names),
+                    Some(_) => Err(e),
+                };
+            }
+            // SAFETY: a non-null entry is valid until the next readdir on this stream.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
             }
         }
-        self.nodes[index].children = listed;
-        true
+    }
+
+    fn lstat(&self, name: &CStr) -> io::Result<Stat> {
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is written in full when fstatat succeeds.
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Stat::of_stat(unsafe { &st.assume_init() }))
+    }
+
+    fn read_link(&self, name: &CStr) -> io::Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(256);
+        loop {
+            // SAFETY: readlinkat writes at most `capacity` bytes into the buffer.
+            let n = unsafe {
+                libc::readlinkat(
+                    self.fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.capacity(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < buf.capacity() {
+                unsafe { buf.set_len(n) };
+                return Ok(buf);
+            }
+            // Possibly cut short: again with more room.
+            buf.reserve(buf.capacity() * 2);
+        }
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // SAFETY: the stream is open; closedir closes its descriptor too.
+        unsafe { libc::closedir(self.0.as_ptr()) };
+    }
+}
+
+fn c_path(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// `openat(2)` with close-on-exec.
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: a valid C string; the descriptor returned is ours.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -452,7 +778,16 @@ struct Emit<'r, W: Write> {
     report: &'r mut Report,
     /// Members that could not be archived: left out of the new state.
     failed: Vec<Vec<u8>>,
+    /// The directory files are opened in (node, descriptor; `None` if it could not be
+    /// opened): members come in directory order, so one open serves a directory's files.
+    dir: Option<(usize, Option<OwnedFd>)>,
+    /// What files are read through: one buffer for the run (a large one, so that large files
+    /// take few system calls), not one per file.
+    buffer: Vec<u8>,
 }
+
+/// Bytes of a file read at once.
+const READ_BUFFER: usize = 1 << 20;
 
 /// A PAX extended header (`x`) with `records`, for the member that follows.
 fn pax_header(records: &[(String, Vec<u8>)], name: &[u8]) -> (Header, Vec<u8>) {
@@ -491,56 +826,62 @@ impl<'r, W: Write> Emit<'r, W> {
             links: HashMap::new(),
             report,
             failed: Vec::new(),
+            dir: None,
+            buffer: Vec::new(),
         }
     }
 
-    fn header(&mut self, meta: &Metadata, kind: EntryType) -> Header {
+    fn header(&mut self, stat: &Stat, kind: EntryType) -> Header {
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
-        h.set_mode(meta.mode() & 0o7777);
-        h.set_uid(meta.uid() as u64);
-        h.set_gid(meta.gid() as u64);
-        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_mode(stat.mode & 0o7777);
+        h.set_uid(u64::from(stat.uid));
+        h.set_gid(u64::from(stat.gid));
+        h.set_mtime(stat.mtime.max(0) as u64);
         h.set_size(0);
-        let uid = meta.uid();
-        let user = self
-            .users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .clone();
+        let uid = stat.uid;
+        let user = self.users.entry(uid).or_insert_with(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        });
         if let Some(name) = user {
-            let _ = h.set_username(&name);
+            let _ = h.set_username(name);
         }
-        let gid = meta.gid();
-        let group = self
-            .groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
-            .clone();
+        let gid = stat.gid;
+        let group = self.groups.entry(gid).or_insert_with(|| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name)
+        });
         if let Some(name) = group {
-            let _ = h.set_groupname(&name);
+            let _ = h.set_groupname(name);
         }
         h
     }
 
+    /// The PAX header of `node`'s extended attributes, read by path.
     fn xattrs(&mut self, node: &Node) -> io::Result<()> {
-        let records = match super::xattr::pax_records(&node.path) {
+        let records = super::xattr::pax_records(&node.path());
+        self.pax(node, records)
+    }
+
+    /// The same for a file already open (no second lookup of its path).
+    fn xattrs_of(&mut self, node: &Node, file: &File) -> io::Result<()> {
+        let records = super::xattr::pax_records_fd(file.as_fd());
+        self.pax(node, records)
+    }
+
+    fn pax(&mut self, node: &Node, records: io::Result<Vec<(String, Vec<u8>)>>) -> io::Result<()> {
+        let records = match records {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 warn(
                     self.report,
-                    &node.path,
+                    &node.path(),
                     format!("cannot read extended attributes: {e}"),
                     true,
                 );
@@ -556,15 +897,12 @@ impl<'r, W: Write> Emit<'r, W> {
 
     fn dumpdir(&mut self, node: &Node, dumpdir: &[u8]) -> io::Result<()> {
         self.xattrs(node)?;
-        let mut header = self.header(&node.meta, EntryType::new(b'D'));
+        let mut header = self.header(&node.stat, EntryType::new(b'D'));
         header.set_size(dumpdir.len() as u64);
         let mut name = node.name.clone();
         name.push(b'/');
-        self.builder.append_data(
-            &mut header,
-            Path::new(std::ffi::OsStr::from_bytes(&name)),
-            dumpdir,
-        )?;
+        self.builder
+            .append_data(&mut header, Path::new(OsStr::from_bytes(&name)), dumpdir)?;
         self.report.counts.directories += 1;
         Ok(())
     }
@@ -572,65 +910,91 @@ impl<'r, W: Write> Emit<'r, W> {
     /// A directory as a plain member (no dumpdir), for pickers.
     fn plain_dir(&mut self, node: &Node) -> io::Result<()> {
         self.xattrs(node)?;
-        let mut header = self.header(&node.meta, EntryType::Directory);
-        let name = Path::new(std::ffi::OsStr::from_bytes(&node.name)).to_path_buf();
-        self.builder.append_data(&mut header, &name, io::empty())?;
+        let mut header = self.header(&node.stat, EntryType::Directory);
+        let name = Path::new(OsStr::from_bytes(&node.name));
+        self.builder.append_data(&mut header, name, io::empty())?;
         self.report.counts.directories += 1;
         Ok(())
     }
 
     /// Records an unchanged file's name as the target later links of its inode point at.
     fn remember_link(&mut self, node: &Node) {
-        if node.meta.is_file() && node.meta.nlink() > 1 {
+        if node.stat.is_file() && node.stat.nlink > 1 {
             self.links
-                .entry((node.meta.dev(), node.meta.ino()))
+                .entry((node.stat.dev, node.stat.ino))
                 .or_insert_with(|| node.name.clone());
         }
     }
 
-    fn member(&mut self, node: &Node) -> anyhow::Result<()> {
-        let name = Path::new(std::ffi::OsStr::from_bytes(&node.name)).to_path_buf();
-        let ft = node.meta.file_type();
-        if ft.is_file() {
-            return self.file(node, &name);
+    /// `node`, listed in the directory `parent` (its node and name) if it was walked.
+    fn member(&mut self, node: &Node, parent: Option<(usize, &[u8])>) -> anyhow::Result<()> {
+        let name = Path::new(OsStr::from_bytes(&node.name));
+        if node.stat.is_file() {
+            return self.file(node, name, parent);
         }
         self.xattrs(node)?;
         if let Some(target) = &node.target {
-            let mut header = self.header(&node.meta, EntryType::Symlink);
-            self.builder.append_link(&mut header, &name, target)?;
+            let mut header = self.header(&node.stat, EntryType::Symlink);
+            self.builder
+                .append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))?;
             self.report.counts.symlinks += 1;
         } else {
-            let kind = if ft.is_fifo() {
+            let kind = if node.stat.is_fifo() {
                 EntryType::Fifo
-            } else if ft.is_char_device() {
+            } else if node.stat.is_char_device() {
                 EntryType::Char
             } else {
                 EntryType::Block
             };
-            let mut header = self.header(&node.meta, kind);
+            let mut header = self.header(&node.stat, kind);
             if kind != EntryType::Fifo {
-                let rdev = node.meta.rdev();
+                let rdev = node.stat.rdev;
                 header.set_device_major(libc::major(rdev))?;
                 header.set_device_minor(libc::minor(rdev))?;
             }
-            self.builder.append_data(&mut header, &name, io::empty())?;
+            self.builder.append_data(&mut header, name, io::empty())?;
             self.report.counts.special += 1;
         }
         Ok(())
     }
 
-    fn file(&mut self, node: &Node, name: &Path) -> anyhow::Result<()> {
-        let key = (node.meta.dev(), node.meta.ino());
-        if node.meta.nlink() > 1 {
+    /// Opens the file of `node`: relative to its directory, opened once for all its files
+    /// (a lookup of one name instead of the whole path); by its path otherwise.
+    fn open(&mut self, node: &Node, parent: Option<(usize, &[u8])>) -> io::Result<File> {
+        if let Some((index, dir_name)) = parent {
+            if self.dir.as_ref().is_none_or(|(open, _)| *open != index) {
+                // Not a file's own error: if the directory cannot be opened, each file is
+                // opened by its path below and reports its own.
+                let dir = c_path(path_of(dir_name).as_os_str().as_bytes())
+                    .and_then(|p| open_at(libc::AT_FDCWD, &p, libc::O_PATH | libc::O_DIRECTORY))
+                    .ok();
+                self.dir = Some((index, dir));
+            }
+            if let Some((_, Some(dir))) = &self.dir {
+                let base = c_path(basename(&node.name))?;
+                return open_at(dir.as_raw_fd(), &base, libc::O_RDONLY).map(File::from);
+            }
+        }
+        File::open(node.path())
+    }
+
+    fn file(
+        &mut self,
+        node: &Node,
+        name: &Path,
+        parent: Option<(usize, &[u8])>,
+    ) -> anyhow::Result<()> {
+        let key = (node.stat.dev, node.stat.ino);
+        if node.stat.nlink > 1 {
             if let Some(first) = self.links.get(&key).cloned() {
-                let mut header = self.header(&node.meta, EntryType::Link);
-                let target = Path::new(std::ffi::OsStr::from_bytes(&first));
+                let mut header = self.header(&node.stat, EntryType::Link);
+                let target = Path::new(OsStr::from_bytes(&first));
                 self.builder.append_link(&mut header, name, target)?;
                 self.report.counts.hardlinks += 1;
                 return Ok(());
             }
         }
-        let file = match File::open(&node.path) {
+        let file = match self.open(node, parent) {
             Ok(f) => f,
             Err(e) => {
                 let vanished = e.kind() == io::ErrorKind::NotFound;
@@ -639,19 +1003,31 @@ impl<'r, W: Write> Emit<'r, W> {
                 } else {
                     format!("cannot open: {e}")
                 };
-                warn(self.report, &node.path, problem, !vanished);
+                warn(self.report, &node.path(), problem, !vanished);
                 self.failed.push(node.name.clone());
                 return Ok(());
             }
         };
         // The open file's own metadata: the path may have been replaced since the scan.
-        let meta = file.metadata().unwrap_or_else(|_| node.meta.clone());
-        let size = meta.len();
-        self.xattrs(node)?;
-        let mut header = self.header(&meta, EntryType::Regular);
+        let stat = file
+            .metadata()
+            .map(|m| Stat::of_metadata(&m))
+            .unwrap_or(node.stat);
+        let size = stat.size;
+        self.xattrs_of(node, &file)?;
+        let mut header = self.header(&stat, EntryType::Regular);
         header.set_size(size);
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; READ_BUFFER];
+        }
         let mut body = ExactSize {
-            inner: BufReader::with_capacity(1 << 20, file).take(size),
+            inner: Buffered {
+                file,
+                buffer: &mut self.buffer,
+                at: 0,
+                end: 0,
+            }
+            .take(size),
             remaining: size,
             padded: 0,
             error: None,
@@ -686,16 +1062,40 @@ impl<'r, W: Write> Emit<'r, W> {
             None
         };
         if let Some((problem, unreadable)) = problem {
-            warn(self.report, &node.path, problem, unreadable);
+            warn(self.report, &node.path(), problem, unreadable);
             // Not as the state says it is: the next DIFF sends it again.
             self.failed.push(node.name.clone());
         }
-        if meta.nlink() > 1 {
+        if stat.nlink > 1 {
             self.links.insert(key, node.name.clone());
         }
         self.report.counts.files += 1;
         self.report.counts.content_bytes += size;
         Ok(())
+    }
+}
+
+/// A file read through a borrowed buffer (`std::io::BufReader` owns its own).
+struct Buffered<'b> {
+    file: File,
+    buffer: &'b mut [u8],
+    at: usize,
+    end: usize,
+}
+
+impl Read for Buffered<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.end {
+            if out.len() >= self.buffer.len() {
+                return self.file.read(out);
+            }
+            self.end = self.file.read(self.buffer)?;
+            self.at = 0;
+        }
+        let n = out.len().min(self.end - self.at);
+        out[..n].copy_from_slice(&self.buffer[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -775,6 +1175,80 @@ mod tests {
         assert_eq!(&out[..10], data);
         assert!(out[10..].iter().all(|b| *b == 0));
         assert_eq!(r.padded, 6);
+    }
+
+    #[test]
+    fn member_names_of_children_are_those_of_their_joined_paths() {
+        for (dir, entry) in [
+            ("/", "etc"),
+            ("/srv", "a"),
+            ("/srv/", "a"),
+            ("//srv", "a b"),
+            ("/srv/.", "x"),
+        ] {
+            let joined = Path::new(dir).join(entry);
+            let parent = member_name(Path::new(dir));
+            let name = child_name(&parent, entry.as_bytes());
+            assert_eq!(name, member_name(&joined), "{dir} {entry}");
+            assert_eq!(path_of(&name).as_os_str(), joined.as_os_str());
+            assert_eq!(path_of(&parent).as_os_str(), dir);
+        }
+    }
+
+    #[test]
+    fn the_walk_finds_each_member_once_in_order_and_compares_it_with_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("b/c")).unwrap();
+        fs::write(root.join("a"), b"1").unwrap();
+        fs::write(root.join("b/c/d"), b"2").unwrap();
+        std::os::unix::fs::symlink("a", root.join("l")).unwrap();
+        fs::write(root.join("skip"), b"3").unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("s")).unwrap();
+        let source = |base| TreeSource {
+            root: root.clone(),
+            excludes: vec![root.join("sk*")],
+            one_file_system: false,
+            base,
+        };
+        let scan = source(None).scan().unwrap();
+        assert!(
+            scan.report.warnings.is_empty(),
+            "{:?}",
+            scan.report.warnings
+        );
+        let names: Vec<PathBuf> = scan
+            .nodes
+            .iter()
+            .map(|n| n.path().strip_prefix(&root).unwrap().to_path_buf())
+            .collect();
+        let expected = ["", "a", "b", "b/c", "b/c/d", "l"].map(PathBuf::from);
+        assert_eq!(names, expected, "sockets and excluded paths left out");
+        assert_eq!(scan.nodes[0].children, vec![1, 2, 5]);
+        assert_eq!(scan.nodes[4].parent, Some(3));
+        assert_eq!(scan.nodes[5].target.as_deref(), Some(&b"a"[..]));
+        let metadata = fs::symlink_metadata(root.join("b/c/d")).unwrap();
+        assert_eq!(scan.nodes[4].stat.ino, metadata.ino());
+        assert_eq!(scan.nodes[4].stat.dev, metadata.dev());
+        assert_eq!(scan.nodes[4].stat.ctime_nsec, metadata.ctime_nsec());
+
+        let base = new_state(scan.nodes, Vec::new());
+        assert_eq!(base.entries.len(), 6);
+        let again = source(Some(base.clone())).scan().unwrap();
+        let changes = Changes::new(&again.nodes, Some(&base));
+        assert_eq!(changes.changed, [true, false, true, true, false, false]);
+        assert_eq!(
+            dumpdir_listing(&again.nodes[0], &again.nodes, &changes),
+            b"Na\0Db\0Nl\0\0"
+        );
+        fs::write(root.join("b/c/d"), b"22").unwrap();
+        let changed = source(Some(base.clone())).scan().unwrap();
+        let changes = Changes::new(&changed.nodes, Some(&base));
+        assert_eq!(changes.changed, [true, false, true, true, true, false]);
+        assert_eq!(
+            dumpdir_listing(&changed.nodes[3], &changed.nodes, &changes),
+            b"Yd\0\0"
+        );
     }
 
     #[test]

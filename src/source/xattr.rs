@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -13,8 +14,19 @@ fn cpath(path: &Path) -> io::Result<CString> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// Calls a list/get-style function twice: once for the size, once for the data.
+/// Calls a list/get-style function: first into a buffer on the stack, which answers the
+/// common case (no attributes, or a few short ones) in one system call per path; only a longer
+/// answer is asked for its size first and then fetched.
 fn sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    let mut first = [0u8; 1024];
+    let n = call(first.as_mut_ptr().cast(), first.len());
+    if n >= 0 {
+        return Ok(first[..n as usize].to_vec());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ERANGE) {
+        return Err(e);
+    }
     loop {
         let n = call(std::ptr::null_mut(), 0);
         if n < 0 {
@@ -69,7 +81,27 @@ pub fn acl_text(raw: &[u8]) -> Option<String> {
 /// A file system without xattr support yields none.
 pub fn pax_records(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let c = cpath(path)?;
-    let names = match sized(|buf, len| unsafe { libc::llistxattr(c.as_ptr(), buf.cast(), len) }) {
+    records(
+        |buf, len| unsafe { libc::llistxattr(c.as_ptr(), buf.cast(), len) },
+        |name, buf, len| unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf, len) },
+    )
+}
+
+/// The PAX records of the file open as `fd`: what [`pax_records`] gives for its path, without
+/// looking the path up again (and of the very file that is archived).
+pub fn pax_records_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let fd = fd.as_raw_fd();
+    records(
+        |buf, len| unsafe { libc::flistxattr(fd, buf.cast(), len) },
+        |name, buf, len| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf, len) },
+    )
+}
+
+fn records(
+    mut list: impl FnMut(*mut libc::c_void, usize) -> isize,
+    mut get: impl FnMut(&CString, *mut libc::c_void, usize) -> isize,
+) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let names = match sized(&mut list) {
         Ok(n) => n,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP)) => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -77,9 +109,7 @@ pub fn pax_records(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut records = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let cname = CString::new(name).expect("split on NUL");
-        let value = match sized(|buf, len| unsafe {
-            libc::lgetxattr(c.as_ptr(), cname.as_ptr(), buf, len)
-        }) {
+        let value = match sized(|buf, len| get(&cname, buf, len)) {
             Ok(v) => v,
             // Removed in between.
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
@@ -146,5 +176,38 @@ mod tests {
                 b"v\0al".to_vec()
             )]
         );
+        // A value longer than the first buffer takes the sized path; both ways of asking give
+        // the same records.
+        let long = CString::new("user.s3nap.long").unwrap();
+        let value: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let rc = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                long.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        let by_path = pax_records(&f).unwrap();
+        assert_eq!(
+            by_path,
+            vec![
+                ("SCHILY.xattr.user.s3nap.long".to_string(), value),
+                (
+                    "SCHILY.xattr.user.s3nap.test".to_string(),
+                    b"v\0al".to_vec()
+                ),
+            ]
+        );
+        let file = std::fs::File::open(&f).unwrap();
+        assert_eq!(
+            pax_records_fd(std::os::fd::AsFd::as_fd(&file)).unwrap(),
+            by_path
+        );
+        let bare = dir.path().join("bare");
+        std::fs::write(&bare, b"x").unwrap();
+        assert_eq!(pax_records(&bare).unwrap(), Vec::new());
     }
 }
