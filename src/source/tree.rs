@@ -22,7 +22,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -744,6 +744,11 @@ fn c_path(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// How a file is opened to be read: never through a symbolic link nor blocking on a FIFO, so
+/// that a file replaced by either after the scan cannot pass another file's (or no) contents
+/// off under its name — on a host an attacker may have write access to.
+const OPEN_FILE: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
 /// `openat(2)` with close-on-exec.
 fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     loop {
@@ -972,10 +977,13 @@ impl<'r, W: Write> Emit<'r, W> {
             }
             if let Some((_, Some(dir))) = &self.dir {
                 let base = c_path(basename(&node.name))?;
-                return open_at(dir.as_raw_fd(), &base, libc::O_RDONLY).map(File::from);
+                return open_at(dir.as_raw_fd(), &base, OPEN_FILE).map(File::from);
             }
         }
-        File::open(node.path())
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(OPEN_FILE)
+            .open(node.path())
     }
 
     fn file(
@@ -1000,6 +1008,8 @@ impl<'r, W: Write> Emit<'r, W> {
                 let vanished = e.kind() == io::ErrorKind::NotFound;
                 let problem = if vanished {
                     "vanished before it was read".to_string()
+                } else if e.raw_os_error() == Some(libc::ELOOP) {
+                    "was replaced by a symbolic link after the scan; not archived".to_string()
                 } else {
                     format!("cannot open: {e}")
                 };
@@ -1013,6 +1023,16 @@ impl<'r, W: Write> Emit<'r, W> {
             .metadata()
             .map(|m| Stat::of_metadata(&m))
             .unwrap_or(node.stat);
+        if !stat.is_file() {
+            warn(
+                self.report,
+                &node.path(),
+                "is no longer a regular file (replaced after the scan); not archived",
+                true,
+            );
+            self.failed.push(node.name.clone());
+            return Ok(());
+        }
         let size = stat.size;
         self.xattrs_of(node, &file)?;
         let mut header = self.header(&stat, EntryType::Regular);
@@ -1249,6 +1269,57 @@ mod tests {
             dumpdir_listing(&changed.nodes[3], &changed.nodes, &changes),
             b"Yd\0\0"
         );
+    }
+
+    #[test]
+    fn a_file_replaced_after_the_scan_by_a_link_or_a_fifo_is_not_read_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(dir.path().join("secret"), b"not in the tree").unwrap();
+        fs::write(root.join("link"), b"1").unwrap();
+        fs::write(root.join("fifo"), b"2").unwrap();
+        let source = TreeSource {
+            root: root.clone(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            base: None,
+        };
+        let Scan {
+            nodes, mut report, ..
+        } = source.scan().unwrap();
+        // Between the scan and the read, each file is replaced.
+        fs::remove_file(root.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        fs::remove_file(root.join("fifo")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let changes = Changes::new(&nodes, None);
+        let mut out = Vec::new();
+        let failed = {
+            let mut emit = Emit::new(&mut out, &mut report);
+            // (A FIFO opened to be read would block here for ever.)
+            emit_tree(&mut emit, &nodes, &changes).unwrap();
+            let failed = std::mem::take(&mut emit.failed);
+            emit.builder.into_inner().unwrap().flush().unwrap();
+            failed
+        };
+        assert!(
+            out.windows(5).any(|w| w == b"ustar"),
+            "a tar stream came out"
+        );
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        let problems: Vec<&str> = report.warnings.iter().map(|w| w.problem.as_str()).collect();
+        assert!(
+            problems.iter().any(|p| p.contains("symbolic link")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("no longer a regular file")),
+            "{problems:?}"
+        );
+        assert!(!out.windows(15).any(|w| w == b"not in the tree"));
     }
 
     #[test]
