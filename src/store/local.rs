@@ -172,36 +172,34 @@ fn complete_appended(
     let fail = |e: io::Error| io_error("complete upload", &data, e);
     appended.take_waiting(dir).map_err(fail)?;
     let mut start = 0;
+    let mismatch = |message: String| {
+        StoreError::new(
+            ErrorKind::Other,
+            "complete upload",
+            data.display().to_string(),
+            message,
+        )
+    };
     for (i, part) in parts.iter().enumerate() {
         let size = appended.ends.get(i).map(|end| end - start);
         if part.number as usize != i + 1
             || size.map(|s| s.to_string()).as_deref() != Some(part.etag.as_str())
         {
-            return Err(StoreError::new(
-                ErrorKind::Other,
-                "complete upload",
-                data.display().to_string(),
-                format!(
-                    "part {} ({} bytes) is not the part stored as number {} ({size:?} bytes)",
-                    part.number,
-                    part.etag,
-                    i + 1
-                ),
-            ));
+            return Err(mismatch(format!(
+                "part {} ({} bytes) is not the part stored as number {} ({size:?} bytes)",
+                part.number,
+                part.etag,
+                i + 1
+            )));
         }
         start = appended.ends[i];
     }
     if parts.len() != appended.ends.len() {
-        return Err(StoreError::new(
-            ErrorKind::Other,
-            "complete upload",
-            data.display().to_string(),
-            format!(
-                "{} parts stored, {} listed to complete",
-                appended.ends.len(),
-                parts.len()
-            ),
-        ));
+        return Err(mismatch(format!(
+            "{} parts stored, {} listed to complete",
+            appended.ends.len(),
+            parts.len()
+        )));
     }
     // A part replaced by a shorter one leaves its tail behind the end.
     appended.file.set_len(start).map_err(fail)?;
@@ -488,15 +486,7 @@ fn rand_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::atomic::tests::names;
 
     #[tokio::test]
     async fn parts_in_order_are_written_once_into_the_object_and_early_ones_wait_their_turn() {
