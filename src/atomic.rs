@@ -42,8 +42,8 @@ pub fn write_with(
     result
 }
 
-/// Renames `from` over `to` (in the same directory) and makes the new name durable: what
-/// turns a complete file into the one readers see.
+/// Renames `from` over `to` (on the same file system) and makes the new name durable by
+/// syncing `to`'s directory: what turns a complete file into the one readers see.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
     let dir = match to.parent() {

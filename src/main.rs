@@ -41,8 +41,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Part and range buffers (MiBs each, filled on one thread and freed on another) are mapped
-/// and unmapped, not kept. glibc raises its mmap threshold whenever a mapped block is freed,
+/// Buffers of 8 MiB and more — parts (16 MiB at the default `ChunkSize`) and recovery's
+/// 8 MiB ranges, filled on one thread and freed on another — are mapped and unmapped, not
+/// kept. glibc raises its mmap threshold whenever a mapped block is freed,
 /// after which such buffers come from its arenas and their memory stays with the process: a
 /// backup's peak RSS was a third higher for it. A fixed threshold also turns that raising off.
 fn keep_large_buffers_mapped() {

@@ -14,7 +14,8 @@ fn threads() -> u32 {
 
 /// Bytes of input per zstd worker job. zstd's default at level 3 is 8 MiB, for which it keeps
 /// a 40 MiB input ring; 2 MiB jobs keep the stream's memory near the shell pipe's at the same
-/// speed, and each job still sees the previous one's data as its window.
+/// speed (each job starts from the last part of the one before; the archive was 1.3 % larger
+/// on /usr/share).
 const JOB_SIZE: u32 = 2 << 20;
 
 /// A `Write` adapter that compresses into `W`. Call [`Compressor::finish`]: dropping it

@@ -24,6 +24,7 @@ use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
 };
 use openpgp::parse::{Cookie, Parse};
+use openpgp::policy::Policy;
 use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Cert, KeyHandle, Packet};
 use sha1::{Digest, Sha1};
@@ -161,6 +162,18 @@ fn byte(r: &mut impl Read) -> io::Result<Option<u8>> {
     }
 }
 
+/// `UnexpectedEof` said as a message cut short inside `what`; any other error (the input's
+/// own, such as the store's) as it is.
+fn eof_as(what: &'static str) -> impl Fn(io::Error) -> io::Error {
+    move |e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            cut_short(what)
+        } else {
+            e
+        }
+    }
+}
+
 fn cut_short(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -174,7 +187,7 @@ fn new_length(first: u8, r: &mut impl Read) -> io::Result<(u64, bool)> {
     let mut more = |n: usize| -> io::Result<u64> {
         let mut b = [0u8; 4];
         r.read_exact(&mut b[..n])
-            .map_err(|_| cut_short("a packet length"))?;
+            .map_err(eof_as("a packet length"))?;
         Ok(b[..n].iter().fold(0, |v, &x| v << 8 | u64::from(x)))
     };
     Ok(match first {
@@ -205,7 +218,7 @@ fn header(ctb: u8, r: &mut impl Read) -> io::Result<Option<(u8, u64, bool)>> {
     };
     let mut b = [0u8; 4];
     r.read_exact(&mut b[..size])
-        .map_err(|_| cut_short("a packet length"))?;
+        .map_err(eof_as("a packet length"))?;
     let len = b[..size].iter().fold(0, |v, &x| v << 8 | u64::from(x));
     Ok(Some(((ctb >> 2) & 0x0f, len, false)))
 }
@@ -235,7 +248,7 @@ fn open<R: Read + Send + Sync + 'static>(
                 let mut body = vec![0u8; len as usize];
                 input
                     .read_exact(&mut body)
-                    .map_err(|_| cut_short("a PKESK packet"))?;
+                    .map_err(eof_as("a PKESK packet"))?;
                 let seen = input.seen.as_ref().expect("recording");
                 match Packet::from_bytes(&seen[start..]) {
                     Ok(Packet::PKESK(pkesk)) => pkesks.push(pkesk),
@@ -255,16 +268,32 @@ fn open<R: Read + Send + Sync + 'static>(
         left: len,
         last: !partial,
         unread: Cursor::new(Vec::new()),
+        failed: None,
     };
     // The version, then the random prefix, its repeated last two bytes and the first packet's
     // first octet: at most 1 + 16 + 3 bytes.
     let mut start = [0u8; 20];
-    if body.read_exact(&mut start).is_err() || start[0] != 1 {
-        return Ok(Opened::Other(body.src));
+    match body.read_exact(&mut start) {
+        Ok(()) if start[0] == 1 => {}
+        Ok(()) => return Ok(Opened::Other(body.src)),
+        // Too short or malformed to be s3nap's: sequoia names the problem.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
+        {
+            return Ok(Opened::Other(body.src))
+        }
+        Err(e) => return Err(e),
     }
     let head = &start[1..];
     for (algo, key) in keys {
-        let Some(algo) = algo else { continue };
+        // Only what the policy allows; anything else is sequoia's (and its policy's) to refuse.
+        let Some(algo) = algo.filter(|a| crate::keys::policy().symmetric_algorithm(*a).is_ok())
+        else {
+            continue;
+        };
         match quick_check(algo, &key, head) {
             Some(first) if is_literal(first) => {
                 body.src.seen = None;
@@ -325,10 +354,27 @@ struct Body<R> {
     left: u64,
     last: bool,
     unread: Cursor<Vec<u8>>,
+    /// The first error, returned again by every later read.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl<R: Read> Read for Body<R> {
+    /// An error is returned again on every later read: sequoia's decryptor drops a source's
+    /// error when it already has bytes to return, and must not see a clean end after it.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, message)) = &self.failed {
+            return Err(io::Error::new(*kind, message.clone()));
+        }
+        let read = self.read_on(buf);
+        if let Err(e) = &read {
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        read
+    }
+}
+
+impl<R: Read> Body<R> {
+    fn read_on(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.unread.read(buf)?;
         if n > 0 || buf.is_empty() {
             return Ok(n);
@@ -379,6 +425,8 @@ pub struct Unsealed {
     left: u64,
     last: bool,
     done: bool,
+    /// An error was returned: every later read fails too, never ends cleanly.
+    failed: bool,
 }
 
 impl Unsealed {
@@ -391,7 +439,7 @@ impl Unsealed {
         let mut prefix = vec![0u8; algo.block_size().map_err(io::Error::other)? + 2];
         plain
             .read_exact(&mut prefix)
-            .map_err(|_| cut_short("the prefix"))?;
+            .map_err(eof_as("the prefix"))?;
         let ctb = byte(&mut plain)?.ok_or_else(|| cut_short("the literal packet"))?;
         let (left, last) = match header(ctb, &mut plain)? {
             Some((LITERAL_TAG, len, partial)) => (len, !partial),
@@ -406,6 +454,7 @@ impl Unsealed {
             left,
             last,
             done: false,
+            failed: false,
         };
         // Format, file name, date (RFC 4880 5.9): not part of the data.
         let mut format_and_name = [0u8; 2];
@@ -450,7 +499,7 @@ impl Unsealed {
         let mut header = [0u8; 2];
         self.plain
             .read_exact(&mut header)
-            .map_err(|_| cut_short("the MDC"))?;
+            .map_err(eof_as("the MDC"))?;
         if header != MDC_HEADER {
             return Err(invalid("no MDC packet after the literal data"));
         }
@@ -459,7 +508,7 @@ impl Unsealed {
         self.plain
             .cfb
             .read_exact(&mut stored)
-            .map_err(|_| cut_short("the MDC"))?;
+            .map_err(eof_as("the MDC"))?;
         if computed.as_slice() != stored {
             return Err(invalid(
                 "the message's integrity check (MDC) failed: it was changed or damaged",
@@ -478,15 +527,23 @@ fn invalid(message: &str) -> io::Error {
 
 impl Read for Unsealed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(invalid(
+                "the message failed to decrypt (see the error before)",
+            ));
+        }
         if self.done || buf.is_empty() {
             return Ok(0);
         }
-        let n = self.literal(buf)?;
-        if n == 0 {
-            self.finish()?;
-            self.done = true;
-        }
-        Ok(n)
+        let read = self.literal(buf).and_then(|n| {
+            if n == 0 {
+                self.finish()?;
+                self.done = true;
+            }
+            Ok(n)
+        });
+        self.failed = read.is_err();
+        read
     }
 }
 

@@ -389,7 +389,7 @@ fn emit_tree<W: Write>(
             continue;
         }
         if changes.changed[i] {
-            let parent = node.parent.map(|p| (p, nodes[p].name.as_slice()));
+            let parent = node.parent.map(|p| (p, &nodes[p]));
             emit.member(node, parent)?;
         } else {
             emit.remember_link(node);
@@ -588,7 +588,7 @@ impl Scan {
             return Some(index);
         }
         let path = self.nodes[index].path();
-        let entries = match self.list(&path, &self.nodes[index].name) {
+        let entries = match self.list(&path, &self.nodes[index].name, &stat) {
             Ok(entries) => entries,
             Err(e) => {
                 let unreadable = e.kind() != io::ErrorKind::NotFound;
@@ -615,8 +615,8 @@ impl Scan {
     /// The members of the directory at `path` (named `name`) that are not excluded, in name
     /// order, each stat'ed (and its link read) relative to the open directory. Listing it
     /// fails as a whole: entries silently missing would be deleted on replay.
-    fn list(&self, path: &Path, name: &[u8]) -> io::Result<Vec<Listed>> {
-        let mut dir = DirStream::open(path)?;
+    fn list(&self, path: &Path, name: &[u8], stat: &Stat) -> io::Result<Vec<Listed>> {
+        let mut dir = DirStream::open(path, stat)?;
         let mut entries = dir.names()?;
         entries.sort_unstable();
         let mut found = Vec::with_capacity(entries.len());
@@ -647,12 +647,9 @@ impl Scan {
 struct DirStream(std::ptr::NonNull<libc::DIR>);
 
 impl DirStream {
-    fn open(path: &Path) -> io::Result<DirStream> {
-        let fd = open_at(
-            libc::AT_FDCWD,
-            &c_path(path.as_os_str().as_bytes())?,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-        )?;
+    /// Opens the directory at `path`, which lstat saw as `scanned`.
+    fn open(path: &Path, scanned: &Stat) -> io::Result<DirStream> {
+        let fd = open_dir(path, Some(scanned), libc::O_RDONLY)?;
         // SAFETY: `fd` is an open directory; on success the stream owns it.
         match std::ptr::NonNull::new(unsafe { libc::fdopendir(fd.as_raw_fd()) }) {
             Some(dir) => {
@@ -744,6 +741,27 @@ fn c_path(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// Opens the directory at `path` (with `flags`); when `scanned` is given, only if it is still
+/// that directory — the same device and inode. A directory, or one above it, replaced by a
+/// symbolic link after the scan saw it would otherwise lead the walk (run as root) into
+/// another tree, whose files would be stored under this one's names.
+fn open_dir(path: &Path, scanned: Option<&Stat>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = open_at(
+        libc::AT_FDCWD,
+        &c_path(path.as_os_str().as_bytes())?,
+        flags | libc::O_DIRECTORY,
+    )?;
+    if let Some(scanned) = scanned {
+        let now = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(io::Error::from)?;
+        if (now.st_dev as u64, now.st_ino as u64) != (scanned.dev, scanned.ino) {
+            return Err(io::Error::other(
+                "replaced after the scan (no longer the same directory); not followed",
+            ));
+        }
+    }
+    Ok(fd)
+}
+
 /// How a file is opened to be read: never through a symbolic link nor blocking on a FIFO, so
 /// that a file replaced by either after the scan cannot pass another file's (or no) contents
 /// off under its name — on a host an attacker may have write access to.
@@ -785,7 +803,7 @@ struct Emit<'r, W: Write> {
     failed: Vec<Vec<u8>>,
     /// The directory files are opened in (node, descriptor; `None` if it could not be
     /// opened): members come in directory order, so one open serves a directory's files.
-    dir: Option<(usize, Option<OwnedFd>)>,
+    dir: Option<(usize, Result<OwnedFd, String>)>,
     /// What files are read through: one buffer for the run (a large one, so that large files
     /// take few system calls), not one per file.
     buffer: Vec<u8>,
@@ -932,7 +950,7 @@ impl<'r, W: Write> Emit<'r, W> {
     }
 
     /// `node`, listed in the directory `parent` (its node and name) if it was walked.
-    fn member(&mut self, node: &Node, parent: Option<(usize, &[u8])>) -> anyhow::Result<()> {
+    fn member(&mut self, node: &Node, parent: Option<(usize, &Node)>) -> anyhow::Result<()> {
         let name = Path::new(OsStr::from_bytes(&node.name));
         if node.stat.is_file() {
             return self.file(node, name, parent);
@@ -963,34 +981,37 @@ impl<'r, W: Write> Emit<'r, W> {
         Ok(())
     }
 
-    /// Opens the file of `node`: relative to its directory, opened once for all its files
-    /// (a lookup of one name instead of the whole path); by its path otherwise.
-    fn open(&mut self, node: &Node, parent: Option<(usize, &[u8])>) -> io::Result<File> {
-        if let Some((index, dir_name)) = parent {
-            if self.dir.as_ref().is_none_or(|(open, _)| *open != index) {
-                // Not a file's own error: if the directory cannot be opened, each file is
-                // opened by its path below and reports its own.
-                let dir = c_path(path_of(dir_name).as_os_str().as_bytes())
-                    .and_then(|p| open_at(libc::AT_FDCWD, &p, libc::O_PATH | libc::O_DIRECTORY))
-                    .ok();
-                self.dir = Some((index, dir));
-            }
-            if let Some((_, Some(dir))) = &self.dir {
-                let base = c_path(basename(&node.name))?;
-                return open_at(dir.as_raw_fd(), &base, OPEN_FILE).map(File::from);
-            }
+    /// Opens the file of `node` relative to its directory, opened once for all its files (a
+    /// lookup of one name instead of the whole path) and only if it is still the directory
+    /// the scan saw; never by a path that may lead elsewhere.
+    fn open(&mut self, node: &Node, parent: Option<(usize, &Node)>) -> io::Result<File> {
+        let Some((index, dir)) = parent else {
+            // The root itself: a file, named in the configuration.
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(OPEN_FILE)
+                .open(node.path());
+        };
+        if self.dir.as_ref().is_none_or(|(open, _)| *open != index) {
+            let opened = open_dir(&dir.path(), Some(&dir.stat), libc::O_PATH)
+                .map_err(|e| format!("its directory cannot be opened: {e}"));
+            self.dir = Some((index, opened));
         }
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(OPEN_FILE)
-            .open(node.path())
+        match &self.dir {
+            Some((_, Ok(dir))) => {
+                let base = c_path(basename(&node.name))?;
+                open_at(dir.as_raw_fd(), &base, OPEN_FILE).map(File::from)
+            }
+            Some((_, Err(e))) => Err(io::Error::other(e.clone())),
+            None => unreachable!("opened above"),
+        }
     }
 
     fn file(
         &mut self,
         node: &Node,
         name: &Path,
-        parent: Option<(usize, &[u8])>,
+        parent: Option<(usize, &Node)>,
     ) -> anyhow::Result<()> {
         let key = (node.stat.dev, node.stat.ino);
         if node.stat.nlink > 1 {
@@ -1033,6 +1054,10 @@ impl<'r, W: Write> Emit<'r, W> {
             self.failed.push(node.name.clone());
             return Ok(());
         }
+        // A regular file: reads may wait as usual again (FUSE, leases). F_SETFL cannot fail
+        // on an open descriptor with these flags.
+        // SAFETY: an open descriptor owned by `file`.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
         let size = stat.size;
         self.xattrs_of(node, &file)?;
         let mut header = self.header(&stat, EntryType::Regular);
@@ -1272,13 +1297,15 @@ mod tests {
     }
 
     #[test]
-    fn a_file_replaced_after_the_scan_by_a_link_or_a_fifo_is_not_read_through_it() {
+    fn a_file_or_directory_replaced_after_the_scan_is_not_read_through_its_replacement() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("t");
         fs::create_dir_all(&root).unwrap();
         fs::write(dir.path().join("secret"), b"not in the tree").unwrap();
         fs::write(root.join("link"), b"1").unwrap();
         fs::write(root.join("fifo"), b"2").unwrap();
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(root.join("sub/secret"), b"3").unwrap();
         let source = TreeSource {
             root: root.clone(),
             excludes: Vec::new(),
@@ -1293,6 +1320,9 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         fs::remove_file(root.join("fifo")).unwrap();
         nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // And a directory, by a link to one holding a file of the same name.
+        fs::rename(root.join("sub"), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("sub")).unwrap();
         let changes = Changes::new(&nodes, None);
         let mut out = Vec::new();
         let failed = {
@@ -1307,7 +1337,7 @@ mod tests {
             out.windows(5).any(|w| w == b"ustar"),
             "a tar stream came out"
         );
-        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert_eq!(failed.len(), 3, "{failed:?}");
         let problems: Vec<&str> = report.warnings.iter().map(|w| w.problem.as_str()).collect();
         assert!(
             problems.iter().any(|p| p.contains("symbolic link")),
@@ -1319,6 +1349,8 @@ mod tests {
                 .any(|p| p.contains("no longer a regular file")),
             "{problems:?}"
         );
+        let swapped = |p: &&str| p.contains("no longer the same directory");
+        assert!(problems.iter().any(swapped), "{problems:?}");
         assert!(!out.windows(15).any(|w| w == b"not in the tree"));
     }
 

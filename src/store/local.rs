@@ -368,17 +368,23 @@ impl Store for LocalStore {
                     "no such upload",
                 ));
             }
-            let write = || -> io::Result<()> {
-                if let Some(appended) = &appended {
-                    // One writer per upload at a time, so a part's turn cannot pass unseen.
-                    let mut appended = appended.lock().unwrap_or_else(|e| e.into_inner());
-                    if appended.write(number, &data)? {
-                        return appended.take_waiting(&dir);
-                    }
-                }
+            let write_file = || -> io::Result<()> {
                 let mut f = File::create(dir.join(part_name(number)))?;
                 f.write_all(&data)?;
                 f.sync_data()
+            };
+            let write = || -> io::Result<()> {
+                let Some(appended) = &appended else {
+                    return write_file();
+                };
+                // One writer per upload at a time, held until a waiting part's file is whole:
+                // a part's turn cannot pass unseen, nor a half-written part be taken.
+                let mut appended = appended.lock().unwrap_or_else(|e| e.into_inner());
+                if appended.write(number, &data)? {
+                    appended.take_waiting(&dir)
+                } else {
+                    write_file()
+                }
             };
             write().map_err(|e| io_error("upload part", &dir, e))?;
             Ok(PartReceipt {
@@ -398,15 +404,16 @@ impl Store for LocalStore {
         let target = self.path("complete upload", key)?;
         let dir = self.upload_dir(upload_id);
         parts.sort_by_key(|p| p.number);
-        let appended = {
-            let mut uploads = self.appending.lock().unwrap_or_else(|e| e.into_inner());
-            uploads.remove(upload_id)
-        };
+        // Forgotten only once completed, so that a retried completion finds it again.
+        let appended = self.appended(upload_id);
+        let (appending, id) = (self.appending.clone(), upload_id.to_string());
         blocking(move || {
             match appended {
                 Some(appended) => {
                     let mut appended = appended.lock().unwrap_or_else(|e| e.into_inner());
                     complete_appended(&mut appended, &dir, &parts, &target)?;
+                    let mut uploads = appending.lock().unwrap_or_else(|e| e.into_inner());
+                    uploads.remove(&id);
                 }
                 // An upload another process created: its parts are files of their own.
                 None => write_atomically("complete upload", &target, |out| {
@@ -537,7 +544,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn completing_with_other_parts_than_were_stored_fails_and_shows_nothing() {
+    async fn completing_with_other_parts_than_were_stored_fails_and_can_be_retried() {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalStore::new(tmp.path());
         let id = store.create_upload("set/archive").await.unwrap();
@@ -550,7 +557,7 @@ mod tests {
             .await
             .unwrap();
         let err = store
-            .complete_upload("set/archive", &id, vec![one])
+            .complete_upload("set/archive", &id, vec![one.clone()])
             .await
             .unwrap_err();
         assert!(
@@ -558,5 +565,15 @@ mod tests {
             "{err}"
         );
         assert!(store.head("set/archive").await.unwrap().is_none());
+        // The upload is still there: completing it again, rightly, works.
+        let two = PartReceipt {
+            number: 2,
+            etag: "3".into(),
+        };
+        store
+            .complete_upload("set/archive", &id, vec![one, two])
+            .await
+            .unwrap();
+        assert_eq!(fs::read(tmp.path().join("set/archive")).unwrap(), b"onetwo");
     }
 }
