@@ -1,8 +1,8 @@
 //! Download stage: an archive object in, its stored bytes out as a blocking `Read`.
 //!
 //! Ranged GETs run in parallel on the async side and arrive in order over a bounded channel
-//! (memory stays below (depth + parallel) × range size). When the manifest has a SHA-256 per
-//! range (format 2), each range is checked before it is handed on — a mismatch is read once
+//! (memory stays below (`QUEUED` + parallel + 1) × range size). When the manifest has a
+//! SHA-256 per range (format 2), each range is checked before it is handed on — a mismatch is read once
 //! more, then ends the stream with an error naming the object and the range — so no byte that
 //! was not verified ever reaches decryption (and the ranges together prove the whole object). The
 //! reader also checks the whole stream against the manifest: a short object or an extra byte
@@ -82,6 +82,10 @@ impl Failure {
     }
 }
 
+/// Checked ranges waiting for the reader besides those being fetched: the GETs already run
+/// ahead, so more would only hold memory.
+const QUEUED: usize = 1;
+
 /// Starts fetching `expected` on `runtime` and returns the reader of its bytes.
 pub fn fetch(
     runtime: &tokio::runtime::Handle,
@@ -91,7 +95,7 @@ pub fn fetch(
     parallel: usize,
     failure: Failure,
 ) -> ObjectReader {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, DownloadError>>(1);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, DownloadError>>(QUEUED);
     let target = store.locate(&expected.key);
     let download = Download {
         store,

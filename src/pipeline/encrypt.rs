@@ -193,6 +193,13 @@ impl<W: Write> Write for Chunked<W> {
             self.inner.write_all(&self.buffer)?;
             self.buffer.clear();
         }
+        // A whole chunk with a byte beyond it goes straight through, not through the buffer:
+        // the stage queue hands over 256 KiB blocks, so the literal data is not copied here.
+        if self.buffer.is_empty() && buf.len() > CHUNK {
+            self.inner.write_all(&[224 + CHUNK_BITS])?;
+            self.inner.write_all(&buf[..CHUNK])?;
+            return Ok(CHUNK);
+        }
         let n = (CHUNK - self.buffer.len()).min(buf.len());
         self.buffer.extend_from_slice(&buf[..n]);
         Ok(n)
@@ -254,13 +261,18 @@ mod tests {
         }
     }
 
-    fn seal(data: &[u8], certs: &[Cert]) -> Vec<u8> {
+    /// `data` sealed in writes of `piece` bytes.
+    fn seal_in(data: &[u8], certs: &[Cert], piece: usize) -> Vec<u8> {
         let mut sealer = Sealer::new(Vec::new(), certs).unwrap();
-        // Uneven writes, so chunks and cipher blocks are cut mid-write.
-        for piece in data.chunks(7777) {
+        for piece in data.chunks(piece) {
             sealer.write_all(piece).unwrap();
         }
         sealer.finish().unwrap()
+    }
+
+    /// Uneven writes, so chunks and cipher blocks are cut mid-write.
+    fn seal(data: &[u8], certs: &[Cert]) -> Vec<u8> {
+        seal_in(data, certs, 7777)
     }
 
     fn open(message: &[u8], key: &Key) -> io::Result<Vec<u8>> {
@@ -296,6 +308,9 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let message = seal(&data, &public);
             assert_eq!(open(&message, &key).unwrap(), data, "{len} bytes");
+            // Writes larger than a chunk, as the stage queue makes them.
+            let message = seal_in(&data, &public, 256 * 1024);
+            assert_eq!(open(&message, &key).unwrap(), data, "{len} bytes at once");
         }
     }
 
