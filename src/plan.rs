@@ -21,6 +21,12 @@ pub enum BaseData {
     #[default]
     None,
     Tree(State),
+    /// The base run's tree state in the file at `path`, whose header names `run`: its entries
+    /// are parsed while the tree is walked (see `source::tree`).
+    TreeFile {
+        path: PathBuf,
+        run: RunId,
+    },
     Revision(u64),
 }
 

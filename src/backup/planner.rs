@@ -214,7 +214,7 @@ fn revision_start(diff_dir: &Path, id: &Identity, base: &Manifest) -> (Kind, Loc
 /// promoted (see `backup::local`).
 fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (Kind, LocalStart) {
     let path = state::path(diff_dir, id);
-    let describes = |state: &State| match state.run {
+    let describes = |run: Option<RunId>| match run {
         Some(run) if run == base.run => None,
         run => Some(format!(
             "incremental state describes run {}, not the base run {}",
@@ -222,21 +222,26 @@ fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (
             base.run
         )),
     };
+    // Only the headers are read here: the entries are parsed while the tree is walked.
+    let file = |path: &Path| BaseData::TreeFile {
+        path: path.to_path_buf(),
+        run: base.run,
+    };
     // Its base was interrupted between its manifest and promoting this file: the store lists
     // the base as committed, so the staged state is as good as a promoted one.
     let staged = state::staged_path(&path);
-    if let Ok(Some(state)) = State::load(&staged, id) {
-        if describes(&state).is_none() {
-            return from_staged(BaseData::Tree(state), staged);
+    if let Ok(Some(run)) = State::peek(&staged, id) {
+        if describes(run).is_none() {
+            return from_staged(file(&staged), staged);
         }
     }
-    let problem = match State::load(&path, id) {
-        Ok(Some(state)) => match describes(&state) {
+    let problem = match State::peek(&path, id) {
+        Ok(Some(run)) => match describes(run) {
             None => {
                 return (
                     Kind::Diff,
                     LocalStart {
-                        data: BaseData::Tree(state),
+                        data: file(&path),
                         ..LocalStart::default()
                     },
                 )
@@ -251,7 +256,7 @@ fn tree_start(diff_dir: &Path, id: &Identity, root: &Path, base: &Manifest) -> (
             match State::load_legacy(&old) {
                 Ok(Some(state)) => {
                     let root = member_name(root);
-                    let problem = match describes(&state) {
+                    let problem = match describes(state.run) {
                         Some(problem) => problem,
                         None if !state.covers_only(&root) => format!(
                             "old-format incremental state (its name may be shared by several \

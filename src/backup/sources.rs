@@ -11,7 +11,8 @@ use crate::plan::BaseData;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::SourceInfo;
 use crate::source::program;
-use crate::source::tree::{PickedPaths, TreeSource};
+use crate::source::state::Identity;
+use crate::source::tree::{Base, PickedPaths, TreeSource};
 use crate::source::Source;
 
 /// The file name layers of an archive: `tar.zst.gpg`, `tar.xz`, `tar`.
@@ -135,8 +136,13 @@ pub(super) fn source_for(
                 excludes: excludes.clone(),
                 one_file_system: *one_file_system,
                 base: match base {
-                    BaseData::Tree(state) => Some(state),
-                    _ => None,
+                    BaseData::Tree(state) => Base::Loaded(state),
+                    BaseData::TreeFile { path, run } => Base::File {
+                        path,
+                        id: Identity::of(set),
+                        run,
+                    },
+                    _ => Base::Full,
                 },
             };
             let info = SourceInfo::Directory {

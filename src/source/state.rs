@@ -261,6 +261,43 @@ impl State {
         Self::read(path, None)
     }
 
+    /// The run the state file at `path` describes, from its header alone (`Ok(None)` when
+    /// there is no file): enough to decide whether a DIFF can build on it, so that parsing the
+    /// entries ([`State::load_describing`]) can overlap the tree walk.
+    pub fn peek(path: &Path, id: &Identity) -> Result<Option<Option<RunId>>, String> {
+        use std::io::BufRead;
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut head = Vec::new();
+        let mut reader = io::BufReader::new(file);
+        for _ in 0..2 {
+            reader
+                .read_until(b'\n', &mut head)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let run = header(path, &mut lines(&head).enumerate(), Some(id))?;
+        Ok(Some(run))
+    }
+
+    /// The state of `id` at `path`, which must exist and describe `run`.
+    pub fn load_describing(path: &Path, id: &Identity, run: RunId) -> Result<State, String> {
+        match Self::load(path, id)? {
+            Some(state) if state.run == Some(run) => Ok(state),
+            Some(state) => Err(format!(
+                "{}: describes run {}, not {run}",
+                path.display(),
+                state
+                    .run
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "none".into())
+            )),
+            None => Err(format!("{}: no longer exists", path.display())),
+        }
+    }
+
     fn read(path: &Path, id: Option<&Identity>) -> Result<Option<State>, String> {
         // The whole file at once, parsed as bytes: a state holds a line per path (100,000
         // lines are some 15 MB), so a String and a Vec of fields per line would cost more than
@@ -270,44 +307,9 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let bad = |n: usize, what: &str| format!("{}:{}: {what}", path.display(), n + 1);
         let mut lines = lines(&bytes).enumerate();
-        let next_text =
-            |lines: &mut std::iter::Enumerate<_>| -> Result<Option<(usize, &str)>, String> {
-                match Iterator::next(lines) {
-                    None => Ok(None),
-                    Some((n, line)) => std::str::from_utf8(line)
-                        .map(|l| Some((n, l)))
-                        .map_err(|_| bad(n, "stream did not contain valid UTF-8")),
-                }
-            };
-        let (_, header) = next_text(&mut lines)?.ok_or_else(|| bad(0, "empty"))?;
-        let (version, run) = header
-            .strip_prefix(MAGIC)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|rest| rest.split_once(' ').or(Some((rest, ""))))
-            .ok_or_else(|| bad(0, "not an s3nap state file"))?;
-        let expected = if id.is_some() {
-            VERSION
-        } else {
-            LEGACY_VERSION
-        };
-        if version != expected {
-            return Err(bad(
-                0,
-                &format!("state format {version}, where format {expected} is expected here"),
-            ));
-        }
-        if let Some(id) = id {
-            let line = next_text(&mut lines)?.map(|(_, l)| l);
-            check_identity(path, line, id)?;
-        }
-        let run = run.trim();
-        let run = if run.is_empty() {
-            None
-        } else {
-            Some(run.parse().map_err(|e: String| bad(0, &e))?)
-        };
+        let run = header(path, &mut lines, id)?;
+        let bad = |n: usize, what: &str| format!("{}:{}: {what}", path.display(), n + 1);
         let mut entries = Vec::new();
         for (n, line) in lines {
             entries.push(parse_entry(line).ok_or_else(|| bad(n, "malformed entry"))?);
@@ -360,6 +362,49 @@ const CHUNK: usize = 64 << 10;
 
 /// The lines of a file as `BufRead::lines` gives them: split at `\n`, a `\r` before it dropped,
 /// no empty line after a final `\n`.
+/// Checks a state file's header lines (format, and identity unless `id` is `None`: an old
+/// format file) and returns the run it describes.
+fn header<'a>(
+    path: &Path,
+    lines: &mut impl Iterator<Item = (usize, &'a [u8])>,
+    id: Option<&Identity>,
+) -> Result<Option<RunId>, String> {
+    let bad = |n: usize, what: &str| format!("{}:{}: {what}", path.display(), n + 1);
+    let mut next_text = || -> Result<Option<(usize, &str)>, String> {
+        match lines.next() {
+            None => Ok(None),
+            Some((n, line)) => std::str::from_utf8(line)
+                .map(|l| Some((n, l)))
+                .map_err(|_| bad(n, "stream did not contain valid UTF-8")),
+        }
+    };
+    let (_, header) = next_text()?.ok_or_else(|| bad(0, "empty"))?;
+    let (version, run) = header
+        .strip_prefix(MAGIC)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .and_then(|rest| rest.split_once(' ').or(Some((rest, ""))))
+        .ok_or_else(|| bad(0, "not an s3nap state file"))?;
+    let expected = if id.is_some() {
+        VERSION
+    } else {
+        LEGACY_VERSION
+    };
+    if version != expected {
+        return Err(bad(
+            0,
+            &format!("state format {version}, where format {expected} is expected here"),
+        ));
+    }
+    if let Some(id) = id {
+        let line = next_text()?.map(|(_, l)| l);
+        check_identity(path, line, id)?;
+    }
+    match run.trim() {
+        "" => Ok(None),
+        run => run.parse().map(Some).map_err(|e: String| bad(0, &e)),
+    }
+}
+
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut pieces = (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n'));

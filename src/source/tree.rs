@@ -29,8 +29,9 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tar::{Builder, EntryType, Header};
 
-use super::state::{Meta, State};
+use super::state::{Identity, Meta, State};
 use super::{Report, Source, Warning};
+use crate::schema::layout::RunId;
 
 pub struct TreeSource {
     pub root: PathBuf,
@@ -39,8 +40,22 @@ pub struct TreeSource {
     pub excludes: Vec<PathBuf>,
     /// Do not descend into directories on other file systems (their mount points are kept).
     pub one_file_system: bool,
-    /// The base run's state: a DIFF against it, or a FULL when `None`.
-    pub base: Option<State>,
+    /// What a DIFF compares against; [`Base::Full`] for a FULL.
+    pub base: Base,
+}
+
+/// The base run's state, if any.
+pub enum Base {
+    Full,
+    Loaded(State),
+    /// In a state file whose header names `run` (checked by the planner): its entries are
+    /// parsed on a thread of their own while the tree is walked, which otherwise takes turns
+    /// with the walk for a third of a DIFF of a large unchanged tree.
+    File {
+        path: PathBuf,
+        id: Identity,
+        run: RunId,
+    },
 }
 
 /// What the archive and the state need of one `lstat`. Kept instead of `std::fs::Metadata`
@@ -281,10 +296,46 @@ impl Source for TreeSource {
     }
 
     fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+        let (scan, base) = std::thread::scope(|threads| {
+            let loading = match std::mem::replace(&mut self.base, Base::Full) {
+                Base::File { path, id, run } => Some((
+                    path.clone(),
+                    std::thread::Builder::new()
+                        .name("s3nap state".into())
+                        .spawn_scoped(threads, move || State::load_describing(&path, &id, run)),
+                )),
+                Base::Loaded(state) => return (self.scan(), Ok(Some(state))),
+                Base::Full => None,
+            };
+            let scan = self.scan();
+            let base = match loading {
+                None => Ok(None),
+                Some((path, Err(e))) => Err((path, e.to_string())),
+                Some((path, Ok(thread))) => match thread.join() {
+                    Ok(loaded) => loaded.map(Some).map_err(|e| (path, e)),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+            };
+            (scan, base)
+        });
         let Scan {
             nodes, mut report, ..
-        } = self.scan()?;
-        let changes = Changes::new(&nodes, self.base.as_ref());
+        } = scan?;
+        // The planner read a sound header; entries that will not parse leave nothing to
+        // compare with, so this DIFF holds every file (still restorable on its base) and says
+        // so.
+        let base = base.unwrap_or_else(|(path, e)| {
+            report.warnings.push(Warning {
+                path: path.display().to_string(),
+                problem: format!(
+                    "incremental state unusable: {e}; this DIFF holds every file instead of the \
+                     changed ones"
+                ),
+                unreadable: false,
+            });
+            None
+        });
+        let changes = Changes::new(&nodes, base.as_ref());
         let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
         let mut emit = Emit::new(&mut out, &mut report);
         emit_tree(&mut emit, &nodes, &changes)?;
@@ -1256,7 +1307,7 @@ mod tests {
             one_file_system: false,
             base,
         };
-        let scan = source(None).scan().unwrap();
+        let scan = source(Base::Full).scan().unwrap();
         assert!(
             scan.report.warnings.is_empty(),
             "{:?}",
@@ -1279,7 +1330,7 @@ mod tests {
 
         let base = new_state(scan.nodes, Vec::new());
         assert_eq!(base.entries.len(), 6);
-        let again = source(Some(base.clone())).scan().unwrap();
+        let again = source(Base::Loaded(base.clone())).scan().unwrap();
         let changes = Changes::new(&again.nodes, Some(&base));
         assert_eq!(changes.changed, [true, false, true, true, false, false]);
         assert_eq!(
@@ -1287,13 +1338,98 @@ mod tests {
             b"Na\0Db\0Nl\0\0"
         );
         fs::write(root.join("b/c/d"), b"22").unwrap();
-        let changed = source(Some(base.clone())).scan().unwrap();
+        let changed = source(Base::Loaded(base.clone())).scan().unwrap();
         let changes = Changes::new(&changed.nodes, Some(&base));
         assert_eq!(changes.changed, [true, false, true, true, true, false]);
         assert_eq!(
             dumpdir_listing(&changed.nodes[3], &changed.nodes, &changes),
             b"Yd\0\0"
         );
+    }
+
+    /// The files a stream holds (not its directories' dumpdirs).
+    fn files_in(stream: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(stream);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type() == EntryType::Regular)
+            .map(|e| {
+                e.path()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_state_file_is_parsed_during_the_walk_and_a_damaged_one_makes_a_diff_of_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("a"), b"1").unwrap();
+        fs::write(root.join("b"), b"2").unwrap();
+        let source = |base| TreeSource {
+            root: root.clone(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            base,
+        };
+        let mut full = Vec::new();
+        let report = source(Base::Full).write_to(&mut full).unwrap();
+        assert_eq!(files_in(&full), ["a", "b"]);
+        let run: RunId = "20261101T030000Z".parse().unwrap();
+        let mut state = report.state.unwrap();
+        state.run = Some(run);
+        let id = Identity::new("dir/t", None);
+        let path = dir.path().join("t.state");
+        state.save(&path, &id).unwrap();
+        fs::write(root.join("b"), b"22").unwrap();
+        let file = || Base::File {
+            path: path.clone(),
+            id: id.clone(),
+            run,
+        };
+
+        let mut diff = Vec::new();
+        let report = source(file()).write_to(&mut diff).unwrap();
+        assert_eq!(files_in(&diff), ["b"], "only the changed file");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+        // A sound header (the planner read it) over an entry that does not parse.
+        let mut text = fs::read(&path).unwrap();
+        text.extend_from_slice(b"garbage\n");
+        fs::write(&path, text).unwrap();
+        let mut diff = Vec::new();
+        let report = source(file()).write_to(&mut diff).unwrap();
+        assert_eq!(
+            files_in(&diff),
+            ["a", "b"],
+            "nothing to compare with: every file"
+        );
+        let [w] = &report.warnings[..] else {
+            panic!("{:?}", report.warnings)
+        };
+        assert_eq!(w.path, path.display().to_string());
+        assert!(
+            w.problem.contains("malformed entry") && w.problem.contains("holds every file"),
+            "{}",
+            w.problem
+        );
+
+        // The state of another run (replaced after planning) is not compared with either.
+        state.run = Some("20261102T030000Z".parse().unwrap());
+        state.save(&path, &id).unwrap();
+        let mut diff = Vec::new();
+        let report = source(file()).write_to(&mut diff).unwrap();
+        assert_eq!(files_in(&diff), ["a", "b"]);
+        assert!(report.warnings[0].problem.contains("not 20261101T030000Z"));
     }
 
     #[test]
@@ -1310,7 +1446,7 @@ mod tests {
             root: root.clone(),
             excludes: Vec::new(),
             one_file_system: false,
-            base: None,
+            base: Base::Full,
         };
         let Scan {
             nodes, mut report, ..
