@@ -106,19 +106,40 @@ impl ChildReader {
     /// s3-sysbackup's snapshotter protocol: the data comes on a pipe whose descriptor number
     /// is appended as the last argument; stdout, the run's description, is kept whole in
     /// [`Exit::stdout`].
+    ///
+    /// The pipe is the child's descriptor 3, whatever number it has here: a `sh` script can
+    /// only name descriptors 0-9 (`printf … >&"$1"`), and this process may have many open.
+    /// Both ends are close-on-exec here, so no other child started meanwhile holds the write
+    /// end open (the data would never end).
     pub fn spawn_descriptor(
         mut cmd: Command,
         name: impl Into<String>,
         input: Input,
     ) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        const CHILD_FD: i32 = 3;
         let name = name.into();
-        let (read, write) = nix::unistd::pipe()?;
-        nix::fcntl::fcntl(
-            read.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
-        cmd.arg(write.as_raw_fd().to_string())
-            .stdout(Stdio::piped());
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let write_fd = write.as_raw_fd();
+        cmd.arg(CHILD_FD.to_string()).stdout(Stdio::piped());
+        // SAFETY: between fork and exec only dup2 and fcntl, both async-signal-safe, on
+        // descriptors this process owns until the child has started.
+        unsafe {
+            cmd.pre_exec(move || {
+                if write_fd == CHILD_FD {
+                    // dup2 onto itself would keep close-on-exec.
+                    let flags = libc::fcntl(CHILD_FD, libc::F_GETFD);
+                    if flags < 0
+                        || libc::fcntl(CHILD_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(write_fd, CHILD_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = start(&mut cmd, &name, &input)?;
         // Only the child may hold the write end now, or the data never ends.
         drop(write);
@@ -482,14 +503,22 @@ mod tests {
 
     #[test]
     fn data_on_a_descriptor_and_the_description_on_stdout() {
-        let script = "echo 'about this run'; printf 'the data' >&\"$1\"";
+        // With a dozen descriptors open here the pipe's own number has two digits, which a
+        // `sh` script could not name.
+        let _open: Vec<std::fs::File> = (0..12)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let script = "echo \"about this run, on $1\"; printf 'the data' >&\"$1\"";
         let mut cmd = Command::new("sh");
         cmd.args(["-c", script, "snapshotter"]);
         let mut reader = ChildReader::spawn_descriptor(cmd, "snap", Input::Closed).unwrap();
         let (out, result) = read_all(&mut reader);
         result.unwrap();
         assert_eq!(out, b"the data");
-        assert_eq!(lines(&reader.exit().unwrap().stdout), ["about this run"]);
+        assert_eq!(
+            lines(&reader.exit().unwrap().stdout),
+            ["about this run, on 3"]
+        );
     }
 
     fn gone(pid: u32) -> bool {
