@@ -325,6 +325,16 @@ impl Store for MemoryStore {
     }
 }
 
+/// The answer to a write onto an existing key (S3's 412 Precondition Failed).
+fn exists(operation: &'static str, target: String) -> StoreError {
+    StoreError::new(
+        ErrorKind::Exists,
+        operation,
+        target,
+        "the object exists already and is never replaced",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,14 +382,4 @@ mod tests {
         let gone = store.complete_upload("k", &id, vec![]).await.unwrap_err();
         assert_eq!(gone.kind, ErrorKind::NotFound, "{gone}");
     }
-}
-
-/// The answer to a write onto an existing key (S3's 412 Precondition Failed).
-fn exists(operation: &'static str, target: String) -> StoreError {
-    StoreError::new(
-        ErrorKind::Exists,
-        operation,
-        target,
-        "the object exists already and is never replaced",
-    )
 }
