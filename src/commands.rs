@@ -212,12 +212,21 @@ fn plan_command(
         plans
     });
     print!("{}", report::plan_text(config, now, &plans));
-    // The run starts by finishing what its configuration's interrupted runs left.
+    // The run starts by finishing what its configuration's interrupted runs left (with
+    // PruneAfterRun no, prune does, and the run's retention too).
+    let first = if config.prune_after_run {
+        "first: finish"
+    } else {
+        "left for s3nap prune: finish"
+    };
     for upload in crate::uploads::Records::new(&config.diff_dir).list()? {
         println!(
-            "first: finish the clean-up of {} (left by an interrupted run)",
+            "{first} the clean-up of {} (left by an interrupted run)",
             store.locate(&upload.archive)
         );
+    }
+    if !config.prune_after_run {
+        println!("PruneAfterRun no: the run deletes nothing; s3nap prune retires what \"prune:\" lines name");
     }
     // A set that will fail is part of the plan; a set that could not be planned is a failure.
     let unplanned = |p: &anyhow::Result<_>| {

@@ -95,6 +95,14 @@ fn a_backup_only_run_commits_deletes_nothing_recovers_and_prune_retires_with_its
         log.contains(&format!("s3nap prune will retire {}", run_id(0))),
         "{log}"
     );
+    // -t says who deletes.
+    let plan = s3nap(&["-c", conf, "-t", "--now", &day(1)], &[]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let printed = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        printed.contains("PruneAfterRun no: the run deletes nothing"),
+        "{printed}"
+    );
     // Nothing was deleted: both runs are there, whole.
     let manifests = |server: &S3Server| -> Vec<String> {
         let mut m: Vec<String> = server
