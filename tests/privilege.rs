@@ -85,6 +85,20 @@ fn a_backup_only_run_commits_deletes_nothing_recovers_and_prune_retires_with_its
     let conf = common::write_config(dir, &text);
     let conf = conf.to_str().unwrap();
 
+    // config check shows both key files, secrets masked.
+    let check = s3nap(&["-c", conf, "config", "check"], &[]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let shown = String::from_utf8_lossy(&check.stdout);
+    for line in [
+        format!("PruneKeyfile     {}", prune_keys.display()),
+        "PruneAfterRun    no: deletions are left to s3nap prune".to_string(),
+    ] {
+        assert!(shown.contains(&line), "{line} in {shown}");
+    }
+    for (_, secret) in server.users.values() {
+        assert!(!shown.contains(secret.as_str()), "{shown}");
+    }
+
     let first = s3nap(&["-c", conf, "--now", &day(0)], &[]);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     fs::write(tree.join("etc/hosts"), b"127.0.0.1 localhost changed\n").unwrap();
