@@ -5,8 +5,16 @@ moto accepts any credentials unless INITIAL_NO_AUTH_ACTION_COUNT is set: then on
 N requests go unauthenticated. We spend exactly those on creating an IAM user with an access
 key, so every later request must be signed with that key (a wrong secret is refused, as on S3).
 
-Prints one JSON line {"endpoint", "access_key", "secret_key", "pid"} on stdout, then serves
-until its stdin closes (the test process ended) or it is terminated.
+With `--user NAME=POLICY.json` (repeatable) it then creates, with that key's signed requests,
+one more IAM user per option whose only permissions are the policy document in the file, and
+adds its key pair to the JSON line under "users": {NAME: {"access_key", "secret_key"}}. moto
+enforces such a policy's actions and resource ARNs (`arn:aws:s3:::BUCKET` for bucket calls,
+`arn:aws:s3:::BUCKET/KEY` for object calls; HEAD counts as s3:GetObject, a multipart upload's
+calls as s3:PutObject), but not its Condition elements: a statement with a condition never
+matches a request.
+
+Prints one JSON line {"endpoint", "access_key", "secret_key", "pid", "users"} on stdout, then
+serves until its stdin closes (the test process ended) or it is terminated.
 """
 import argparse
 import json
@@ -294,6 +302,13 @@ def main() -> int:
         default=0,
         help="answer each ListObjectVersions this much later, as a distant S3 region would",
     )
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME=POLICY.json",
+        help="also create IAM user NAME allowed only what the policy document in the file allows",
+    )
     args = parser.parse_args()
     if args.bench_versions:
         _populate_listing_bench(args.bench_versions)
@@ -321,6 +336,23 @@ def main() -> int:
         ),
     )
     key = iam.create_access_key(UserName="s3nap-test")["AccessKey"]
+    users = {}
+    if args.user:
+        signed = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        for spec in args.user:
+            name, _, policy_file = spec.partition("=")
+            with open(policy_file) as f:
+                document = f.read()
+            signed.create_user(UserName=name)
+            signed.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=document)
+            made = signed.create_access_key(UserName=name)["AccessKey"]
+            users[name] = {"access_key": made["AccessKeyId"], "secret_key": made["SecretAccessKey"]}
     if args.credentials_file:
         with open(args.credentials_file, "w") as f:
             os.fchmod(f.fileno(), 0o600)
@@ -332,6 +364,7 @@ def main() -> int:
                 "access_key": key["AccessKeyId"],
                 "secret_key": key["SecretAccessKey"],
                 "pid": os.getpid(),
+                "users": users,
             }
         ),
         flush=True,

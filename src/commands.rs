@@ -151,6 +151,16 @@ fn open_store(runtime: &tokio::runtime::Runtime, config: &Config) -> Result<DynS
         .map_err(Error::configuration)
 }
 
+/// The store deletions go through: with PruneKeyfile's credentials when it is set.
+fn open_deleting_store(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Result<DynStore, Error> {
+    runtime
+        .block_on(crate::connect::open_deleting_store(config))
+        .map_err(Error::configuration)
+}
+
 /// The store for `-t`: reads go through, writes are only recorded.
 fn open_dry_run_store(
     runtime: &tokio::runtime::Runtime,
@@ -159,9 +169,9 @@ fn open_dry_run_store(
     Ok(DryRunStore::wrap(open_store(runtime, config)?))
 }
 
-/// Creates DiffDir and takes the configuration's run lock.
+/// Creates DiffDir (owner-only) and takes the configuration's run lock.
 fn lock(config: &Config, wait: bool) -> Result<RunLock, Error> {
-    std::fs::create_dir_all(&config.diff_dir)
+    backup::prepare_diff_dir(&config.diff_dir)
         .with_context(|| format!("DiffDir {}", config.diff_dir.display()))
         .map_err(Error::configuration)?;
     if wait {
@@ -202,12 +212,21 @@ fn plan_command(
         plans
     });
     print!("{}", report::plan_text(config, now, &plans));
-    // The run starts by finishing what its configuration's interrupted runs left.
+    // The run starts by finishing what its configuration's interrupted runs left (with
+    // PruneAfterRun no, prune does, and the run's retention too).
+    let first = if config.prune_after_run {
+        "first: finish"
+    } else {
+        "left for s3nap prune: finish"
+    };
     for upload in crate::uploads::Records::new(&config.diff_dir).list()? {
         println!(
-            "first: finish the clean-up of {} (left by an interrupted run)",
+            "{first} the clean-up of {} (left by an interrupted run)",
             store.locate(&upload.archive)
         );
+    }
+    if !config.prune_after_run {
+        println!("PruneAfterRun no: the run deletes nothing; s3nap prune retires what \"prune:\" lines name");
     }
     // A set that will fail is part of the plan; a set that could not be planned is a failure.
     let unplanned = |p: &anyhow::Result<_>| {
@@ -251,15 +270,27 @@ fn backup_command(
     );
     let certs = backup::load_certs(config).map_err(Error::configuration)?;
     let store = open_store(runtime, config)?;
+    // With PruneAfterRun no, nothing is deleted, and PruneKeyfile is not even read.
+    let deleter = if config.prune_after_run {
+        Some(open_deleting_store(runtime, config)?)
+    } else {
+        None
+    };
     let progress = Progress::new(options.progress);
     let ctx = RunContext {
         store,
+        deleter,
         certs,
         progress: progress.clone(),
     };
     let outcomes = runtime.block_on(async {
         let records = crate::uploads::Records::new(&config.diff_dir);
-        crate::uploads::finish_interrupted(&ctx.store, &records).await;
+        match &ctx.deleter {
+            Some(deleter) => {
+                crate::uploads::finish_interrupted(deleter, &records).await;
+            }
+            None => crate::uploads::log_left_to_prune(&ctx.store, &records),
+        }
         backup::run_all(config, &ctx, now, options.force, sets).await
     });
     progress.finish();
@@ -312,10 +343,12 @@ fn prune_command(
     } else {
         Some(lock(config, wait)?)
     };
+    // Everything prune does goes through the deleting credentials (PruneKeyfile).
+    let store = open_deleting_store(runtime, config)?;
     let store = if test {
-        open_dry_run_store(runtime, config)?
+        DryRunStore::wrap(store)
     } else {
-        open_store(runtime, config)?
+        store
     };
     let mut out = std::io::stdout().lock();
     let mut code = ExitStatus::Ok;

@@ -13,10 +13,20 @@ use crate::store::{local, s3, DynStore};
 /// The configured store, wrapped in retries. An error here (an unreadable key file, a bad
 /// endpoint) is the configuration's.
 pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
+    open_with(config, &config.s3).await
+}
+
+/// The store that deletions go through (`prune`, a run's clean-up and retention): with
+/// `PruneKeyfile`'s credentials when it is set, else the same as [`open_store`]'s.
+pub async fn open_deleting_store(config: &Config) -> anyhow::Result<DynStore> {
+    open_with(config, &config.s3.for_deletions()).await
+}
+
+async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
     let inner: DynStore = match &config.store {
         StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
         StoreSpec::S3 { bucket, prefix } => {
-            let settings = s3_settings(&config.s3, &config.s3.endpoint, &config.s3.region);
+            let settings = s3_settings(s3, &s3.endpoint, &s3.region);
             Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
         }
     };

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -37,6 +38,7 @@ impl RunLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::atomic::FILE_MODE)
             .open(&path)
             .map_err(io)?;
         let arg = if wait {

@@ -87,6 +87,22 @@ fn from_yaml(path: &Path, debug: bool) -> anyhow::Result<Config> {
         .map_err(|e| fail(&e))
 }
 
+/// Creates the log file owner-only (0600; its directory 0700 if missing) before log4rs opens
+/// it, which would create it under the umask (0644 usually): log lines name backed-up files.
+/// An existing file keeps its mode.
+fn create_log_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::atomic::create_dirs(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(crate::atomic::FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
 fn from_directives(spec: &LogSpec, debug: bool) -> anyhow::Result<Config> {
     let (ours, others) = levels(debug, spec.level.unwrap_or(LevelFilter::Info));
     let mut builder = Config::builder();
@@ -104,6 +120,7 @@ fn from_directives(spec: &LogSpec, debug: bool) -> anyhow::Result<Config> {
     );
     names.push("stderr");
     if let Some(path) = &spec.file {
+        create_log_file(path).map_err(|e| anyhow::anyhow!("LogFile {}: {e}", path.display()))?;
         let file = FileAppender::builder()
             .encoder(Box::new(PatternEncoder::new(PATTERN)))
             .build(path)

@@ -102,5 +102,5 @@ pub fn render(outcomes: &[SetOutcome], previous: &str, now: DateTime<Utc>) -> St
 /// Updates the metrics file at `path` with this run's outcomes.
 pub fn update(path: &Path, outcomes: &[SetOutcome], now: DateTime<Utc>) -> io::Result<()> {
     let previous = fs::read_to_string(path).unwrap_or_default();
-    crate::atomic::replace_file(path, render(outcomes, &previous, now).as_bytes())
+    crate::atomic::replace_readable_file(path, render(outcomes, &previous, now).as_bytes())
 }

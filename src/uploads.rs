@@ -136,6 +136,22 @@ pub async fn finish_interrupted(store: &DynStore, records: &Records) -> Vec<Stri
     cleaned
 }
 
+/// With `PruneAfterRun no`: logs the interrupted runs whose clean-up is left to `s3nap prune`
+/// (a run deletes nothing then).
+pub fn log_left_to_prune(store: &DynStore, records: &Records) {
+    match records.list() {
+        Ok(uploads) => {
+            for upload in uploads {
+                log::info!(
+                    "PruneAfterRun no: s3nap prune will finish the clean-up of {} (left by an interrupted run)",
+                    store.locate(&upload.archive)
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read the records of unfinished uploads: {e}"),
+    }
+}
+
 /// Aborts `upload` and deletes its objects unless its manifest and its archive exist (then the
 /// run is committed after all and nothing is debris). A manifest whose archive is gone goes
 /// first, so that no run is ever listed without its archive. Keeps the record: the caller

@@ -169,6 +169,32 @@ async fn conformance(store: DynStore) {
         .iter()
         .all(|o| o.key != "h/set/aborted"));
 
+    // No key is ever replaced (conditional writes, `If-None-Match: *` on S3): a second put of
+    // a key, or a completion onto it, fails as "exists" and the first bytes stay.
+    let again = store
+        .put("h/set/a.json", Bytes::from_static(b"other bytes"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind, ErrorKind::Exists, "{again}");
+    assert!(again.to_string().contains("h/set/a.json"), "{again}");
+    assert_eq!(&store.get("h/set/a.json").await.unwrap()[..], b"{\"a\":1}");
+    let id = store.create_upload("h/set/big.tar").await.unwrap();
+    let r1 = store
+        .upload_part("h/set/big.tar", &id, 1, Bytes::from_static(b"replacement"))
+        .await
+        .unwrap();
+    let over = store
+        .complete_upload("h/set/big.tar", &id, vec![r1])
+        .await
+        .unwrap_err();
+    assert_eq!(over.kind, ErrorKind::Exists, "{over}");
+    assert_eq!(
+        store.get("h/set/big.tar").await.unwrap().len(),
+        part1.len() + part2.len()
+    );
+    store.abort_upload("h/set/big.tar", &id).await.unwrap();
+    assert!(store.list_uploads("h/").await.unwrap().is_empty());
+
     // Delete is idempotent.
     store.delete("h/set/b.json").await.unwrap();
     store.delete("h/set/b.json").await.unwrap();

@@ -8,6 +8,10 @@
 //! A commit that fails part-way aborts itself. Nothing happens on drop (no async clean-up can
 //! run there): a run killed with an open commit leaves its record, and the next run of the
 //! configuration finishes it (`uploads::finish_interrupted`).
+//!
+//! Deletions go through their own store ([`Stores::deleter`]: PruneKeyfile's credentials), or
+//! with `PruneAfterRun no` do not happen at all: an abort then only aborts the upload, and
+//! whatever the run had stored stays recorded for `s3nap prune`.
 
 use std::path::Path;
 
@@ -45,9 +49,18 @@ impl RunKeys {
     }
 }
 
+/// The stores a commit writes and deletes through.
+#[derive(Clone, Copy)]
+pub(super) struct Stores<'a> {
+    pub store: &'a DynStore,
+    /// `None`: this run deletes nothing (`PruneAfterRun no`).
+    pub deleter: Option<&'a DynStore>,
+}
+
 /// An archive upload between its creation and its manifest (see the module comment).
 pub(super) struct ArchiveCommit<'a> {
     store: &'a DynStore,
+    deleter: Option<&'a DynStore>,
     records: Records,
     upload: Upload,
     /// Where the archive's per-range SHA-256s go (also among `upload.others`).
@@ -60,12 +73,13 @@ impl<'a> ArchiveCommit<'a> {
     /// Checks that none of the run's objects exist and that no other configuration is uploading
     /// the set, then creates the upload and records it.
     pub async fn begin(
-        store: &'a DynStore,
+        stores: Stores<'a>,
         diff_dir: &Path,
         host: &str,
         set: &str,
         keys: &RunKeys,
     ) -> anyhow::Result<ArchiveCommit<'a>> {
+        let store = stores.store;
         let objects = [&keys.manifest, &keys.archive, &keys.ranges];
         for key in objects.into_iter().chain(keys.refs.as_ref()) {
             if store.head(key).await?.is_some() {
@@ -82,6 +96,7 @@ impl<'a> ArchiveCommit<'a> {
         let upload_id = created?;
         let commit = ArchiveCommit {
             store,
+            deleter: stores.deleter,
             records,
             upload: Upload {
                 archive: keys.archive.clone(),
@@ -174,7 +189,14 @@ impl<'a> ArchiveCommit<'a> {
         match store.head(archive).await {
             Ok(Some(_)) => {}
             Ok(None) => {
-                store.delete(&self.upload.manifest).await?;
+                let Some(deleter) = self.deleter else {
+                    // Recorded: the abort leaves it, and prune removes the manifest.
+                    bail!(
+                        "{} vanished before its run was committed (removed by another configuration's prune?); run not committed, its manifest is left for s3nap prune (PruneAfterRun no)",
+                        store.locate(archive)
+                    );
+                };
+                deleter.delete(&self.upload.manifest).await?;
                 bail!(
                     "{} vanished before its run was committed (removed by another configuration's prune?); run not committed",
                     store.locate(archive)
@@ -239,13 +261,56 @@ impl<'a> ArchiveCommit<'a> {
     /// were stored (unless its manifest exists after all), and forgets it. What fails here stays
     /// recorded, and the next run of this configuration finishes it.
     pub async fn abort(self) {
-        match uploads::finish_one(self.store, &self.upload).await {
+        let Some(deleter) = self.deleter else {
+            return self.abort_without_deleting().await;
+        };
+        match uploads::finish_one(deleter, &self.upload).await {
             Ok(_) => {
                 if let Err(e) = self.records.clear(self.archive()) {
                     log::warn!("cannot forget the upload of {}: {e}", self.archive());
                 }
             }
             Err(e) => log::warn!("{e}; the next run finishes the clean-up"),
+        }
+    }
+}
+
+impl ArchiveCommit<'_> {
+    /// `PruneAfterRun no`: aborts the upload (the backup credentials may abort their own
+    /// uploads) and deletes nothing. The record is forgotten only if nothing of the run is
+    /// stored; otherwise it stays, and `s3nap prune` (or a run with `PruneAfterRun yes`)
+    /// removes the objects it names.
+    async fn abort_without_deleting(self) {
+        let store = self.store;
+        if let Err(e) = store.abort_upload(self.archive(), self.upload_id()).await {
+            log::warn!("{e}; s3nap prune finishes the clean-up");
+            return;
+        }
+        let upload = &self.upload;
+        let mut left = Vec::new();
+        for key in [&upload.manifest, &upload.archive]
+            .into_iter()
+            .chain(&upload.others)
+        {
+            match store.head(key).await {
+                Ok(None) => {}
+                Ok(Some(_)) => left.push(store.locate(key)),
+                Err(e) => {
+                    log::warn!("{e}; s3nap prune finishes the clean-up");
+                    return;
+                }
+            }
+        }
+        if left.is_empty() {
+            if let Err(e) = self.records.clear(self.archive()) {
+                log::warn!("cannot forget the upload of {}: {e}", self.archive());
+            }
+        } else {
+            log::warn!(
+                "{}: PruneAfterRun no: {} left for s3nap prune to remove",
+                self.set,
+                left.join(", ")
+            );
         }
     }
 }
@@ -342,6 +407,14 @@ mod tests {
         }
     }
 
+    /// `store` for writing and deleting both (`PruneAfterRun yes`).
+    fn both(store: &DynStore) -> Stores<'_> {
+        Stores {
+            store,
+            deleter: Some(store),
+        }
+    }
+
     /// An in-memory store behind `rules`, and the memory itself to look at.
     fn store(rules: Vec<Rule>) -> (DynStore, Arc<MemoryStore>) {
         let memory = Arc::new(MemoryStore::new());
@@ -371,7 +444,7 @@ mod tests {
     /// Begins the commit, uploads `DATA` as its one part, then commits.
     async fn begin_upload_commit(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
         let keys = keys();
-        let commit = ArchiveCommit::begin(store, diff_dir, "h", "dir/x", &keys).await?;
+        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys).await?;
         let receipt = store
             .upload_part(
                 commit.archive(),
@@ -385,6 +458,56 @@ mod tests {
 
     fn records(diff_dir: &Path) -> usize {
         Records::new(diff_dir).list().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn without_a_deleter_a_failed_commit_aborts_its_upload_deletes_nothing_and_stays_recorded(
+    ) {
+        let k = keys();
+        // The range hashes cannot be stored: the archive is complete by then.
+        let rules = vec![Rule::new(Op::Put, Fault::Permanent).key(&k.ranges)];
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = store(rules);
+        let stores = Stores {
+            store: &store,
+            deleter: None,
+        };
+        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
+            .await
+            .unwrap();
+        let receipt = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await
+            .unwrap();
+        let err = commit
+            .commit(vec![receipt], &stored(), manifest)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("range hashes"), "{err:#}");
+        // Nothing was deleted: the archive stays, recorded for prune.
+        assert_eq!(memory.keys(), vec![k.archive.clone()]);
+        assert_eq!(records(dir.path()), 1);
+        assert!(memory.open_uploads().is_empty());
+
+        // Aborted before anything was stored: nothing is left, and the record goes.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = self::store(vec![]);
+        let stores = Stores {
+            store: &store,
+            deleter: None,
+        };
+        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
+            .await
+            .unwrap();
+        commit.abort().await;
+        assert!(memory.keys().is_empty());
+        assert!(memory.open_uploads().is_empty());
+        assert_eq!(records(dir.path()), 0);
     }
 
     #[tokio::test]
@@ -461,7 +584,7 @@ mod tests {
     async fn an_abort_that_fails_stays_recorded_for_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
         let (store, memory) = store(vec![Rule::new(Op::AbortUpload, Fault::Permanent)]);
-        let commit = ArchiveCommit::begin(&store, dir.path(), "h", "dir/x", &keys())
+        let commit = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys())
             .await
             .unwrap();
         assert_eq!(records(dir.path()), 1, "recorded before any part is sent");
@@ -513,7 +636,7 @@ mod tests {
             "{:?}",
             memory.open_uploads()
         );
-        let next = ArchiveCommit::begin(&store, dir.path(), "h", "dir/x", &keys_of(23)).await;
+        let next = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys_of(23)).await;
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
         next.unwrap().abort().await;
     }
@@ -531,7 +654,7 @@ mod tests {
 
     /// As a run does it: begin, send the part (aborting if that fails), commit.
     async fn attempt(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
-        let commit = ArchiveCommit::begin(store, diff_dir, "h", "dir/x", &keys()).await?;
+        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys()).await?;
         let sent = store
             .upload_part(
                 commit.archive(),

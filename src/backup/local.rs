@@ -8,11 +8,31 @@
 //! promotes it first). A run whose commit failed discards what it staged. Staging or promoting
 //! that fails (a full disk) does not undo the commit: it is reported as a problem of the run
 //! (exit status 1), and the next run finds no matching state and makes a FULL.
+//!
+//! DiffDir itself is the owner's only: its state files list every backed-up path name.
 
 use std::path::{Path, PathBuf};
 
 use crate::schema::layout::RunId;
 use crate::source::state::{self, Identity, State};
+
+/// Creates DiffDir owner-only (0700) if it is missing; an existing one that group or others
+/// may read is logged as a warning (it names every file backed up), and left as it is: its
+/// mode is the administrator's to change, and the backup itself is not at fault (the exit
+/// status stays as the sets make it).
+pub fn prepare_diff_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    crate::atomic::create_dirs(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        log::warn!(
+            "DiffDir {} is readable by {} (mode {mode:04o}): its state lists every file backed up; chmod 700 {0}",
+            dir.display(),
+            if mode & 0o004 != 0 { "others" } else { "its group" },
+        );
+    }
+    Ok(())
+}
 
 /// What the committed run leaves for the next one.
 pub(super) struct NextStart {

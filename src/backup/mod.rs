@@ -33,8 +33,9 @@ use crate::source::{Source, Warning};
 use crate::store::DynStore;
 
 use commit::{ArchiveCommit, RunKeys};
+pub use local::prepare_diff_dir;
 pub use planner::Planner;
-pub use retain::{prune_set, Pruned};
+pub use retain::{prune_set, verdicts, Pruned};
 pub use sets::{expand_sets, FoundSet, UnreadableDirectory};
 pub use sources::{archive_format, archive_key, extension};
 use stream::Streamed;
@@ -42,6 +43,9 @@ use stream::Streamed;
 /// What a run needs besides the configuration.
 pub struct RunContext {
     pub store: DynStore,
+    /// The store deletions go through (PruneKeyfile's credentials when set); `None` with
+    /// `PruneAfterRun no`: the run deletes nothing at all, and leaves it to `s3nap prune`.
+    pub deleter: Option<DynStore>,
     pub certs: Arc<Vec<Cert>>,
     pub progress: crate::progress::Progress,
 }
@@ -131,8 +135,8 @@ pub async fn run_all(
                         position.slot
                     );
                     match run_set(config, ctx, p, now).await {
-                        Ok((manifest, problems)) => {
-                            match prune_set(&ctx.store, config, set, now).await {
+                        Ok((manifest, problems)) => match &ctx.deleter {
+                            Some(deleter) => match prune_set(deleter, config, set, now).await {
                                 Ok(pruned) => Outcome::Committed {
                                     manifest: Box::new(manifest),
                                     retired: pruned.retired,
@@ -142,8 +146,16 @@ pub async fn run_all(
                                     "run {} committed, but pruning failed",
                                     manifest.run
                                 ))),
+                            },
+                            None => {
+                                log_left_to_prune(&ctx.store, config, set, now).await;
+                                Outcome::Committed {
+                                    manifest: Box::new(manifest),
+                                    retired: Vec::new(),
+                                    problems,
+                                }
                             }
-                        }
+                        },
                         Err(e) => Outcome::Failed(e),
                     }
                 }
@@ -157,6 +169,29 @@ pub async fn run_all(
         });
     }
     outcomes
+}
+
+/// With `PruneAfterRun no`: logs the runs of `set` that `s3nap prune` will retire (the run
+/// itself deletes nothing). A catalog that cannot be read only loses this notice.
+async fn log_left_to_prune(store: &DynStore, config: &Config, set: &SetSpec, now: DateTime<Utc>) {
+    match verdicts(store, config, set, now).await {
+        Ok(verdicts) => {
+            for v in verdicts.iter().filter(|v| !v.keep) {
+                log::info!(
+                    "{} [{}]: PruneAfterRun no: s3nap prune will retire {} ({})",
+                    set.name,
+                    set.cycle_label(),
+                    v.run,
+                    v.reason
+                );
+            }
+        }
+        Err(e) => log::warn!(
+            "{} [{}]: cannot tell what s3nap prune will retire: {e:#}",
+            set.name,
+            set.cycle_label()
+        ),
+    }
 }
 
 /// The facts of a planned run that its manifest records.
@@ -240,8 +275,12 @@ pub async fn run_set(
             keys.archive
         );
     }
+    let stores = commit::Stores {
+        store: &ctx.store,
+        deleter: ctx.deleter.as_ref(),
+    };
     let commit =
-        ArchiveCommit::begin(&ctx.store, &config.diff_dir, &config.host, &set.name, &keys).await?;
+        ArchiveCommit::begin(stores, &config.diff_dir, &config.host, &set.name, &keys).await?;
     let source_started = Utc::now();
     let target = stream::Target {
         store: &ctx.store,

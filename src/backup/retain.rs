@@ -24,8 +24,23 @@ pub struct Pruned {
     pub gc: Option<gc::Outcome>,
 }
 
+/// What retention decides for the runs of `set` (in its cycle) now, reading only: what a run
+/// with `PruneAfterRun no` logs as left for `s3nap prune`.
+pub async fn verdicts(
+    store: &DynStore,
+    config: &Config,
+    set: &SetSpec,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<Verdict>> {
+    let all = catalog::load(store, &config.host, Some(&set.name)).await?;
+    let runs = plan::own_runs(set, &all);
+    let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
+    Ok(retention::evaluate(&refs, &plan::rules(set), now))
+}
+
 /// Retires the runs of `set` (in its cycle) that retention no longer keeps; for a bucket set,
-/// then deletes the replica versions only retired snapshots needed.
+/// then deletes the replica versions only retired snapshots needed. `store` is the one
+/// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials).
 pub async fn prune_set(
     store: &DynStore,
     config: &Config,
@@ -57,7 +72,8 @@ pub async fn prune_set(
             let outcome = gc::collect(
                 store,
                 spec,
-                &config.s3,
+                // Replica versions are deleted with the deleting credentials too.
+                &config.s3.for_deletions(),
                 retry_policy(config),
                 &kept,
                 &guarded,

@@ -232,6 +232,32 @@ pub(super) static DIRECTIVES: &[Spec] = &[
     )
     .shown(shown::keyfile),
     run(
+        "PruneKeyfile",
+        "/etc/s3nap/s3-prune.keys",
+        |g, d| set(&mut g.s3.prune_keyfile, file_path(&g.base, d).map(Some)),
+        "An S3Keyfile used for deletions only: by s3nap prune, and by a run's own clean-up and \
+         retention when PruneAfterRun is yes (default: S3Keyfile's credentials).",
+    )
+    .shown(shown::prune_keyfile),
+    run(
+        "PruneAfterRun",
+        "no",
+        |g, d| set(&mut g.prune_after_run, boolean(d)),
+        "yes (default): a run retires what retention no longer keeps and cleans up after \
+         interrupted runs; no: a run deletes nothing (credentials without DeleteObject will \
+         do), logs what s3nap prune will have to do, and leaves it to prune.",
+    )
+    .shown(|c| {
+        Some(
+            if c.prune_after_run {
+                "yes"
+            } else {
+                "no: deletions are left to s3nap prune"
+            }
+            .into(),
+        )
+    }),
+    run(
         "DiffDir",
         "/var/lib/s3nap",
         |g, d| set(&mut g.diff_dir, file_path(&g.base, d).map(Some)),

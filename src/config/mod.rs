@@ -233,7 +233,20 @@ pub struct S3Spec {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub keyfile: Option<PathBuf>,
+    /// `PruneKeyfile`: the credentials deletions use (`prune`, and a run's own clean-up and
+    /// retention with `PruneAfterRun yes`); `None`: `keyfile`'s.
+    pub prune_keyfile: Option<PathBuf>,
     pub timeout: Duration,
+}
+
+impl S3Spec {
+    /// The settings deletions go through: `PruneKeyfile`'s credentials when it is set.
+    pub fn for_deletions(&self) -> S3Spec {
+        S3Spec {
+            keyfile: self.prune_keyfile.clone().or_else(|| self.keyfile.clone()),
+            ..self.clone()
+        }
+    }
 }
 
 /// Where log lines go besides the default stderr.
@@ -269,6 +282,10 @@ pub struct Config {
     /// Bytes the parts being filled, queued and stored may hold at once.
     pub memory_limit: u64,
     pub retries: u32,
+    /// `PruneAfterRun` (default yes): whether a run deletes anything at all — retention, the
+    /// clean-up of interrupted runs and of its own failed upload's objects. With `no` those
+    /// are left to `s3nap prune`, and a run needs no permission to delete.
+    pub prune_after_run: bool,
     pub log: LogSpec,
     /// Prometheus textfile written after each run.
     pub metrics_file: Option<PathBuf>,

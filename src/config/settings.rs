@@ -68,6 +68,7 @@ pub(super) struct Globals {
     /// the error when the parts in flight cannot fit in the limit.
     pub(super) memory_at: Option<Pos>,
     pub(super) retries: u32,
+    pub(super) prune_after_run: bool,
     pub(super) log: LogSpec,
     /// Where `LogConfig` was given, for its conflict with `LogFile` and `LogLevel`.
     pub(super) log_config_at: Option<Pos>,
@@ -88,6 +89,7 @@ impl Globals {
                 endpoint: None,
                 region: None,
                 keyfile: None,
+                prune_keyfile: None,
                 timeout: Duration::from_secs(60),
             },
             recipients: Vec::new(),
@@ -98,6 +100,7 @@ impl Globals {
             memory_limit: 256 << 20,
             memory_at: None,
             retries: 6,
+            prune_after_run: true,
             log: LogSpec::default(),
             log_config_at: None,
             syslog: false,
@@ -167,6 +170,7 @@ impl Globals {
             parallel_uploads: self.parallel_uploads,
             memory_limit: self.memory_limit,
             retries: self.retries,
+            prune_after_run: self.prune_after_run,
             log,
             metrics_file: self.metrics_file,
             notify: self.notify,

@@ -26,20 +26,32 @@ pub(super) fn store(config: &Config) -> Option<String> {
 
 /// The key file with the access key id masked; the secret is never read out.
 pub(super) fn keyfile(config: &Config) -> Option<String> {
-    let Some(path) = &config.s3.keyfile else {
-        return Some("none: the AWS credential chain".into());
-    };
+    Some(match &config.s3.keyfile {
+        Some(path) => keyfile_text(path),
+        None => "none: the AWS credential chain".into(),
+    })
+}
+
+/// PruneKeyfile as S3Keyfile is shown.
+pub(super) fn prune_keyfile(config: &Config) -> Option<String> {
+    Some(match &config.s3.prune_keyfile {
+        Some(path) => keyfile_text(path),
+        None => "none: deletions use S3Keyfile's credentials".into(),
+    })
+}
+
+fn keyfile_text(path: &std::path::Path) -> String {
     let keys = std::fs::read_to_string(path)
         .map_err(anyhow::Error::from)
         .and_then(|t| crate::store::s3::parse_keyfile(path, &t));
-    Some(match keys {
+    match keys {
         Ok(k) => format!(
             "{} (access key {}, secret ****)",
             path.display(),
             mask(&k.access_key)
         ),
         Err(e) => format!("{} (unreadable: {e})", path.display()),
-    })
+    }
 }
 
 pub(super) fn recipients(config: &Config) -> Option<String> {

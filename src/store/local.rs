@@ -134,6 +134,7 @@ fn io_error(operation: &'static str, target: &Path, e: io::Error) -> StoreError 
     let kind = match e.kind() {
         io::ErrorKind::NotFound => ErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => ErrorKind::Denied,
+        io::ErrorKind::AlreadyExists => ErrorKind::Exists,
         io::ErrorKind::Interrupted | io::ErrorKind::TimedOut => ErrorKind::Transient,
         _ => ErrorKind::Other,
     };
@@ -147,13 +148,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .unwrap_or_else(|e| Err(StoreError::new(ErrorKind::Other, "run", "local store", e)))
 }
 
-/// Writes `target` atomically (`crate::atomic`), so readers never see a partial object.
+/// Writes `target` atomically (`crate::atomic`), so readers never see a partial object, and
+/// never over an existing object (as S3's conditional writes: `If-None-Match: *`).
 fn write_atomically(
     operation: &'static str,
     target: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<()> {
-    crate::atomic::write_with(target, fill).map_err(|e| io_error(operation, target, e))
+    crate::atomic::write_new(target, fill).map_err(|e| io_error(operation, target, e))
 }
 
 /// Our own in-progress files and the upload area: never objects.
@@ -205,9 +207,9 @@ fn complete_appended(
     appended.file.set_len(start).map_err(fail)?;
     appended.file.sync_all().map_err(fail)?;
     if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(|e| io_error("complete upload", parent, e))?;
+        crate::atomic::create_dirs(parent).map_err(|e| io_error("complete upload", parent, e))?;
     }
-    crate::atomic::rename(&data, target).map_err(|e| io_error("complete upload", target, e))
+    crate::atomic::rename_new(&data, target).map_err(|e| io_error("complete upload", target, e))
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
@@ -333,11 +335,14 @@ impl Store for LocalStore {
         let key = key.to_string();
         let appending = self.appending.clone();
         blocking(move || {
-            fs::create_dir_all(&dir).map_err(|e| io_error("create upload", &dir, e))?;
+            crate::atomic::create_dirs(&dir).map_err(|e| io_error("create upload", &dir, e))?;
             let meta = dir.join("key");
-            fs::write(&meta, key.as_bytes()).map_err(|e| io_error("create upload", &meta, e))?;
+            crate::atomic::create_file(&meta)
+                .and_then(|mut f| f.write_all(key.as_bytes()))
+                .map_err(|e| io_error("create upload", &meta, e))?;
             let data = dir.join(DATA);
-            let file = File::create(&data).map_err(|e| io_error("create upload", &data, e))?;
+            let file = crate::atomic::create_file(&data)
+                .map_err(|e| io_error("create upload", &data, e))?;
             let appended = Appended {
                 file,
                 ends: Vec::new(),
@@ -369,7 +374,7 @@ impl Store for LocalStore {
                 ));
             }
             let write_file = || -> io::Result<()> {
-                let mut f = File::create(dir.join(part_name(number)))?;
+                let mut f = crate::atomic::create_file(&dir.join(part_name(number)))?;
                 f.write_all(&data)?;
                 f.sync_data()
             };

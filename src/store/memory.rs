@@ -178,7 +178,12 @@ impl Store for MemoryStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.check_key("put", key)?;
         let modified = (self.clock)();
-        self.lock()
+        let mut state = self.lock();
+        // As S3 answers s3nap's conditional PUT (`If-None-Match: *`): an object is never replaced.
+        if state.objects.contains_key(key) {
+            return Err(exists("put", self.locate(key)));
+        }
+        state
             .objects
             .insert(key.to_string(), Object { data, modified });
         Ok(())
@@ -267,6 +272,9 @@ impl Store for MemoryStore {
             .get(upload_id)
             .filter(|u| u.key == key)
             .ok_or_else(|| self.not_found("complete upload", key, "no such upload"))?;
+        if state.objects.contains_key(key) {
+            return Err(exists("complete upload", self.locate(key)));
+        }
         parts.sort_by_key(|p| p.number);
         let mut data = BytesMut::new();
         for part in &parts {
@@ -315,6 +323,16 @@ impl Store for MemoryStore {
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok((self.clock)())
     }
+}
+
+/// The answer to a write onto an existing key (S3's 412 Precondition Failed).
+fn exists(operation: &'static str, target: String) -> StoreError {
+    StoreError::new(
+        ErrorKind::Exists,
+        operation,
+        target,
+        "the object exists already and is never replaced",
+    )
 }
 
 #[cfg(test)]

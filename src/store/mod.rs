@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Transient,
     /// Credentials or permissions refused.
     Denied,
+    /// A write onto a key that exists: every PUT and completion is conditional
+    /// (`If-None-Match: *`, 412 Precondition Failed on S3), so no object is ever replaced.
+    Exists,
     Other,
 }
 
@@ -100,6 +103,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 
     /// Stores a small object atomically; fails if it cannot, never leaves a partial object.
+    /// Fails with [`ErrorKind::Exists`] when `key` exists: objects are never replaced.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Bytes `range` of the object; shorter only at the object's end.
@@ -119,7 +123,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         number: u32,
         data: Bytes,
     ) -> Result<PartReceipt>;
-    /// Makes the object visible under `key`, its parts in number order.
+    /// Makes the object visible under `key`, its parts in number order; fails with
+    /// [`ErrorKind::Exists`] when `key` exists (the upload stays, to be aborted).
     async fn complete_upload(
         &self,
         key: &str,

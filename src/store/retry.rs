@@ -99,7 +99,31 @@ impl Store for RetryStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.retry(|| self.inner.put(key, data.clone())).await
+        let mut attempts = 0u32;
+        let result = self
+            .retry(|| {
+                attempts += 1;
+                self.inner.put(key, data.clone())
+            })
+            .await;
+        // PUTs are conditional (`If-None-Match: *`): a retry of one whose reply was lost after
+        // the store took it meets the object it stored itself (412). That is success only if
+        // the stored bytes are exactly ours; anything else is another writer's object.
+        match result {
+            Err(e) if e.kind == ErrorKind::Exists && attempts > 1 => {
+                match self.retry(|| self.inner.get(key)).await {
+                    Ok(stored) if stored == data => {
+                        log::warn!(
+                            "{e}; but the earlier attempt had stored it: {} is stored",
+                            self.locate(key)
+                        );
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -153,10 +177,12 @@ impl Store for RetryStore {
             .await;
         // A reply may have been lost after the store completed the upload: every reply (S3
         // answers a repeated completion with success), or the first one, when the repeat then
-        // finds the upload gone. Either way the object's presence decides: a run's keys never
-        // exist before its upload, and its size is checked next.
+        // finds the upload gone, or finds the object it made (the completion is conditional:
+        // 412). Either way the object's presence decides: a run's keys never exist before its
+        // upload, and its size is checked next.
         let maybe_done = |e: &StoreError| {
-            e.kind == ErrorKind::Transient || (e.kind == ErrorKind::NotFound && attempts > 1)
+            e.kind == ErrorKind::Transient
+                || (matches!(e.kind, ErrorKind::NotFound | ErrorKind::Exists) && attempts > 1)
         };
         match result {
             Err(e) if maybe_done(&e) => match self.retry(|| self.inner.head(key)).await {
@@ -246,6 +272,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_put_retried_after_its_lost_reply_is_success_only_with_our_own_bytes() {
+        // The first attempt stores the object and its reply is lost; the retry meets it (412).
+        let (store, memory, faults) = retried(vec![Rule::new(Op::Put, Fault::LostReply).nth(1)]);
+        store.put("k", Bytes::from_static(b"ours")).await.unwrap();
+        assert_eq!(faults.count(Op::Put), 2);
+        assert_eq!(memory.object("k").as_deref(), Some(&b"ours"[..]));
+
+        // Another writer's object under the key: the conflict stands, its bytes stay.
+        let (store, memory, _) = retried(vec![Rule::new(Op::Put, Fault::Transient).nth(1)]);
+        memory
+            .put("k", Bytes::from_static(b"theirs"))
+            .await
+            .unwrap();
+        let err = store
+            .put("k", Bytes::from_static(b"ours"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Exists, "{err}");
+        assert_eq!(memory.object("k").as_deref(), Some(&b"theirs"[..]));
+
+        // On the first attempt an existing key is a conflict, whatever it holds.
+        let (store, memory, _) = retried(Vec::new());
+        memory.put("k", Bytes::from_static(b"ours")).await.unwrap();
+        let err = store
+            .put("k", Bytes::from_static(b"ours"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Exists, "{err}");
+    }
+
+    #[tokio::test]
     async fn transient_errors_are_retried_up_to_the_limit_then_reported() {
         let (store, memory, faults) = retried(vec![Rule::new(Op::Get, Fault::Transient)]);
         memory.insert("k", &b"v"[..], chrono::Utc::now());
@@ -308,12 +365,13 @@ mod tests {
         assert_eq!(faults.count(Op::Head), 0);
     }
 
-    /// Calls `op` once through `store` on an object "k" and the upload `upload` of "up"
-    /// (whose part 1 is `part`); `Ok` when the call succeeded.
+    /// Calls `op` once through `store` on an object "k" (a put: on "new", since no key is
+    /// replaced) and the upload `upload` of "up" (whose part 1 is `part`); `Ok` when the call
+    /// succeeded.
     async fn call(store: &RetryStore, op: Op, upload: &str, part: &PartReceipt) -> Result<()> {
         let data = Bytes::from_static(b"v");
         match op {
-            Op::Put => store.put("k", data).await,
+            Op::Put => store.put("new", data).await,
             Op::Get => store.get("k").await.map(drop),
             Op::GetRange => store.get_range("k", 0..1).await.map(drop),
             Op::Head => store.head("k").await.map(drop),

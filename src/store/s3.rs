@@ -4,7 +4,9 @@
 //! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject, and
 //! default request checksums are only sent where the service requires them (integrity is checked
 //! end to end by the SHA-256 in each manifest). The SDK's own retries are off: retrying is the
-//! job of [`super::retry::RetryStore`], so every store behaves the same way.
+//! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
+//! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
+//! not delete cannot destroy a stored object by replacing it either.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -186,6 +188,11 @@ where
                     ErrorKind::NotFound
                 }
                 (401 | 403, _) => ErrorKind::Denied,
+                // The conditional write (`If-None-Match: *`) met an existing key; 409
+                // ConditionalRequestConflict: a concurrent write of the same key won.
+                (412, _) | (_, "PreconditionFailed" | "ConditionalRequestConflict") => {
+                    ErrorKind::Exists
+                }
                 (429 | 500..=599, _)
                 | (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
                     ErrorKind::Transient
@@ -290,6 +297,7 @@ impl Store for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(self.full(key))
+            .if_none_match("*")
             .body(ByteStream::from(data))
             .send()
             .await
@@ -475,6 +483,7 @@ impl Store for S3Store {
             .bucket(&self.bucket)
             .key(self.full(key))
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(completed)
             .send()
             .await

@@ -26,6 +26,8 @@ pub struct S3Server {
     pub pid: u32,
     runtime: tokio::runtime::Runtime,
     pub client: Client,
+    /// The IAM users made with [`S3Server::start_with_users`]: name → (access key, secret).
+    pub users: BTreeMap<String, (String, String)>,
 }
 
 pub(crate) fn python() -> PathBuf {
@@ -45,9 +47,19 @@ pub(crate) fn python() -> PathBuf {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        Self::start_with_users(&[])
+    }
+
+    /// A server with one more IAM user per `(name, policy file)`, allowed only what the policy
+    /// allows (moto enforces actions and resource ARNs, not conditions); their keys are in
+    /// [`S3Server::users`].
+    pub fn start_with_users(users: &[(&str, &Path)]) -> S3Server {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-test-server.py");
         let mut child = Command::new(python())
             .arg(script)
+            .args(users.iter().flat_map(|(name, policy)| {
+                ["--user".to_string(), format!("{name}={}", policy.display())]
+            }))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -79,6 +91,18 @@ impl S3Server {
             access_key: s("access_key"),
             secret_key: s("secret_key"),
             pid: info["pid"].as_u64().unwrap() as u32,
+            users: info["users"]
+                .as_object()
+                .map(|users| {
+                    users
+                        .iter()
+                        .map(|(name, keys)| {
+                            let key = |k: &str| keys[k].as_str().unwrap().to_string();
+                            (name.clone(), (key("access_key"), key("secret_key")))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             child,
             client: Client::from_conf(config),
             runtime,
@@ -185,6 +209,26 @@ impl S3Server {
         }
         let _resume = Resume(self);
         child.wait(DEADLINE)
+    }
+
+    /// An s3napback key file `DIR/NAME.keys` with the keys of the IAM user `name`.
+    pub fn user_keyfile(&self, name: &str, dir: &Path) -> PathBuf {
+        let (key, secret) = &self.users[name];
+        let path = dir.join(format!("{name}.keys"));
+        std::fs::write(&path, format!("key={key}\nsecret={secret}\n")).unwrap();
+        path
+    }
+
+    /// A client of this server with the keys of the IAM user `name`.
+    pub fn user_client(&self, name: &str) -> Client {
+        let (key, secret) = &self.users[name];
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .credentials_provider(Credentials::new(key, secret, None, None, "test-user"))
+            .build();
+        Client::from_conf(config)
     }
 
     /// An s3napback key file with this server's credentials.
