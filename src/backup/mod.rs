@@ -30,7 +30,7 @@ use crate::plan::{Action, BaseData, LocalStart, SetPlan};
 use crate::schema::manifest::{self, Manifest, SourceInfo};
 use crate::source::state::Identity;
 use crate::source::{Source, Warning};
-use crate::store::DynStore;
+use crate::store::{DynStore, UploadOptions};
 
 use commit::{ArchiveCommit, RunKeys};
 pub use planner::Planner;
@@ -240,8 +240,18 @@ pub async fn run_set(
             keys.archive
         );
     }
-    let commit =
-        ArchiveCommit::begin(&ctx.store, &config.diff_dir, &config.host, &set.name, &keys).await?;
+    let options = UploadOptions {
+        storage_class: set.storage_class,
+    };
+    let commit = ArchiveCommit::begin(
+        &ctx.store,
+        &config.diff_dir,
+        &config.host,
+        &set.name,
+        &keys,
+        &options,
+    )
+    .await?;
     let source_started = Utc::now();
     let target = stream::Target {
         store: &ctx.store,
