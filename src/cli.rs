@@ -12,8 +12,9 @@ Exit status:
   2  at least one set (or the recovery) failed
   3  configuration or usage error
   4  another run holds the lock
-  5  recover: archived archives (GLACIER, DEEP_ARCHIVE) must be retrieved first; their retrieval
-     was requested and nothing was written: run it again after the time it names";
+  5  recover (bucket restore, bucket diff): archives in GLACIER or DEEP_ARCHIVE must be retrieved
+     first; their retrieval was requested and nothing was written: run it again after the time
+     it names, or use recover --wait-retrieval";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,7 +98,7 @@ pub enum Command {
         /// program named, or the dump tool's client) instead of stdout
         #[arg(long)]
         restore: bool,
-        /// Archived archives (GLACIER, DEEP_ARCHIVE): after requesting their retrieval, wait
+        /// Archives in GLACIER or DEEP_ARCHIVE: after requesting their retrieval, wait
         /// for it (checking every few minutes) and recover, instead of exiting with status 5
         #[arg(long)]
         wait_retrieval: bool,

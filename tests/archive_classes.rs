@@ -264,4 +264,16 @@ fn a_storage_class_that_cannot_be_had_is_a_configuration_error() {
     assert!(shown.contains("; StorageClass GLACIER_IR\n"), "{shown}");
     assert!(shown.contains("RetrievalTier    Expedited\n"), "{shown}");
     assert!(shown.contains("RetrievalDays    3\n"), "{shown}");
+
+    // Exit status 5 is part of the contract --help (and so the man page) states.
+    let help = s3nap(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(
+            "5  recover (bucket restore, bucket diff): archives in GLACIER or DEEP_ARCHIVE"
+        ),
+        "{help}"
+    );
+    let help = s3nap(&["recover", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--wait-retrieval"));
 }

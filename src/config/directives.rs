@@ -314,7 +314,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "RetrievalDays",
         "7",
         settings::retrieval_days,
-        "Days a retrieved copy of an archived archive stays readable (default 3).",
+        "Days a retrieved copy of a GLACIER or DEEP_ARCHIVE archive stays readable (default 3).",
     )
     .shown(|c| Some(c.retrieval.days.to_string())),
     Spec {
