@@ -11,7 +11,10 @@ Exit status:
      state for the next DIFF could not be saved)
   2  at least one set (or the recovery) failed
   3  configuration or usage error
-  4  another run holds the lock";
+  4  another run holds the lock
+  5  recover (bucket restore, bucket diff): archives in GLACIER or DEEP_ARCHIVE must be retrieved
+     first; their retrieval was requested and nothing was written: run it again after the time
+     it names, or use recover --wait-retrieval";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,6 +98,10 @@ pub enum Command {
         /// program named, or the dump tool's client) instead of stdout
         #[arg(long)]
         restore: bool,
+        /// Archives in GLACIER or DEEP_ARCHIVE: after requesting their retrieval, wait
+        /// for it (checking every few minutes) and recover, instead of exiting with status 5
+        #[arg(long)]
+        wait_retrieval: bool,
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },

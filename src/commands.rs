@@ -100,6 +100,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             decrypt,
             list,
             restore,
+            wait_retrieval,
             paths,
         } => {
             let request = RecoverRequest {
@@ -108,6 +109,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
                 identity: decrypt.identity,
                 list,
                 restore,
+                wait_retrieval,
                 paths,
             };
             recover_command(&runtime, &config, request)
@@ -475,6 +477,7 @@ struct RecoverRequest {
     identity: Option<std::path::PathBuf>,
     list: bool,
     restore: bool,
+    wait_retrieval: bool,
     paths: Vec<std::path::PathBuf>,
 }
 
@@ -506,6 +509,12 @@ fn recover_command(
             .collect(),
     };
     let chain = runtime.block_on(recover::plan(&store, &config.host, &request))?;
+    runtime.block_on(recover::ready(
+        &store,
+        &chain,
+        &config.retrieval,
+        r.wait_retrieval,
+    ))?;
     if r.restore {
         return restore_through(runtime, config, &store, &request, chain, &decrypt);
     }
@@ -577,10 +586,14 @@ fn snapshot_at(
         paths: Vec::new(),
     };
     let chain = runtime.block_on(recover::plan(store, &config.host, &request))?;
-    Ok(chain
+    let snapshot = chain
         .into_iter()
         .next_back()
-        .expect("a chain is never empty"))
+        .expect("a chain is never empty");
+    // Its index is read like a recovery's archive: archived, it must be retrieved first.
+    let index = std::slice::from_ref(&snapshot);
+    runtime.block_on(recover::ready(store, index, &config.retrieval, false))?;
+    Ok(snapshot)
 }
 
 fn bucket_command(

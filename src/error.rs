@@ -2,7 +2,7 @@
 //!
 //! Library code returns `anyhow` errors with context; what kind of failure an error is follows
 //! from the first typed error in its chain, outermost first ([`StoreError`], [`LockError`],
-//! [`IntegrityError`]), or from the step that labelled it (a configuration that cannot be
+//! [`IntegrityError`], [`RetrievalPending`]), or from the step that labelled it (a configuration that cannot be
 //! loaded). Commands return [`Error`]; `main` prints it and exits with [`Error::exit_status`].
 //! A command that ran to its end returns an [`ExitStatus`] itself: a run from its sets'
 //! outcomes (`backup::exit_status`), `prune` and `bucket restore` from whether anything failed.
@@ -11,6 +11,7 @@ use std::fmt;
 
 use crate::lock::LockError;
 pub use crate::schema::IntegrityError;
+use crate::store::retrieval::RetrievalPending;
 use crate::store::{ErrorKind as StoreErrorKind, StoreError};
 
 /// The exit statuses of the contract (README, "Exit status"; `s3nap --help`).
@@ -26,6 +27,9 @@ pub enum ExitStatus {
     Configuration = 3,
     /// Another run holds the lock.
     Locked = 4,
+    /// Archived objects are being retrieved (GLACIER, DEEP_ARCHIVE): nothing was read; run
+    /// again once they are.
+    RetrievalPending = 5,
 }
 
 impl ExitStatus {
@@ -41,6 +45,7 @@ impl ExitStatus {
             ExitStatus::Failed => "at least one set failed",
             ExitStatus::Configuration => "configuration or usage error",
             ExitStatus::Locked => "another run holds the lock",
+            ExitStatus::RetrievalPending => "retrieval of archived objects requested",
         }
     }
 }
@@ -54,6 +59,8 @@ pub enum Kind {
     Locked,
     /// Stored data failed its check: damaged, truncated or replaced.
     Integrity,
+    /// The data is archived and its retrieval was requested (or is still on its way).
+    RetrievalPending,
     /// The store or the network failed, and kept failing through the retries.
     Transient,
     /// Anything else.
@@ -65,6 +72,7 @@ impl Kind {
         match self {
             Kind::Configuration => ExitStatus::Configuration,
             Kind::Locked => ExitStatus::Locked,
+            Kind::RetrievalPending => ExitStatus::RetrievalPending,
             Kind::Integrity | Kind::Transient | Kind::Failed => ExitStatus::Failed,
         }
     }
@@ -83,6 +91,9 @@ impl Kind {
             }
             if cause.is::<IntegrityError>() {
                 return Kind::Integrity;
+            }
+            if cause.is::<RetrievalPending>() {
+                return Kind::RetrievalPending;
             }
         }
         Kind::Failed
@@ -167,5 +178,14 @@ mod tests {
             2
         );
         assert_eq!(ExitStatus::Warnings.code(), 1);
+        let pending = RetrievalPending {
+            report: Default::default(),
+            after: chrono::Utc::now(),
+        };
+        let e = Error::from(anyhow::Error::from(pending).context("recovering dir/etc"));
+        assert_eq!(
+            (e.kind(), e.exit_status().code()),
+            (Kind::RetrievalPending, 5)
+        );
     }
 }

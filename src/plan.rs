@@ -222,6 +222,7 @@ mod tests {
                 one_file_system: false,
             },
             compression: Compression::None,
+            storage_class: crate::store::StorageClass::Standard,
             cycle,
             restore: vec![],
             pos: crate::config::Pos {

@@ -175,6 +175,7 @@ mod tests {
     use crate::store::dry_run::DryRunStore;
     use crate::store::faulty::{Fault, Faults, FaultyStore, Op, Rule};
     use crate::store::memory::{ManualClock, MemoryStore};
+    use crate::store::UploadOptions;
 
     fn day(n: i64) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-01T03:00:00Z")
@@ -384,9 +385,15 @@ mod tests {
         let clock = ManualClock::new(day(0));
         let memory = Arc::new(MemoryStore::with_clock(clock.clock()));
         let store: DynStore = memory.clone();
-        store.create_upload("h/dir/x/old").await.unwrap();
+        store
+            .create_upload("h/dir/x/old", &UploadOptions::default())
+            .await
+            .unwrap();
         clock.set(day(29));
-        store.create_upload("h/dir/x/young").await.unwrap();
+        store
+            .create_upload("h/dir/x/young", &UploadOptions::default())
+            .await
+            .unwrap();
         clock.set(day(30));
         let debris = clear_debris(&store, "h").await.unwrap();
         assert_eq!(debris.uploads, vec!["h/dir/x/old"]);
@@ -526,9 +533,15 @@ mod tests {
             memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
             memory.insert(&young, Bytes::from_static(b"y"), day(28));
             let plain: DynStore = memory.clone();
-            plain.create_upload("h/dir/x/old").await.unwrap();
+            plain
+                .create_upload("h/dir/x/old", &UploadOptions::default())
+                .await
+                .unwrap();
             clock.set(day(29));
-            plain.create_upload("h/dir/x/young").await.unwrap();
+            plain
+                .create_upload("h/dir/x/young", &UploadOptions::default())
+                .await
+                .unwrap();
             clock.set(day(30));
             let result = clear_debris(&store, "h").await;
             assert_eq!(result.is_ok(), ok, "{row}: {result:?}");

@@ -8,6 +8,10 @@
 //! (the output is then a truncated tar, which tar refuses) and the command with an error that
 //! names the object; a failure to write the output (the reader went away) is told apart as the
 //! output's.
+//!
+//! Before any byte is read, [`ready`] HEADs every archive of the chain: archived ones (GLACIER,
+//! DEEP_ARCHIVE, also when a lifecycle rule moved them) have their retrieval requested, and
+//! recovery either stops with `RetrievalPending` (exit status 5, nothing written) or waits.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -23,6 +27,7 @@ use crate::pipeline::download::{fetch, Expected, Failure, ObjectReader, RangeDig
 use crate::pipeline::stage;
 use crate::schema::manifest::Manifest;
 use crate::schema::IntegrityError;
+use crate::store::retrieval::{self, Retrieval};
 use crate::store::DynStore;
 use crate::tarstream::{PathFilter, TarSplicer};
 
@@ -50,6 +55,39 @@ pub async fn plan(
     let runs = catalog::load(store, host, Some(&request.set)).await?;
     let chain = catalog::chain_at(&request.set, &runs, request.at)?;
     Ok(chain.into_iter().cloned().collect())
+}
+
+/// Makes sure every archive of `chain` can be read before a byte of it is: archived ones have
+/// their retrieval requested (unless it is on its way). Without `wait`, any that cannot be read
+/// yet end the recovery with `RetrievalPending` (exit status 5); with it, the archives are
+/// checked again until they can, each wait said on stderr.
+pub async fn ready(
+    store: &DynStore,
+    chain: &[Manifest],
+    retrieval: &Retrieval,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = chain.iter().map(|m| m.archive.key.clone()).collect();
+    if !wait {
+        return retrieval::require_readable(store, &keys, retrieval).await;
+    }
+    retrieval::wait(store, &keys, retrieval, |report, pause| {
+        if pause.is_zero() {
+            for waiting in &report.waiting {
+                log::info!("{waiting}");
+            }
+            return;
+        }
+        log::info!(
+            "waiting for the retrieval of {} archived object(s) (up to {} hour(s)); next check in {} s",
+            report.waiting.len(),
+            report.longest_wait(retrieval.tier).as_secs().div_ceil(3600),
+            pause.as_secs()
+        );
+    })
+    .await?;
+    log::info!("every archive of the recovery can be read");
+    Ok(())
 }
 
 /// The range size and the SHA-256 of each range of `manifest`'s archive, read from its hash

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use s3nap::store::local::LocalStore;
 use s3nap::store::memory::MemoryStore;
 use s3nap::store::s3::{S3Settings, S3Store};
-use s3nap::store::{DynStore, ErrorKind};
+use s3nap::store::{
+    DynStore, ErrorKind, RestoreStatus, RetrievalTier, StorageClass, UploadOptions,
+};
 
 async fn conformance(store: DynStore) {
     // Small objects.
@@ -96,7 +98,10 @@ async fn conformance(store: DynStore) {
     // Multipart: parts arrive out of order; nothing is visible before completion.
     let part1 = vec![1u8; 5 * 1024 * 1024];
     let part2 = b"tail".to_vec();
-    let id = store.create_upload("h/set/big.tar").await.unwrap();
+    let id = store
+        .create_upload("h/set/big.tar", &UploadOptions::default())
+        .await
+        .unwrap();
     let r2 = store
         .upload_part("h/set/big.tar", &id, 2, Bytes::from(part2.clone()))
         .await
@@ -129,7 +134,10 @@ async fn conformance(store: DynStore) {
     assert!(store.list_uploads("h/").await.unwrap().is_empty());
 
     // A part sent again (a retry after a lost reply) replaces the first copy, shorter or not.
-    let id = store.create_upload("h/set/retried").await.unwrap();
+    let id = store
+        .create_upload("h/set/retried", &UploadOptions::default())
+        .await
+        .unwrap();
     let first = vec![9u8; 5 * 1024 * 1024 + 100];
     store
         .upload_part("h/set/retried", &id, 1, Bytes::from(first))
@@ -154,7 +162,10 @@ async fn conformance(store: DynStore) {
     store.delete("h/set/retried").await.unwrap();
 
     // Abort: the object never appears and the upload is gone.
-    let id = store.create_upload("h/set/aborted").await.unwrap();
+    let id = store
+        .create_upload("h/set/aborted", &UploadOptions::default())
+        .await
+        .unwrap();
     store
         .upload_part("h/set/aborted", &id, 1, Bytes::from_static(b"x"))
         .await
@@ -178,7 +189,10 @@ async fn conformance(store: DynStore) {
     assert_eq!(again.kind, ErrorKind::Exists, "{again}");
     assert!(again.to_string().contains("h/set/a.json"), "{again}");
     assert_eq!(&store.get("h/set/a.json").await.unwrap()[..], b"{\"a\":1}");
-    let id = store.create_upload("h/set/big.tar").await.unwrap();
+    let id = store
+        .create_upload("h/set/big.tar", &UploadOptions::default())
+        .await
+        .unwrap();
     let r1 = store
         .upload_part("h/set/big.tar", &id, 1, Bytes::from_static(b"replacement"))
         .await
@@ -199,12 +213,87 @@ async fn conformance(store: DynStore) {
     store.delete("h/set/b.json").await.unwrap();
     store.delete("h/set/b.json").await.unwrap();
     assert!(store.head("h/set/b.json").await.unwrap().is_none());
+
+    // Small objects are STANDARD, and nothing needs retrieving: asking is an error.
+    let info = store.head("h/set/a.json").await.unwrap().unwrap();
+    assert_eq!(
+        (info.storage_class, info.restore),
+        (None, RestoreStatus::None)
+    );
+    let refused = store
+        .restore("h/set/a.json", 1, RetrievalTier::Standard)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Other, "{refused}");
+    assert!(refused.to_string().contains("h/set/a.json"), "{refused}");
+    let missing = store
+        .restore("h/set/none", 1, RetrievalTier::Standard)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+}
+
+/// A store with storage classes: an upload made in `class` reports it on HEAD, and, for an
+/// archive class, refuses reads until a retrieval requested and completed (`complete` does it
+/// where the store does not at once) makes a copy readable.
+async fn storage_classes(store: DynStore, complete: impl Fn()) {
+    for class in [StorageClass::StandardIa, StorageClass::Glacier] {
+        let key = format!("h/set/{class}");
+        let options = UploadOptions {
+            storage_class: class,
+        };
+        let id = store.create_upload(&key, &options).await.unwrap();
+        let part = store
+            .upload_part(&key, &id, 1, Bytes::from_static(b"archived"))
+            .await
+            .unwrap();
+        store.complete_upload(&key, &id, vec![part]).await.unwrap();
+        let info = store.head(&key).await.unwrap().unwrap();
+        assert_eq!(info.storage_class.as_deref(), Some(class.name()));
+        assert_eq!(info.restore, RestoreStatus::None);
+        assert_eq!(info.needs_retrieval(), class.is_archive(), "{class}");
+        let listed = store.list(&key).await.unwrap();
+        assert_eq!(listed[0].storage_class.as_deref(), Some(class.name()));
+        if !class.is_archive() {
+            assert_eq!(&store.get(&key).await.unwrap()[..], b"archived");
+            continue;
+        }
+        let refused = store.get_range(&key, 0..4).await.unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Other, "{refused}");
+        assert!(refused.message.contains("InvalidObjectState"), "{refused}");
+        store
+            .restore(&key, 1, RetrievalTier::Standard)
+            .await
+            .unwrap();
+        complete();
+        let info = store.head(&key).await.unwrap().unwrap();
+        assert!(
+            matches!(info.restore, RestoreStatus::Restored { .. }),
+            "{info:?}"
+        );
+        assert!(!info.needs_retrieval());
+        assert_eq!(&store.get_range(&key, 0..4).await.unwrap()[..], b"arch");
+        // Asked again once done: no error (S3 extends the copy).
+        store.restore(&key, 2, RetrievalTier::Bulk).await.unwrap();
+        store.delete(&key).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_directory_store() {
     let dir = tempfile::tempdir().unwrap();
-    conformance(Arc::new(LocalStore::new(dir.path().join("store")))).await;
+    let store: DynStore = Arc::new(LocalStore::new(dir.path().join("store")));
+    conformance(store.clone()).await;
+    // A directory has no storage classes: refused before anything is written.
+    let glacier = UploadOptions {
+        storage_class: StorageClass::Glacier,
+    };
+    let refused = store.create_upload("h/set/g", &glacier).await.unwrap_err();
+    assert!(
+        refused.message.contains("no storage class GLACIER"),
+        "{refused}"
+    );
+    assert!(store.list_uploads("h/").await.unwrap().is_empty());
     // No temporary or upload debris is left under the store root.
     let leftovers: Vec<_> = walk(&dir.path().join("store"))
         .into_iter()
@@ -217,6 +306,7 @@ async fn local_directory_store() {
 async fn in_memory_store() {
     let store = Arc::new(MemoryStore::new());
     conformance(store.clone()).await;
+    storage_classes(store.clone(), || store.finish_retrievals()).await;
     assert!(store.open_uploads().is_empty());
     assert!(store.keys().iter().all(|k| k.starts_with("h/")));
 }
@@ -249,7 +339,10 @@ fn s3_store_against_a_real_server() {
         let store = S3Store::connect("conformance", "some/prefix", &settings)
             .await
             .unwrap();
-        conformance(Arc::new(store)).await;
+        let store: DynStore = Arc::new(store);
+        conformance(store.clone()).await;
+        // moto completes a retrieval the moment it is requested.
+        storage_classes(store, || ()).await;
     });
     // Everything went under the prefix.
     assert!(server

@@ -24,7 +24,7 @@ use crate::pipeline::parts::Stored;
 use crate::prune;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::{self, Manifest, RangeHashes};
-use crate::store::{DynStore, PartReceipt};
+use crate::store::{DynStore, PartReceipt, UploadOptions};
 use crate::uploads::{self, Records, Upload};
 
 /// The keys of one run's objects.
@@ -78,6 +78,7 @@ impl<'a> ArchiveCommit<'a> {
         host: &str,
         set: &str,
         keys: &RunKeys,
+        options: &UploadOptions,
     ) -> anyhow::Result<ArchiveCommit<'a>> {
         let store = stores.store;
         let objects = [&keys.manifest, &keys.archive, &keys.ranges];
@@ -91,7 +92,9 @@ impl<'a> ArchiveCommit<'a> {
         }
         let records = Records::new(diff_dir);
         check_no_foreign_upload(store, &records, host, set).await?;
-        let created = store.create_upload(&keys.archive).await;
+        // Only the archive takes the set's storage class: the manifest, the range hashes and
+        // the refs stay in STANDARD (put), so that listing never needs a retrieval.
+        let created = store.create_upload(&keys.archive, options).await;
         abort_strays(store, &keys.archive, created.as_ref().ok()).await;
         let upload_id = created?;
         let commit = ArchiveCommit {
@@ -444,7 +447,15 @@ mod tests {
     /// Begins the commit, uploads `DATA` as its one part, then commits.
     async fn begin_upload_commit(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
         let keys = keys();
-        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys).await?;
+        let commit = ArchiveCommit::begin(
+            both(store),
+            diff_dir,
+            "h",
+            "dir/x",
+            &keys,
+            &UploadOptions::default(),
+        )
+        .await?;
         let receipt = store
             .upload_part(
                 commit.archive(),
@@ -472,9 +483,16 @@ mod tests {
             store: &store,
             deleter: None,
         };
-        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
-            .await
-            .unwrap();
+        let commit = ArchiveCommit::begin(
+            stores,
+            dir.path(),
+            "h",
+            "dir/x",
+            &k,
+            &UploadOptions::default(),
+        )
+        .await
+        .unwrap();
         let receipt = store
             .upload_part(
                 commit.archive(),
@@ -501,9 +519,16 @@ mod tests {
             store: &store,
             deleter: None,
         };
-        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
-            .await
-            .unwrap();
+        let commit = ArchiveCommit::begin(
+            stores,
+            dir.path(),
+            "h",
+            "dir/x",
+            &k,
+            &UploadOptions::default(),
+        )
+        .await
+        .unwrap();
         commit.abort().await;
         assert!(memory.keys().is_empty());
         assert!(memory.open_uploads().is_empty());
@@ -584,9 +609,16 @@ mod tests {
     async fn an_abort_that_fails_stays_recorded_for_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
         let (store, memory) = store(vec![Rule::new(Op::AbortUpload, Fault::Permanent)]);
-        let commit = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys())
-            .await
-            .unwrap();
+        let commit = ArchiveCommit::begin(
+            both(&store),
+            dir.path(),
+            "h",
+            "dir/x",
+            &keys(),
+            &UploadOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(records(dir.path()), 1, "recorded before any part is sent");
         commit.abort().await;
         assert_eq!(records(dir.path()), 1);
@@ -636,7 +668,15 @@ mod tests {
             "{:?}",
             memory.open_uploads()
         );
-        let next = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys_of(23)).await;
+        let next = ArchiveCommit::begin(
+            both(&store),
+            dir.path(),
+            "h",
+            "dir/x",
+            &keys_of(23),
+            &UploadOptions::default(),
+        )
+        .await;
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
         next.unwrap().abort().await;
     }
@@ -654,7 +694,15 @@ mod tests {
 
     /// As a run does it: begin, send the part (aborting if that fails), commit.
     async fn attempt(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
-        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys()).await?;
+        let commit = ArchiveCommit::begin(
+            both(store),
+            diff_dir,
+            "h",
+            "dir/x",
+            &keys(),
+            &UploadOptions::default(),
+        )
+        .await?;
         let sent = store
             .upload_part(
                 commit.archive(),

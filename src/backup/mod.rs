@@ -30,7 +30,7 @@ use crate::plan::{Action, BaseData, LocalStart, SetPlan};
 use crate::schema::manifest::{self, Manifest, SourceInfo};
 use crate::source::state::Identity;
 use crate::source::{Source, Warning};
-use crate::store::DynStore;
+use crate::store::{DynStore, UploadOptions};
 
 use commit::{ArchiveCommit, RunKeys};
 pub use local::prepare_diff_dir;
@@ -279,8 +279,18 @@ pub async fn run_set(
         store: &ctx.store,
         deleter: ctx.deleter.as_ref(),
     };
-    let commit =
-        ArchiveCommit::begin(stores, &config.diff_dir, &config.host, &set.name, &keys).await?;
+    let options = UploadOptions {
+        storage_class: set.storage_class,
+    };
+    let commit = ArchiveCommit::begin(
+        stores,
+        &config.diff_dir,
+        &config.host,
+        &set.name,
+        &keys,
+        &options,
+    )
+    .await?;
     let source_started = Utc::now();
     let target = stream::Target {
         store: &ctx.store,

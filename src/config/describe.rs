@@ -1,7 +1,7 @@
 //! A resolved [`Config`] → the text `s3nap config check` prints.
 //!
 //! The run's settings come in the directive table's order, each under its directive's name;
-//! then every set with its cycle and compression. Secrets are never shown: the S3 secret key
+//! then every set with its cycle, compression and storage class. Secrets are never shown: the S3 secret key
 //! appears as `****`, the access key id shortened, NotifyCommand's arguments counted.
 
 use super::directives::{Show, DIRECTIVES};
@@ -40,8 +40,12 @@ fn set_text(set: &SetSpec) -> String {
             )
         })
         .unwrap_or_default();
+    let class = match set.storage_class {
+        crate::store::StorageClass::Standard => String::new(),
+        class => format!("; StorageClass {class}"),
+    };
     let mut out = format!(
-        "    {} [cycle {}] at {}: {cycle}{retention}; {}\n",
+        "    {} [cycle {}] at {}: {cycle}{retention}; {}{class}\n",
         set.name,
         set.cycle_label(),
         set.pos,

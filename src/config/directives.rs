@@ -328,6 +328,21 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Seconds to wait for an S3 response (default 60).",
     )
     .shown(|c| Some(format!("{}s", c.s3.timeout.as_secs()))),
+    run(
+        "RetrievalTier",
+        "Bulk",
+        settings::retrieval_tier,
+        "How recover retrieves archived (GLACIER, DEEP_ARCHIVE) archives: Standard (default), \
+         Bulk (slower, cheaper) or Expedited (GLACIER only; DEEP_ARCHIVE gets Standard).",
+    )
+    .shown(|c| Some(c.retrieval.tier.to_string())),
+    run(
+        "RetrievalDays",
+        "7",
+        settings::retrieval_days,
+        "Days a retrieved copy of a GLACIER or DEEP_ARCHIVE archive stays readable (default 3).",
+    )
+    .shown(|c| Some(c.retrieval.days.to_string())),
     Spec {
         show: Show::Group("Logging", shown::logging),
         ..run(
@@ -399,6 +414,15 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "zstd:3",
         settings::compression,
         "zstd[:1-22] (default zstd:3), xz[:0-9] or none.",
+    ),
+    scoped(
+        "StorageClass",
+        "GLACIER",
+        settings::storage_class,
+        "The S3 storage class of the archives: STANDARD (default), STANDARD_IA, ONEZONE_IA, \
+         INTELLIGENT_TIERING, GLACIER_IR, GLACIER or DEEP_ARCHIVE; manifests stay in STANDARD. \
+         GLACIER and DEEP_ARCHIVE archives must be retrieved before recover can read them. \
+         Not with a local store.",
     ),
     scoped(
         "Exclude",

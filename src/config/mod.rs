@@ -23,6 +23,8 @@ use crate::pipeline::compress::Compression;
 /// The cycle settings belong to the cycle policy, which reads them; the configuration fills them.
 pub use crate::policy::cycle::{CycleSettings, CycleType};
 pub use crate::schema::snapshot::BucketMode;
+use crate::store::retrieval::Retrieval;
+use crate::store::StorageClass;
 
 /// Where the archives go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +223,8 @@ pub struct SetSpec {
     pub name: String,
     pub source: SourceSpec,
     pub compression: Compression,
+    /// Where its archives are stored (`StorageClass`); manifests stay in STANDARD.
+    pub storage_class: StorageClass,
     pub cycle: CycleSettings,
     /// The configured restore command (`Restore`), for `recover --restore`.
     pub restore: Vec<String>,
@@ -291,6 +295,8 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// Program and arguments run after each run with the summary on stdin.
     pub notify: Vec<String>,
+    /// How archived objects are retrieved for reading (`RetrievalTier`, `RetrievalDays`).
+    pub retrieval: Retrieval,
     pub sets: Vec<SetSpec>,
 }
 

@@ -18,6 +18,7 @@ use super::settings::{Globals, Scope};
 use super::syntax::{Block, ConfigError, Item, Pos, Word};
 use super::values::err;
 use super::{Config, SetSpec};
+use crate::store::StorageClass;
 
 impl Config {
     /// Reads, parses and resolves a configuration file (with its `Include`s).
@@ -33,7 +34,10 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut root = Scope::default();
     apply_settings(items, None, &mut root, Some(&mut globals))?;
     let mut config = globals.finish(file)?;
-    let mut sets = Sets::default();
+    let mut sets = Sets {
+        local_store: matches!(config.store, super::StoreSpec::Local(_)),
+        ..Sets::default()
+    };
     sets.walk(items, &root, None)?;
     config.sets = sets.list;
     Ok(config)
@@ -81,6 +85,8 @@ struct Sets {
     list: Vec<SetSpec>,
     /// (set name, cycle) → where it was configured.
     names: HashMap<(String, Option<String>), Pos>,
+    /// The store is a local directory, which has no storage classes.
+    local_store: bool,
 }
 
 impl Sets {
@@ -158,10 +164,24 @@ impl Sets {
             ));
         }
         self.names.insert(id, w.pos.clone());
+        // Refused rather than ignored: the user asked for a cheaper, archived copy and would
+        // silently get none.
+        if let (class, Some(pos)) = &scope.storage_class {
+            if self.local_store && *class != StorageClass::Standard {
+                return Err(err(
+                    pos,
+                    format!(
+                        "StorageClass {class} (for set '{name}') needs an S3 store: a local \
+                         directory has no storage classes"
+                    ),
+                ));
+            }
+        }
         self.list.push(SetSpec {
             name,
             source,
             compression: scope.compression,
+            storage_class: scope.storage_class.0,
             cycle: scope.cycle.clone(),
             restore: scope.restore.clone(),
             pos: w.pos.clone(),

@@ -15,6 +15,8 @@ use super::{
 };
 use crate::pipeline::compress::Compression;
 use crate::pipeline::schedule::{MAX_PART, MIN_PART};
+use crate::store::retrieval::Retrieval;
+use crate::store::{RetrievalTier, StorageClass};
 
 /// What applying one directive to the settings gives.
 pub(super) type Applied = Result<(), ConfigError>;
@@ -77,6 +79,7 @@ pub(super) struct Globals {
     pub(super) syslog_spec: SyslogSpec,
     pub(super) metrics_file: Option<PathBuf>,
     pub(super) notify: Vec<String>,
+    pub(super) retrieval: Retrieval,
 }
 
 impl Globals {
@@ -111,6 +114,7 @@ impl Globals {
             },
             metrics_file: None,
             notify: Vec::new(),
+            retrieval: Retrieval::default(),
         }
     }
 
@@ -174,6 +178,7 @@ impl Globals {
             log,
             metrics_file: self.metrics_file,
             notify: self.notify,
+            retrieval: self.retrieval,
             sets: Vec::new(),
         })
     }
@@ -299,6 +304,8 @@ pub(super) fn syslog_facility(g: &mut Globals, d: &Directive) -> Applied {
 pub(super) struct Scope {
     pub(super) cycle: CycleSettings,
     pub(super) compression: Compression,
+    /// With where it was given: a local store has no storage classes.
+    pub(super) storage_class: (StorageClass, Option<Pos>),
     pub(super) excludes: Vec<PathBuf>,
     pub(super) one_file_system: bool,
     pub(super) mysql_options: Vec<String>,
@@ -325,6 +332,7 @@ impl Default for Scope {
         Scope {
             cycle: CycleSettings::default(),
             compression: Compression::default(),
+            storage_class: (StorageClass::Standard, None),
             excludes: Vec::new(),
             one_file_system: false,
             mysql_options: Vec::new(),
@@ -378,6 +386,39 @@ pub(super) fn mode(s: &mut Scope, d: &Directive) -> Applied {
 pub(super) fn compression(s: &mut Scope, d: &Directive) -> Applied {
     let w = single(d)?;
     s.compression = Compression::parse(&w.text).map_err(|m| err(&w.pos, m))?;
+    Ok(())
+}
+
+pub(super) fn storage_class(s: &mut Scope, d: &Directive) -> Applied {
+    let w = single(d)?;
+    let class = StorageClass::parse(&w.text).ok_or_else(|| {
+        let names: Vec<&str> = StorageClass::ALL.iter().map(|c| c.name()).collect();
+        err(
+            &w.pos,
+            format!(
+                "StorageClass must be one of {}, not '{}'",
+                names.join(", "),
+                w.text
+            ),
+        )
+    })?;
+    s.storage_class = (class, Some(w.pos.clone()));
+    Ok(())
+}
+
+pub(super) fn retrieval_tier(g: &mut Globals, d: &Directive) -> Applied {
+    let tiers = RetrievalTier::ALL.map(|t| (t.name(), t));
+    g.retrieval.tier = choice(d, &tiers, |given| {
+        format!("RetrievalTier must be Standard, Bulk or Expedited, not '{given}'")
+    })?;
+    Ok(())
+}
+
+pub(super) fn retrieval_days(g: &mut Globals, d: &Directive) -> Applied {
+    let days = positive(d)?;
+    let pos = &single(d)?.pos;
+    g.retrieval.days =
+        u32::try_from(days).map_err(|_| err(pos, format!("RetrievalDays {days} is too large")))?;
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{DynStore, ObjectInfo, PartReceipt, PendingUpload, Result, Store};
+use super::{
+    DynStore, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store, UploadOptions,
+};
 
 /// A write the dry run did not do, naming the object as the store does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub enum Write {
     UploadPart(String, u32),
     CompleteUpload(String),
     AbortUpload(String),
+    /// A retrieval from an archive class (it is billed, so the dry run does not request it).
+    Restore(String),
 }
 
 #[derive(Debug)]
@@ -86,7 +90,7 @@ impl Store for DryRunStore {
         Ok(())
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload(&self, key: &str, _options: &UploadOptions) -> Result<String> {
         self.record(Write::CreateUpload(self.locate(key)));
         Ok("dry-run".to_string())
     }
@@ -124,6 +128,11 @@ impl Store for DryRunStore {
         self.inner.list_uploads(prefix).await
     }
 
+    async fn restore(&self, key: &str, _days: u32, _tier: RetrievalTier) -> Result<()> {
+        self.record(Write::Restore(self.locate(key)));
+        Ok(())
+    }
+
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         self.inner.server_time().await
     }
@@ -150,7 +159,10 @@ mod tests {
         assert_eq!(dry.list("h/").await.unwrap().len(), 1);
         dry.delete("h/kept").await.unwrap();
         dry.put("h/new", Bytes::from_static(b"x")).await.unwrap();
-        let id = dry.create_upload("h/big").await.unwrap();
+        let id = dry
+            .create_upload("h/big", &UploadOptions::default())
+            .await
+            .unwrap();
         let part = dry
             .upload_part("h/big", &id, 1, Bytes::new())
             .await

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store,
+    StoreError, UploadOptions,
 };
 
 /// A store operation, as rules and the call record name it.
@@ -37,11 +38,12 @@ pub enum Op {
     AbortUpload,
     ListUploads,
     ServerTime,
+    Restore,
 }
 
 impl Op {
     /// Every operation, for tests that go through them all.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Put,
         Op::Get,
         Op::GetRange,
@@ -54,6 +56,7 @@ impl Op {
         Op::AbortUpload,
         Op::ListUploads,
         Op::ServerTime,
+        Op::Restore,
     ];
 
     fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Op {
             Op::AbortUpload => "abort upload",
             Op::ListUploads => "list uploads",
             Op::ServerTime => "server time",
+            Op::Restore => "restore",
         }
     }
 }
@@ -392,9 +396,9 @@ impl Store for FaultyStore {
             .await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
-        self.run(call(Op::CreateUpload, key), self.inner.create_upload(key))
-            .await
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
+        let inner = self.inner.create_upload(key, options);
+        self.run(call(Op::CreateUpload, key), inner).await
     }
 
     async fn upload_part(
@@ -430,6 +434,11 @@ impl Store for FaultyStore {
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
         let inner = self.inner.list_uploads(prefix);
         self.run(call(Op::ListUploads, prefix), inner).await
+    }
+
+    async fn restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
+        let inner = self.inner.restore(key, days, tier);
+        self.run(call(Op::Restore, key), inner).await
     }
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {

@@ -11,6 +11,10 @@
 //! predecessor (parallel uploads may race) waits in a file of its own and is appended when its
 //! turn comes; a part sent again (a retry) replaces the last one appended, as S3 replaces a
 //! part.
+//!
+//! A directory has no storage classes: an upload asked for any class but STANDARD fails (the
+//! configuration refuses `StorageClass` with a local store before that), and nothing is ever
+//! archived, so there is nothing to retrieve.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -24,7 +28,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+use super::{
+    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, StorageClass, Store,
+    StoreError, UploadOptions,
+};
 
 const UPLOADS: &str = ".s3nap-uploads";
 /// The file an upload's in-order parts are appended to.
@@ -241,6 +248,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io:
                 key,
                 size: meta.len(),
                 modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                ..ObjectInfo::default()
             });
         }
     }
@@ -293,6 +301,7 @@ impl Store for LocalStore {
                 key,
                 size: m.len(),
                 modified: m.modified().ok().map(DateTime::<Utc>::from),
+                ..ObjectInfo::default()
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -323,8 +332,19 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
         self.path("create upload", key)?;
+        if options.storage_class != StorageClass::Standard {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                "create upload",
+                self.locate(key),
+                format!(
+                    "a local directory has no storage class {}",
+                    options.storage_class
+                ),
+            ));
+        }
         let id = format!(
             "{}-{}-{:08x}",
             Utc::now().format("%Y%m%dT%H%M%S%.9fZ"),
@@ -482,6 +502,18 @@ impl Store for LocalStore {
         .await
     }
 
+    /// Nothing here is ever archived: like S3 for an object in no archive class, a refusal.
+    async fn restore(&self, key: &str, _days: u32, _tier: RetrievalTier) -> Result<()> {
+        let (kind, message) = match self.head(key).await? {
+            Some(_) => (
+                ErrorKind::Other,
+                "a local directory has no archive class: nothing to retrieve",
+            ),
+            None => (ErrorKind::NotFound, "no such object"),
+        };
+        Err(StoreError::new(kind, "restore", self.locate(key), message))
+    }
+
     /// The files' times come from this machine's clock, so that clock is the store's.
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok(Utc::now())
@@ -504,7 +536,10 @@ mod tests {
     async fn parts_in_order_are_written_once_into_the_object_and_early_ones_wait_their_turn() {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalStore::new(tmp.path());
-        let id = store.create_upload("set/archive").await.unwrap();
+        let id = store
+            .create_upload("set/archive", &UploadOptions::default())
+            .await
+            .unwrap();
         let dir = store.upload_dir(&id);
         let mut receipts = Vec::new();
         for (number, byte) in [(1, b'a'), (2, b'b')] {
@@ -552,7 +587,10 @@ mod tests {
     async fn completing_with_other_parts_than_were_stored_fails_and_can_be_retried() {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalStore::new(tmp.path());
-        let id = store.create_upload("set/archive").await.unwrap();
+        let id = store
+            .create_upload("set/archive", &UploadOptions::default())
+            .await
+            .unwrap();
         let one = store
             .upload_part("set/archive", &id, 1, Bytes::from_static(b"one"))
             .await

@@ -6,6 +6,12 @@
 //! at the object's end, and a completion of an upload that is gone fails as `NotFound` (as S3's
 //! `NoSuchUpload` does). Times come from a clock the test may set ([`ManualClock`]), so that
 //! ages — debris grace, upload age — can be tested without waiting.
+//!
+//! Storage classes are simulated as S3 has them: an object uploaded to (or moved by
+//! [`MemoryStore::set_storage_class`] to) GLACIER or DEEP_ARCHIVE refuses reads
+//! (`InvalidObjectState`) until a retrieval was requested and the test completes it
+//! ([`MemoryStore::finish_retrievals`]), so that the logic above the store can be tested with a
+//! retrieval that is still ongoing.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,7 +22,10 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+use super::{
+    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, RestoreStatus, Result, RetrievalTier,
+    StorageClass, Store, StoreError, UploadOptions,
+};
 
 /// Where the store reads the time: stamps objects and uploads, and answers `server_time`.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -53,11 +62,25 @@ impl ManualClock {
 struct Object {
     data: Bytes,
     modified: DateTime<Utc>,
+    class: StorageClass,
+    restore: RestoreStatus,
+}
+
+impl Object {
+    fn new(data: Bytes, modified: DateTime<Utc>) -> Self {
+        Object {
+            data,
+            modified,
+            class: StorageClass::Standard,
+            restore: RestoreStatus::None,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Upload {
     key: String,
+    class: StorageClass,
     initiated: DateTime<Utc>,
     parts: BTreeMap<u32, (Bytes, String)>,
 }
@@ -68,6 +91,8 @@ struct State {
     /// By upload id.
     uploads: BTreeMap<String, Upload>,
     next_upload: u64,
+    /// Every retrieval requested, in order: key, days, tier.
+    restores: Vec<(String, u32, RetrievalTier)>,
 }
 
 pub struct MemoryStore {
@@ -123,7 +148,30 @@ impl MemoryStore {
         let data = data.into();
         self.lock()
             .objects
-            .insert(key.to_string(), Object { data, modified });
+            .insert(key.to_string(), Object::new(data, modified));
+    }
+
+    /// Moves the object under `key` to `class`, as a lifecycle rule would; a retrieved copy is
+    /// gone with it.
+    pub fn set_storage_class(&self, key: &str, class: StorageClass) {
+        if let Some(o) = self.lock().objects.get_mut(key) {
+            o.class = class;
+            o.restore = RestoreStatus::None;
+        }
+    }
+
+    /// Completes every ongoing retrieval, as the archive eventually does.
+    pub fn finish_retrievals(&self) {
+        for o in self.lock().objects.values_mut() {
+            if o.restore == RestoreStatus::Ongoing {
+                o.restore = RestoreStatus::Restored { until: None };
+            }
+        }
+    }
+
+    /// Every retrieval requested so far, in order: key, days, tier.
+    pub fn restore_requests(&self) -> Vec<(String, u32, RetrievalTier)> {
+        self.lock().restores.clone()
     }
 
     /// Every object key, in order.
@@ -131,9 +179,31 @@ impl MemoryStore {
         self.lock().objects.keys().cloned().collect()
     }
 
-    /// The bytes under `key`, if any.
+    /// The bytes under `key`, if any, whatever its storage class.
     pub fn object(&self, key: &str) -> Option<Bytes> {
         self.lock().objects.get(key).map(|o| o.data.clone())
+    }
+
+    /// The bytes under `key` as a GET has them: an archived object without a retrieved copy
+    /// cannot be read, as S3 refuses it.
+    fn readable(&self, operation: &'static str, key: &str) -> Result<Bytes> {
+        let state = self.lock();
+        let o = state
+            .objects
+            .get(key)
+            .ok_or_else(|| self.not_found(operation, key, "no such object"))?;
+        if Self::object_info(key, o).needs_retrieval() {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                operation,
+                self.locate(key),
+                format!(
+                    "InvalidObjectState: the object is in {} and has not been retrieved",
+                    o.class
+                ),
+            ));
+        }
+        Ok(o.data.clone())
     }
 
     /// Keys of the uploads neither completed nor aborted, in key order.
@@ -165,6 +235,8 @@ impl MemoryStore {
             key: key.to_string(),
             size: o.data.len() as u64,
             modified: Some(o.modified),
+            storage_class: (o.class != StorageClass::Standard).then(|| o.class.name().to_string()),
+            restore: o.restore.clone(),
         }
     }
 }
@@ -185,17 +257,16 @@ impl Store for MemoryStore {
         }
         state
             .objects
-            .insert(key.to_string(), Object { data, modified });
+            .insert(key.to_string(), Object::new(data, modified));
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.object(key)
-            .ok_or_else(|| self.not_found("get", key, "no such object"))
+        self.readable("get", key)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let data = self.get(key).await?;
+        let data = self.readable("get", key)?;
         let len = data.len() as u64;
         let (start, end) = (range.start.min(len), range.end.min(len));
         Ok(data.slice(start as usize..end.max(start) as usize))
@@ -224,7 +295,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
         self.check_key("create upload", key)?;
         let initiated = (self.clock)();
         let mut state = self.lock();
@@ -234,6 +305,7 @@ impl Store for MemoryStore {
             id.clone(),
             Upload {
                 key: key.to_string(),
+                class: options.storage_class,
                 initiated,
                 parts: BTreeMap::new(),
             },
@@ -291,11 +363,11 @@ impl Store for MemoryStore {
                 }
             }
         }
+        let class = upload.class;
         state.uploads.remove(upload_id);
-        let data = data.freeze();
-        state
-            .objects
-            .insert(key.to_string(), Object { data, modified });
+        let mut object = Object::new(data.freeze(), modified);
+        object.class = class;
+        state.objects.insert(key.to_string(), object);
         Ok(())
     }
 
@@ -318,6 +390,27 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
+        let mut state = self.lock();
+        let Some(o) = state.objects.get_mut(key) else {
+            return Err(self.not_found("restore", key, "no such object"));
+        };
+        if !o.class.is_archive() {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                "restore",
+                self.locate(key),
+                format!("InvalidObjectState: {} is no archive class", o.class),
+            ));
+        }
+        // As S3: a request for a retrieved copy extends it, one while ongoing changes nothing.
+        if o.restore == RestoreStatus::None {
+            o.restore = RestoreStatus::Ongoing;
+        }
+        state.restores.push((key.to_string(), days, tier));
+        Ok(())
     }
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
@@ -348,7 +441,10 @@ mod tests {
         let store = MemoryStore::with_clock(clock.clock());
         store.put("a", Bytes::from_static(b"x")).await.unwrap();
         clock.advance(chrono::Duration::days(8));
-        let id = store.create_upload("b").await.unwrap();
+        let id = store
+            .create_upload("b", &UploadOptions::default())
+            .await
+            .unwrap();
         assert_eq!(
             store.head("a").await.unwrap().unwrap().modified,
             Some(start)
@@ -365,7 +461,10 @@ mod tests {
     #[tokio::test]
     async fn a_completion_needs_every_listed_part_as_received() {
         let store = MemoryStore::new();
-        let id = store.create_upload("k").await.unwrap();
+        let id = store
+            .create_upload("k", &UploadOptions::default())
+            .await
+            .unwrap();
         let mut receipt = store
             .upload_part("k", &id, 1, Bytes::from_static(b"one"))
             .await

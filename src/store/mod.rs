@@ -8,12 +8,17 @@
 //! flag inside each implementation, and one conformance suite (tests/store_conformance.rs) runs
 //! against every implementation, the in-memory one included ([`memory`], and [`faulty`] to
 //! inject faults in unit tests; docs/ARCHITECTURE.md, "Testing seams").
+//!
+//! Archives may be stored in an S3 storage class ([`StorageClass`]); those in an archive class
+//! (GLACIER, DEEP_ARCHIVE) must be retrieved ([`Store::restore`]) before a byte can be read.
+//! [`retrieval`] decides that from HEAD and requests what is needed, for every reader.
 
 pub mod dry_run;
 #[cfg(test)]
 pub mod faulty;
 pub mod local;
 pub mod memory;
+pub mod retrieval;
 pub mod retry;
 pub mod s3;
 
@@ -67,13 +72,162 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     /// When the store last wrote it, on the store's own clock (compare with
     /// [`Store::server_time`], never with the local clock).
     pub modified: Option<DateTime<Utc>>,
+    /// The storage class as the store reports it (S3's `x-amz-storage-class`); `None` is
+    /// STANDARD (S3 leaves the header out for it). A lifecycle rule may have changed it since
+    /// the upload, so it is what the store says, never what the configuration asked for.
+    pub storage_class: Option<String>,
+    /// The retrieval of an archived object (S3's `x-amz-restore`); only `head` reports it.
+    pub restore: RestoreStatus,
+}
+
+impl ObjectInfo {
+    /// Whether the object lies in an archive class (GLACIER, DEEP_ARCHIVE) and no retrieved
+    /// copy of it can be read now: reading it would fail until a retrieval completes. The one
+    /// test of "archived and not (yet) readable" for every reader (recover, verify).
+    pub fn needs_retrieval(&self) -> bool {
+        let archived = self
+            .storage_class
+            .as_deref()
+            .and_then(StorageClass::parse)
+            .is_some_and(StorageClass::is_archive);
+        archived && !matches!(self.restore, RestoreStatus::Restored { .. })
+    }
+}
+
+/// The state of an object's retrieval from an archive class, as HEAD reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RestoreStatus {
+    /// None was requested, or its copy expired.
+    #[default]
+    None,
+    /// Requested and not done yet (`ongoing-request="true"`): requesting it again is pointless.
+    Ongoing,
+    /// A readable copy exists until `until` (`ongoing-request="false", expiry-date="…"`).
+    Restored { until: Option<DateTime<Utc>> },
+}
+
+impl RestoreStatus {
+    /// S3's `x-amz-restore` header: `ongoing-request="true"`, or `ongoing-request="false",
+    /// expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`. Anything else is read as no retrieval.
+    pub fn parse(header: &str) -> RestoreStatus {
+        let field = |name: &str| {
+            let start = header.find(&format!("{name}=\""))? + name.len() + 2;
+            let len = header[start..].find('"')?;
+            Some(&header[start..start + len])
+        };
+        match field("ongoing-request") {
+            Some("true") => RestoreStatus::Ongoing,
+            Some("false") => RestoreStatus::Restored {
+                until: field("expiry-date")
+                    .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                    .map(|d| d.with_timezone(&Utc)),
+            },
+            _ => RestoreStatus::None,
+        }
+    }
+}
+
+/// The S3 storage classes an archive may be uploaded to (`StorageClass`). Manifests and every
+/// other small object stay in STANDARD, so that listing and the catalog never need a retrieval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageClass {
+    #[default]
+    Standard,
+    StandardIa,
+    OnezoneIa,
+    IntelligentTiering,
+    GlacierIr,
+    Glacier,
+    DeepArchive,
+}
+
+impl StorageClass {
+    pub const ALL: [StorageClass; 7] = [
+        StorageClass::Standard,
+        StorageClass::StandardIa,
+        StorageClass::OnezoneIa,
+        StorageClass::IntelligentTiering,
+        StorageClass::GlacierIr,
+        StorageClass::Glacier,
+        StorageClass::DeepArchive,
+    ];
+
+    /// The name S3 uses (and the configuration).
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageClass::Standard => "STANDARD",
+            StorageClass::StandardIa => "STANDARD_IA",
+            StorageClass::OnezoneIa => "ONEZONE_IA",
+            StorageClass::IntelligentTiering => "INTELLIGENT_TIERING",
+            StorageClass::GlacierIr => "GLACIER_IR",
+            StorageClass::Glacier => "GLACIER",
+            StorageClass::DeepArchive => "DEEP_ARCHIVE",
+        }
+    }
+
+    /// The class called `name`, in any case.
+    pub fn parse(name: &str) -> Option<StorageClass> {
+        StorageClass::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether objects of this class must be retrieved before they can be read (GLACIER_IR is
+    /// read directly).
+    pub fn is_archive(self) -> bool {
+        matches!(self, StorageClass::Glacier | StorageClass::DeepArchive)
+    }
+}
+
+impl fmt::Display for StorageClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How an archived object is retrieved (`RetrievalTier`): faster costs more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetrievalTier {
+    #[default]
+    Standard,
+    Bulk,
+    Expedited,
+}
+
+impl RetrievalTier {
+    pub const ALL: [RetrievalTier; 3] = [
+        RetrievalTier::Standard,
+        RetrievalTier::Bulk,
+        RetrievalTier::Expedited,
+    ];
+
+    /// The name S3 uses (and the configuration).
+    pub fn name(self) -> &'static str {
+        match self {
+            RetrievalTier::Standard => "Standard",
+            RetrievalTier::Bulk => "Bulk",
+            RetrievalTier::Expedited => "Expedited",
+        }
+    }
+}
+
+impl fmt::Display for RetrievalTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a multipart upload's object is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UploadOptions {
+    pub storage_class: StorageClass,
 }
 
 /// An upload that was started and never completed nor aborted.
@@ -114,7 +268,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     async fn delete(&self, key: &str) -> Result<()>;
 
-    async fn create_upload(&self, key: &str) -> Result<String>;
+    /// Starts an upload whose object is stored as `options` say; a store that cannot store it
+    /// so (a storage class the local store does not have) fails here, before any byte is sent.
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String>;
     /// Part numbers start at 1; parts may arrive in any order and concurrently.
     async fn upload_part(
         &self,
@@ -133,6 +289,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()>;
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>>;
+    /// Requests a readable copy of an archived object for `days` days (S3's RestoreObject);
+    /// done when `head` reports [`RestoreStatus::Restored`]. A request while one is ongoing is
+    /// no error. An object in no archive class is an error (S3: `InvalidObjectState`).
+    async fn restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()>;
     /// The store's clock now: the time that `modified` and `initiated` are measured against,
     /// so that an age is right however far the local clock is off.
     async fn server_time(&self) -> Result<DateTime<Utc>>;

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store,
+    StoreError, UploadOptions,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -147,8 +148,8 @@ impl Store for RetryStore {
         self.retry(|| self.inner.delete(key)).await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
-        self.retry(|| self.inner.create_upload(key)).await
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
+        self.retry(|| self.inner.create_upload(key, options)).await
     }
 
     async fn upload_part(
@@ -207,6 +208,11 @@ impl Store for RetryStore {
         self.retry(|| self.inner.list_uploads(prefix)).await
     }
 
+    /// Safe to repeat: a request while the retrieval is ongoing is no error.
+    async fn restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
+        self.retry(|| self.inner.restore(key, days, tier)).await
+    }
+
     async fn server_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
         self.retry(|| self.inner.server_time()).await
     }
@@ -249,7 +255,10 @@ mod tests {
             Rule::new(Op::CompleteUpload, Fault::LostReply).nth(1),
             Rule::new(Op::CompleteUpload, Fault::Transient),
         ]);
-        let id = store.create_upload("k").await.unwrap();
+        let id = store
+            .create_upload("k", &UploadOptions::default())
+            .await
+            .unwrap();
         let part = store
             .upload_part("k", &id, 1, Bytes::from_static(b"v"))
             .await
@@ -259,7 +268,10 @@ mod tests {
 
         // Not stored: the transient error stands.
         let (store, _, _) = retried(vec![Rule::new(Op::CompleteUpload, Fault::Transient)]);
-        let id = store.create_upload("k").await.unwrap();
+        let id = store
+            .create_upload("k", &UploadOptions::default())
+            .await
+            .unwrap();
         let part = store
             .upload_part("k", &id, 1, Bytes::from_static(b"v"))
             .await
@@ -340,7 +352,10 @@ mod tests {
     async fn a_completion_whose_reply_was_lost_succeeds_when_its_object_is_there() {
         let rules = vec![Rule::new(Op::CompleteUpload, Fault::LostReply).nth(1)];
         let (store, memory, faults) = retried(rules);
-        let id = store.create_upload("big").await.unwrap();
+        let id = store
+            .create_upload("big", &UploadOptions::default())
+            .await
+            .unwrap();
         let part = store
             .upload_part("big", &id, 1, Bytes::from_static(b"data"))
             .await
@@ -377,7 +392,10 @@ mod tests {
             Op::Head => store.head("k").await.map(drop),
             Op::List => store.list("").await.map(drop),
             Op::Delete => store.delete("k").await,
-            Op::CreateUpload => store.create_upload("other").await.map(drop),
+            Op::CreateUpload => store
+                .create_upload("other", &UploadOptions::default())
+                .await
+                .map(drop),
             Op::UploadPart => store.upload_part("up", upload, 2, data).await.map(drop),
             Op::CompleteUpload => {
                 store
@@ -387,6 +405,7 @@ mod tests {
             Op::AbortUpload => store.abort_upload("up", upload).await,
             Op::ListUploads => store.list_uploads("").await.map(drop),
             Op::ServerTime => store.server_time().await.map(drop),
+            Op::Restore => store.restore("archived", 1, RetrievalTier::Bulk).await,
         }
     }
 
@@ -409,7 +428,12 @@ mod tests {
                 let row = format!("{op:?} under {fault:?} (first {first:?})");
                 let (store, memory, faults) = retried(vec![]);
                 memory.insert("k", &b"v"[..], chrono::Utc::now());
-                let upload = memory.create_upload("up").await.unwrap();
+                memory.insert("archived", &b"v"[..], chrono::Utc::now());
+                memory.set_storage_class("archived", crate::store::StorageClass::Glacier);
+                let upload = memory
+                    .create_upload("up", &UploadOptions::default())
+                    .await
+                    .unwrap();
                 let part = memory
                     .upload_part("up", &upload, 1, Bytes::from_static(b"part"))
                     .await

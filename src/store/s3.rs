@@ -16,14 +16,19 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, GlacierJobParameters, RestoreRequest, Tier,
+};
 use aws_sdk_s3::Client;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+use super::{
+    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, RestoreStatus, Result, RetrievalTier,
+    StorageClass, Store, StoreError, UploadOptions,
+};
 
 /// How to reach the server; everything optional falls back to the AWS defaults.
 #[derive(Debug, Clone, Default)]
@@ -184,6 +189,9 @@ where
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or_default();
             match (status, code) {
+                // 403, but no permission is missing: the object is archived (GLACIER,
+                // DEEP_ARCHIVE) and has not been retrieved.
+                (_, "InvalidObjectState") => ErrorKind::Other,
                 (404, _) | (_, "NoSuchKey" | "NoSuchUpload" | "NoSuchBucket") => {
                     ErrorKind::NotFound
                 }
@@ -356,6 +364,8 @@ impl Store for S3Store {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 modified: out.last_modified().and_then(timestamp),
+                storage_class: class(out.storage_class().map(|c| c.as_str())),
+                restore: out.restore().map(RestoreStatus::parse).unwrap_or_default(),
             })),
             Err(e) => {
                 let err = self.error("head", key, e);
@@ -389,6 +399,8 @@ impl Store for S3Store {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     modified: object.last_modified().and_then(timestamp),
+                    storage_class: class(object.storage_class().map(|c| c.as_str())),
+                    restore: RestoreStatus::None,
                 });
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -410,12 +422,16 @@ impl Store for S3Store {
         Ok(())
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
+        // STANDARD is S3's default: not naming it keeps servers without classes working.
+        let class = (options.storage_class != StorageClass::Standard)
+            .then(|| aws_sdk_s3::types::StorageClass::from(options.storage_class.name()));
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full(key))
+            .set_storage_class(class)
             .send()
             .await
             .map_err(|e| self.error("create upload", key, e))?;
@@ -553,6 +569,43 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    async fn restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
+        let tier = match tier {
+            RetrievalTier::Standard => Tier::Standard,
+            RetrievalTier::Bulk => Tier::Bulk,
+            RetrievalTier::Expedited => Tier::Expedited,
+        };
+        let request = RestoreRequest::builder()
+            .days(days.min(i32::MAX as u32) as i32)
+            .glacier_job_parameters(
+                GlacierJobParameters::builder()
+                    .tier(tier)
+                    .build()
+                    .expect("the tier is set"),
+            )
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // 409: the retrieval asked for is on its way already (a retried request, or
+            // another reader's).
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("RestoreAlreadyInProgress") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error("restore", key, e)),
+        }
+    }
+
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         // Any answer carries the server's Date; the cheapest one that needs no object.
         self.client
@@ -572,6 +625,12 @@ impl Store for S3Store {
             )
         })
     }
+}
+
+/// A storage class as S3 names it; `None` for STANDARD, which HEAD leaves out and LIST names.
+fn class(name: Option<&str>) -> Option<String> {
+    name.filter(|c| !c.is_empty() && *c != StorageClass::Standard.name())
+        .map(str::to_string)
 }
 
 fn timestamp(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
