@@ -294,7 +294,7 @@ fn sample(runs: Vec<&Manifest>, percent: Option<f64>) -> Vec<&Manifest> {
 }
 
 /// The HEAD checks of one run: its objects and its chain. Also returns what the store said of
-/// its archive, for [`read_decision`].
+/// its archive, for [`read_decision`], when all of its objects are as recorded.
 async fn check_run(
     store: &DynStore,
     runs: &[Manifest],
@@ -343,6 +343,9 @@ async fn check_run(
             archive = Some(info);
         }
     }
+    // A run whose own objects are not as recorded is not read (it would only fail again); a
+    // broken chain does not stop reading the run's own archive.
+    let archive = archive.filter(|_| report.ok());
     if let Err(e) = catalog::chain_of(runs, m) {
         let object = store.locate(&layout::manifest_key(&m.host, &m.set, m.run, m.kind));
         let mut message = e.to_string();
@@ -379,7 +382,7 @@ fn read_decision(archive: &ObjectInfo, include_archived: bool) -> Result<(), Str
 }
 
 /// Reads one run's archive as `request` says, unless its objects already failed their checks
-/// (reading them would only fail again) or [`read_decision`] skips it.
+/// (`archive` is then `None`) or [`read_decision`] skips it.
 fn read_run(
     handle: &tokio::runtime::Handle,
     store: &DynStore,
@@ -391,7 +394,7 @@ fn read_run(
     let Some(how) = request.read else {
         return;
     };
-    let Some(archive) = archive.filter(|_| report.ok()) else {
+    let Some(archive) = archive else {
         report.not_read = Some("its objects failed their checks".into());
         return;
     };
