@@ -5,7 +5,7 @@
 //! and the DIFFs up to the chosen point, in order.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::Manifest;
@@ -47,6 +47,22 @@ pub async fn load(
     host: &str,
     set: Option<&str>,
 ) -> Result<Vec<Manifest>, CatalogError> {
+    let mut manifests = load_each(store, host, set)
+        .await?
+        .into_iter()
+        .map(|(_, manifest)| manifest)
+        .collect::<Result<Vec<_>, _>>()?;
+    manifests.sort_by(|a, b| (&a.set, a.run).cmp(&(&b.set, b.run)));
+    Ok(manifests)
+}
+
+/// Every manifest key of `host` (of one set when given), in key order, each with what reading
+/// it gave: `load` stops at the first that fails, `verify` reports each.
+pub async fn load_each(
+    store: &DynStore,
+    host: &str,
+    set: Option<&str>,
+) -> Result<Vec<(String, Result<Manifest, CatalogError>)>, crate::store::StoreError> {
     let prefix = match set {
         Some(set) => layout::set_prefix(host, set),
         None => format!("{host}/"),
@@ -61,27 +77,31 @@ pub async fn load(
             (set.is_none() || set == Some(s.as_str())).then_some(o.key)
         })
         .collect();
-    let mut manifests: Vec<Manifest> = stream::iter(keys)
+    Ok(stream::iter(keys)
         .map(|key| async move {
-            let data = store.get(&key).await?;
-            let manifest = Manifest::from_json(&data).map_err(|e| CatalogError::BadManifest {
-                target: store.locate(&key),
-                message: e.to_string(),
-            })?;
-            let expected = layout::manifest_key(host, &manifest.set, manifest.run, manifest.kind);
-            if expected != key {
-                return Err(CatalogError::BadManifest {
-                    target: store.locate(&key),
-                    message: format!("describes {expected}, not this key"),
-                });
-            }
-            Ok(manifest)
+            let manifest = read_manifest(store, host, &key).await;
+            (key, manifest)
         })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    manifests.sort_by(|a, b| (&a.set, a.run).cmp(&(&b.set, b.run)));
-    Ok(manifests)
+        .buffered(8)
+        .collect()
+        .await)
+}
+
+/// The manifest stored under `key`, which must describe exactly that key.
+async fn read_manifest(store: &DynStore, host: &str, key: &str) -> Result<Manifest, CatalogError> {
+    let data = store.get(key).await?;
+    let manifest = Manifest::from_json(&data).map_err(|e| CatalogError::BadManifest {
+        target: store.locate(key),
+        message: e.to_string(),
+    })?;
+    let expected = layout::manifest_key(host, &manifest.set, manifest.run, manifest.kind);
+    if expected != key {
+        return Err(CatalogError::BadManifest {
+            target: store.locate(key),
+            message: format!("describes {expected}, not this key"),
+        });
+    }
+    Ok(manifest)
 }
 
 /// The runs to replay to get the state of `set` at `at` (latest when `None`): a FULL and the
@@ -91,46 +111,79 @@ pub fn chain_at<'a>(
     runs: &'a [Manifest],
     at: Option<DateTime<Utc>>,
 ) -> Result<Vec<&'a Manifest>, CatalogError> {
-    let mut candidates: Vec<&Manifest> = runs
-        .iter()
+    chain_of(runs, latest_at(set, runs, at)?)
+}
+
+/// The latest run of `set` at or before `at` (the latest of all when `None`).
+pub fn latest_at<'a>(
+    set: &str,
+    runs: &'a [Manifest],
+    at: Option<DateTime<Utc>>,
+) -> Result<&'a Manifest, CatalogError> {
+    runs.iter()
         .filter(|m| m.set == set && at.is_none_or(|t| m.run.0 <= t))
-        .collect();
-    candidates.sort_by_key(|m| m.run);
-    let Some(mut current) = candidates.last().copied() else {
-        return Err(CatalogError::NoRun {
+        .max_by_key(|m| m.run)
+        .ok_or_else(|| CatalogError::NoRun {
             set: set.to_string(),
             when: at.map(|t| format!(" at or before {t}")).unwrap_or_default(),
-        });
-    };
+        })
+}
+
+/// The runs to replay to get the state `target` recorded: its FULL and the DIFFs up to it,
+/// oldest first.
+pub fn chain_of<'a>(
+    runs: &'a [Manifest],
+    target: &'a Manifest,
+) -> Result<Vec<&'a Manifest>, CatalogError> {
+    match walk_chain(runs, target) {
+        (chain, None) => Ok(chain),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// The chain of `target` as far as it can be followed (oldest first), and why it stops short of
+/// a FULL, if it does.
+pub fn walk_chain<'a>(
+    runs: &'a [Manifest],
+    target: &'a Manifest,
+) -> (Vec<&'a Manifest>, Option<CatalogError>) {
+    let set = target.set.as_str();
+    let mut current = target;
     // Every run is visited at most once, so the walk ends however damaged the manifests are:
     // a base link back into the chain (a run naming itself, or any loop) is an error.
-    let target = current.run;
     let mut chain = vec![current];
     let mut seen = std::collections::HashSet::from([current.run]);
+    let mut stop = None;
     while current.kind == Kind::Diff {
-        let base = current.base_run.ok_or_else(|| CatalogError::NoBase {
-            set: set.to_string(),
-            run: current.run,
-        })?;
-        if !seen.insert(base) {
-            return Err(CatalogError::ChainLoop {
+        let Some(base) = current.base_run else {
+            stop = Some(CatalogError::NoBase {
                 set: set.to_string(),
-                run: target,
+                run: current.run,
+            });
+            break;
+        };
+        if !seen.insert(base) {
+            stop = Some(CatalogError::ChainLoop {
+                set: set.to_string(),
+                run: target.run,
                 looping: current.run,
                 base,
             });
+            break;
         }
-        current = candidates.iter().copied().find(|m| m.run == base).ok_or(
-            CatalogError::BrokenChain {
+        let Some(found) = runs.iter().find(|m| m.set == set && m.run == base) else {
+            stop = Some(CatalogError::BrokenChain {
                 set: set.to_string(),
                 run: current.run,
                 base,
-            },
-        )?;
+            });
+            break;
+        };
+        current = found;
         chain.push(current);
     }
     chain.reverse();
-    Ok(chain)
+    (chain, stop)
 }
 
 /// A point in time as users write it: a run id (`20261122T031500Z`), RFC 3339, or

@@ -9,12 +9,12 @@ Exit status:
   0  every set succeeded (or was not due)
   1  completed, with warnings (files that could not be read or changed while read, or the
      state for the next DIFF could not be saved)
-  2  at least one set (or the recovery) failed
+  2  at least one set (or the recovery) failed, or verify found damage
   3  configuration or usage error
   4  another run holds the lock
-  5  recover (bucket restore, bucket diff): archives in GLACIER or DEEP_ARCHIVE must be retrieved
-     first; their retrieval was requested and nothing was written: run it again after the time
-     it names, or use recover --wait-retrieval";
+  5  recover (verify --include-archived, bucket restore, bucket diff): archives in GLACIER or
+     DEEP_ARCHIVE must be retrieved first; their retrieval was requested and nothing was
+     written: run it again after the time it names, or use recover --wait-retrieval";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +48,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "TIME")]
     pub now: Option<String>,
 
-    /// JSON on stdout: one object per set for a run, one array for list
+    /// JSON on stdout: one object per set for a run, one array for list, one document for verify
     #[arg(long, global = true)]
     pub json: bool,
 
@@ -105,6 +105,38 @@ pub enum Command {
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },
+    /// Check that the stored runs are whole, changing nothing: by default HEAD requests only
+    /// (manifests parse, objects exist with their recorded sizes, chains are complete); exit
+    /// status 2 on any damage
+    #[command(group(clap::ArgGroup::new("reading").args(["read", "deep"]).multiple(true)))]
+    Verify {
+        /// Only these sets (default: every set of this Host in the store)
+        sets: Vec<String>,
+        /// Only the chain current at TIME, for every check (run id, RFC 3339, or
+        /// `YYYY-MM-DD[ HH:MM]` UTC)
+        #[arg(long, value_name = "TIME", conflicts_with = "all")]
+        at: Option<String>,
+        /// Read every committed run, not only the chains a recovery of the latest state needs
+        #[arg(long, requires = "reading")]
+        all: bool,
+        /// Also read the archives (parallel ranged GETs) and check every range's SHA-256 against
+        /// the manifest; no key needed
+        #[arg(long)]
+        read: bool,
+        /// Read only a random PCT % of the runs that would be read (at least one when PCT > 0)
+        #[arg(long, value_name = "PCT", value_parser = percent, requires = "reading")]
+        sample: Option<f64>,
+        /// Also decrypt, decompress and parse every tar to its end (a dump: check its length), as
+        /// a recovery would, writing nothing
+        #[arg(long)]
+        deep: bool,
+        /// Also read objects in an archive storage class: requests their retrieval (paid) and
+        /// exits 5 until they can be read
+        #[arg(long)]
+        include_archived: bool,
+        #[command(flatten)]
+        decrypt: DecryptArgs,
+    },
     /// Bucket sets: bring a bucket back to a snapshot, or compare two snapshots
     Bucket {
         #[command(subcommand)]
@@ -122,6 +154,14 @@ pub enum Command {
     },
     /// Print the manual page (roff): s3nap man > /usr/local/share/man/man1/s3nap.1
     Man,
+}
+
+/// A percentage, 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{text}' is not a percentage from 0 to 100")),
+    }
 }
 
 /// How to decrypt archives.

@@ -20,7 +20,7 @@ use crate::pipeline::decrypt::DecryptWith;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
-use crate::{bucket, metrics, notify, prune, recover, report};
+use crate::{bucket, metrics, notify, prune, recover, report, verify};
 
 /// A panic is a bug, but it still ends as one readable line and a failure status.
 pub fn install_panic_hook(debug: bool) {
@@ -113,6 +113,28 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
                 paths,
             };
             recover_command(&runtime, &config, request)
+        }
+        Command::Verify {
+            sets,
+            at,
+            all,
+            read,
+            sample,
+            deep,
+            include_archived,
+            decrypt,
+        } => {
+            let request = VerifyRequest {
+                sets,
+                at,
+                all,
+                read,
+                sample,
+                deep,
+                include_archived,
+                identity: decrypt.identity,
+            };
+            verify_command(&runtime, &config, request, cli.json)
         }
         Command::Bucket { action } => bucket_command(&runtime, &config, action, cli.test),
         Command::Config {
@@ -534,6 +556,66 @@ fn recover_command(
         summary.runs.len()
     );
     Ok(ExitStatus::Ok)
+}
+
+struct VerifyRequest {
+    sets: Vec<String>,
+    at: Option<String>,
+    all: bool,
+    read: bool,
+    sample: Option<f64>,
+    deep: bool,
+    include_archived: bool,
+    identity: Option<std::path::PathBuf>,
+}
+
+fn verify_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    r: VerifyRequest,
+    json: bool,
+) -> Result<ExitStatus, Error> {
+    let at =
+        r.at.map(|t| catalog::parse_time(&t))
+            .transpose()
+            .map_err(|e| Error::configuration(anyhow!("--at: {e}")))?;
+    let decrypt = r
+        .deep
+        .then(|| decrypt_with(r.identity.as_deref()))
+        .transpose()?;
+    let read = match &decrypt {
+        Some(how) => Some(recover::Check::Decode(how)),
+        None => r.read.then_some(recover::Check::Read),
+    };
+    let store = open_store(runtime, config)?;
+    let request = verify::Request {
+        sets: r.sets.iter().map(|s| set_name(config, s)).collect(),
+        at,
+        read,
+        all: r.all,
+        sample: r.sample,
+        include_archived: r.include_archived.then(|| config.retrieval.clone()),
+    };
+    let report = verify::verify(runtime.handle(), &store, &config.host, &request)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &verify::json(&report))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", verify::text(&report))?;
+    }
+    if let Some(path) = &config.metrics_file {
+        let check = match read {
+            None => "objects",
+            Some(recover::Check::Read) => "read",
+            Some(recover::Check::Decode(_)) => "deep",
+        };
+        let sets = report.verified_sets();
+        if let Err(e) = metrics::update_verified(path, &sets, check, Utc::now()) {
+            log::error!("MetricsFile {}: {e}", path.display());
+        }
+    }
+    Ok(report.exit_status())
 }
 
 fn decrypt_with(identity: Option<&std::path::Path>) -> Result<DecryptWith, Error> {

@@ -34,3 +34,4 @@ pub mod source;
 pub mod store;
 pub mod tarstream;
 pub mod uploads;
+pub mod verify;

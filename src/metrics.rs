@@ -2,7 +2,8 @@
 //! collector format), replaced atomically so the collector never reads half a file.
 //!
 //! A set that did not commit this time keeps its last success time and sizes from the previous
-//! file, so an alert on "no success for 2 days" works across failing runs.
+//! file, so an alert on "no success for 2 days" works across failing runs. `s3nap verify` adds
+//! the time it last found a set's runs whole, kept the same way.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,6 +24,10 @@ const METRICS: &[(&str, &str)] = &[
     ("s3nap_last_run_bytes_read", "Bytes read from the source by the last committed run."),
     ("s3nap_last_run_bytes_stored", "Bytes stored by the last committed run."),
     ("s3nap_last_run_duration_seconds", "Duration of the set's last run."),
+    (
+        "s3nap_last_verify_success_timestamp_seconds",
+        "Unix time `s3nap verify` last found every checked run of the set whole (check: objects, read or deep).",
+    ),
 ];
 
 fn escape(value: &str) -> String {
@@ -87,16 +92,52 @@ pub fn render(outcomes: &[SetOutcome], previous: &str, now: DateTime<Utc>) -> St
         };
         set("s3nap_last_run_outcome", outcome.to_string());
     }
+    write(&values)
+}
+
+/// The textfile holding `values`, metric by metric.
+fn write(values: &BTreeMap<(String, String), String>) -> String {
     let mut out = String::new();
     for (metric, help) in METRICS {
         out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
-        for ((name, labels), value) in &values {
+        for ((name, labels), value) in values {
             if name == metric {
                 out.push_str(&format!("{name}{{{labels}}} {value}\n"));
             }
         }
     }
     out
+}
+
+/// The textfile after a verify at `now` that found every checked run of `sets` whole, reading
+/// as far as `check` (`objects`, `read`, `deep`), carrying over what `previous` knew.
+pub fn render_verified(sets: &[String], check: &str, previous: &str, now: DateTime<Utc>) -> String {
+    let mut values = parse(previous);
+    for set in sets {
+        let labels = format!("set=\"{}\",check=\"{}\"", escape(set), escape(check));
+        values.insert(
+            (
+                "s3nap_last_verify_success_timestamp_seconds".to_string(),
+                labels,
+            ),
+            now.timestamp().to_string(),
+        );
+    }
+    write(&values)
+}
+
+/// Updates the metrics file at `path` after a verify (see [`render_verified`]).
+pub fn update_verified(
+    path: &Path,
+    sets: &[String],
+    check: &str,
+    now: DateTime<Utc>,
+) -> io::Result<()> {
+    let previous = fs::read_to_string(path).unwrap_or_default();
+    crate::atomic::replace_file(
+        path,
+        render_verified(sets, check, &previous, now).as_bytes(),
+    )
 }
 
 /// Updates the metrics file at `path` with this run's outcomes.

@@ -184,7 +184,7 @@ enum Sink<W: Write> {
 impl<W: Write> Sink<W> {
     /// The sink `chain`'s archives call for: a dump has no members to pick or list.
     fn new(chain: &[Manifest], out: W, paths: Vec<Vec<u8>>, list: bool) -> anyhow::Result<Self> {
-        if chain.iter().all(|m| m.archive.format == "tar") {
+        if chain.iter().all(is_tar) {
             let splicer = if list {
                 TarSplicer::listing(out)
             } else {
@@ -278,17 +278,13 @@ pub fn stream<W: Write>(
     })
 }
 
-/// Downloads, checks and decodes `manifest`'s archive into `sink`, reporting a failure in the
-/// words of whoever caused it: the output, the integrity check, or a later stage.
-fn stream_archive<W: Write>(
+/// Starts the checked download of `manifest`'s archive (ranged GETs in parallel, each range
+/// against its SHA-256): its reader, and the first integrity or store failure it met.
+fn open_archive(
     handle: &tokio::runtime::Handle,
     store: &DynStore,
     manifest: &Manifest,
-    decrypt: Option<&DecryptWith>,
-    sink: &mut Sink<W>,
-    written: &RefCell<Written>,
-) -> anyhow::Result<()> {
-    let target = store.locate(&manifest.archive.key);
+) -> anyhow::Result<(ObjectReader, Failure)> {
     let (range_size, ranges) = range_hashes(handle, store, manifest)?;
     let failure = Failure::default();
     let reader = fetch(
@@ -304,6 +300,21 @@ fn stream_archive<W: Write>(
         PARALLEL_GETS,
         failure.clone(),
     );
+    Ok((reader, failure))
+}
+
+/// Downloads, checks and decodes `manifest`'s archive into `sink`, reporting a failure in the
+/// words of whoever caused it: the output, the integrity check, or a later stage.
+fn stream_archive<W: Write>(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    manifest: &Manifest,
+    decrypt: Option<&DecryptWith>,
+    sink: &mut Sink<W>,
+    written: &RefCell<Written>,
+) -> anyhow::Result<()> {
+    let target = store.locate(&manifest.archive.key);
+    let (reader, failure) = open_archive(handle, store, manifest)?;
     if let Err(e) = decode_into(reader, manifest, decrypt, sink) {
         if let Some(e) = written.borrow().blame() {
             return Err(e);
@@ -325,15 +336,83 @@ fn stream_archive<W: Write>(
     Ok(())
 }
 
+/// How far [`check_archive`] takes an archive.
+#[derive(Clone, Copy)]
+pub enum Check<'a> {
+    /// Every stored byte, each range against its SHA-256: no key needed.
+    Read,
+    /// Also decrypted, decompressed and parsed to its end (a tar's members, a dump's length),
+    /// as a recovery would.
+    Decode(&'a DecryptWith),
+}
+
+/// Reads `manifest`'s archive as a recovery would, writing nothing (`s3nap verify --read` and
+/// `--deep`); the error names the object. Blocking, like [`stream`].
+pub fn check_archive(
+    handle: &tokio::runtime::Handle,
+    store: &DynStore,
+    manifest: &Manifest,
+    how: Check,
+) -> anyhow::Result<()> {
+    let target = store.locate(&manifest.archive.key);
+    let (mut reader, failure) = open_archive(handle, store, manifest)?;
+    let checked = match how {
+        Check::Read => std::io::copy(&mut reader, &mut std::io::sink())
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Check::Decode(decrypt) => {
+            // Tar members are parsed (and listed into nothing); a dump passes through.
+            let mut sink = if is_tar(manifest) {
+                Sink::Tar(TarSplicer::listing(std::io::sink()), PathFilter::default())
+            } else {
+                Sink::Raw(std::io::sink())
+            };
+            decode_into(reader, manifest, Some(decrypt), &mut sink).and_then(|plaintext| {
+                let want = manifest.archive.plaintext_size;
+                if plaintext != want {
+                    return Err(IntegrityError(format!(
+                        "{target}: decodes to {plaintext} bytes, its manifest says {want}"
+                    ))
+                    .into());
+                }
+                Ok(())
+            })
+        }
+    };
+    // The integrity check's own words beat whatever a later stage made of them.
+    if let Some(first) = failure.get() {
+        return Err(first.into_anyhow());
+    }
+    checked.map_err(|e| e.context(format!("checking {target}")))
+}
+
+fn is_tar(manifest: &Manifest) -> bool {
+    manifest.archive.format == "tar"
+}
+
+/// A reader counting the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`,
-/// decryption and decompression each on a thread of its own, as `gpg -d | zstd -d | tar -x`
-/// would run.
+/// decryption and decompression each on a thread of their own, as `gpg -d | zstd -d | tar -x`
+/// would run; returns the plaintext's length.
 fn decode_into<W: Write>(
     reader: ObjectReader,
     manifest: &Manifest,
     decrypt: Option<&DecryptWith>,
     sink: &mut Sink<W>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let how = match (manifest.encrypted(), decrypt) {
         (false, _) => None,
         (true, Some(how)) => Some(how),
@@ -350,7 +429,12 @@ fn decode_into<W: Write>(
         let plain = stage::spawn_reader(scope, "decompression", move |out| {
             stage::pump(&mut decompressor(compression, compressed)?, out).map(drop)
         })?;
-        sink.append(plain)
+        let mut counted = Counted {
+            inner: plain,
+            bytes: 0,
+        };
+        sink.append(&mut counted)?;
+        Ok(counted.bytes)
     })
 }
 

@@ -270,10 +270,57 @@ fn a_storage_class_that_cannot_be_had_is_a_configuration_error() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains(
-            "5  recover (bucket restore, bucket diff): archives in GLACIER or DEEP_ARCHIVE"
+            "5  recover (verify --include-archived, bucket restore, bucket diff): archives in"
         ),
         "{help}"
     );
     let help = s3nap(&["recover", "--help"], &[]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--wait-retrieval"));
+}
+
+/// `verify --read` skips an archived archive and names it; `--include-archived` requests its
+/// retrieval and exits 5 until it can be read, then reads it.
+#[test]
+fn verify_reads_archived_archives_only_when_asked() {
+    let f = fixture();
+    let glacier = tree(&f.dir, "glacier");
+    let conf = ConfigBuilder::new(&f.dir)
+        .s3(&f.server, BUCKET)
+        .line(set_in(&glacier, "GLACIER"))
+        .build();
+    let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "backup: {}", stderr(&out));
+    let archive = keys_of(&f.server, &glacier, ".full.tar.zst").remove(0);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["-c", conf.to_str().unwrap(), "verify", "--read"];
+        args.extend_from_slice(extra);
+        s3nap(&args, &[])
+    };
+
+    let out = verify(&[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("not read: archived in GLACIER"),
+        "skipped and said so:\n{text}"
+    );
+    assert_eq!(head(&f.server, &archive).1, None, "no retrieval requested");
+
+    let out = verify(&["--include-archived"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(5), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("WAITING") && text.contains(&archive) && text.contains("retrieval requested"),
+        "{text}"
+    );
+    assert!(
+        head(&f.server, &archive).1.is_some(),
+        "the retrieval was requested"
+    );
+
+    // moto completes retrievals at once: the next verify reads the archive whole.
+    let out = verify(&["--include-archived"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("1 run(s) read whole"), "{text}");
 }

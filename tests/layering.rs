@@ -219,7 +219,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "connect", "catalog", "plan", "uploads", "prune", "error", "logging", "notify",
     ],
-    &["backup", "recover", "bucket", "report", "metrics"],
+    &["backup", "recover", "verify", "bucket", "report", "metrics"],
     &["cli", "commands"],
 ];
 
