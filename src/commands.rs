@@ -17,6 +17,7 @@ use crate::error::{Error, ExitStatus};
 use crate::keys::Identity;
 use crate::lock::RunLock;
 use crate::pipeline::decrypt::DecryptWith;
+use crate::policy::retention::Reason;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
@@ -391,6 +392,17 @@ fn print_pruned(
 ) -> std::io::Result<()> {
     let verb = if test { "would retire" } else { "retired" };
     for v in &pruned.verdicts {
+        if let Reason::Locked { .. } = v.reason {
+            writeln!(
+                out,
+                "{} [{}]: {} {}",
+                set.name,
+                set.cycle_label(),
+                v.run,
+                v.reason
+            )?;
+            continue;
+        }
         let what = if v.keep { "keep" } else { verb };
         writeln!(
             out,

@@ -223,6 +223,7 @@ mod tests {
             },
             compression: Compression::None,
             cycle,
+            object_lock: None,
             restore: vec![],
             pos: crate::config::Pos {
                 file: std::sync::Arc::from(std::path::Path::new("t.conf")),

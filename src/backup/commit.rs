@@ -12,6 +12,12 @@
 //! Deletions go through their own store ([`Stores::deleter`]: PruneKeyfile's credentials), or
 //! with `PruneAfterRun no` do not happen at all: an abort then only aborts the upload, and
 //! whatever the run had stored stays recorded for `s3nap prune`.
+//!
+//! With `ObjectLock` ([`RunLock`]) every object of the run is locked before the manifest is
+//! stored: the archive asks for its lock at CreateMultipartUpload and gets it (again) with a
+//! retention set after completion — a run whose archive cannot be locked never commits —, the
+//! range hashes and the manifest are stored locked, and a bucket snapshot's refs get a
+//! retention too. The date is counted on the server's clock (it enforces the lock).
 
 use std::path::Path;
 
@@ -21,10 +27,11 @@ use sha2::Digest;
 use super::sources::archive_key;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::pipeline::parts::Stored;
+use crate::policy::lock::{retain_until, LockTerms, Retirement};
 use crate::prune;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::{self, Manifest, RangeHashes};
-use crate::store::{DynStore, PartReceipt};
+use crate::store::{DynStore, LockMode, ObjectLock, PartReceipt};
 use crate::uploads::{self, Records, Upload};
 
 /// The keys of one run's objects.
@@ -49,6 +56,27 @@ impl RunKeys {
     }
 }
 
+/// How the objects of one run are locked: until its earliest retirement (`retirement`, on
+/// the run's scheduled clock `run`), counted from the server's time of each lock.
+#[derive(Debug, Clone)]
+pub(super) struct RunLock {
+    pub mode: LockMode,
+    pub retirement: Retirement,
+    pub run: chrono::DateTime<chrono::Utc>,
+    pub terms: LockTerms,
+}
+
+impl RunLock {
+    /// The lock to set now, by the store's clock.
+    async fn now(&self, store: &DynStore) -> anyhow::Result<ObjectLock> {
+        let server_now = store.server_time().await?;
+        Ok(ObjectLock {
+            mode: self.mode,
+            until: retain_until(&self.retirement, self.run, server_now, self.terms),
+        })
+    }
+}
+
 /// The stores a commit writes and deletes through.
 #[derive(Clone, Copy)]
 pub(super) struct Stores<'a> {
@@ -67,6 +95,7 @@ pub(super) struct ArchiveCommit<'a> {
     ranges: String,
     /// The set, for messages.
     set: String,
+    lock: Option<RunLock>,
 }
 
 impl<'a> ArchiveCommit<'a> {
@@ -78,8 +107,21 @@ impl<'a> ArchiveCommit<'a> {
         host: &str,
         set: &str,
         keys: &RunKeys,
+        lock: Option<RunLock>,
     ) -> anyhow::Result<ArchiveCommit<'a>> {
         let store = stores.store;
+        // Never a silent unlocked backup: the bucket must be able to lock.
+        if lock.is_some() && !store.locks_enabled().await? {
+            bail!(
+                "{set} has ObjectLock, but {} does not have Object Lock enabled (it can only be \
+                 enabled on a bucket, at its creation or by AWS support): nothing was stored",
+                store.locate("")
+            );
+        }
+        let first_lock = match &lock {
+            Some(l) => Some(l.now(store).await?),
+            None => None,
+        };
         let objects = [&keys.manifest, &keys.archive, &keys.ranges];
         for key in objects.into_iter().chain(keys.refs.as_ref()) {
             if store.head(key).await?.is_some() {
@@ -91,7 +133,9 @@ impl<'a> ArchiveCommit<'a> {
         }
         let records = Records::new(diff_dir);
         check_no_foreign_upload(store, &records, host, set).await?;
-        let created = store.create_upload(&keys.archive).await;
+        let created = store
+            .create_upload_locked(&keys.archive, first_lock.as_ref())
+            .await;
         abort_strays(store, &keys.archive, created.as_ref().ok()).await;
         let upload_id = created?;
         let commit = ArchiveCommit {
@@ -108,6 +152,7 @@ impl<'a> ArchiveCommit<'a> {
             },
             ranges: keys.ranges.clone(),
             set: set.to_string(),
+            lock,
         };
         // Recorded before any part is sent, so that an interrupted run's next run finds it.
         if let Err(e) = commit.records.record(&commit.upload) {
@@ -180,9 +225,18 @@ impl<'a> ArchiveCommit<'a> {
                 stored.size
             );
         }
-        let ranges = self.store_range_hashes(stored).await?;
+        let lock = self.lock_stored().await?;
+        let ranges = self.store_range_hashes(stored, lock.as_ref()).await?;
+        // Objects the source stored itself (a bucket snapshot's refs) get the lock too.
+        if let Some(lock) = &lock {
+            for key in self.upload.others.iter().filter(|k| **k != self.ranges) {
+                if store.head(key).await?.is_some() {
+                    store.retain(key, lock).await?;
+                }
+            }
+        }
         let manifest = build(ranges);
-        self.store_manifest(&manifest).await?;
+        self.store_manifest(&manifest, lock.as_ref()).await?;
         // Another configuration's prune may have taken the archive for debris meanwhile (its
         // grace period passed during a very long run): a manifest without its archive must not
         // stand, so it goes, and the run fails loudly.
@@ -216,10 +270,14 @@ impl<'a> ArchiveCommit<'a> {
     /// Stores the manifest: from then on the run exists. A failed PUT whose reply was lost
     /// after the store took the manifest is told apart by reading it back: that run is
     /// committed, and undoing it (or not saving its local state) would be wrong.
-    async fn store_manifest(&self, manifest: &Manifest) -> anyhow::Result<()> {
+    async fn store_manifest(
+        &self,
+        manifest: &Manifest,
+        lock: Option<&ObjectLock>,
+    ) -> anyhow::Result<()> {
         let (store, key) = (self.store, &self.upload.manifest);
         let json: bytes::Bytes = manifest.to_json().into();
-        let Err(e) = store.put(key, json.clone()).await else {
+        let Err(e) = store.put_locked(key, json.clone(), lock).await else {
             return Ok(());
         };
         match store.get(key).await {
@@ -239,7 +297,32 @@ impl<'a> ArchiveCommit<'a> {
     }
 
     /// Stores the archive's per-range SHA-256s and returns what the manifest says of them.
-    async fn store_range_hashes(&self, stored: &Stored) -> anyhow::Result<RangeHashes> {
+    /// With ObjectLock: locks the completed archive (servers that ignore the lock asked for
+    /// at its creation get it here), and returns the lock for the run's other objects.
+    async fn lock_stored(&self) -> anyhow::Result<Option<ObjectLock>> {
+        let Some(run_lock) = &self.lock else {
+            return Ok(None);
+        };
+        let lock = run_lock.now(self.store).await?;
+        let archive = self.archive();
+        self.store.retain(archive, &lock).await.with_context(|| {
+            format!("locking {}; run not committed", self.store.locate(archive))
+        })?;
+        log::info!(
+            "{}: {} locked ({}) until {}",
+            self.set,
+            self.store.locate(archive),
+            lock.mode,
+            lock.until
+        );
+        Ok(Some(lock))
+    }
+
+    async fn store_range_hashes(
+        &self,
+        stored: &Stored,
+        lock: Option<&ObjectLock>,
+    ) -> anyhow::Result<RangeHashes> {
         let key = &self.ranges;
         let hashes = RangeHashes::encode(&stored.ranges);
         let ranges = RangeHashes {
@@ -248,12 +331,15 @@ impl<'a> ArchiveCommit<'a> {
             count: stored.ranges.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(&hashes)),
         };
-        self.store.put(key, hashes.into()).await.with_context(|| {
-            format!(
-                "storing the range hashes of {}",
-                self.store.locate(self.archive())
-            )
-        })?;
+        self.store
+            .put_locked(key, hashes.into(), lock)
+            .await
+            .with_context(|| {
+                format!(
+                    "storing the range hashes of {}",
+                    self.store.locate(self.archive())
+                )
+            })?;
         Ok(ranges)
     }
 
@@ -444,7 +530,7 @@ mod tests {
     /// Begins the commit, uploads `DATA` as its one part, then commits.
     async fn begin_upload_commit(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
         let keys = keys();
-        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys).await?;
+        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys, None).await?;
         let receipt = store
             .upload_part(
                 commit.archive(),
@@ -472,7 +558,7 @@ mod tests {
             store: &store,
             deleter: None,
         };
-        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
+        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k, None)
             .await
             .unwrap();
         let receipt = store
@@ -501,7 +587,7 @@ mod tests {
             store: &store,
             deleter: None,
         };
-        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k)
+        let commit = ArchiveCommit::begin(stores, dir.path(), "h", "dir/x", &k, None)
             .await
             .unwrap();
         commit.abort().await;
@@ -584,7 +670,7 @@ mod tests {
     async fn an_abort_that_fails_stays_recorded_for_the_next_run() {
         let dir = tempfile::tempdir().unwrap();
         let (store, memory) = store(vec![Rule::new(Op::AbortUpload, Fault::Permanent)]);
-        let commit = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys())
+        let commit = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys(), None)
             .await
             .unwrap();
         assert_eq!(records(dir.path()), 1, "recorded before any part is sent");
@@ -636,7 +722,8 @@ mod tests {
             "{:?}",
             memory.open_uploads()
         );
-        let next = ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys_of(23)).await;
+        let next =
+            ArchiveCommit::begin(both(&store), dir.path(), "h", "dir/x", &keys_of(23), None).await;
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
         next.unwrap().abort().await;
     }
@@ -654,7 +741,8 @@ mod tests {
 
     /// As a run does it: begin, send the part (aborting if that fails), commit.
     async fn attempt(store: &DynStore, diff_dir: &Path) -> anyhow::Result<Manifest> {
-        let commit = ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys()).await?;
+        let commit =
+            ArchiveCommit::begin(both(store), diff_dir, "h", "dir/x", &keys(), None).await?;
         let sent = store
             .upload_part(
                 commit.archive(),

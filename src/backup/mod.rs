@@ -27,6 +27,7 @@ use crate::config::{Config, SetSpec, SourceSpec};
 use crate::error::ExitStatus;
 use crate::keys;
 use crate::plan::{Action, BaseData, LocalStart, SetPlan};
+use crate::policy::lock::earliest_retirement;
 use crate::schema::manifest::{self, Manifest, SourceInfo};
 use crate::source::state::Identity;
 use crate::source::{Source, Warning};
@@ -279,8 +280,26 @@ pub async fn run_set(
         store: &ctx.store,
         deleter: ctx.deleter.as_ref(),
     };
-    let commit =
-        ArchiveCommit::begin(stores, &config.diff_dir, &config.host, &set.name, &keys).await?;
+    let lock = set.object_lock.map(|l| commit::RunLock {
+        mode: l.mode,
+        retirement: earliest_retirement(
+            &set.cycle,
+            set.source.incremental(),
+            now,
+            Some(planned.position),
+        ),
+        run: now,
+        terms: l.terms(),
+    });
+    let commit = ArchiveCommit::begin(
+        stores,
+        &config.diff_dir,
+        &config.host,
+        &set.name,
+        &keys,
+        lock,
+    )
+    .await?;
     let source_started = Utc::now();
     let target = stream::Target {
         store: &ctx.store,

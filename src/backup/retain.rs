@@ -38,6 +38,60 @@ pub async fn verdicts(
     Ok(retention::evaluate(&refs, &plan::rules(set), now))
 }
 
+/// Keeps the runs retention retires whose objects are still under Object Lock (and the bases
+/// of those that are DIFFs): deleting them would be refused, and prune must not fail for
+/// it. The manifest's lock stands for the run's: it is set last, on the latest server time of
+/// the commit, so no other object of the run is locked longer. Read by HEAD (the lock as
+/// stored, whatever the configuration says now) against the server's clock.
+async fn keep_locked(
+    store: &DynStore,
+    runs: &[Manifest],
+    verdicts: &mut [Verdict],
+) -> anyhow::Result<()> {
+    let mut server_now = None;
+    for v in verdicts.iter_mut().filter(|v| !v.keep) {
+        let Some(m) = runs.iter().find(|m| m.run == v.run) else {
+            continue;
+        };
+        let key = crate::schema::layout::manifest_key(&m.host, &m.set, m.run, m.kind);
+        let Some(lock) = store.head(&key).await?.and_then(|i| i.lock) else {
+            continue;
+        };
+        let now = match server_now {
+            Some(now) => now,
+            None => *server_now.insert(store.server_time().await?),
+        };
+        if lock.until > now {
+            v.keep = true;
+            let then = Box::new(v.reason.clone());
+            v.reason = retention::Reason::Locked {
+                until: lock.until,
+                then,
+            };
+        }
+    }
+    // A kept DIFF keeps its chain.
+    loop {
+        let kept_bases: Vec<(RunId, RunId)> = verdicts
+            .iter()
+            .filter(|v| v.keep)
+            .filter_map(|v| runs.iter().find(|m| m.run == v.run))
+            .filter_map(|m| m.base_run.map(|b| (b, m.run)))
+            .collect();
+        let mut changed = false;
+        for v in verdicts.iter_mut().filter(|v| !v.keep) {
+            if let Some((_, by)) = kept_bases.iter().find(|(b, _)| *b == v.run) {
+                v.keep = true;
+                v.reason = retention::Reason::BaseOf(*by);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+    }
+}
+
 /// Retires the runs of `set` (in its cycle) that retention no longer keeps; for a bucket set,
 /// then deletes the replica versions only retired snapshots needed. `store` is the one
 /// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials).
@@ -50,7 +104,8 @@ pub async fn prune_set(
     let all = catalog::load(store, &config.host, Some(&set.name)).await?;
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
-    let verdicts = retention::evaluate(&refs, &plan::rules(set), now);
+    let mut verdicts = retention::evaluate(&refs, &plan::rules(set), now);
+    keep_locked(store, &runs, &mut verdicts).await?;
     // Read before anything is retired (retiring deletes a snapshot's version list).
     let guarded = match &set.source {
         SourceSpec::Bucket(_) => Some(gc::guard(store, &all, set.cycle.minimum_redundancy).await?),

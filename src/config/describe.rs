@@ -40,8 +40,19 @@ fn set_text(set: &SetSpec) -> String {
             )
         })
         .unwrap_or_default();
+    let lock = set
+        .object_lock
+        .map(|l| {
+            format!(
+                ", ObjectLock {} (margin {}s, at most {} days)",
+                l.mode,
+                l.margin.num_seconds(),
+                l.max_days
+            )
+        })
+        .unwrap_or_default();
     let mut out = format!(
-        "    {} [cycle {}] at {}: {cycle}{retention}; {}\n",
+        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}\n",
         set.name,
         set.cycle_label(),
         set.pos,

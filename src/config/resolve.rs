@@ -36,6 +36,22 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut sets = Sets::default();
     sets.walk(items, &root, None)?;
     config.sets = sets.list;
+    // A directory cannot lock anything, and a backup that silently is not locked is worse
+    // than none asked for.
+    if let (super::StoreSpec::Local(dir), Some(set)) = (
+        &config.store,
+        config.sets.iter().find(|s| s.object_lock.is_some()),
+    ) {
+        return Err(ConfigError::new(
+            &set.pos,
+            format!(
+                "set {} has ObjectLock, but Bucket {} is a local directory: Object Lock needs an \
+                 S3 bucket created with Object Lock enabled",
+                set.name,
+                dir.display()
+            ),
+        ));
+    }
     Ok(config)
 }
 
@@ -163,6 +179,11 @@ impl Sets {
             source,
             compression: scope.compression,
             cycle: scope.cycle.clone(),
+            object_lock: scope.object_lock.map(|mode| super::ObjectLockSpec {
+                mode,
+                margin: scope.lock_margin,
+                max_days: scope.lock_max_days,
+            }),
             restore: scope.restore.clone(),
             pos: w.pos.clone(),
         });

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::pipeline::compress::Compression;
 use crate::pipeline::schedule::{MAX_PART, MIN_PART};
+use crate::store::LockMode;
 
 /// What applying one directive to the settings gives.
 pub(super) type Applied = Result<(), ConfigError>;
@@ -307,6 +308,10 @@ pub(super) struct Scope {
     /// `Run` of a `<Command>` or `<Picker>` block.
     pub(super) run: Option<Vec<String>>,
     pub(super) bucket: BucketScope,
+    /// `ObjectLock`; `None`: off.
+    pub(super) object_lock: Option<LockMode>,
+    pub(super) lock_margin: chrono::Duration,
+    pub(super) lock_max_days: u64,
 }
 
 /// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
@@ -324,6 +329,9 @@ impl Default for Scope {
     fn default() -> Self {
         Scope {
             cycle: CycleSettings::default(),
+            object_lock: None,
+            lock_margin: chrono::Duration::days(7),
+            lock_max_days: 3650,
             compression: Compression::default(),
             excludes: Vec::new(),
             one_file_system: false,
@@ -341,6 +349,19 @@ impl Default for Scope {
             },
         }
     }
+}
+
+pub(super) fn object_lock(s: &mut Scope, d: &Directive) -> Applied {
+    let modes = [
+        ("governance", Some(LockMode::Governance)),
+        ("compliance", Some(LockMode::Compliance)),
+        ("no", None),
+        ("off", None),
+    ];
+    s.object_lock = choice(d, &modes, |given| {
+        format!("ObjectLock must be governance, compliance or no, not '{given}'")
+    })?;
+    Ok(())
 }
 
 pub(super) fn cycle_type(s: &mut Scope, d: &Directive) -> Applied {

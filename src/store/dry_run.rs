@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{DynStore, ObjectInfo, PartReceipt, PendingUpload, Result, Store};
+use super::{DynStore, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, Store};
 
 /// A write the dry run did not do, naming the object as the store does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,7 @@ pub enum Write {
     UploadPart(String, u32),
     CompleteUpload(String),
     AbortUpload(String),
+    Retain(String, ObjectLock),
 }
 
 #[derive(Debug)]
@@ -60,7 +61,7 @@ impl Store for DryRunStore {
         true
     }
 
-    async fn put(&self, key: &str, _data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, _data: Bytes, _lock: Option<&ObjectLock>) -> Result<()> {
         self.record(Write::Put(self.locate(key)));
         Ok(())
     }
@@ -86,7 +87,7 @@ impl Store for DryRunStore {
         Ok(())
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload_locked(&self, key: &str, _lock: Option<&ObjectLock>) -> Result<String> {
         self.record(Write::CreateUpload(self.locate(key)));
         Ok("dry-run".to_string())
     }
@@ -126,6 +127,16 @@ impl Store for DryRunStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         self.inner.server_time().await
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.record(Write::Retain(self.locate(key), *lock));
+        Ok(())
+    }
+
+    /// Read from the real store: `-t` reports a bucket without Object Lock as a run would.
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.inner.locks_enabled().await
     }
 }
 

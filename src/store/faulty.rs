@@ -19,7 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+    DynStore, ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, Store,
+    StoreError,
 };
 
 /// A store operation, as rules and the call record name it.
@@ -37,11 +38,13 @@ pub enum Op {
     AbortUpload,
     ListUploads,
     ServerTime,
+    Retain,
+    LocksEnabled,
 }
 
 impl Op {
     /// Every operation, for tests that go through them all.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 14] = [
         Op::Put,
         Op::Get,
         Op::GetRange,
@@ -54,6 +57,8 @@ impl Op {
         Op::AbortUpload,
         Op::ListUploads,
         Op::ServerTime,
+        Op::Retain,
+        Op::LocksEnabled,
     ];
 
     fn name(self) -> &'static str {
@@ -69,6 +74,8 @@ impl Op {
             Op::AbortUpload => "abort upload",
             Op::ListUploads => "list uploads",
             Op::ServerTime => "server time",
+            Op::Retain => "retain",
+            Op::LocksEnabled => "locks enabled",
         }
     }
 }
@@ -360,8 +367,8 @@ impl Store for FaultyStore {
         self.inner.dry_run()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.run(call(Op::Put, key), self.inner.put(key, data))
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
+        self.run(call(Op::Put, key), self.inner.put_locked(key, data, lock))
             .await
     }
 
@@ -392,9 +399,9 @@ impl Store for FaultyStore {
             .await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
-        self.run(call(Op::CreateUpload, key), self.inner.create_upload(key))
-            .await
+    async fn create_upload_locked(&self, key: &str, lock: Option<&ObjectLock>) -> Result<String> {
+        let inner = self.inner.create_upload_locked(key, lock);
+        self.run(call(Op::CreateUpload, key), inner).await
     }
 
     async fn upload_part(
@@ -434,6 +441,16 @@ impl Store for FaultyStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         self.run(call(Op::ServerTime, ""), self.inner.server_time())
+            .await
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.run(call(Op::Retain, key), self.inner.retain(key, lock))
+            .await
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.run(call(Op::LocksEnabled, ""), self.inner.locks_enabled())
             .await
     }
 }

@@ -24,7 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+use super::{
+    ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, Store, StoreError,
+};
 
 const UPLOADS: &str = ".s3nap-uploads";
 /// The file an upload's in-order parts are appended to.
@@ -241,6 +243,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io:
                 key,
                 size: meta.len(),
                 modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                lock: None,
             });
         }
     }
@@ -253,7 +256,8 @@ impl Store for LocalStore {
         self.root.join(key).display().to_string()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
+        self.no_lock("put", key, lock)?;
         let path = self.path("put", key)?;
         blocking(move || write_atomically("put", &path, |f| f.write_all(&data))).await
     }
@@ -293,6 +297,7 @@ impl Store for LocalStore {
                 key,
                 size: m.len(),
                 modified: m.modified().ok().map(DateTime::<Utc>::from),
+                lock: None,
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -323,7 +328,8 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload_locked(&self, key: &str, lock: Option<&ObjectLock>) -> Result<String> {
+        self.no_lock("create upload", key, lock)?;
         self.path("create upload", key)?;
         let id = format!(
             "{}-{}-{:08x}",
@@ -485,6 +491,29 @@ impl Store for LocalStore {
     /// The files' times come from this machine's clock, so that clock is the store's.
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok(Utc::now())
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.no_lock("retain", key, Some(lock))
+    }
+
+    /// Files cannot be locked: the configuration refuses ObjectLock with a local Bucket.
+    async fn locks_enabled(&self) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+impl LocalStore {
+    fn no_lock(&self, operation: &'static str, key: &str, lock: Option<&ObjectLock>) -> Result<()> {
+        match lock {
+            None => Ok(()),
+            Some(_) => Err(StoreError::new(
+                ErrorKind::Other,
+                operation,
+                self.locate(key),
+                "a local store cannot lock objects (ObjectLock needs an S3 Bucket)",
+            )),
+        }
     }
 }
 

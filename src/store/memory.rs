@@ -5,7 +5,9 @@
 //! or a completed upload stores it whole, listings are in key order, a short read happens only
 //! at the object's end, and a completion of an upload that is gone fails as `NotFound` (as S3's
 //! `NoSuchUpload` does). Times come from a clock the test may set ([`ManualClock`]), so that
-//! ages — debris grace, upload age — can be tested without waiting.
+//! ages — debris grace, upload age — can be tested without waiting. A store made
+//! [`MemoryStore::with_object_lock`] keeps Object Lock as S3 does: a locked object cannot be
+//! deleted before its date on that clock (versions are not simulated: a delete removes).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,7 +18,9 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError};
+use super::{
+    ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, Store, StoreError,
+};
 
 /// Where the store reads the time: stamps objects and uploads, and answers `server_time`.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -53,6 +57,7 @@ impl ManualClock {
 struct Object {
     data: Bytes,
     modified: DateTime<Utc>,
+    lock: Option<ObjectLock>,
 }
 
 #[derive(Debug)]
@@ -60,6 +65,8 @@ struct Upload {
     key: String,
     initiated: DateTime<Utc>,
     parts: BTreeMap<u32, (Bytes, String)>,
+    /// Applied on completion, as S3 applies the lock headers of CreateMultipartUpload.
+    lock: Option<ObjectLock>,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +80,7 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     clock: Clock,
+    object_lock: bool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -106,7 +114,32 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
             clock,
+            object_lock: false,
         }
+    }
+
+    /// This store with Object Lock enabled, as a bucket created with it.
+    pub fn with_object_lock(mut self) -> Self {
+        self.object_lock = true;
+        self
+    }
+
+    /// Refuses a lock on a store without Object Lock, as S3 does (InvalidRequest).
+    fn check_lock(
+        &self,
+        operation: &'static str,
+        key: &str,
+        lock: Option<&ObjectLock>,
+    ) -> Result<()> {
+        if lock.is_some() && !self.object_lock {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                operation,
+                self.locate(key),
+                "Object Lock is not enabled here",
+            ));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -121,9 +154,14 @@ impl MemoryStore {
     /// Stores `data` under `key` as written at `modified` (debris of long ago, say).
     pub fn insert(&self, key: &str, data: impl Into<Bytes>, modified: DateTime<Utc>) {
         let data = data.into();
-        self.lock()
-            .objects
-            .insert(key.to_string(), Object { data, modified });
+        self.lock().objects.insert(
+            key.to_string(),
+            Object {
+                data,
+                modified,
+                lock: None,
+            },
+        );
     }
 
     /// Every object key, in order.
@@ -165,6 +203,7 @@ impl MemoryStore {
             key: key.to_string(),
             size: o.data.len() as u64,
             modified: Some(o.modified),
+            lock: o.lock,
         }
     }
 }
@@ -175,17 +214,24 @@ impl Store for MemoryStore {
         format!("memory:/{key}")
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
         self.check_key("put", key)?;
+        self.check_lock("put", key, lock)?;
         let modified = (self.clock)();
         let mut state = self.lock();
         // As S3 answers s3nap's conditional PUT (`If-None-Match: *`): an object is never replaced.
         if state.objects.contains_key(key) {
             return Err(exists("put", self.locate(key)));
         }
-        state
-            .objects
-            .insert(key.to_string(), Object { data, modified });
+        let lock = lock.copied();
+        state.objects.insert(
+            key.to_string(),
+            Object {
+                data,
+                modified,
+                lock,
+            },
+        );
         Ok(())
     }
 
@@ -220,12 +266,25 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.lock().objects.remove(key);
+        let now = (self.clock)();
+        let mut state = self.lock();
+        if let Some(lock) = state.objects.get(key).and_then(|o| o.lock) {
+            if lock.until > now {
+                return Err(StoreError::new(
+                    ErrorKind::Denied,
+                    "delete",
+                    self.locate(key),
+                    format!("locked ({}) until {}", lock.mode, lock.until),
+                ));
+            }
+        }
+        state.objects.remove(key);
         Ok(())
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
+    async fn create_upload_locked(&self, key: &str, lock: Option<&ObjectLock>) -> Result<String> {
         self.check_key("create upload", key)?;
+        self.check_lock("create upload", key, lock)?;
         let initiated = (self.clock)();
         let mut state = self.lock();
         state.next_upload += 1;
@@ -236,6 +295,7 @@ impl Store for MemoryStore {
                 key: key.to_string(),
                 initiated,
                 parts: BTreeMap::new(),
+                lock: lock.copied(),
             },
         );
         Ok(id)
@@ -291,11 +351,17 @@ impl Store for MemoryStore {
                 }
             }
         }
+        let lock = upload.lock;
         state.uploads.remove(upload_id);
         let data = data.freeze();
-        state
-            .objects
-            .insert(key.to_string(), Object { data, modified });
+        state.objects.insert(
+            key.to_string(),
+            Object {
+                data,
+                modified,
+                lock,
+            },
+        );
         Ok(())
     }
 
@@ -322,6 +388,34 @@ impl Store for MemoryStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok((self.clock)())
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.check_lock("retain", key, Some(lock))?;
+        let now = (self.clock)();
+        let mut state = self.lock();
+        let object = state
+            .objects
+            .get_mut(key)
+            .ok_or_else(|| self.not_found("retain", key, "no such object"))?;
+        // As S3 without the bypass permission: a lock in force is extended, never shortened.
+        if let Some(held) = object
+            .lock
+            .filter(|l| l.until > now && l.until > lock.until)
+        {
+            return Err(StoreError::new(
+                ErrorKind::Denied,
+                "retain",
+                self.locate(key),
+                format!("locked until {}, later than {}", held.until, lock.until),
+            ));
+        }
+        object.lock = Some(*lock);
+        Ok(())
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        Ok(self.object_lock)
     }
 }
 

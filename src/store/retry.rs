@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, Store, StoreError,
+    DynStore, ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, Store,
+    StoreError,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -98,12 +99,12 @@ impl Store for RetryStore {
         self.inner.dry_run()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
         let mut attempts = 0u32;
         let result = self
             .retry(|| {
                 attempts += 1;
-                self.inner.put(key, data.clone())
+                self.inner.put_locked(key, data.clone(), lock)
             })
             .await;
         // PUTs are conditional (`If-None-Match: *`): a retry of one whose reply was lost after
@@ -147,8 +148,9 @@ impl Store for RetryStore {
         self.retry(|| self.inner.delete(key)).await
     }
 
-    async fn create_upload(&self, key: &str) -> Result<String> {
-        self.retry(|| self.inner.create_upload(key)).await
+    async fn create_upload_locked(&self, key: &str, lock: Option<&ObjectLock>) -> Result<String> {
+        self.retry(|| self.inner.create_upload_locked(key, lock))
+            .await
     }
 
     async fn upload_part(
@@ -209,6 +211,15 @@ impl Store for RetryStore {
 
     async fn server_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
         self.retry(|| self.inner.server_time()).await
+    }
+
+    /// Setting the same retention again is harmless: a lost reply is simply repeated.
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.retry(|| self.inner.retain(key, lock)).await
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.retry(|| self.inner.locks_enabled()).await
     }
 }
 
@@ -387,6 +398,14 @@ mod tests {
             Op::AbortUpload => store.abort_upload("up", upload).await,
             Op::ListUploads => store.list_uploads("").await.map(drop),
             Op::ServerTime => store.server_time().await.map(drop),
+            Op::Retain => {
+                let lock = ObjectLock {
+                    mode: crate::store::LockMode::Governance,
+                    until: chrono::Utc::now() + chrono::Duration::days(1),
+                };
+                store.retain("k", &lock).await
+            }
+            Op::LocksEnabled => store.locks_enabled().await.map(drop),
         }
     }
 
