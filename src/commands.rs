@@ -451,6 +451,14 @@ fn print_debris(
     for key in &debris.uploads {
         writeln!(out, "{verb} unfinished upload of {}", store.locate(key))?;
     }
+    for (key, until) in &debris.locked {
+        writeln!(
+            out,
+            "kept {}: no manifest, but locked until {}",
+            store.locate(key),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
+    }
     for key in &debris.young {
         writeln!(
             out,

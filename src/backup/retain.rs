@@ -154,3 +154,77 @@ pub async fn prune_set(
         gc,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Duration;
+
+    use super::*;
+    use crate::policy::retention::Reason;
+    use crate::schema::layout::{self, Kind};
+    use crate::store::memory::{ManualClock, MemoryStore};
+    use crate::store::{LockMode, ObjectLock};
+
+    fn day(n: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + n * 86_400, 0).unwrap()
+    }
+
+    fn retiring(m: &Manifest) -> Verdict {
+        Verdict {
+            run: m.run,
+            keep: false,
+            reason: Reason::OlderThan { days: 1 },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_run_is_kept_with_its_base_until_the_lock_expires_on_the_stores_clock() {
+        let clock = ManualClock::new(day(10));
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        let full = crate::schema::manifest::sample("dir/x", RunId::at(day(1)), Kind::Full, None);
+        let diff =
+            crate::schema::manifest::sample("dir/x", RunId::at(day(2)), Kind::Diff, Some(full.run));
+        let other = crate::schema::manifest::sample("dir/x", RunId::at(day(3)), Kind::Full, None);
+        let runs = vec![full.clone(), diff.clone(), other.clone()];
+        for m in &runs {
+            let key = layout::manifest_key("h", "dir/x", m.run, m.kind);
+            memory.insert(&key, m.to_json(), day(4));
+        }
+        // The DIFF locked until day 12; the other FULL's lock has expired.
+        let lock = |until| ObjectLock {
+            mode: LockMode::Governance,
+            until,
+        };
+        let key = |m: &Manifest| layout::manifest_key("h", "dir/x", m.run, m.kind);
+        store.retain(&key(&diff), &lock(day(12))).await.unwrap();
+        clock.set(day(5));
+        store.retain(&key(&other), &lock(day(6))).await.unwrap();
+        clock.set(day(10));
+
+        let mut verdicts: Vec<Verdict> = runs.iter().map(retiring).collect();
+        keep_locked(&store, &runs, &mut verdicts).await.unwrap();
+        assert_eq!(
+            verdicts.iter().map(|v| v.keep).collect::<Vec<_>>(),
+            vec![true, true, false]
+        );
+        assert_eq!(verdicts[0].reason, Reason::BaseOf(diff.run));
+        assert_eq!(
+            verdicts[1].reason.to_string(),
+            format!(
+                "kept: locked until {}; then retired by a later prune (older than RetentionPolicy 1 days)",
+                day(12).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        );
+        // Deleting it now is refused by the store, as S3 refuses it.
+        assert!(store.delete(&key(&diff)).await.is_err());
+
+        clock.set(day(12) + Duration::seconds(1));
+        let mut verdicts: Vec<Verdict> = runs.iter().map(retiring).collect();
+        keep_locked(&store, &runs, &mut verdicts).await.unwrap();
+        assert!(verdicts.iter().all(|v| !v.keep));
+        store.delete(&key(&diff)).await.unwrap();
+    }
+}

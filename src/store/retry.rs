@@ -233,7 +233,7 @@ mod tests {
 
     /// A memory store behind `rules`, retried up to three attempts without real waits.
     fn retried(rules: Vec<Rule>) -> (RetryStore, Arc<MemoryStore>, Faults) {
-        let memory = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
         let faulty = FaultyStore::new(memory.clone(), rules);
         let faults = faulty.faults();
         let policy = RetryPolicy {
