@@ -191,16 +191,29 @@ fn runs_are_locked_until_their_slot_is_reused_and_prune_keeps_them_until_the_loc
     // The next day's run takes the only slot: retention retires the first run, but it is
     // still locked, so it is kept — by the run's own retention and by prune.
     fs::write(tree.join("hosts"), b"127.0.0.1 localhost changed\n").unwrap();
-    let second = s3nap(&["-c", &conf, "--now", &night(1)], &[]);
+    let second = s3nap(&["-c", &conf, "--now", &night(1), "--json"], &[]);
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     assert!(
         Utc::now() < latest,
         "the test ran too slowly to see the lock"
     );
+    let until = latest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let outcome: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(outcome["outcome"], "committed", "{outcome}");
+    assert_eq!(outcome["retired"], serde_json::json!([]), "{outcome}");
+    assert_eq!(
+        outcome["kept_locked"],
+        serde_json::json!([{ "run": run_id(0), "until": until }]),
+        "{outcome}"
+    );
+    assert!(
+        stderr(&second).contains(&format!("{} kept: locked until {until}", run_id(0))),
+        "{}",
+        stderr(&second)
+    );
     let pruned = s3nap(&["-c", &conf, "prune", "--now", &night(1)], &[]);
     assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
     let printed = String::from_utf8_lossy(&pruned.stdout);
-    let until = latest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert!(
         printed.contains(&format!("{} kept: locked until {until}", run_id(0))),
         "{printed}"

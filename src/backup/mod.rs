@@ -58,6 +58,9 @@ pub enum Outcome {
     Committed {
         manifest: Box<Manifest>,
         retired: Vec<String>,
+        /// Runs retention retires that were kept because they are still locked, with the
+        /// date (see `retain`).
+        kept_locked: Vec<(String, DateTime<Utc>)>,
         problems: Vec<String>,
     },
     Skipped(String),
@@ -140,6 +143,7 @@ pub async fn run_all(
                             Some(deleter) => match prune_set(deleter, config, set, now).await {
                                 Ok(pruned) => Outcome::Committed {
                                     manifest: Box::new(manifest),
+                                    kept_locked: pruned.kept_locked(),
                                     retired: pruned.retired,
                                     problems,
                                 },
@@ -153,6 +157,7 @@ pub async fn run_all(
                                 Outcome::Committed {
                                     manifest: Box::new(manifest),
                                     retired: Vec::new(),
+                                    kept_locked: Vec::new(),
                                     problems,
                                 }
                             }

@@ -24,6 +24,19 @@ pub struct Pruned {
     pub gc: Option<gc::Outcome>,
 }
 
+impl Pruned {
+    /// The runs kept only because they are locked, with the lock's date.
+    pub fn kept_locked(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.verdicts
+            .iter()
+            .filter_map(|v| match &v.reason {
+                retention::Reason::Locked { until, .. } => Some((v.run.to_string(), *until)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// What retention decides for the runs of `set` (in its cycle) now, reading only: what a run
 /// with `PruneAfterRun no` logs as left for `s3nap prune`.
 pub async fn verdicts(
