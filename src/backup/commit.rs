@@ -596,6 +596,73 @@ mod tests {
         assert_eq!(records(dir.path()), 0);
     }
 
+    fn run_lock() -> RunLock {
+        RunLock {
+            mode: LockMode::Compliance,
+            retirement: Retirement::At(run().0 + chrono::Duration::days(2), "test"),
+            run: run().0,
+            terms: LockTerms {
+                margin: chrono::Duration::seconds(30),
+                max: chrono::Duration::days(3650),
+            },
+        }
+    }
+
+    /// Begins a locked commit in `stores`, uploads `DATA`, commits.
+    async fn locked_commit(stores: Stores<'_>, diff_dir: &Path) -> anyhow::Result<Manifest> {
+        let commit =
+            ArchiveCommit::begin(stores, diff_dir, "h", "dir/x", &keys(), Some(run_lock())).await?;
+        let receipt = stores
+            .store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await?;
+        commit.commit(vec![receipt], &stored(), manifest).await
+    }
+
+    #[tokio::test]
+    async fn a_locked_commit_locks_every_object_and_a_run_that_cannot_be_locked_never_commits() {
+        let k = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::store::memory::ManualClock::new(chrono::Utc::now());
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        locked_commit(both(&store), dir.path()).await.unwrap();
+        // Two days to the slot's reuse plus the margin, from the store's clock.
+        let want = ObjectLock {
+            mode: LockMode::Compliance,
+            until: clock.now() + chrono::Duration::days(2) + chrono::Duration::seconds(30),
+        };
+        for key in [&k.archive, &k.ranges, &k.manifest] {
+            let info = store.head(key).await.unwrap().unwrap();
+            assert_eq!(info.lock, Some(want), "{key}");
+        }
+
+        // The archive's retention cannot be set: no manifest, the run does not commit (and
+        // its locked archive stays for a later prune).
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
+        let rules = vec![Rule::new(Op::Retain, Fault::Permanent)];
+        let store: DynStore = Arc::new(FaultyStore::new(memory.clone(), rules));
+        let err = locked_commit(both(&store), dir.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("locking"), "{err:#}");
+        assert!(memory.object(&k.manifest).is_none());
+
+        // A store that cannot lock: nothing is stored at all.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = self::store(vec![]);
+        let err = locked_commit(both(&store), dir.path()).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not have Object Lock enabled"),
+            "{err:#}"
+        );
+        assert!(memory.keys().is_empty() && memory.open_uploads().is_empty());
+    }
+
     #[tokio::test]
     async fn a_commit_stores_archive_hashes_and_manifest_and_forgets_its_record() {
         let dir = tempfile::tempdir().unwrap();
