@@ -642,6 +642,41 @@ mod tests {
             assert_eq!(info.lock, Some(want), "{key}");
         }
 
+        // A bucket snapshot's refs, stored by its source during the run, are locked too.
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        let refs = layout::archive_key("h", "dir/x", run(), Kind::Full, "refs.zst");
+        let with_refs = RunKeys {
+            refs: Some(refs.clone()),
+            ..keys()
+        };
+        let commit = ArchiveCommit::begin(
+            both(&store),
+            dir.path(),
+            "h",
+            "dir/x",
+            &with_refs,
+            Some(run_lock()),
+        )
+        .await
+        .unwrap();
+        store.put(&refs, Bytes::from_static(b"refs")).await.unwrap();
+        let receipt = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await
+            .unwrap();
+        commit
+            .commit(vec![receipt], &stored(), manifest)
+            .await
+            .unwrap();
+        assert_eq!(store.head(&refs).await.unwrap().unwrap().lock, Some(want));
+
         // The archive's retention cannot be set: no manifest, the run does not commit (and
         // its locked archive stays for a later prune).
         let dir = tempfile::tempdir().unwrap();
