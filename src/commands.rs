@@ -17,6 +17,7 @@ use crate::error::{Error, ExitStatus};
 use crate::keys::Identity;
 use crate::lock::RunLock;
 use crate::pipeline::decrypt::DecryptWith;
+use crate::policy::retention::Reason;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
@@ -415,6 +416,17 @@ fn print_pruned(
 ) -> std::io::Result<()> {
     let verb = if test { "would retire" } else { "retired" };
     for v in &pruned.verdicts {
+        if let Reason::Locked { .. } = v.reason {
+            writeln!(
+                out,
+                "{} [{}]: {} {}",
+                set.name,
+                set.cycle_label(),
+                v.run,
+                v.reason
+            )?;
+            continue;
+        }
         let what = if v.keep { "keep" } else { verb };
         writeln!(
             out,
@@ -462,6 +474,14 @@ fn print_debris(
     }
     for key in &debris.uploads {
         writeln!(out, "{verb} unfinished upload of {}", store.locate(key))?;
+    }
+    for (key, until) in &debris.locked {
+        writeln!(
+            out,
+            "kept {}: no manifest, but locked until {}",
+            store.locate(key),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
     }
     for key in &debris.young {
         writeln!(
@@ -594,7 +614,7 @@ fn verify_command(
         read,
         all: r.all,
         sample: r.sample,
-        include_archived: r.include_archived.then(|| config.retrieval.clone()),
+        include_archived: r.include_archived.then_some(config.retrieval),
     };
     let report = verify::verify(runtime.handle(), &store, &config.host, &request)?;
     let mut out = std::io::stdout().lock();

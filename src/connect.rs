@@ -27,7 +27,14 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
         StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
         StoreSpec::S3 { bucket, prefix } => {
             let settings = s3_settings(s3, &s3.endpoint, &s3.region);
-            Arc::new(s3::S3Store::connect(bucket, prefix, &settings).await?)
+            let store = s3::S3Store::connect(bucket, prefix, &settings).await?;
+            // A bucket that locks is versioned: deletions must name versions, and reads see
+            // through delete markers (s3::S3Store::versioned).
+            if config.sets.iter().any(|s| s.object_lock.is_some()) {
+                Arc::new(store.versioned())
+            } else {
+                Arc::new(store)
+            }
         }
     };
     Ok(Arc::new(RetryStore::new(inner, retry_policy(config))))

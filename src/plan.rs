@@ -224,6 +224,7 @@ mod tests {
             compression: Compression::None,
             storage_class: crate::store::StorageClass::Standard,
             cycle,
+            object_lock: None,
             restore: vec![],
             pos: crate::config::Pos {
                 file: std::sync::Arc::from(std::path::Path::new("t.conf")),

@@ -102,6 +102,9 @@ pub struct Debris {
     /// Archives and uploads that look like debris but are within the grace period: perhaps a
     /// live run of another configuration.
     pub young: Vec<String>,
+    /// Archives without a manifest still under Object Lock (a run that failed after its
+    /// archive was locked), with the date: removed by a prune after it.
+    pub locked: Vec<(String, DateTime<Utc>)>,
 }
 
 /// Finds and removes (through a dry-run store: records it) what interrupted runs of `host`
@@ -125,6 +128,12 @@ pub async fn clear_debris(store: &DynStore, host: &str) -> Result<Debris, StoreE
             }
             // The listing is a moment ago: a run that committed since keeps its archive.
             if store.head(&manifest).await?.is_some() {
+                continue;
+            }
+            // A lock would refuse the deletion: prune never fails for one.
+            let lock = store.head(&o.key).await?.and_then(|i| i.lock);
+            if let Some(lock) = lock.filter(|l| l.until > now) {
+                debris.locked.push((o.key.clone(), lock.until));
                 continue;
             }
             store.delete(&o.key).await?;
@@ -354,6 +363,28 @@ mod tests {
         want.push(young);
         want.sort();
         assert_eq!(memory.keys(), want);
+    }
+
+    #[tokio::test]
+    async fn locked_debris_is_kept_until_its_lock_expires_and_prune_does_not_fail() {
+        let clock = ManualClock::new(day(30));
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        let orphan = layout::archive_key("h", "dir/x", RunId::at(day(2)), Kind::Full, "tar");
+        memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
+        let lock = crate::store::ObjectLock {
+            mode: crate::store::LockMode::Compliance,
+            until: day(31),
+        };
+        store.retain(&orphan, &lock).await.unwrap();
+        let debris = clear_debris(&store, "h").await.unwrap();
+        assert_eq!(debris.locked, vec![(orphan.clone(), day(31))]);
+        assert!(debris.archives.is_empty());
+        assert_eq!(memory.keys(), vec![orphan.clone()]);
+        clock.set(day(31) + Duration::seconds(1));
+        let debris = clear_debris(&store, "h").await.unwrap();
+        assert_eq!(debris.archives, vec![orphan]);
+        assert!(memory.keys().is_empty());
     }
 
     #[tokio::test]

@@ -42,12 +42,13 @@ pub fn outcome_line(o: &SetOutcome) -> String {
         Outcome::Committed {
             manifest: m,
             retired,
+            kept_locked,
             problems,
         } => {
             let read = m.archive.plaintext_size;
             let stored = m.archive.stored_size;
             format!(
-                "{head}: {} slot {}: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} warning(s): committed run {}{}{}",
+                "{head}: {} slot {}: read {}, stored {} (ratio {:.2}) in {:.1}s ({}/s), {} warning(s): committed run {}{}{}{}",
                 m.kind,
                 m.slot.map_or("-".to_string(), |s| s.to_string()),
                 human_bytes(read),
@@ -62,6 +63,13 @@ pub fn outcome_line(o: &SetOutcome) -> String {
                 } else {
                     format!("; retired {}", retired.join(", "))
                 },
+                kept_locked
+                    .iter()
+                    .map(|(run, until)| format!(
+                        "; {run} kept: locked until {}",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .collect::<String>(),
                 problems
                     .iter()
                     .map(|p| format!("; but {p}"))
@@ -84,6 +92,7 @@ pub fn outcome_json(o: &SetOutcome) -> serde_json::Value {
         Outcome::Committed {
             manifest: m,
             retired,
+            kept_locked,
             problems,
         } => json!({
             "outcome": if o.outcome.warned() { "warnings" } else { "committed" },
@@ -96,6 +105,13 @@ pub fn outcome_json(o: &SetOutcome) -> serde_json::Value {
             "warnings": m.warnings.len(),
             "archive": m.archive.key,
             "retired": retired,
+            "kept_locked": kept_locked
+                .iter()
+                .map(|(run, until)| json!({
+                    "run": run,
+                    "until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                }))
+                .collect::<Vec<_>>(),
             "problems": problems,
         }),
         Outcome::Skipped(reason) => json!({ "outcome": "skipped", "reason": reason }),

@@ -12,7 +12,8 @@ use s3nap::store::local::LocalStore;
 use s3nap::store::memory::MemoryStore;
 use s3nap::store::s3::{S3Settings, S3Store};
 use s3nap::store::{
-    DynStore, ErrorKind, RestoreStatus, RetrievalTier, StorageClass, UploadOptions,
+    DynStore, ErrorKind, LockMode, ObjectLock, RestoreStatus, RetrievalTier, StorageClass,
+    UploadOptions,
 };
 
 async fn conformance(store: DynStore) {
@@ -241,6 +242,7 @@ async fn storage_classes(store: DynStore, complete: impl Fn()) {
         let key = format!("h/set/{class}");
         let options = UploadOptions {
             storage_class: class,
+            ..UploadOptions::default()
         };
         let id = store.create_upload(&key, &options).await.unwrap();
         let part = store
@@ -279,6 +281,64 @@ async fn storage_classes(store: DynStore, complete: impl Fn()) {
     }
 }
 
+/// Object Lock: a store that can lock keeps the lock given on a put and on an upload (after
+/// `retain`, which S3 servers that ignore the upload's lock need), reports it by `head`,
+/// refuses to delete a locked object and lets a lock be extended; one that cannot says so and
+/// refuses a lock rather than storing the object unlocked.
+async fn lock_conformance(store: DynStore, can_lock: bool) {
+    assert_eq!(store.locks_enabled().await.unwrap(), can_lock);
+    let now = store.server_time().await.unwrap();
+    let lock = ObjectLock {
+        mode: LockMode::Governance,
+        until: chrono::DateTime::from_timestamp(now.timestamp() + 3600, 0).unwrap(),
+    };
+    let put = store
+        .put_locked("h/lock/m.json", Bytes::from_static(b"{}"), Some(&lock))
+        .await;
+    if !can_lock {
+        assert!(
+            put.is_err(),
+            "a lock was accepted by a store that cannot lock"
+        );
+        assert!(store.head("h/lock/m.json").await.unwrap().is_none());
+        return;
+    }
+    put.unwrap();
+    let info = store.head("h/lock/m.json").await.unwrap().unwrap();
+    assert_eq!(info.lock, Some(lock));
+    let refused = store.delete("h/lock/m.json").await.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Denied, "{refused}");
+    assert!(store.head("h/lock/m.json").await.unwrap().is_some());
+
+    let id = store
+        .create_upload(
+            "h/lock/a.tar",
+            &UploadOptions {
+                lock: Some(lock),
+                ..UploadOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let part = store
+        .upload_part("h/lock/a.tar", &id, 1, Bytes::from_static(b"archive"))
+        .await
+        .unwrap();
+    store
+        .complete_upload("h/lock/a.tar", &id, vec![part])
+        .await
+        .unwrap();
+    let longer = ObjectLock {
+        until: lock.until + chrono::Duration::hours(1),
+        ..lock
+    };
+    store.retain("h/lock/a.tar", &longer).await.unwrap();
+    let info = store.head("h/lock/a.tar").await.unwrap().unwrap();
+    assert_eq!(info.lock, Some(longer));
+    assert_eq!(store.get("h/lock/a.tar").await.unwrap(), &b"archive"[..]);
+    assert!(store.delete("h/lock/a.tar").await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn local_directory_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,6 +347,7 @@ async fn local_directory_store() {
     // A directory has no storage classes: refused before anything is written.
     let glacier = UploadOptions {
         storage_class: StorageClass::Glacier,
+        ..UploadOptions::default()
     };
     let refused = store.create_upload("h/set/g", &glacier).await.unwrap_err();
     assert!(
@@ -294,6 +355,7 @@ async fn local_directory_store() {
         "{refused}"
     );
     assert!(store.list_uploads("h/").await.unwrap().is_empty());
+    lock_conformance(Arc::new(LocalStore::new(dir.path().join("store"))), false).await;
     // No temporary or upload debris is left under the store root.
     let leftovers: Vec<_> = walk(&dir.path().join("store"))
         .into_iter()
@@ -309,6 +371,10 @@ async fn in_memory_store() {
     storage_classes(store.clone(), || store.finish_retrievals()).await;
     assert!(store.open_uploads().is_empty());
     assert!(store.keys().iter().all(|k| k.starts_with("h/")));
+    lock_conformance(Arc::new(MemoryStore::new()), false).await;
+    let locking = Arc::new(MemoryStore::new().with_object_lock());
+    conformance(locking.clone()).await;
+    lock_conformance(locking, true).await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
@@ -349,6 +415,50 @@ fn s3_store_against_a_real_server() {
         .keys("conformance")
         .iter()
         .all(|k| k.starts_with("some/prefix/h/")));
+}
+
+/// The S3 store on a bucket with Object Lock (versioned): the same contract — deletions by
+/// version id leave nothing behind, so a deleted key is gone and may be written again — and
+/// locks, and a bucket without Object Lock says so.
+#[test]
+fn s3_store_on_a_bucket_with_object_lock() {
+    let server = common::S3Server::start();
+    server
+        .block_on(
+            server
+                .client
+                .create_bucket()
+                .bucket("locked")
+                .object_lock_enabled_for_bucket(true)
+                .send(),
+        )
+        .unwrap();
+    server.create_bucket("plain");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = S3Settings {
+        endpoint: Some(server.endpoint.clone()),
+        region: None,
+        keyfile: Some(server.keyfile(dir.path())),
+        timeout: Duration::from_secs(30),
+    };
+    server.block_on(async {
+        let store = S3Store::connect("locked", "p", &settings).await.unwrap();
+        let store: DynStore = Arc::new(store.versioned());
+        conformance(store.clone()).await;
+        lock_conformance(store, true).await;
+        let plain = S3Store::connect("plain", "p", &settings).await.unwrap();
+        lock_conformance(Arc::new(plain), false).await;
+    });
+    // Deleted keys left no version or delete marker behind: only the locked objects stay.
+    let versions = server
+        .block_on(server.client.list_object_versions().bucket("locked").send())
+        .unwrap();
+    assert!(versions.delete_markers().is_empty());
+    let mut left: Vec<&str> = versions.versions().iter().filter_map(|v| v.key()).collect();
+    left.sort();
+    let current = server.keys("locked");
+    assert_eq!(left.len(), current.len(), "{left:?} vs {current:?}");
+    assert!(left.contains(&"p/h/lock/a.tar") && left.contains(&"p/h/lock/m.json"));
 }
 
 /// The fixture the other tests count objects with sees every key, not the first page's 1,000.

@@ -12,6 +12,12 @@
 //! Deletions go through their own store ([`Stores::deleter`]: PruneKeyfile's credentials), or
 //! with `PruneAfterRun no` do not happen at all: an abort then only aborts the upload, and
 //! whatever the run had stored stays recorded for `s3nap prune`.
+//!
+//! With `ObjectLock` ([`RunLock`]) every object of the run is locked before the manifest is
+//! stored: the archive asks for its lock at CreateMultipartUpload and gets it (again) with a
+//! retention set after completion — a run whose archive cannot be locked never commits —, the
+//! range hashes and the manifest are stored locked, and a bucket snapshot's refs get a
+//! retention too. The date is counted on the server's clock (it enforces the lock).
 
 use std::path::Path;
 
@@ -21,10 +27,11 @@ use sha2::Digest;
 use super::sources::archive_key;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::pipeline::parts::Stored;
+use crate::policy::lock::{retain_until, LockTerms, Retirement};
 use crate::prune;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::{self, Manifest, RangeHashes};
-use crate::store::{DynStore, PartReceipt, UploadOptions};
+use crate::store::{DynStore, LockMode, ObjectLock, PartReceipt, UploadOptions};
 use crate::uploads::{self, Records, Upload};
 
 /// The keys of one run's objects.
@@ -49,6 +56,27 @@ impl RunKeys {
     }
 }
 
+/// How the objects of one run are locked: until its earliest retirement (`retirement`, on
+/// the run's scheduled clock `run`), counted from the server's time of each lock.
+#[derive(Debug, Clone)]
+pub(super) struct RunLock {
+    pub mode: LockMode,
+    pub retirement: Retirement,
+    pub run: chrono::DateTime<chrono::Utc>,
+    pub terms: LockTerms,
+}
+
+impl RunLock {
+    /// The lock to set now, by the store's clock.
+    async fn now(&self, store: &DynStore) -> anyhow::Result<ObjectLock> {
+        let server_now = store.server_time().await?;
+        Ok(ObjectLock {
+            mode: self.mode,
+            until: retain_until(&self.retirement, self.run, server_now, self.terms),
+        })
+    }
+}
+
 /// The stores a commit writes and deletes through.
 #[derive(Clone, Copy)]
 pub(super) struct Stores<'a> {
@@ -67,6 +95,7 @@ pub(super) struct ArchiveCommit<'a> {
     ranges: String,
     /// The set, for messages.
     set: String,
+    lock: Option<RunLock>,
 }
 
 impl<'a> ArchiveCommit<'a> {
@@ -79,8 +108,21 @@ impl<'a> ArchiveCommit<'a> {
         set: &str,
         keys: &RunKeys,
         options: &UploadOptions,
+        lock: Option<RunLock>,
     ) -> anyhow::Result<ArchiveCommit<'a>> {
         let store = stores.store;
+        // Never a silent unlocked backup: the bucket must be able to lock.
+        if lock.is_some() && !store.locks_enabled().await? {
+            bail!(
+                "{set} has ObjectLock, but {} does not have Object Lock enabled (it can only be \
+                 enabled on a bucket, at its creation or by AWS support): nothing was stored",
+                store.locate("")
+            );
+        }
+        let first_lock = match &lock {
+            Some(l) => Some(l.now(store).await?),
+            None => None,
+        };
         let objects = [&keys.manifest, &keys.archive, &keys.ranges];
         for key in objects.into_iter().chain(keys.refs.as_ref()) {
             if store.head(key).await?.is_some() {
@@ -94,7 +136,11 @@ impl<'a> ArchiveCommit<'a> {
         check_no_foreign_upload(store, &records, host, set).await?;
         // Only the archive takes the set's storage class: the manifest, the range hashes and
         // the refs stay in STANDARD (put), so that listing never needs a retrieval.
-        let created = store.create_upload(&keys.archive, options).await;
+        let options = UploadOptions {
+            lock: first_lock,
+            ..options.clone()
+        };
+        let created = store.create_upload(&keys.archive, &options).await;
         abort_strays(store, &keys.archive, created.as_ref().ok()).await;
         let upload_id = created?;
         let commit = ArchiveCommit {
@@ -111,6 +157,7 @@ impl<'a> ArchiveCommit<'a> {
             },
             ranges: keys.ranges.clone(),
             set: set.to_string(),
+            lock,
         };
         // Recorded before any part is sent, so that an interrupted run's next run finds it.
         if let Err(e) = commit.records.record(&commit.upload) {
@@ -183,9 +230,18 @@ impl<'a> ArchiveCommit<'a> {
                 stored.size
             );
         }
-        let ranges = self.store_range_hashes(stored).await?;
+        let lock = self.lock_stored().await?;
+        let ranges = self.store_range_hashes(stored, lock.as_ref()).await?;
+        // Objects the source stored itself (a bucket snapshot's refs) get the lock too.
+        if let Some(lock) = &lock {
+            for key in self.upload.others.iter().filter(|k| **k != self.ranges) {
+                if store.head(key).await?.is_some() {
+                    store.retain(key, lock).await?;
+                }
+            }
+        }
         let manifest = build(ranges);
-        self.store_manifest(&manifest).await?;
+        self.store_manifest(&manifest, lock.as_ref()).await?;
         // Another configuration's prune may have taken the archive for debris meanwhile (its
         // grace period passed during a very long run): a manifest without its archive must not
         // stand, so it goes, and the run fails loudly.
@@ -219,10 +275,14 @@ impl<'a> ArchiveCommit<'a> {
     /// Stores the manifest: from then on the run exists. A failed PUT whose reply was lost
     /// after the store took the manifest is told apart by reading it back: that run is
     /// committed, and undoing it (or not saving its local state) would be wrong.
-    async fn store_manifest(&self, manifest: &Manifest) -> anyhow::Result<()> {
+    async fn store_manifest(
+        &self,
+        manifest: &Manifest,
+        lock: Option<&ObjectLock>,
+    ) -> anyhow::Result<()> {
         let (store, key) = (self.store, &self.upload.manifest);
         let json: bytes::Bytes = manifest.to_json().into();
-        let Err(e) = store.put(key, json.clone()).await else {
+        let Err(e) = store.put_locked(key, json.clone(), lock).await else {
             return Ok(());
         };
         match store.get(key).await {
@@ -242,7 +302,32 @@ impl<'a> ArchiveCommit<'a> {
     }
 
     /// Stores the archive's per-range SHA-256s and returns what the manifest says of them.
-    async fn store_range_hashes(&self, stored: &Stored) -> anyhow::Result<RangeHashes> {
+    /// With ObjectLock: locks the completed archive (servers that ignore the lock asked for
+    /// at its creation get it here), and returns the lock for the run's other objects.
+    async fn lock_stored(&self) -> anyhow::Result<Option<ObjectLock>> {
+        let Some(run_lock) = &self.lock else {
+            return Ok(None);
+        };
+        let lock = run_lock.now(self.store).await?;
+        let archive = self.archive();
+        self.store.retain(archive, &lock).await.with_context(|| {
+            format!("locking {}; run not committed", self.store.locate(archive))
+        })?;
+        log::info!(
+            "{}: {} locked ({}) until {}",
+            self.set,
+            self.store.locate(archive),
+            lock.mode,
+            lock.until
+        );
+        Ok(Some(lock))
+    }
+
+    async fn store_range_hashes(
+        &self,
+        stored: &Stored,
+        lock: Option<&ObjectLock>,
+    ) -> anyhow::Result<RangeHashes> {
         let key = &self.ranges;
         let hashes = RangeHashes::encode(&stored.ranges);
         let ranges = RangeHashes {
@@ -251,12 +336,15 @@ impl<'a> ArchiveCommit<'a> {
             count: stored.ranges.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(&hashes)),
         };
-        self.store.put(key, hashes.into()).await.with_context(|| {
-            format!(
-                "storing the range hashes of {}",
-                self.store.locate(self.archive())
-            )
-        })?;
+        self.store
+            .put_locked(key, hashes.into(), lock)
+            .await
+            .with_context(|| {
+                format!(
+                    "storing the range hashes of {}",
+                    self.store.locate(self.archive())
+                )
+            })?;
         Ok(ranges)
     }
 
@@ -454,6 +542,7 @@ mod tests {
             "dir/x",
             &keys,
             &UploadOptions::default(),
+            None,
         )
         .await?;
         let receipt = store
@@ -490,6 +579,7 @@ mod tests {
             "dir/x",
             &k,
             &UploadOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -526,6 +616,7 @@ mod tests {
             "dir/x",
             &k,
             &UploadOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -533,6 +624,117 @@ mod tests {
         assert!(memory.keys().is_empty());
         assert!(memory.open_uploads().is_empty());
         assert_eq!(records(dir.path()), 0);
+    }
+
+    fn run_lock() -> RunLock {
+        RunLock {
+            mode: LockMode::Compliance,
+            retirement: Retirement::At(run().0 + chrono::Duration::days(2), "test"),
+            run: run().0,
+            terms: LockTerms {
+                margin: chrono::Duration::seconds(30),
+                max: chrono::Duration::days(3650),
+            },
+        }
+    }
+
+    /// Begins a locked commit in `stores`, uploads `DATA`, commits.
+    async fn locked_commit(stores: Stores<'_>, diff_dir: &Path) -> anyhow::Result<Manifest> {
+        let commit = ArchiveCommit::begin(
+            stores,
+            diff_dir,
+            "h",
+            "dir/x",
+            &keys(),
+            &UploadOptions::default(),
+            Some(run_lock()),
+        )
+        .await?;
+        let receipt = stores
+            .store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await?;
+        commit.commit(vec![receipt], &stored(), manifest).await
+    }
+
+    #[tokio::test]
+    async fn a_locked_commit_locks_every_object_and_a_run_that_cannot_be_locked_never_commits() {
+        let k = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::store::memory::ManualClock::new(chrono::Utc::now());
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        locked_commit(both(&store), dir.path()).await.unwrap();
+        // Two days to the slot's reuse plus the margin, from the store's clock.
+        let want = ObjectLock {
+            mode: LockMode::Compliance,
+            until: clock.now() + chrono::Duration::days(2) + chrono::Duration::seconds(30),
+        };
+        for key in [&k.archive, &k.ranges, &k.manifest] {
+            let info = store.head(key).await.unwrap().unwrap();
+            assert_eq!(info.lock, Some(want), "{key}");
+        }
+
+        // A bucket snapshot's refs, stored by its source during the run, are locked too.
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::with_clock(clock.clock()).with_object_lock());
+        let store: DynStore = memory.clone();
+        let refs = layout::archive_key("h", "dir/x", run(), Kind::Full, "refs.zst");
+        let with_refs = RunKeys {
+            refs: Some(refs.clone()),
+            ..keys()
+        };
+        let commit = ArchiveCommit::begin(
+            both(&store),
+            dir.path(),
+            "h",
+            "dir/x",
+            &with_refs,
+            &UploadOptions::default(),
+            Some(run_lock()),
+        )
+        .await
+        .unwrap();
+        store.put(&refs, Bytes::from_static(b"refs")).await.unwrap();
+        let receipt = store
+            .upload_part(
+                commit.archive(),
+                commit.upload_id(),
+                1,
+                Bytes::from_static(DATA),
+            )
+            .await
+            .unwrap();
+        commit
+            .commit(vec![receipt], &stored(), manifest)
+            .await
+            .unwrap();
+        assert_eq!(store.head(&refs).await.unwrap().unwrap().lock, Some(want));
+
+        // The archive's retention cannot be set: no manifest, the run does not commit (and
+        // its locked archive stays for a later prune).
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
+        let rules = vec![Rule::new(Op::Retain, Fault::Permanent)];
+        let store: DynStore = Arc::new(FaultyStore::new(memory.clone(), rules));
+        let err = locked_commit(both(&store), dir.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("locking"), "{err:#}");
+        assert!(memory.object(&k.manifest).is_none());
+
+        // A store that cannot lock: nothing is stored at all.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, memory) = self::store(vec![]);
+        let err = locked_commit(both(&store), dir.path()).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not have Object Lock enabled"),
+            "{err:#}"
+        );
+        assert!(memory.keys().is_empty() && memory.open_uploads().is_empty());
     }
 
     #[tokio::test]
@@ -616,6 +818,7 @@ mod tests {
             "dir/x",
             &keys(),
             &UploadOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -675,6 +878,7 @@ mod tests {
             "dir/x",
             &keys_of(23),
             &UploadOptions::default(),
+            None,
         )
         .await;
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
@@ -701,6 +905,7 @@ mod tests {
             "dir/x",
             &keys(),
             &UploadOptions::default(),
+            None,
         )
         .await?;
         let sent = store

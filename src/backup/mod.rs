@@ -27,6 +27,7 @@ use crate::config::{Config, SetSpec, SourceSpec};
 use crate::error::ExitStatus;
 use crate::keys;
 use crate::plan::{Action, BaseData, LocalStart, SetPlan};
+use crate::policy::lock::earliest_retirement;
 use crate::schema::manifest::{self, Manifest, SourceInfo};
 use crate::source::state::Identity;
 use crate::source::{Source, Warning};
@@ -57,6 +58,9 @@ pub enum Outcome {
     Committed {
         manifest: Box<Manifest>,
         retired: Vec<String>,
+        /// Runs retention retires that were kept because they are still locked, with the
+        /// date (see `retain`).
+        kept_locked: Vec<(String, DateTime<Utc>)>,
         problems: Vec<String>,
     },
     Skipped(String),
@@ -139,6 +143,7 @@ pub async fn run_all(
                             Some(deleter) => match prune_set(deleter, config, set, now).await {
                                 Ok(pruned) => Outcome::Committed {
                                     manifest: Box::new(manifest),
+                                    kept_locked: pruned.kept_locked(),
                                     retired: pruned.retired,
                                     problems,
                                 },
@@ -152,6 +157,7 @@ pub async fn run_all(
                                 Outcome::Committed {
                                     manifest: Box::new(manifest),
                                     retired: Vec::new(),
+                                    kept_locked: Vec::new(),
                                     problems,
                                 }
                             }
@@ -281,7 +287,19 @@ pub async fn run_set(
     };
     let options = UploadOptions {
         storage_class: set.storage_class,
+        lock: None, // ArchiveCommit::begin sets it, on the server's clock.
     };
+    let lock = set.object_lock.map(|l| commit::RunLock {
+        mode: l.mode,
+        retirement: earliest_retirement(
+            &set.cycle,
+            set.source.incremental(),
+            now,
+            Some(planned.position),
+        ),
+        run: now,
+        terms: l.terms(),
+    });
     let commit = ArchiveCommit::begin(
         stores,
         &config.diff_dir,
@@ -289,6 +307,7 @@ pub async fn run_set(
         &set.name,
         &keys,
         &options,
+        lock,
     )
     .await?;
     let source_started = Utc::now();

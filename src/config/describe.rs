@@ -40,12 +40,23 @@ fn set_text(set: &SetSpec) -> String {
             )
         })
         .unwrap_or_default();
+    let lock = set
+        .object_lock
+        .map(|l| {
+            format!(
+                ", ObjectLock {} (margin {}s, at most {} days)",
+                l.mode,
+                l.margin.num_seconds(),
+                l.max_days
+            )
+        })
+        .unwrap_or_default();
     let class = match set.storage_class {
         crate::store::StorageClass::Standard => String::new(),
         class => format!("; StorageClass {class}"),
     };
     let mut out = format!(
-        "    {} [cycle {}] at {}: {cycle}{retention}; {}{class}\n",
+        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}{class}\n",
         set.name,
         set.cycle_label(),
         set.pos,

@@ -14,7 +14,8 @@ use super::settings::{self, set, Applied, Globals, Scope};
 use super::shown;
 use super::syntax::{Block, ConfigError, Directive, Pos, Word};
 use super::values::{
-    boolean, bucket_url, command_words, endpoint, err, file_path, number, positive, single, text,
+    boolean, bucket_url, command_words, duration, endpoint, err, file_path, number, positive,
+    single, text,
 };
 use super::Config;
 
@@ -510,6 +511,28 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "1",
         |s, d| set(&mut s.cycle.minimum_redundancy, number(d)),
         "With RetentionPolicy, the newest N+1 restore points always stay (default 1).",
+    ),
+    scoped(
+        "ObjectLock",
+        "governance",
+        settings::object_lock,
+        "governance, compliance or no (default): lock every object of a run with S3 Object \
+         Lock until retention could retire the run, plus ObjectLockMargin (the bucket must \
+         have Object Lock enabled).",
+    ),
+    scoped(
+        "ObjectLockMargin",
+        "7d",
+        |s, d| set(&mut s.lock_margin, duration(d)),
+        "How long locks last beyond the earliest retirement: 30s, 15m, 36h or 7d (default \
+         7d).",
+    ),
+    scoped(
+        "ObjectLockMaxDays",
+        "3650",
+        |s, d| set(&mut s.lock_max_days, positive(d)),
+        "The longest lock, in days: permanent archives and runs outside rotation get it \
+         (default 3650).",
     ),
     scoped(
         "UseTempFile",

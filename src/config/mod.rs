@@ -226,9 +226,30 @@ pub struct SetSpec {
     /// Where its archives are stored (`StorageClass`); manifests stay in STANDARD.
     pub storage_class: StorageClass,
     pub cycle: CycleSettings,
+    /// `ObjectLock` with its terms; `None`: the set's objects are not locked.
+    pub object_lock: Option<ObjectLockSpec>,
     /// The configured restore command (`Restore`), for `recover --restore`.
     pub restore: Vec<String>,
     pub pos: Pos,
+}
+
+/// How a set's objects are locked (`ObjectLock`, `ObjectLockMargin`, `ObjectLockMaxDays`):
+/// until the earliest moment retention could retire the run plus the margin, at most
+/// `max_days` (see `policy::lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLockSpec {
+    pub mode: crate::store::LockMode,
+    pub margin: chrono::Duration,
+    pub max_days: u64,
+}
+
+impl ObjectLockSpec {
+    pub fn terms(&self) -> crate::policy::lock::LockTerms {
+        crate::policy::lock::LockTerms {
+            margin: self.margin,
+            max: chrono::Duration::days(self.max_days as i64),
+        }
+    }
 }
 
 /// Transport settings of the S3 store.

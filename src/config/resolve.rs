@@ -40,6 +40,22 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     };
     sets.walk(items, &root, None)?;
     config.sets = sets.list;
+    // A directory cannot lock anything, and a backup that silently is not locked is worse
+    // than none asked for.
+    if let (super::StoreSpec::Local(dir), Some(set)) = (
+        &config.store,
+        config.sets.iter().find(|s| s.object_lock.is_some()),
+    ) {
+        return Err(ConfigError::new(
+            &set.pos,
+            format!(
+                "set {} has ObjectLock, but Bucket {} is a local directory: Object Lock needs an \
+                 S3 bucket created with Object Lock enabled",
+                set.name,
+                dir.display()
+            ),
+        ));
+    }
     Ok(config)
 }
 
@@ -183,6 +199,11 @@ impl Sets {
             compression: scope.compression,
             storage_class: scope.storage_class.0,
             cycle: scope.cycle.clone(),
+            object_lock: scope.object_lock.map(|mode| super::ObjectLockSpec {
+                mode,
+                margin: scope.lock_margin,
+                max_days: scope.lock_max_days,
+            }),
             restore: scope.restore.clone(),
             pos: w.pos.clone(),
         });
@@ -556,5 +577,52 @@ mod tests {
         let c = load("Bucket ./store\nDiffDir state\nHost h\n").unwrap();
         assert_eq!(c.store, StoreSpec::Local("/etc/s3nap/./store".into()));
         assert_eq!(c.diff_dir, PathBuf::from("/etc/s3nap/state"));
+    }
+
+    #[test]
+    fn object_lock_is_inherited_with_its_terms_and_bad_values_name_their_line() {
+        use crate::store::LockMode;
+        let c = load(
+            "Bucket s3://b\nDiffDir /s\nHost h\nObjectLock compliance\nObjectLockMargin 36h\n\
+             Directory /etc\n<Cycle weekly>\n  ObjectLock governance\n  ObjectLockMargin 30s\n\
+             \x20 ObjectLockMaxDays 400\n  Directory /srv\n</Cycle>\n<Cycle off>\n  ObjectLock no\n\
+             \x20 Directory /opt\n</Cycle>\n",
+        )
+        .unwrap();
+        let lock = |i: usize| {
+            c.sets[i]
+                .object_lock
+                .map(|l| (l.mode, l.margin.num_seconds(), l.max_days))
+        };
+        assert_eq!(lock(0), Some((LockMode::Compliance, 36 * 3600, 3650)));
+        assert_eq!(lock(1), Some((LockMode::Governance, 30, 400)));
+        assert_eq!(lock(2), None);
+        // The default margin is 7 days.
+        let c = load("Bucket s3://b\nDiffDir /s\nHost h\nObjectLock governance\nDirectory /etc\n")
+            .unwrap();
+        assert_eq!(
+            c.sets[0].object_lock.unwrap().margin,
+            chrono::Duration::days(7)
+        );
+        for (text, line, message) in [
+            ("ObjectLock legal\n", 4, "ObjectLock must be governance, compliance or no, not 'legal'"),
+            ("ObjectLockMargin 7\n", 4, "ObjectLockMargin must be a number with a unit, s, m, h or d (like 30s or 7d), not '7'"),
+            ("ObjectLockMargin 2w\n", 4, "not '2w'"),
+            ("ObjectLockMaxDays 0\n", 4, "ObjectLockMaxDays must be at least 1"),
+        ] {
+            let e = load(&format!("Bucket s3://b\nDiffDir /s\nHost h\n{text}Directory /etc\n"))
+                .unwrap_err();
+            assert_eq!(e.pos.line, line, "{text}: {e}");
+            assert!(e.message.contains(message), "{text}: {e}");
+        }
+        // A directory cannot lock: an error at the set, naming both.
+        let e = load("Bucket /store\nDiffDir /s\nHost h\nObjectLock governance\nDirectory /etc\n")
+            .unwrap_err();
+        assert_eq!(e.pos.line, 5);
+        assert!(
+            e.message
+                .contains("set dir/etc has ObjectLock, but Bucket /store is a local directory"),
+            "{e}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::pipeline::compress::Compression;
 use crate::pipeline::schedule::{MAX_PART, MIN_PART};
 use crate::store::retrieval::Retrieval;
-use crate::store::{RetrievalTier, StorageClass};
+use crate::store::{LockMode, RetrievalTier, StorageClass};
 
 /// What applying one directive to the settings gives.
 pub(super) type Applied = Result<(), ConfigError>;
@@ -314,6 +314,10 @@ pub(super) struct Scope {
     /// `Run` of a `<Command>` or `<Picker>` block.
     pub(super) run: Option<Vec<String>>,
     pub(super) bucket: BucketScope,
+    /// `ObjectLock`; `None`: off.
+    pub(super) object_lock: Option<LockMode>,
+    pub(super) lock_margin: chrono::Duration,
+    pub(super) lock_max_days: u64,
 }
 
 /// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
@@ -331,6 +335,9 @@ impl Default for Scope {
     fn default() -> Self {
         Scope {
             cycle: CycleSettings::default(),
+            object_lock: None,
+            lock_margin: chrono::Duration::days(7),
+            lock_max_days: 3650,
             compression: Compression::default(),
             storage_class: (StorageClass::Standard, None),
             excludes: Vec::new(),
@@ -349,6 +356,19 @@ impl Default for Scope {
             },
         }
     }
+}
+
+pub(super) fn object_lock(s: &mut Scope, d: &Directive) -> Applied {
+    let modes = [
+        ("governance", Some(LockMode::Governance)),
+        ("compliance", Some(LockMode::Compliance)),
+        ("no", None),
+        ("off", None),
+    ];
+    s.object_lock = choice(d, &modes, |given| {
+        format!("ObjectLock must be governance, compliance or no, not '{given}'")
+    })?;
+    Ok(())
 }
 
 pub(super) fn cycle_type(s: &mut Scope, d: &Directive) -> Applied {

@@ -114,6 +114,37 @@ pub(super) fn size(d: &Directive) -> Result<u64, ConfigError> {
     }
 }
 
+/// A span with its unit: `30s`, `15m`, `36h` or `7d` (zero allowed).
+pub(super) fn duration(d: &Directive) -> Result<chrono::Duration, ConfigError> {
+    let w = single(d)?;
+    let text = w.text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let seconds: Option<i64> = match unit.to_ascii_lowercase().as_str() {
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86_400),
+        _ => None,
+    };
+    match (digits.parse::<i64>(), seconds) {
+        (Ok(n), Some(unit)) => n
+            .checked_mul(unit)
+            .filter(|s| *s <= 100 * 365 * 86_400)
+            .map(chrono::Duration::seconds)
+            .ok_or_else(|| err(&w.pos, format!("{} is too long", d.name.text))),
+        _ => Err(err(
+            &w.pos,
+            format!(
+                "{} must be a number with a unit, s, m, h or d (like 30s or 7d), not '{}'",
+                d.name.text, w.text
+            ),
+        )),
+    }
+}
+
 pub(super) fn absolute_path(d_name: &str, w: &Word) -> Result<PathBuf, ConfigError> {
     let path = Path::new(&w.text);
     if !path.is_absolute() {

@@ -161,6 +161,27 @@ pub fn due(c: &CycleSettings, inc: Incremental, day: i64) -> Due {
     }
 }
 
+/// The next period after `pos.period` that takes the same slot: the earliest backup that can
+/// take the slot over (a forced run joins its day's period, so none comes sooner).
+pub fn next_in_slot(c: &CycleSettings, inc: Incremental, pos: Position) -> u64 {
+    match c.cycle_type {
+        CycleType::Simple => pos.period + slot_count(c, inc),
+        // Disc k < Discs-1 holds the periods with exactly k trailing zero bits, 2^(k+1) apart;
+        // the largest disc every multiple of 2^(Discs-1).
+        CycleType::Hanoi if pos.slot + 1 < c.discs => pos.period + (1u64 << (pos.slot + 1)),
+        CycleType::Hanoi => pos.period + (1u64 << pos.slot),
+    }
+}
+
+/// The day whose scheduled backup is `period` (the inverse of [`due`]).
+pub fn day_of_period(c: &CycleSettings, period: u64) -> i64 {
+    let shifted = (period * c.frequency) as i64;
+    match c.cycle_type {
+        CycleType::Simple => shifted - c.phase as i64,
+        CycleType::Hanoi => shifted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 pub mod cycle;
 pub mod gc;
+pub mod lock;
 pub mod retention;
 
 #[cfg(test)]

@@ -58,6 +58,12 @@ pub enum Reason {
     OlderThan {
         days: u64,
     },
+    /// Retired by the rules (`then`), but its objects are under Object Lock until `until` on
+    /// the server's clock: kept, and retired by a prune after that (set by `prune`, not here).
+    Locked {
+        until: chrono::DateTime<chrono::Utc>,
+        then: Box<Reason>,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -75,6 +81,11 @@ impl fmt::Display for Reason {
             Reason::BaseOf(run) => write!(f, "base of kept run {run}"),
             Reason::SlotTakenOver { slot, by } => write!(f, "slot {slot} now held by {by}"),
             Reason::OlderThan { days } => write!(f, "older than RetentionPolicy {days} days"),
+            Reason::Locked { until, then } => write!(
+                f,
+                "kept: locked until {}; then retired by a later prune ({then})",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         }
     }
 }

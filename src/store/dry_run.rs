@@ -13,7 +13,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStore, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store, UploadOptions,
+    DynStore, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, RetrievalTier, Store,
+    UploadOptions,
 };
 
 /// A write the dry run did not do, naming the object as the store does.
@@ -27,6 +28,7 @@ pub enum Write {
     AbortUpload(String),
     /// A retrieval from an archive class (it is billed, so the dry run does not request it).
     Restore(String),
+    Retain(String, ObjectLock),
 }
 
 #[derive(Debug)]
@@ -64,7 +66,7 @@ impl Store for DryRunStore {
         true
     }
 
-    async fn put(&self, key: &str, _data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, _data: Bytes, _lock: Option<&ObjectLock>) -> Result<()> {
         self.record(Write::Put(self.locate(key)));
         Ok(())
     }
@@ -135,6 +137,16 @@ impl Store for DryRunStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         self.inner.server_time().await
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.record(Write::Retain(self.locate(key), *lock));
+        Ok(())
+    }
+
+    /// Read from the real store: `-t` reports a bucket without Object Lock as a run would.
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.inner.locks_enabled().await
     }
 }
 

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store,
-    StoreError, UploadOptions,
+    DynStore, ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, RetrievalTier,
+    Store, StoreError, UploadOptions,
 };
 
 /// A store operation, as rules and the call record name it.
@@ -39,11 +39,13 @@ pub enum Op {
     ListUploads,
     ServerTime,
     Restore,
+    Retain,
+    LocksEnabled,
 }
 
 impl Op {
     /// Every operation, for tests that go through them all.
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 15] = [
         Op::Put,
         Op::Get,
         Op::GetRange,
@@ -57,6 +59,8 @@ impl Op {
         Op::ListUploads,
         Op::ServerTime,
         Op::Restore,
+        Op::Retain,
+        Op::LocksEnabled,
     ];
 
     fn name(self) -> &'static str {
@@ -73,6 +77,8 @@ impl Op {
             Op::ListUploads => "list uploads",
             Op::ServerTime => "server time",
             Op::Restore => "restore",
+            Op::Retain => "retain",
+            Op::LocksEnabled => "locks enabled",
         }
     }
 }
@@ -364,8 +370,8 @@ impl Store for FaultyStore {
         self.inner.dry_run()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.run(call(Op::Put, key), self.inner.put(key, data))
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
+        self.run(call(Op::Put, key), self.inner.put_locked(key, data, lock))
             .await
     }
 
@@ -443,6 +449,16 @@ impl Store for FaultyStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         self.run(call(Op::ServerTime, ""), self.inner.server_time())
+            .await
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.run(call(Op::Retain, key), self.inner.retain(key, lock))
+            .await
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.run(call(Op::LocksEnabled, ""), self.inner.locks_enabled())
             .await
     }
 }

@@ -29,8 +29,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, StorageClass, Store,
-    StoreError, UploadOptions,
+    ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, RetrievalTier,
+    StorageClass, Store, StoreError, UploadOptions,
 };
 
 const UPLOADS: &str = ".s3nap-uploads";
@@ -261,7 +261,8 @@ impl Store for LocalStore {
         self.root.join(key).display().to_string()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
+        self.no_lock("put", key, lock)?;
         let path = self.path("put", key)?;
         blocking(move || write_atomically("put", &path, |f| f.write_all(&data))).await
     }
@@ -333,6 +334,7 @@ impl Store for LocalStore {
     }
 
     async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
+        self.no_lock("create upload", key, options.lock.as_ref())?;
         self.path("create upload", key)?;
         if options.storage_class != StorageClass::Standard {
             return Err(StoreError::new(
@@ -517,6 +519,29 @@ impl Store for LocalStore {
     /// The files' times come from this machine's clock, so that clock is the store's.
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok(Utc::now())
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.no_lock("retain", key, Some(lock))
+    }
+
+    /// Files cannot be locked: the configuration refuses ObjectLock with a local Bucket.
+    async fn locks_enabled(&self) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+impl LocalStore {
+    fn no_lock(&self, operation: &'static str, key: &str, lock: Option<&ObjectLock>) -> Result<()> {
+        match lock {
+            None => Ok(()),
+            Some(_) => Err(StoreError::new(
+                ErrorKind::Other,
+                operation,
+                self.locate(key),
+                "a local store cannot lock objects (ObjectLock needs an S3 Bucket)",
+            )),
+        }
     }
 }
 

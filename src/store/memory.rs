@@ -12,6 +12,10 @@
 //! (`InvalidObjectState`) until a retrieval was requested and the test completes it
 //! ([`MemoryStore::finish_retrievals`]), so that the logic above the store can be tested with a
 //! retrieval that is still ongoing.
+//!
+//! A store made [`MemoryStore::with_object_lock`] keeps Object Lock as S3 does: a locked object
+//! cannot be deleted before its date on that clock (versions are not simulated: a delete
+//! removes).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -23,8 +27,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::{
-    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, RestoreStatus, Result, RetrievalTier,
-    StorageClass, Store, StoreError, UploadOptions,
+    ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, RestoreStatus, Result,
+    RetrievalTier, StorageClass, Store, StoreError, UploadOptions,
 };
 
 /// Where the store reads the time: stamps objects and uploads, and answers `server_time`.
@@ -64,6 +68,7 @@ struct Object {
     modified: DateTime<Utc>,
     class: StorageClass,
     restore: RestoreStatus,
+    lock: Option<ObjectLock>,
 }
 
 impl Object {
@@ -73,6 +78,7 @@ impl Object {
             modified,
             class: StorageClass::Standard,
             restore: RestoreStatus::None,
+            lock: None,
         }
     }
 }
@@ -83,6 +89,8 @@ struct Upload {
     class: StorageClass,
     initiated: DateTime<Utc>,
     parts: BTreeMap<u32, (Bytes, String)>,
+    /// Applied on completion, as S3 applies the lock headers of CreateMultipartUpload.
+    lock: Option<ObjectLock>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +106,7 @@ struct State {
 pub struct MemoryStore {
     state: Mutex<State>,
     clock: Clock,
+    object_lock: bool,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -131,7 +140,32 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
             clock,
+            object_lock: false,
         }
+    }
+
+    /// This store with Object Lock enabled, as a bucket created with it.
+    pub fn with_object_lock(mut self) -> Self {
+        self.object_lock = true;
+        self
+    }
+
+    /// Refuses a lock on a store without Object Lock, as S3 does (InvalidRequest).
+    fn check_lock(
+        &self,
+        operation: &'static str,
+        key: &str,
+        lock: Option<&ObjectLock>,
+    ) -> Result<()> {
+        if lock.is_some() && !self.object_lock {
+            return Err(StoreError::new(
+                ErrorKind::Other,
+                operation,
+                self.locate(key),
+                "Object Lock is not enabled here",
+            ));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -237,6 +271,7 @@ impl MemoryStore {
             modified: Some(o.modified),
             storage_class: (o.class != StorageClass::Standard).then(|| o.class.name().to_string()),
             restore: o.restore.clone(),
+            lock: o.lock,
         }
     }
 }
@@ -247,17 +282,18 @@ impl Store for MemoryStore {
         format!("memory:/{key}")
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
         self.check_key("put", key)?;
+        self.check_lock("put", key, lock)?;
         let modified = (self.clock)();
         let mut state = self.lock();
         // As S3 answers s3nap's conditional PUT (`If-None-Match: *`): an object is never replaced.
         if state.objects.contains_key(key) {
             return Err(exists("put", self.locate(key)));
         }
-        state
-            .objects
-            .insert(key.to_string(), Object::new(data, modified));
+        let mut object = Object::new(data, modified);
+        object.lock = lock.copied();
+        state.objects.insert(key.to_string(), object);
         Ok(())
     }
 
@@ -291,12 +327,25 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.lock().objects.remove(key);
+        let now = (self.clock)();
+        let mut state = self.lock();
+        if let Some(lock) = state.objects.get(key).and_then(|o| o.lock) {
+            if lock.until > now {
+                return Err(StoreError::new(
+                    ErrorKind::Denied,
+                    "delete",
+                    self.locate(key),
+                    format!("locked ({}) until {}", lock.mode, lock.until),
+                ));
+            }
+        }
+        state.objects.remove(key);
         Ok(())
     }
 
     async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String> {
         self.check_key("create upload", key)?;
+        self.check_lock("create upload", key, options.lock.as_ref())?;
         let initiated = (self.clock)();
         let mut state = self.lock();
         state.next_upload += 1;
@@ -308,6 +357,7 @@ impl Store for MemoryStore {
                 class: options.storage_class,
                 initiated,
                 parts: BTreeMap::new(),
+                lock: options.lock,
             },
         );
         Ok(id)
@@ -364,9 +414,11 @@ impl Store for MemoryStore {
             }
         }
         let class = upload.class;
+        let lock = upload.lock;
         state.uploads.remove(upload_id);
         let mut object = Object::new(data.freeze(), modified);
         object.class = class;
+        object.lock = lock;
         state.objects.insert(key.to_string(), object);
         Ok(())
     }
@@ -415,6 +467,34 @@ impl Store for MemoryStore {
 
     async fn server_time(&self) -> Result<DateTime<Utc>> {
         Ok((self.clock)())
+    }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.check_lock("retain", key, Some(lock))?;
+        let now = (self.clock)();
+        let mut state = self.lock();
+        let object = state
+            .objects
+            .get_mut(key)
+            .ok_or_else(|| self.not_found("retain", key, "no such object"))?;
+        // As S3 without the bypass permission: a lock in force is extended, never shortened.
+        if let Some(held) = object
+            .lock
+            .filter(|l| l.until > now && l.until > lock.until)
+        {
+            return Err(StoreError::new(
+                ErrorKind::Denied,
+                "retain",
+                self.locate(key),
+                format!("locked until {}, later than {}", held.until, lock.until),
+            ));
+        }
+        object.lock = Some(*lock);
+        Ok(())
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        Ok(self.object_lock)
     }
 }
 

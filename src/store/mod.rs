@@ -85,6 +85,8 @@ pub struct ObjectInfo {
     pub storage_class: Option<String>,
     /// The retrieval of an archived object (S3's `x-amz-restore`); only `head` reports it.
     pub restore: RestoreStatus,
+    /// Its Object Lock retention; only [`Store::head`] reads it (`None` from `list`).
+    pub lock: Option<ObjectLock>,
 }
 
 impl ObjectInfo {
@@ -224,10 +226,47 @@ impl fmt::Display for RetrievalTier {
     }
 }
 
+/// S3 Object Lock's retention modes: governance may be lifted by credentials allowed to
+/// bypass it, compliance by nobody until the date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3 spells it (`x-amz-object-lock-mode`).
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockMode::Governance => "governance",
+            LockMode::Compliance => "compliance",
+        })
+    }
+}
+
+/// An object's retention: no version of it can be deleted before `until` (server's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub until: DateTime<Utc>,
+}
+
 /// How a multipart upload's object is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UploadOptions {
     pub storage_class: StorageClass,
+    /// Asks for the completed object to be locked (S3 honours it; callers still
+    /// [`Store::retain`] after completion, for servers that do not).
+    pub lock: Option<ObjectLock>,
 }
 
 /// An upload that was started and never completed nor aborted.
@@ -258,7 +297,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Stores a small object atomically; fails if it cannot, never leaves a partial object.
     /// Fails with [`ErrorKind::Exists`] when `key` exists: objects are never replaced.
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_locked(key, data, None).await
+    }
+    /// [`Store::put`], the object locked from the start when `lock` is given.
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()>;
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// Bytes `range` of the object; shorter only at the object's end.
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
@@ -266,10 +309,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Removes the object. A store that keeps versions (a bucket with Object Lock, see
+    /// [`s3::S3Store::versioned`]) removes every version of the key, not just its latest;
+    /// a version still locked is refused ([`ErrorKind::Denied`]).
     async fn delete(&self, key: &str) -> Result<()>;
 
     /// Starts an upload whose object is stored as `options` say; a store that cannot store it
-    /// so (a storage class the local store does not have) fails here, before any byte is sent.
+    /// so (a storage class the local store does not have, a lock where locks are impossible)
+    /// fails here, before any byte is sent.
     async fn create_upload(&self, key: &str, options: &UploadOptions) -> Result<String>;
     /// Part numbers start at 1; parts may arrive in any order and concurrently.
     async fn upload_part(
@@ -296,6 +343,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The store's clock now: the time that `modified` and `initiated` are measured against,
     /// so that an age is right however far the local clock is off.
     async fn server_time(&self) -> Result<DateTime<Utc>>;
+
+    /// Sets the retention of the stored object `key` (S3's PutObjectRetention).
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()>;
+    /// Whether objects can be locked here at all (S3: the bucket has Object Lock enabled).
+    async fn locks_enabled(&self) -> Result<bool>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -242,6 +242,7 @@ mod tests {
     async fn archive(store: &MemoryStore, key: &str, class: StorageClass) {
         let options = UploadOptions {
             storage_class: class,
+            ..UploadOptions::default()
         };
         let id = store.create_upload(key, &options).await.unwrap();
         let part = store

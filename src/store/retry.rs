@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    DynStore, ErrorKind, ObjectInfo, PartReceipt, PendingUpload, Result, RetrievalTier, Store,
-    StoreError, UploadOptions,
+    DynStore, ErrorKind, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, Result, RetrievalTier,
+    Store, StoreError, UploadOptions,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -99,12 +99,12 @@ impl Store for RetryStore {
         self.inner.dry_run()
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
         let mut attempts = 0u32;
         let result = self
             .retry(|| {
                 attempts += 1;
-                self.inner.put(key, data.clone())
+                self.inner.put_locked(key, data.clone(), lock)
             })
             .await;
         // PUTs are conditional (`If-None-Match: *`): a retry of one whose reply was lost after
@@ -216,6 +216,15 @@ impl Store for RetryStore {
     async fn server_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
         self.retry(|| self.inner.server_time()).await
     }
+
+    /// Setting the same retention again is harmless: a lost reply is simply repeated.
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        self.retry(|| self.inner.retain(key, lock)).await
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        self.retry(|| self.inner.locks_enabled()).await
+    }
 }
 
 #[cfg(test)]
@@ -228,7 +237,7 @@ mod tests {
 
     /// A memory store behind `rules`, retried up to three attempts without real waits.
     fn retried(rules: Vec<Rule>) -> (RetryStore, Arc<MemoryStore>, Faults) {
-        let memory = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
         let faulty = FaultyStore::new(memory.clone(), rules);
         let faults = faulty.faults();
         let policy = RetryPolicy {
@@ -406,6 +415,14 @@ mod tests {
             Op::ListUploads => store.list_uploads("").await.map(drop),
             Op::ServerTime => store.server_time().await.map(drop),
             Op::Restore => store.restore("archived", 1, RetrievalTier::Bulk).await,
+            Op::Retain => {
+                let lock = ObjectLock {
+                    mode: crate::store::LockMode::Governance,
+                    until: chrono::Utc::now() + chrono::Duration::days(1),
+                };
+                store.retain("k", &lock).await
+            }
+            Op::LocksEnabled => store.locks_enabled().await.map(drop),
         }
     }
 

@@ -7,6 +7,15 @@
 //! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
 //! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
 //! not delete cannot destroy a stored object by replacing it either.
+//!
+//! Object Lock: locks are sent with PutObject and CreateMultipartUpload and set again with
+//! PutObjectRetention ([`Store::retain`]); HeadObject reads them back. A bucket with Object
+//! Lock is versioned, and a store made [`S3Store::versioned`] treats it so: `delete` removes
+//! every version of the key by version id (a plain DeleteObject would only add a delete marker
+//! and leave the locked bytes, billed), and `head`, `get`, `get_range` and `list` see through
+//! a delete marker to the newest real version underneath (what a DeleteObject by a
+//! compromised host leaves). Older versions under a real latest one are not looked at: runs
+//! are never overwritten.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -17,7 +26,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, GlacierJobParameters, RestoreRequest, Tier,
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
+    ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, RestoreRequest, Tier,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_types::retry::RetryConfig;
@@ -26,8 +36,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ErrorKind, ObjectInfo, PartReceipt, PendingUpload, RestoreStatus, Result, RetrievalTier,
-    StorageClass, Store, StoreError, UploadOptions,
+    ErrorKind, LockMode, ObjectInfo, ObjectLock, PartReceipt, PendingUpload, RestoreStatus, Result,
+    RetrievalTier, StorageClass, Store, StoreError, UploadOptions,
 };
 
 /// How to reach the server; everything optional falls back to the AWS defaults.
@@ -103,6 +113,17 @@ pub struct S3Store {
     /// Empty or ending in '/'.
     prefix: String,
     clock: ServerClock,
+    /// Whether the bucket keeps versions (Object Lock): see the module comment.
+    versioned: bool,
+}
+
+/// One version of a key, newest first as S3 lists them.
+#[derive(Debug, Clone)]
+struct Version {
+    id: String,
+    delete_marker: bool,
+    size: u64,
+    modified: Option<DateTime<Utc>>,
 }
 
 /// The `Date` header of the latest response: the server's clock, which ages of objects and
@@ -243,6 +264,7 @@ impl S3Store {
         Ok(S3Store {
             clock,
             client,
+            versioned: false,
             bucket: bucket.to_string(),
             prefix: if prefix.is_empty() {
                 String::new()
@@ -252,8 +274,175 @@ impl S3Store {
         })
     }
 
+    /// This store on a bucket that keeps versions (Object Lock; see the module comment).
+    pub fn versioned(mut self) -> Self {
+        self.versioned = true;
+        self
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Every version and delete marker of exactly `key`, newest first.
+    async fn versions(&self, key: &str) -> Result<Vec<Version>> {
+        Ok(self
+            .versions_under(key)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Every version and delete marker of the keys under `prefix` (relative keys), each key's
+    /// newest first, keys in order.
+    async fn versions_under(&self, prefix: &str) -> Result<Vec<(String, Version)>> {
+        let mut out: Vec<(String, Version)> = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_key_marker(key_marker)
+                .set_version_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|e| self.error("list versions", prefix, e))?;
+            let relative = |k: Option<&str>| {
+                k.and_then(|k| k.strip_prefix(&self.prefix))
+                    .map(str::to_string)
+            };
+            let mut found = Vec::new();
+            for v in page.versions() {
+                if let (Some(key), Some(id)) = (relative(v.key()), v.version_id()) {
+                    let version = Version {
+                        id: id.to_string(),
+                        delete_marker: false,
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        modified: v.last_modified().and_then(timestamp),
+                    };
+                    found.push((key, version));
+                }
+            }
+            for m in page.delete_markers() {
+                if let (Some(key), Some(id)) = (relative(m.key()), m.version_id()) {
+                    let version = Version {
+                        id: id.to_string(),
+                        delete_marker: true,
+                        size: 0,
+                        modified: m.last_modified().and_then(timestamp),
+                    };
+                    found.push((key, version));
+                }
+            }
+            out.extend(found);
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        // Versions and markers come in two lists: merge them per key, newest first (a stable
+        // sort keeps S3's order among equal times).
+        out.sort_by(|(a, va), (b, vb)| a.cmp(b).then(vb.modified.cmp(&va.modified)));
+        Ok(out)
+    }
+
+    /// The version to read of `key` whose latest version is missing: the newest real version
+    /// under a delete marker, on a versioned store; `None` otherwise.
+    async fn under_marker(&self, key: &str) -> Result<Option<Version>> {
+        if !self.versioned {
+            return Ok(None);
+        }
+        Ok(self
+            .versions(key)
+            .await?
+            .into_iter()
+            .find(|v| !v.delete_marker))
+    }
+
+    async fn get_version(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        range: Option<String>,
+    ) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_error(self.locate(key), e))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn get_seeing_through(&self, key: &str, range: Option<String>) -> Result<Bytes> {
+        match self.get_version(key, None, range.clone()).await {
+            Err(e) if e.kind == ErrorKind::NotFound => match self.under_marker(key).await? {
+                Some(v) => self.get_version(key, Some(&v.id), range).await,
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    async fn head_version(&self, key: &str, version: Option<&str>) -> Result<Option<ObjectInfo>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let lock = match (out.object_lock_mode(), out.object_lock_retain_until_date()) {
+                    (Some(mode), Some(until)) => Some(ObjectLock {
+                        mode: match mode {
+                            ObjectLockMode::Compliance => LockMode::Compliance,
+                            _ => LockMode::Governance,
+                        },
+                        until: timestamp(until).unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                Ok(Some(ObjectInfo {
+                    key: key.to_string(),
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    modified: out.last_modified().and_then(timestamp),
+                    storage_class: class(out.storage_class().map(|c| c.as_str())),
+                    restore: out.restore().map(RestoreStatus::parse).unwrap_or_default(),
+                    lock,
+                }))
+            }
+            Err(e) => {
+                let err = self.error("head", key, e);
+                // A delete marker answers HEAD with 405 (by version) or 404.
+                if err.kind == ErrorKind::NotFound
+                    || (version.is_some() && err.message.contains("405"))
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     fn error<E>(
@@ -300,12 +489,16 @@ impl Store for S3Store {
         format!("s3://{}/{}", self.bucket, self.full(key))
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full(key))
             .if_none_match("*")
+            .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
+            .set_object_lock_retain_until_date(lock.map(|l| s3_time(l.until)))
+            // S3 takes a locked object only with a checksum (in a header: the body is in memory).
+            .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Sha256))
             .body(ByteStream::from(data))
             .send()
             .await
@@ -314,71 +507,45 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| body_error(self.locate(key), e))?;
-        Ok(body.into_bytes())
+        self.get_seeing_through(key, None).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| body_error(self.locate(key), e))?;
-        Ok(body.into_bytes())
+        let range = format!("bytes={}-{}", range.start, range.end - 1);
+        self.get_seeing_through(key, Some(range)).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out.last_modified().and_then(timestamp),
-                storage_class: class(out.storage_class().map(|c| c.as_str())),
-                restore: out.restore().map(RestoreStatus::parse).unwrap_or_default(),
-            })),
-            Err(e) => {
-                let err = self.error("head", key, e);
-                if err.kind == ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
+        match self.head_version(key, None).await? {
+            Some(info) => Ok(Some(info)),
+            None => match self.under_marker(key).await? {
+                Some(v) => self.head_version(key, Some(&v.id)).await,
+                None => Ok(None),
+            },
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        if self.versioned {
+            // Each key's newest real version, whether or not a delete marker lies on top.
+            let mut out: Vec<ObjectInfo> = Vec::new();
+            for (key, v) in self.versions_under(prefix).await? {
+                if v.delete_marker || out.last().is_some_and(|o| o.key == key) {
+                    continue;
+                }
+                out.push(ObjectInfo {
+                    key,
+                    size: v.size,
+                    modified: v.modified,
+                    // The class as HEAD tells it is what readers decide by.
+                    ..ObjectInfo::default()
+                });
+            }
+            return Ok(out);
+        }
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -401,6 +568,7 @@ impl Store for S3Store {
                     modified: object.last_modified().and_then(timestamp),
                     storage_class: class(object.storage_class().map(|c| c.as_str())),
                     restore: RestoreStatus::None,
+                    lock: None,
                 });
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -412,13 +580,13 @@ impl Store for S3Store {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(|e| self.error("delete", key, e))?;
+        if !self.versioned {
+            return self.delete_version(key, None).await;
+        }
+        // Every version by its id: without one, S3 only adds a delete marker.
+        for v in self.versions(key).await? {
+            self.delete_version(key, Some(&v.id)).await?;
+        }
         Ok(())
     }
 
@@ -426,12 +594,15 @@ impl Store for S3Store {
         // STANDARD is S3's default: not naming it keeps servers without classes working.
         let class = (options.storage_class != StorageClass::Standard)
             .then(|| aws_sdk_s3::types::StorageClass::from(options.storage_class.name()));
+        let lock = options.lock.as_ref();
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full(key))
             .set_storage_class(class)
+            .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
+            .set_object_lock_retain_until_date(lock.map(|l| s3_time(l.until)))
             .send()
             .await
             .map_err(|e| self.error("create upload", key, e))?;
@@ -625,6 +796,63 @@ impl Store for S3Store {
             )
         })
     }
+
+    async fn retain(&self, key: &str, lock: &ObjectLock) -> Result<()> {
+        let retention = ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::from(lock.mode.as_s3()))
+            .retain_until_date(s3_time(lock.until))
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| self.error("retain", key, e))?;
+        Ok(())
+    }
+
+    async fn locks_enabled(&self) -> Result<bool> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e) => {
+                let err = self.error("read the Object Lock configuration of", "", e);
+                if err.message.contains("ObjectLockConfigurationNotFound") {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+impl S3Store {
+    async fn delete_version(&self, key: &str, version: Option<&str>) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        Ok(())
+    }
+}
+
+fn s3_time(t: DateTime<Utc>) -> aws_sdk_s3::primitives::DateTime {
+    aws_sdk_s3::primitives::DateTime::from_secs(t.timestamp())
 }
 
 /// A storage class as S3 names it; `None` for STANDARD, which HEAD leaves out and LIST names.
