@@ -28,12 +28,17 @@ its "nth" (default 1) on, "times" times (default 1; 0: every one). Its "action" 
     drop_reply  forwards, then resets the connection instead of answering (a lost reply)
     truncate    forwards, answers the full Content-Length but only the body's first half, closes
     flip        forwards, answers with one bit flipped in the body at {"offset"} (default: middle)
+    require_md5 answers 400 InvalidRequest (not forwarded) unless the request carries a
+                Content-MD5 equal to its body's: S3's rule for a part of a locked upload, which
+                moto does not enforce
     hold        prints {"event": "held", ...} and waits for a release before forwarding; a
                 request whose client went away meanwhile is dropped ({"event": "abandoned"})
     hold_reply  forwards, prints {"event": "held", ...} and waits for a release before answering
 
 Every hit prints {"event": "hit", "rule": ID, "action", "method", "target"}.
 """
+import base64
+import hashlib
 import json
 import os
 import re
@@ -170,6 +175,26 @@ def client_gone(sock):
         sock.setblocking(True)
 
 
+def md5_reply(headers, body):
+    """S3's answer to a request that lacks the Content-MD5 it requires (or sends a wrong one),
+    or None when the header is there and right."""
+    expected = base64.b64encode(hashlib.md5(body).digest()).decode()
+    given = headers.get("content-md5")
+    if given == expected:
+        return None
+    name, message = (
+        ("InvalidRequest", "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part "
+         "requests with Object Lock parameters")
+        if given is None
+        else ("BadDigest", "The Content-MD5 you specified did not match what we received.")
+    )
+    body = f"<Error><Code>{name}</Code><Message>{message}</Message></Error>".encode()
+    return (
+        f"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 def error_reply(code):
     name, message = (
         ("SlowDown", "Please reduce your request rate.")
@@ -220,6 +245,12 @@ class Handler(socketserver.StreamRequestHandler):
             self.wfile.write(error_reply(hit[1].get("code", 500)))
             self.wfile.flush()
             return True
+        if action == "require_md5":
+            refused = md5_reply(headers, body)
+            if refused:
+                self.wfile.write(refused)
+                self.wfile.flush()
+                return True
         if action == "delay":
             time.sleep(hit[1].get("seconds", 5))
         if action == "hold":

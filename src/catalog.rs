@@ -171,7 +171,12 @@ pub fn walk_chain<'a>(
             });
             break;
         }
-        let Some(found) = runs.iter().find(|m| m.set == set && m.run == base) else {
+        // A base is always older than its DIFF: a manifest naming a newer run is damaged, and
+        // following it would replay a newer FULL before an older DIFF.
+        let found = runs
+            .iter()
+            .find(|m| m.set == set && m.run == base && base < current.run);
+        let Some(found) = found else {
             stop = Some(CatalogError::BrokenChain {
                 set: set.to_string(),
                 run: current.run,
@@ -262,6 +267,23 @@ mod tests {
         let broken = vec![runs[0].clone(), runs[2].clone()];
         assert!(matches!(
             chain_at("dir/a", &broken, None),
+            Err(CatalogError::BrokenChain { .. })
+        ));
+        // A damaged manifest naming a newer run as its base: never followed (a newer FULL
+        // replayed before an older DIFF would undo the DIFF's changes).
+        let forward = vec![
+            runs[0].clone(),
+            manifest(
+                "dir/a",
+                "20261102T000000Z",
+                Kind::Diff,
+                Some("20261104T000000Z"),
+            ),
+            runs[3].clone(),
+        ];
+        let at = parse_time("2026-11-02").unwrap();
+        assert!(matches!(
+            chain_at("dir/a", &forward, Some(at)),
             Err(CatalogError::BrokenChain { .. })
         ));
     }

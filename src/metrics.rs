@@ -134,7 +134,8 @@ pub fn update_verified(
     now: DateTime<Utc>,
 ) -> io::Result<()> {
     let previous = fs::read_to_string(path).unwrap_or_default();
-    crate::atomic::replace_file(
+    // Readable by node_exporter, as after a run.
+    crate::atomic::replace_readable_file(
         path,
         render_verified(sets, check, &previous, now).as_bytes(),
     )

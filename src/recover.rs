@@ -57,7 +57,8 @@ pub async fn plan(
     Ok(chain.into_iter().cloned().collect())
 }
 
-/// Makes sure every archive of `chain` can be read before a byte of it is: archived ones have
+/// Makes sure every object of `chain` (archives, and their range hashes and refs, which a
+/// lifecycle rule on the whole prefix moves too) can be read before a byte of it is: archived ones have
 /// their retrieval requested (unless it is on its way). Without `wait`, any that cannot be read
 /// yet end the recovery with `RetrievalPending` (exit status 5); with it, the archives are
 /// checked again until they can, each wait said on stderr.
@@ -67,7 +68,11 @@ pub async fn ready(
     retrieval: &Retrieval,
     wait: bool,
 ) -> anyhow::Result<()> {
-    let keys: Vec<String> = chain.iter().map(|m| m.archive.key.clone()).collect();
+    let keys: Vec<String> = chain
+        .iter()
+        .flat_map(|m| m.objects())
+        .map(String::from)
+        .collect();
     if !wait {
         return retrieval::require_readable(store, &keys, retrieval).await;
     }

@@ -189,31 +189,40 @@ fn archived_archives_are_retrieved_before_a_byte_is_written() {
     );
     assert_recovers(&f.dir, &waited, &deep, "deep");
 
-    // A lifecycle rule moves the STANDARD_IA archive to GLACIER (here: a copy onto itself in
-    // the new class): recover goes by what HEAD says, not by the configuration.
+    // A lifecycle rule on the whole prefix moves the STANDARD_IA archive and its range hashes
+    // to GLACIER (here: copies onto themselves in the new class): recover goes by what HEAD
+    // says, not by the configuration, for every object it will read.
     let moved = keys_of(&f.server, &infrequent, ".full.tar.zst").remove(0);
-    f.server
-        .block_on(
-            f.server
-                .client
-                .copy_object()
-                .bucket(BUCKET)
-                .key(&moved)
-                .copy_source(format!("{BUCKET}/{moved}"))
-                .storage_class(StorageClass::Glacier)
-                .metadata_directive(MetadataDirective::Copy)
-                .send(),
-        )
-        .unwrap();
-    assert_eq!(head(&f.server, &moved).0.as_deref(), Some("GLACIER"));
+    let hashes = keys_of(&f.server, &infrequent, ".sha256").remove(0);
+    for key in [&moved, &hashes] {
+        f.server
+            .block_on(
+                f.server
+                    .client
+                    .copy_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .copy_source(format!("{BUCKET}/{key}"))
+                    .storage_class(StorageClass::Glacier)
+                    .metadata_directive(MetadataDirective::Copy)
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(head(&f.server, key).0.as_deref(), Some("GLACIER"));
+    }
     let after_rule = recover(&conf, &infrequent, &[]);
     assert_eq!(after_rule.status.code(), Some(5), "{}", stderr(&after_rule));
     assert!(after_rule.stdout.is_empty());
-    assert!(
-        stderr(&after_rule).contains(&moved),
-        "{}",
-        stderr(&after_rule)
-    );
+    for key in [&moved, &hashes] {
+        assert!(
+            stderr(&after_rule).contains(key.as_str()),
+            "{key}: {}",
+            stderr(&after_rule)
+        );
+    }
+    // Both retrievals were requested (moto completes them at once): the next recover reads.
+    let again = recover(&conf, &infrequent, &[]);
+    assert_recovers(&f.dir, &again, &infrequent, "moved");
 }
 
 #[test]

@@ -288,3 +288,31 @@ fn object_lock_on_a_local_bucket_is_a_configuration_error() {
         stderr(&out)
     );
 }
+
+/// S3 refuses a part of a locked upload without a Content-MD5 (or checksum) header; moto does
+/// not, so the proxy enforces S3's rule (and checks the digest) on every part.
+#[test]
+fn parts_of_a_locked_upload_carry_their_content_md5() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = S3Server::start();
+    create_locked_bucket(&server, BUCKET);
+    let proxy = common::proxy::FaultProxy::start(&server);
+    let rule = proxy.add(serde_json::json!({
+        "method": "PUT", "target": "partNumber=", "action": "require_md5", "times": 0
+    }));
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("data"), common::random_bytes(3 << 20, 7)).unwrap();
+    let conf = ConfigBuilder::new(dir)
+        .s3_via(&server, &proxy, BUCKET)
+        .cycle("c", |c| {
+            c.line("Diffs 0\nFulls 1\nObjectLock governance\nObjectLockMargin 5s")
+                .directory(&tree)
+        })
+        .build();
+    let out = s3nap(&["-c", conf.to_str().unwrap(), "--now", &night(0)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(proxy.hits_of(rule) >= 1, "no part went through the rule");
+    assert_eq!(run_keys(&server, 0).len(), 3);
+}

@@ -197,6 +197,16 @@ fn a_backup_only_run_commits_deletes_nothing_recovers_and_prune_retires_with_its
     let dest = dir.join("restored");
     untar(&out.stdout, &dest);
     assert_same_tree(&tree, &dest.join(tree.strip_prefix("/").unwrap()));
+    // And verify every byte, the debris listing included (ListMultipartUploads).
+    let out = s3nap(&["-c", recover_conf, "verify", "--read", "--all"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("2 run(s) read whole"), "{said}");
+    assert!(
+        !stderr(&out).contains("debris not listed"),
+        "{}",
+        stderr(&out)
+    );
     let recover = server.user_client("recover");
     denied(code(server.block_on(
         recover.delete_object().bucket(BUCKET).key(&archive).send(),

@@ -289,6 +289,10 @@ fn a_clean_store_passes_in_every_mode_and_only_the_asked_runs_are_read() {
         );
         assert!(metrics.contains(&series), "{series}: {metrics}");
     }
+    // node_exporter reads it as another user, after a verify as after a run.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&f.metrics).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "MetricsFile mode {mode:o}");
 
     // Another key cannot decrypt: --deep fails and names the archive; --read still passes.
     let other = Gpg::new(&f.dir.join("other"));

@@ -360,8 +360,6 @@ impl State {
 /// Bytes of state lines written at once.
 const CHUNK: usize = 64 << 10;
 
-/// The lines of a file as `BufRead::lines` gives them: split at `\n`, a `\r` before it dropped,
-/// no empty line after a final `\n`.
 /// Checks a state file's header lines (format, and identity unless `id` is `None`: an old
 /// format file) and returns the run it describes.
 fn header<'a>(
@@ -405,6 +403,8 @@ fn header<'a>(
     }
 }
 
+/// The lines of a file as `BufRead::lines` gives them: split at `\n`, a `\r` before it dropped,
+/// no empty line after a final `\n`.
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut pieces = (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n'));

@@ -217,12 +217,13 @@ where
                     ErrorKind::NotFound
                 }
                 (401 | 403, _) => ErrorKind::Denied,
-                // The conditional write (`If-None-Match: *`) met an existing key; 409
-                // ConditionalRequestConflict: a concurrent write of the same key won.
-                (412, _) | (_, "PreconditionFailed" | "ConditionalRequestConflict") => {
-                    ErrorKind::Exists
-                }
+                // The conditional write (`If-None-Match: *`) met an existing key.
+                (412, _) | (_, "PreconditionFailed") => ErrorKind::Exists,
+                // 409 ConditionalRequestConflict: a conditional write of the same key is still
+                // in flight (our own first attempt, whose reply was lost, perhaps): AWS says
+                // to retry, and the retry then meets the finished object (412).
                 (429 | 500..=599, _)
+                | (_, "ConditionalRequestConflict")
                 | (_, "SlowDown" | "Throttling" | "RequestTimeout" | "InternalError") => {
                     ErrorKind::Transient
                 }
@@ -623,6 +624,12 @@ impl Store for S3Store {
         number: u32,
         data: Bytes,
     ) -> Result<PartReceipt> {
+        // S3 refuses a part of a locked upload without Content-MD5 (or a checksum header);
+        // moto does not check, so this is only known from AWS's documentation.
+        let md5 = self.versioned.then(|| {
+            use md5::Digest;
+            aws_smithy_types::base64::encode(md5::Md5::digest(&data))
+        });
         let out = self
             .client
             .upload_part()
@@ -630,6 +637,7 @@ impl Store for S3Store {
             .key(self.full(key))
             .upload_id(upload_id)
             .part_number(number as i32)
+            .set_content_md5(md5)
             .body(ByteStream::from(data))
             .send()
             .await
