@@ -28,9 +28,23 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
         StoreSpec::S3 { bucket, prefix } => {
             let settings = s3_settings(s3, &s3.endpoint, &s3.region);
             let store = s3::S3Store::connect(bucket, prefix, &settings).await?;
-            // A bucket that locks is versioned: deletions must name versions, and reads see
-            // through delete markers (s3::S3Store::versioned).
-            if config.sets.iter().any(|s| s.object_lock.is_some()) {
+            // A bucket that keeps versions (every bucket that locks does): deletions must name
+            // versions, or retired runs stay stored and billed under delete markers, and reads
+            // see through delete markers (s3::S3Store::versioned). Asked of the bucket, not
+            // read from the configuration: a prune host's copy may lack ObjectLock.
+            let locking = config.sets.iter().any(|s| s.object_lock.is_some());
+            let versioned = locking
+                || match store.keeps_versions().await {
+                    Ok(keeps) => keeps,
+                    Err(e) => {
+                        log::warn!(
+                            "{e}: deletions will not name versions (allow \
+                             s3:GetBucketVersioning if the bucket keeps versions)"
+                        );
+                        false
+                    }
+                };
+            if versioned {
                 Arc::new(store.versioned())
             } else {
                 Arc::new(store)

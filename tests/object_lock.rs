@@ -316,3 +316,47 @@ fn parts_of_a_locked_upload_carry_their_content_md5() {
     assert!(proxy.hits_of(rule) >= 1, "no part went through the rule");
     assert_eq!(run_keys(&server, 0).len(), 3);
 }
+
+/// A bucket that keeps versions without any set locking (versioning enabled by its owner, or a
+/// prune host's configuration without ObjectLock): the store asks the bucket, so a retired run
+/// leaves no version and no delete marker behind, billed for ever.
+#[test]
+fn a_versioned_bucket_without_object_lock_retires_every_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    server
+        .block_on(
+            server
+                .client
+                .put_bucket_versioning()
+                .bucket(BUCKET)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("enable versioning");
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("hosts"), b"127.0.0.1 localhost\n").unwrap();
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .cycle("c", |c| c.line("Diffs 0\nFulls 1").directory(&tree))
+        .build();
+    let conf = conf.to_str().unwrap();
+    for day in [0, 1] {
+        let out = s3nap(&["-c", conf, "--now", &night(day)], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    // Run 1 took the only slot over, and its run retired run 0: every version of its keys.
+    assert_eq!(run_keys(&server, 1).len(), 3);
+    let left: Vec<_> = versions(&server, "h/")
+        .into_iter()
+        .filter(|(key, _, _)| key.contains(&run_id(0)))
+        .collect();
+    assert_eq!(left, vec![], "run 0 left versions or delete markers behind");
+}

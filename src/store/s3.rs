@@ -10,7 +10,8 @@
 //!
 //! Object Lock: locks are sent with PutObject and CreateMultipartUpload and set again with
 //! PutObjectRetention ([`Store::retain`]); HeadObject reads them back. A bucket with Object
-//! Lock is versioned, and a store made [`S3Store::versioned`] treats it so: `delete` removes
+//! Lock is versioned (and so is any bucket whose owner enabled versioning: `connect` asks,
+//! [`S3Store::keeps_versions`]), and a store made [`S3Store::versioned`] treats it so: `delete` removes
 //! every version of the key by version id (a plain DeleteObject would only add a delete marker
 //! and leave the locked bytes, billed), and `head`, `get`, `get_range` and `list` see through
 //! a delete marker to the newest real version underneath (what a DeleteObject by a
@@ -279,6 +280,20 @@ impl S3Store {
     pub fn versioned(mut self) -> Self {
         self.versioned = true;
         self
+    }
+
+    /// Whether the bucket keeps versions (versioning enabled, or suspended with versions kept
+    /// from before): then a delete without a version id only lays a delete marker, and the
+    /// bytes stay, billed, however the configuration is set.
+    pub async fn keeps_versions(&self) -> Result<bool> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| self.error("get versioning of", "", e))?;
+        Ok(out.status().is_some())
     }
 
     fn full(&self, key: &str) -> String {
