@@ -513,6 +513,13 @@ fn list_command(
     Ok(ExitStatus::Ok)
 }
 
+/// `--at TIME` as recover and verify take it.
+fn parse_at(at: Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+    at.map(|t| catalog::parse_time(&t))
+        .transpose()
+        .map_err(|e| Error::configuration(anyhow!("--at: {e}")))
+}
+
 struct RecoverRequest {
     set: String,
     at: Option<String>,
@@ -528,10 +535,7 @@ fn recover_command(
     config: &Config,
     r: RecoverRequest,
 ) -> Result<ExitStatus, Error> {
-    let at =
-        r.at.map(|t| catalog::parse_time(&t))
-            .transpose()
-            .map_err(|e| Error::configuration(anyhow!("--at: {e}")))?;
+    let at = parse_at(r.at)?;
     let decrypt = decrypt_with(r.identity.as_deref())?;
     let stdout = std::io::stdout();
     if stdout.is_terminal() && !r.list && !r.restore {
@@ -595,10 +599,7 @@ fn verify_command(
     r: VerifyRequest,
     json: bool,
 ) -> Result<ExitStatus, Error> {
-    let at =
-        r.at.map(|t| catalog::parse_time(&t))
-            .transpose()
-            .map_err(|e| Error::configuration(anyhow!("--at: {e}")))?;
+    let at = parse_at(r.at)?;
     let decrypt = r
         .deep
         .then(|| decrypt_with(r.identity.as_deref()))
