@@ -381,7 +381,11 @@ fn a_run_killed_before_its_manifest_is_never_listed_and_the_next_run_cleans_up_a
     // (a) At the start: its first listing held, nothing of the run exists yet.
     let before = e.server.keys(e.bucket);
     change(&e.tree, 2);
-    let held = e.killed_run(2, json!({"method": "GET", "action": "hold"}));
+    // (Its first listing: before it, only GetBucketVersioning, which changes nothing.)
+    let held = e.killed_run(
+        2,
+        json!({"method": "GET", "target": "list-type=2", "action": "hold"}),
+    );
     assert!(
         held["target"].as_str().unwrap().contains("list-type=2"),
         "{held}"
