@@ -82,14 +82,19 @@ pub(super) fn choice<T: Copy>(
         .ok_or_else(|| err(&w.pos, refusal(&w.text)))
 }
 
+/// `25MiB` → (`25`, `MiB`): the leading digits and what follows them, spaces around trimmed.
+fn number_and_unit(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    )
+}
+
 /// Bytes, with an optional K/M/G (powers of 1000) or KiB/MiB/GiB (powers of 1024) suffix.
 pub(super) fn size(d: &Directive) -> Result<u64, ConfigError> {
     let w = single(d)?;
-    let text = w.text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
+    let (digits, unit) = number_and_unit(&w.text);
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -117,11 +122,7 @@ pub(super) fn size(d: &Directive) -> Result<u64, ConfigError> {
 /// A span with its unit: `30s`, `15m`, `36h` or `7d` (zero allowed).
 pub(super) fn duration(d: &Directive) -> Result<chrono::Duration, ConfigError> {
     let w = single(d)?;
-    let text = w.text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
+    let (digits, unit) = number_and_unit(&w.text);
     let seconds: Option<i64> = match unit.to_ascii_lowercase().as_str() {
         "s" => Some(1),
         "m" => Some(60),
