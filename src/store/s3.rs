@@ -641,10 +641,23 @@ impl Store for S3Store {
     ) -> Result<PartReceipt> {
         // S3 refuses a part of a locked upload without Content-MD5 (or a checksum header);
         // moto does not check, so this is only known from AWS's documentation.
-        let md5 = self.versioned.then(|| {
-            use md5::Digest;
-            aws_smithy_types::base64::encode(md5::Md5::digest(&data))
-        });
+        // A part is up to hundreds of MiB: hashed off the runtime's threads, which carry the
+        // other parts' requests.
+        let md5 = match self.versioned {
+            true => {
+                let part = data.clone();
+                let digest = tokio::task::spawn_blocking(move || {
+                    use md5::Digest;
+                    aws_smithy_types::base64::encode(md5::Md5::digest(&part))
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::new(ErrorKind::Other, "upload part", self.locate(key), e)
+                })?;
+                Some(digest)
+            }
+            false => None,
+        };
         let out = self
             .client
             .upload_part()
