@@ -114,8 +114,8 @@ impl<'a> ArchiveCommit<'a> {
         // Never a silent unlocked backup: the bucket must be able to lock.
         if lock.is_some() && !store.locks_enabled().await? {
             bail!(
-                "{set} has ObjectLock, but {} does not have Object Lock enabled (it can only be \
-                 enabled on a bucket, at its creation or by AWS support): nothing was stored",
+                "{set} has ObjectLock, but {} does not have Object Lock enabled (enable it at \
+                 the bucket's creation, or later on a versioned bucket): nothing was stored",
                 store.locate("")
             );
         }
