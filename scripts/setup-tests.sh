@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite talks to: GnuPG, GNU tar, zstd and xz, man-db (the man page
 # test), util-linux (script, setpriv, flock), acl (setfacl), MariaDB, PostgreSQL and Subversion
-# (the tests start their own servers on Unix sockets in temporary directories) from Debian, and moto's S3 server (pinned) in a
-# virtualenv at .venv. Idempotent; run as root or with sudo available.
+# (the tests start their own servers on Unix sockets in temporary directories) from Debian, moto's S3 server (pinned) in a
+# virtualenv at .venv, and s3s-fs (pinned), the second S3 server, built from crates.io into
+# .tools. Idempotent; run as root or with sudo available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,15 @@ if ! .venv/bin/python -c "import moto, boto3, sys; sys.exit(moto.__version__ != 
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
-echo "test tools ready: $(gpg --version | head -1), $(tar --version | head -1), moto $MOTO_VERSION"
+
+# s3s-fs: an S3 server over a directory, independent of moto (tests/second_server.rs). Built
+# from source (5-11 minutes on CI's two cores) in cargo's own temporary target directory, which
+# it removes afterwards; kept in .tools (git-ignored) and rebuilt only for another version.
+S3S_FS_VERSION=0.14.1
+if [ "$(.tools/bin/s3s-fs --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ]; then
+  echo "building s3s-fs $S3S_FS_VERSION into .tools (5-11 minutes)"
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked --force --version "$S3S_FS_VERSION" \
+    --features binary --root .tools s3s-fs
+fi
+
+echo "test tools ready: $(gpg --version | head -1), $(tar --version | head -1), moto $MOTO_VERSION, s3s-fs $S3S_FS_VERSION"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, S3Spec, StoreSpec};
 use crate::store::retry::{RetryPolicy, RetryStore};
-use crate::store::{local, s3, DynStore};
+use crate::store::{local, optional, s3, DynStore};
 
 /// The configured store, wrapped in retries. An error here (an unreadable key file, a bad
 /// endpoint) is the configuration's.
@@ -33,9 +33,11 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
             // see through delete markers (s3::S3Store::versioned). Asked of the bucket, not
             // read from the configuration: a prune host's copy may lack ObjectLock.
             let locking = config.sets.iter().any(|s| s.object_lock.is_some());
+            // A server without versioning (s3s-fs answers GetBucketVersioning 501) keeps none.
+            let no_versioning = "the bucket is taken to keep no versions";
             let versioned = locking
-                || match store.keeps_versions().await {
-                    Ok(keeps) => keeps,
+                || match optional(store.keeps_versions().await, no_versioning) {
+                    Ok(keeps) => keeps.unwrap_or(false),
                     Err(e) => {
                         log::warn!(
                             "{e}: deletions will not name versions (allow \

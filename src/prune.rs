@@ -147,7 +147,8 @@ pub async fn clear_debris(store: &DynStore, host: &str) -> Result<Debris, StoreE
             debris.archives.push(o.key.clone());
         }
     }
-    for upload in store.list_uploads(&format!("{host}/")).await? {
+    let uploads = crate::uploads::open_uploads(store, &format!("{host}/")).await?;
+    for upload in uploads.unwrap_or_default() {
         if !old(upload.initiated) {
             debris.young.push(upload.key);
             continue;
@@ -409,6 +410,26 @@ mod tests {
                 "{key} of a committed run: {listed:?}"
             );
         }
+    }
+
+    /// A server that lacks ListMultipartUploads (s3s-fs: 501): the uploads cannot be seen, the
+    /// rest of the debris still goes, and prune does not fail.
+    #[tokio::test]
+    async fn without_listing_uploads_the_other_debris_still_goes_and_prune_succeeds() {
+        let orphan = layout::archive_key("h", "dir/x", RunId::at(day(2)), Kind::Full, "tar");
+        let (store, memory, faults) =
+            store(vec![Rule::new(Op::ListUploads, Fault::NotImplemented)]);
+        let committed = commit(&memory, 0);
+        memory.insert(&orphan, Bytes::from_static(b"o"), day(2));
+        let debris = clear_debris(&retried(store), "h").await.unwrap();
+        assert_eq!(debris.archives, vec![orphan]);
+        assert!(debris.uploads.is_empty() && debris.young.is_empty());
+        assert_eq!(faults.count(Op::ListUploads), 1, "asked once, not retried");
+        let mut keys = memory.keys();
+        keys.sort();
+        let mut want = run_keys(&committed);
+        want.sort();
+        assert_eq!(keys, want);
     }
 
     #[tokio::test]

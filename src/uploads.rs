@@ -11,6 +11,9 @@
 //! foreign debris only after a grace period on the server's clock). A retirement is recorded
 //! the same way, without an upload id, before its manifest is deleted: killed half-way, it is
 //! finished by the next run or prune (the manifest gone, its objects go too).
+//!
+//! Uploads are listed (ListMultipartUploads) through [`open_uploads`] only: every use of the
+//! listing is a safeguard a run can do without, and some S3-compatible servers lack the call.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,22 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::DynStore;
+use crate::store::{DynStore, PendingUpload};
+
+/// What is not done on a server that cannot list multipart uploads.
+const WITHOUT_LISTING: &str = "open uploads are not looked for: prune does not abort those \
+     that interrupted runs of other configurations left (this configuration's own are still \
+     aborted), and another configuration uploading the same set under this Host is not detected";
+
+/// The multipart uploads open under `prefix`, or `None` when the server does not implement
+/// listing them (s3s-fs answers 501 NotImplemented): the callers' safeguards are then skipped,
+/// after one warning per run.
+pub async fn open_uploads(
+    store: &DynStore,
+    prefix: &str,
+) -> crate::store::Result<Option<Vec<PendingUpload>>> {
+    crate::store::optional(store.list_uploads(prefix).await, WITHOUT_LISTING)
+}
 
 /// One upload in flight, or one run being retired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

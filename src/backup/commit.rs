@@ -412,8 +412,8 @@ impl ArchiveCommit<'_> {
 /// until the debris grace passed. The run's key is its own (checked free just before), so any
 /// other upload of it is such a stray. Best effort: what stays, prune removes after the grace.
 async fn abort_strays(store: &DynStore, archive: &str, ours: Option<&String>) {
-    let strays = match store.list_uploads(archive).await {
-        Ok(pending) => pending,
+    let strays = match uploads::open_uploads(store, archive).await {
+        Ok(pending) => pending.unwrap_or_default(),
         Err(e) => {
             log::warn!(
                 "cannot look for stray uploads of {}: {e}",
@@ -445,7 +445,10 @@ async fn check_no_foreign_upload(
     host: &str,
     set: &str,
 ) -> anyhow::Result<()> {
-    let pending = store.list_uploads(&layout::set_prefix(host, set)).await?;
+    let prefix = layout::set_prefix(host, set);
+    let Some(pending) = uploads::open_uploads(store, &prefix).await? else {
+        return Ok(()); // the server cannot list uploads: warned about once
+    };
     // An upload of ours that could not be aborted yet is ours to finish, not a foreign one.
     let recorded: std::collections::HashSet<String> =
         records.list()?.into_iter().map(|u| u.upload_id).collect();

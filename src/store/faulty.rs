@@ -89,6 +89,9 @@ pub enum Fault {
     Transient,
     /// Fails with [`ErrorKind::Other`] without calling the inner store.
     Permanent,
+    /// Fails with [`ErrorKind::NotImplemented`] without calling the inner store: a server
+    /// that lacks the call (HTTP 501).
+    NotImplemented,
     /// Calls the inner store, then fails with [`ErrorKind::Transient`] whatever it did.
     LostReply,
     /// Reads only: the body comes back without its second half (at least one byte short).
@@ -316,6 +319,12 @@ impl FaultyStore {
             Some(Fault::Permanent) => {
                 Err(self.error(op, key, ErrorKind::Other, "injected permanent fault"))
             }
+            Some(Fault::NotImplemented) => Err(self.error(
+                op,
+                key,
+                ErrorKind::NotImplemented,
+                "NotImplemented (HTTP 501): injected",
+            )),
             Some(Fault::LostReply) => {
                 inner.await?;
                 Err(self.error(op, key, ErrorKind::Transient, "injected lost reply"))

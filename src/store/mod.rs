@@ -41,6 +41,10 @@ pub enum ErrorKind {
     /// A write onto a key that exists: every PUT and completion is conditional
     /// (`If-None-Match: *`, 412 Precondition Failed on S3), so no object is ever replaced.
     Exists,
+    /// The server does not implement the operation (HTTP 501 `NotImplemented`, as S3-compatible
+    /// servers answer calls they lack): never retried. A caller that can do without the
+    /// operation goes on through [`optional`]; anywhere else it fails, naming the call.
+    NotImplemented,
     Other,
 }
 
@@ -71,6 +75,32 @@ impl StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The answer of an operation the caller can do without: `None` when the server does not
+/// implement it ([`ErrorKind::NotImplemented`]), after one warning per operation and process
+/// (one run: a daily cron job meets it daily) naming the call, the server's answer and
+/// `without`, what is not done for lack of it. Any other error stays an error.
+pub fn optional<T>(result: Result<T>, without: &str) -> Result<Option<T>> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static WARNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind == ErrorKind::NotImplemented => {
+            let first = WARNED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(e.operation);
+            if first {
+                log::warn!("{e}; the server does not implement this call, so {without} (warned once per run)");
+            } else {
+                log::debug!("{e} (warned about already)");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectInfo {

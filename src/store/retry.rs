@@ -256,6 +256,26 @@ mod tests {
         assert_eq!(memory.object("k").as_deref(), Some(&b"v"[..]));
     }
 
+    /// A server that lacks a call (HTTP 501) answers the same every time: asked once, and
+    /// the caller decides whether it can do without it.
+    #[tokio::test]
+    async fn a_call_the_server_does_not_implement_is_asked_once_and_optional_for_callers() {
+        let (store, _, faults) = retried(vec![Rule::new(Op::ListUploads, Fault::NotImplemented)]);
+        let err = store.list_uploads("h/").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotImplemented, "{err}");
+        assert_eq!(faults.count(Op::ListUploads), 1, "retried: {err}");
+        assert!(err.to_string().contains("list uploads"), "{err}");
+        let skipped = crate::store::optional(store.list_uploads("h/").await, "none listed");
+        assert_eq!(skipped.unwrap(), None);
+        // Any other failure stays one.
+        let (store, _, _) = retried(vec![Rule::new(Op::ListUploads, Fault::Permanent)]);
+        let failed = crate::store::optional(store.list_uploads("h/").await, "none listed");
+        assert_eq!(failed.unwrap_err().kind, ErrorKind::Other);
+        let (store, _, _) = retried(vec![]);
+        let listed = crate::store::optional(store.list_uploads("h/").await, "none listed");
+        assert_eq!(listed.unwrap(), Some(vec![]));
+    }
+
     #[tokio::test]
     async fn a_completion_whose_every_reply_was_lost_is_found_stored() {
         // The first attempt completes the upload and its reply is lost; the others fail (as

@@ -220,6 +220,9 @@ where
                 (401 | 403, _) => ErrorKind::Denied,
                 // The conditional write (`If-None-Match: *`) met an existing key.
                 (412, _) | (_, "PreconditionFailed") => ErrorKind::Exists,
+                // The server lacks the call (S3-compatible servers answer so): asking again
+                // cannot help, and must not cost a round of backoff.
+                (501, _) | (_, "NotImplemented") => ErrorKind::NotImplemented,
                 // 409 ConditionalRequestConflict: a conditional write of the same key is still
                 // in flight (our own first attempt, whose reply was lost, perhaps): AWS says
                 // to retry, and the retry then meets the finished object (412).

@@ -1,5 +1,6 @@
-//! Shared test fixtures: a real S3 server (moto, started per test), a real GnuPG home with a
-//! fresh key, configuration files (written with [`ConfigBuilder`]), the s3nap binary, and tree comparison.
+//! Shared test fixtures: a real S3 server (moto, or s3s-fs as the second implementation;
+//! started per test), a real GnuPG home with a fresh key, configuration files (written with
+//! [`ConfigBuilder`]), the s3nap binary, and tree comparison.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -17,9 +18,12 @@ use aws_sdk_s3::Client;
 
 pub mod proxy;
 
-/// The moto S3 server of one test. Killed when dropped.
+/// The S3 server of one test (moto by default, s3s-fs from [`S3Server::start_s3s_fs`]). Killed
+/// when dropped.
 pub struct S3Server {
     child: Child,
+    /// s3s-fs's data directory (removed when dropped, after the server).
+    root: Option<tempfile::TempDir>,
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
@@ -43,6 +47,22 @@ pub(crate) fn python() -> PathBuf {
             venv
         }
     }
+}
+
+/// The s3s-fs binary the tests start; fails the test naming what is missing.
+pub(crate) fn s3s_fs() -> PathBuf {
+    let path = match std::env::var_os("S3NAP_TEST_S3S_FS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/s3s-fs"),
+    };
+    assert!(
+        path.is_file(),
+        "no second S3 server: {} is missing; run `bash scripts/setup-tests.sh` (it builds \
+         s3s-fs 0.14.1 into .tools, 5-11 minutes), or set S3NAP_TEST_S3S_FS to an s3s-fs \
+         0.14.1 binary",
+        path.display()
+    );
+    path
 }
 
 impl S3Server {
@@ -104,9 +124,97 @@ impl S3Server {
                 })
                 .unwrap_or_default(),
             child,
+            root: None,
             client: Client::from_conf(config),
             runtime,
         }
+    }
+
+    /// s3s-fs (`S3NAP_TEST_S3S_FS`, else `.tools/bin/s3s-fs`, which scripts/setup-tests.sh
+    /// builds) on 127.0.0.1 over a fresh directory, with SigV4 enforced for one key pair. The
+    /// second S3 implementation of the test matrix: it lacks some calls (README, "Tests and
+    /// benchmarks"), so [`S3Server::open_uploads`] and the IAM users are moto's only.
+    pub fn start_s3s_fs() -> S3Server {
+        let binary = s3s_fs();
+        let root = tempfile::tempdir().expect("a directory for s3s-fs");
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let log = root.path().join("s3s-fs.log");
+        // Keys unique to this server (they are test keys: no secret to protect).
+        let nonce = format!(
+            "{:x}{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let (access_key, secret_key) = (format!("AK{nonce}"), format!("SK{nonce}"));
+        // A port free a moment ago; another process may take it first: then try another.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = Command::new(&binary)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", &access_key, "--secret-key", &secret_key])
+                .arg(&data)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(root.path().join("s3s-fs.err")).unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting s3s-fs {}: {e}", binary.display()));
+            let started = std::time::Instant::now();
+            let up = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Err(status);
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break Ok(());
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "s3s-fs {} did not listen on 127.0.0.1:{port} within 20 s",
+                    binary.display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if let Err(status) = up {
+                let said = std::fs::read_to_string(root.path().join("s3s-fs.err")).unwrap();
+                if said.contains("Address already in use") {
+                    continue;
+                }
+                panic!("s3s-fs {} exited ({status}): {said}", binary.display());
+            }
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let config = aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&endpoint)
+                .force_path_style(true)
+                .credentials_provider(Credentials::new(
+                    &access_key,
+                    &secret_key,
+                    None,
+                    None,
+                    "test",
+                ))
+                .build();
+            return S3Server {
+                pid: child.id(),
+                child,
+                root: Some(root),
+                endpoint,
+                access_key,
+                secret_key,
+                runtime: tokio::runtime::Runtime::new().unwrap(),
+                client: Client::from_conf(config),
+                users: BTreeMap::new(),
+            };
+        }
+        panic!("s3s-fs found no free port in 5 tries");
     }
 
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
