@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{DynStore, PendingUpload};
+use crate::store::{DynStore, ErrorKind, PendingUpload};
 
 /// What is not done on a server that cannot list multipart uploads.
 const WITHOUT_LISTING: &str = "open uploads are not looked for: prune does not abort those \
@@ -175,11 +175,16 @@ pub fn log_left_to_prune(store: &DynStore, records: &Records) {
 /// first, so that no run is ever listed without its archive. Keeps the record: the caller
 /// clears it.
 pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<Finished> {
-    // Both stores treat an upload that is gone (completed or aborted) as aborted.
+    // The stores treat an upload that is gone (completed or aborted) as aborted: S3 answers
+    // 404 NoSuchUpload. s3s-fs refuses it instead (403): with the archive stored, the upload
+    // was completed (keys are never reused), nothing is left open on any server, and the
+    // clean-up goes on.
     if !upload.upload_id.is_empty() {
-        store
-            .abort_upload(&upload.archive, &upload.upload_id)
-            .await?;
+        if let Err(e) = store.abort_upload(&upload.archive, &upload.upload_id).await {
+            if e.kind != ErrorKind::Denied || store.head(&upload.archive).await?.is_none() {
+                return Err(e);
+            }
+        }
     }
     if store.head(&upload.manifest).await?.is_some() {
         if store.head(&upload.archive).await?.is_some() {
@@ -251,5 +256,37 @@ mod tests {
             Finished::Committed
         );
         assert_eq!(memory.keys().len(), 2);
+    }
+
+    /// s3s-fs refuses to abort an upload that is gone (403, where S3 answers 404): one that
+    /// completed into the archive is cleaned up all the same; without the archive, the
+    /// refusal stands (it may be a missing permission, and the upload still open).
+    #[tokio::test]
+    async fn a_refused_abort_of_a_completed_upload_does_not_stop_the_clean_up() {
+        use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
+        let memory = Arc::new(MemoryStore::new());
+        let faulty = FaultyStore::new(
+            memory.clone(),
+            vec![Rule::new(Op::AbortUpload, Fault::Denied)],
+        );
+        let store: DynStore = Arc::new(faulty);
+        let upload = Upload {
+            archive: "h/s/20261101T030000Z.full.tar.zst".into(),
+            upload_id: "u1".into(),
+            manifest: "h/s/20261101T030000Z.full.manifest.json".into(),
+            others: vec!["h/s/20261101T030000Z.full.sha256".into()],
+        };
+        memory.insert(&upload.archive, Bytes::from_static(b"a"), Utc::now());
+        memory.insert(&upload.others[0], Bytes::from_static(b"x"), Utc::now());
+        assert_eq!(
+            finish_one(&store, &upload).await.unwrap(),
+            Finished::CleanedUp
+        );
+        assert!(memory.keys().is_empty(), "{:?}", memory.keys());
+
+        memory.insert(&upload.others[0], Bytes::from_static(b"x"), Utc::now());
+        let refused = finish_one(&store, &upload).await.unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Denied, "{refused}");
+        assert_eq!(memory.keys(), vec![upload.others[0].clone()]);
     }
 }

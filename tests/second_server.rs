@@ -3,7 +3,8 @@
 //! by a run. s3s-fs answers ListMultipartUploads and GetBucketVersioning with 501
 //! NotImplemented: each costs one warning per run, no retry and no change of exit status. A
 //! call that a set needs (ListObjectVersions, for a set with `ObjectLock`) fails the set at
-//! once, naming the call and the answer.
+//! once, naming the call and the answer. A run killed after s3s-fs completed its upload is
+//! cleaned up by the next, although s3s-fs refuses to abort the completed upload (403).
 
 mod common;
 
@@ -13,7 +14,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use common::proxy::FaultProxy;
 use common::*;
+use serde_json::json;
 
 /// Day 0's index is even: with `Diffs 1` and `Fulls 1` even days are FULLs (slot 0) and odd
 /// days DIFFs on them (slot 1), so day 3's DIFF takes over the last slot of days 0 and 1.
@@ -257,4 +260,72 @@ fn a_locked_set_fails_at_once_naming_the_call_s3s_fs_lacks() {
         "{log}"
     );
     assert!(e.server.keys("second").is_empty());
+}
+
+/// Killed after s3s-fs completed the archive's upload (its reply held at a proxy), before the
+/// manifest: the next run aborts the recorded upload — s3s-fs refuses, 403 where S3 answers 404
+/// NoSuchUpload, and the stored archive shows it completed — and removes what the killed run
+/// stored, then backs up as usual.
+#[test]
+fn a_run_killed_after_its_upload_completed_is_cleaned_up_by_the_next_run() {
+    let e = Env::new();
+    let proxy = FaultProxy::start(&e.server);
+    let home = e.dir.join("proxied");
+    fs::create_dir_all(&home).unwrap();
+    let conf = ConfigBuilder::new(&home)
+        .s3_via(&e.server, &proxy, "second/backups")
+        .diff_dir(&e.dir.join("state"))
+        .gpg(&e.gpg)
+        .line("Timeout 10\nRetries 1")
+        .cycle("c", |c| c.line("Diffs 1\nFulls 1").directory(&e.tree))
+        .build();
+    proxy.add(json!({"method": "POST", "target": "uploadId=", "action": "hold_reply"}));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
+    cmd.arg("-c")
+        .arg(&conf)
+        .args(["--now", &day_time(0)])
+        .stdin(std::process::Stdio::null());
+    let running = Running::spawn(&mut cmd);
+    let held = proxy.wait_held(Duration::from_secs(60));
+    assert!(
+        held["target"].as_str().unwrap().contains(&run_id(0)),
+        "{held}"
+    );
+    let killed = Command::new("kill")
+        .args(["-KILL", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    running.wait(DEADLINE);
+    proxy.clear();
+    let of_killed = |keys: &[String]| -> Vec<String> {
+        keys.iter()
+            .filter(|k| k.contains(&run_id(0)))
+            .cloned()
+            .collect()
+    };
+    let stored = of_killed(&e.server.keys("second"));
+    assert!(
+        stored.iter().any(|k| k.ends_with(".tar.zst.gpg"))
+            && !stored.iter().any(|k| k.ends_with(".manifest.json")),
+        "the completed archive, no manifest: {stored:?}"
+    );
+
+    let tree = e.change(1);
+    let (out, took) = e.s3nap(&conf, &["--now", &day_time(1)]);
+    assert_warned_once(&out, took, &["list uploads", "get versioning"]);
+    let log = stderr(&out);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("finished the clean-up of") && l.contains(&run_id(0))),
+        "{log}"
+    );
+    assert_eq!(of_killed(&e.server.keys("second")), Vec::<String>::new());
+    let records = e.dir.join("state/uploads");
+    let left: Vec<_> = fs::read_dir(&records)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(kinds(&e.runs(&conf)), vec![(run_id(1), "full")]);
+    e.assert_recovers(&conf, 1, &tree);
 }

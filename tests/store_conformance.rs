@@ -27,11 +27,16 @@ struct Implements {
     list_uploads: bool,
     /// RestoreObject (needed only for archived objects, which such a server cannot hold).
     restore: bool,
+    /// AbortMultipartUpload of an upload that completed is taken as done (S3 answers 404
+    /// NoSuchUpload); s3s-fs refuses it (403 AccessDenied), which `uploads::finish_one` allows
+    /// for when the object is stored.
+    abort_gone: bool,
 }
 
 const EVERYTHING: Implements = Implements {
     list_uploads: true,
     restore: true,
+    abort_gone: true,
 };
 
 /// Asserts that `result` is the refusal of a call the server does not implement, named
@@ -204,6 +209,13 @@ async fn conformance_of(store: DynStore, implements: Implements) {
     if let Some(pending) = open_uploads(&store, "h/", implements).await {
         assert!(pending.is_empty(), "{pending:?}");
     }
+    let gone = store.abort_upload("h/set/big.tar", &id).await;
+    if implements.abort_gone {
+        gone.unwrap();
+    } else {
+        assert_eq!(gone.unwrap_err().kind, ErrorKind::Denied);
+    }
+    assert_eq!(store.get("h/set/big.tar").await.unwrap().len(), got.len());
 
     // A part sent again (a retry after a lost reply) replaces the first copy, shorter or not.
     let id = store
@@ -529,6 +541,7 @@ fn s3_store_against_a_second_server_s3s_fs() {
         let lacking = Implements {
             list_uploads: false,
             restore: false,
+            abort_gone: false,
         };
         conformance_of(store.clone(), lacking).await;
         let started = Instant::now();

@@ -92,6 +92,8 @@ pub enum Fault {
     /// Fails with [`ErrorKind::NotImplemented`] without calling the inner store: a server
     /// that lacks the call (HTTP 501).
     NotImplemented,
+    /// Fails with [`ErrorKind::Denied`] without calling the inner store (HTTP 403).
+    Denied,
     /// Calls the inner store, then fails with [`ErrorKind::Transient`] whatever it did.
     LostReply,
     /// Reads only: the body comes back without its second half (at least one byte short).
@@ -324,6 +326,12 @@ impl FaultyStore {
                 key,
                 ErrorKind::NotImplemented,
                 "NotImplemented (HTTP 501): injected",
+            )),
+            Some(Fault::Denied) => Err(self.error(
+                op,
+                key,
+                ErrorKind::Denied,
+                "AccessDenied (HTTP 403): injected",
             )),
             Some(Fault::LostReply) => {
                 inner.await?;
