@@ -2,7 +2,12 @@
 //!
 //! The bucket is the truth: a run exists exactly when its manifest does, so recovery on a new
 //! machine needs nothing but the store and the key. Recovery picks a chain from here — the FULL
-//! and the DIFFs up to the chosen point, in order.
+//! and the DIFFs up to the chosen point, in order. Every host's runs live under its own prefix
+//! (`<host>/`), so another machine's are read the same way by naming its host
+//! ([`require_host`] first, for a name given by hand), and [`load_all_hosts`] finds the hosts
+//! by their prefixes. The catalog only ever reads.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -17,6 +22,17 @@ pub enum CatalogError {
     Store(#[from] crate::store::StoreError),
     #[error("{target}: unreadable manifest: {message}")]
     BadManifest { target: String, message: String },
+    #[error(
+        "no backups of host '{host}' in {root}: nothing is stored under {host}/ ({})",
+        known_hosts(known)
+    )]
+    UnknownHost {
+        host: String,
+        /// The store's root, as it names it.
+        root: String,
+        /// The hosts that are there.
+        known: Vec<String>,
+    },
     #[error("set '{set}' has no complete run{when}")]
     NoRun { set: String, when: String },
     #[error("set '{set}': run {run} needs base run {base}, which is missing")]
@@ -39,6 +55,80 @@ pub enum CatalogError {
         looping: RunId,
         base: RunId,
     },
+}
+
+fn known_hosts(known: &[String]) -> String {
+    if known.is_empty() {
+        "no host has backups there: check Bucket".to_string()
+    } else {
+        format!("hosts there: {}", known.join(", "))
+    }
+}
+
+/// Checks that anything at all is stored under `host`'s prefix — a run, or an interrupted
+/// run's debris — so that a host name given by hand (`--host`) that names nothing is an error
+/// naming it and the hosts that are there, not an empty listing.
+pub async fn require_host(store: &DynStore, host: &str) -> Result<(), CatalogError> {
+    if !store.list(&format!("{host}/")).await?.is_empty() {
+        return Ok(());
+    }
+    Err(CatalogError::UnknownHost {
+        host: host.to_string(),
+        root: store.locate(""),
+        known: hosts_in(&store.list("").await?).into_keys().collect(),
+    })
+}
+
+/// The hosts of `objects` (a listing of the store's root), each with its manifest keys in key
+/// order. A host is a first key component under which s3nap's layout finds a run's object (a
+/// manifest or an archive), so an interrupted run's debris makes a host known too, and foreign
+/// objects beside the hosts do not.
+fn hosts_in(objects: &[crate::store::ObjectInfo]) -> BTreeMap<String, Vec<String>> {
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in objects {
+        let Some((host, _)) = o.key.split_once('/') else {
+            continue;
+        };
+        if layout::parse_manifest_key(host, &o.key).is_some() {
+            hosts
+                .entry(host.to_string())
+                .or_default()
+                .push(o.key.clone());
+        } else if layout::parse_archive_key(host, &o.key).is_some() {
+            hosts.entry(host.to_string()).or_default();
+        }
+    }
+    hosts
+}
+
+/// Every host in the store (see [`hosts_in`]) with its committed runs (of one set when given),
+/// sorted by set then run; a host with none has an empty list. One listing of the whole store.
+pub async fn load_all_hosts(
+    store: &DynStore,
+    set: Option<&str>,
+) -> Result<BTreeMap<String, Vec<Manifest>>, CatalogError> {
+    let hosts = hosts_in(&store.list("").await?);
+    let mut out = BTreeMap::new();
+    for (host, keys) in hosts {
+        let keys = keys.into_iter().filter(|key| {
+            set.is_none_or(|set| {
+                layout::parse_manifest_key(&host, key).is_some_and(|(s, _, _)| s == set)
+            })
+        });
+        let mut runs: Vec<Manifest> = stream::iter(keys)
+            .map(|key| {
+                let host = host.as_str();
+                async move { read_manifest(store, host, &key).await }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        runs.sort_by(|a, b| (&a.set, a.run).cmp(&(&b.set, b.run)));
+        out.insert(host, runs);
+    }
+    Ok(out)
 }
 
 /// Every committed run of `host` (of one set when given), sorted by set then run.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::Client;
 
+pub mod databases;
 pub mod proxy;
 
 /// The moto S3 server of one test. Killed when dropped.
