@@ -433,6 +433,66 @@ mod tests {
         assert!(e.to_string().contains("20261102T000000Z"), "{e}");
     }
 
+    /// Stores `m` under `host` as a run commits it: its manifest, describing that key.
+    async fn commit(store: &DynStore, host: &str, mut m: Manifest) {
+        m.host = host.into();
+        let key = layout::manifest_key(host, &m.set, m.run, m.kind);
+        store.put(&key, m.to_json().into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn hosts_are_found_by_their_prefixes_and_a_host_with_nothing_stored_is_named() {
+        let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let full = |set: &str, id: &str| manifest(set, id, Kind::Full, None);
+        commit(&store, "web1", full("dir/etc", "20261101T000000Z")).await;
+        commit(&store, "web1", full("dir/srv", "20261102T000000Z")).await;
+        commit(&store, "db1", full("mysql/shop", "20261101T000000Z")).await;
+        // An interrupted run's archive: its host is there, with no committed run.
+        let debris =
+            layout::archive_key("old", "dir/etc", run("20261101T000000Z"), Kind::Full, "tar");
+        store.put(&debris, bytes::Bytes::new()).await.unwrap();
+        // Objects that are not s3nap's beside the hosts make no host.
+        store.put("README.txt", bytes::Bytes::new()).await.unwrap();
+        store
+            .put("notes/todo.txt", bytes::Bytes::new())
+            .await
+            .unwrap();
+
+        let hosts = load_all_hosts(&store, None).await.unwrap();
+        let summary: Vec<(&str, Vec<&str>)> = hosts
+            .iter()
+            .map(|(h, runs)| (h.as_str(), runs.iter().map(|m| m.set.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("db1", vec!["mysql/shop"]),
+                ("old", vec![]),
+                ("web1", vec!["dir/etc", "dir/srv"])
+            ]
+        );
+        let only = load_all_hosts(&store, Some("dir/etc")).await.unwrap();
+        assert_eq!(only["web1"].len(), 1);
+        assert!(only["db1"].is_empty());
+
+        for known in ["web1", "db1", "old"] {
+            require_host(&store, known).await.unwrap();
+        }
+        // `web` is a prefix of `web1`'s keys, not a host.
+        let e = require_host(&store, "web").await.unwrap_err();
+        assert!(matches!(e, CatalogError::UnknownHost { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "no backups of host 'web' in {}: nothing is stored under web/ (hosts there: db1, old, web1)",
+                store.locate("")
+            )
+        );
+        let empty: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let e = require_host(&empty, "web1").await.unwrap_err();
+        assert!(e.to_string().contains("no host has backups there"), "{e}");
+    }
+
     #[test]
     fn times_in_every_documented_form() {
         let want = parse_time("20261122T031500Z").unwrap();

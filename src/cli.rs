@@ -173,7 +173,7 @@ fn percent(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Whose backups `list`, `recover` and `verify` read.
+/// Whose backups `list`, `recover`, `verify` and `bucket restore|diff` read.
 #[derive(Debug, Args)]
 pub struct HostArg {
     /// Read the backups another machine stored under its Host name in the same Bucket (a new
@@ -220,6 +220,8 @@ pub enum BucketAction {
         delete: bool,
         #[command(flatten)]
         decrypt: DecryptArgs,
+        #[command(flatten)]
+        host: HostArg,
     },
     /// Keys added, removed and changed between two snapshots
     Diff {
@@ -230,6 +232,8 @@ pub enum BucketAction {
         run2: String,
         #[command(flatten)]
         decrypt: DecryptArgs,
+        #[command(flatten)]
+        host: HostArg,
     },
 }
 

@@ -509,9 +509,10 @@ fn print_debris(
     Ok(())
 }
 
-/// The host whose backups `list`, `recover` and `verify` read: `--host` — which must name a
-/// host something is stored under (else a usage error naming it and the hosts there) —, else
-/// this configuration's `Host`. Those commands only read, whichever host it is.
+/// The host whose backups `list`, `recover`, `verify` and `bucket restore|diff` read:
+/// `--host` — which must name a host something is stored under (else a usage error naming it
+/// and the hosts there) —, else this configuration's `Host`. Under the host's prefix those
+/// commands only read (and request retrievals from archive classes), whichever host it is.
 fn read_host(
     runtime: &tokio::runtime::Runtime,
     store: &DynStore,
@@ -741,6 +742,7 @@ fn snapshot_at(
     runtime: &tokio::runtime::Runtime,
     store: &DynStore,
     config: &Config,
+    host: &str,
     set: &SetSpec,
     at: Option<&str>,
 ) -> Result<crate::schema::manifest::Manifest, Error> {
@@ -753,7 +755,7 @@ fn snapshot_at(
         at,
         paths: Vec::new(),
     };
-    let chain = runtime.block_on(recover::plan(store, &config.host, &request))?;
+    let chain = runtime.block_on(recover::plan(store, host, &request))?;
     let snapshot = chain
         .into_iter()
         .next_back()
@@ -780,8 +782,10 @@ fn bucket_command(
             prefix,
             delete,
             decrypt,
+            host,
         } => {
             let (set, spec) = bucket_set(config, &set)?;
+            let host = read_host(runtime, &store, config, host.host)?;
             let target = match &to {
                 Some(t) => {
                     BucketUrl::parse(t).map_err(|e| Error::configuration(anyhow!("--to: {e}")))?
@@ -789,7 +793,7 @@ fn bucket_command(
                 None => spec.master.clone(),
             };
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
-            let snapshot = snapshot_at(runtime, &store, config, set, at.as_deref())?;
+            let snapshot = snapshot_at(runtime, &store, config, &host, set, at.as_deref())?;
             let request = bucket::restore::Request {
                 spec,
                 s3: &config.s3,
@@ -808,11 +812,13 @@ fn bucket_command(
             run1,
             run2,
             decrypt,
+            host,
         } => {
             let (set, _) = bucket_set(config, &set)?;
+            let host = read_host(runtime, &store, config, host.host)?;
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
-            let first = snapshot_at(runtime, &store, config, set, Some(&run1))?;
-            let second = snapshot_at(runtime, &store, config, set, Some(&run2))?;
+            let first = snapshot_at(runtime, &store, config, &host, set, Some(&run1))?;
+            let second = snapshot_at(runtime, &store, config, &host, set, Some(&run2))?;
             let before = bucket::load_index(runtime.handle(), &store, &first, &decrypt)?;
             let after = bucket::load_index(runtime.handle(), &store, &second, &decrypt)?;
             let changes = bucket::diff::diff(&before, &after);

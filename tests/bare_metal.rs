@@ -44,12 +44,11 @@ fn svn_commit(wc: &Path, file: &str, text: &str) {
         .arg(wc));
 }
 
-/// Every object under `prefix` with what would show any change to it (ETag, size, date), and
-/// the keys of the multipart uploads open there.
-fn objects_under(
-    server: &S3Server,
-    prefix: &str,
-) -> (BTreeMap<String, (String, i64, String)>, Vec<String>) {
+/// What a prefix holds: each object's key with what would show any change to it (ETag, size,
+/// date), and the keys of the multipart uploads open there.
+type Held = (BTreeMap<String, (String, i64, String)>, Vec<String>);
+
+fn objects_under(server: &S3Server, prefix: &str) -> Held {
     server.block_on(async {
         let mut pages = server
             .client
