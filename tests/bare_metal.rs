@@ -1,10 +1,11 @@
 //! Bare-metal recovery, as README's walk-through does it: host A backs up a directory tree (a
-//! FULL, then a DIFF), a MariaDB database and a Subversion repository (a FULL, then a DIFF)
-//! into S3 (moto); then a new machine — a fresh configuration naming the same bucket and key
-//! file, another `Host`, an empty DiffDir, and only the exported secret key — lists A's runs
-//! (`list --host A`, `list --all-hosts`), recovers each set exactly (`recover --host A`: the
-//! tree byte for byte, the dump loaded back with `mariadb`, the repository with `svnadmin
-//! load`), verifies them (`verify --host A --deep`), and then backs up and prunes as itself.
+//! FULL, then a DIFF), a MariaDB database, a Subversion repository (a FULL, then a DIFF) and a
+//! bucket set into S3 (moto); then a new machine — a fresh configuration naming the same bucket
+//! and key file, another `Host`, an empty DiffDir, and only the exported secret key — lists A's
+//! runs (`list --host A`, `list --all-hosts`), recovers each set exactly (`recover --host A`:
+//! the tree byte for byte, the dump loaded back with `mariadb`, the repository with `svnadmin
+//! load`; `bucket restore --host A` into a new bucket), verifies them (`verify --host A
+//! --deep`), and then backs up and prunes its own sets as itself.
 //! Through all of it, nothing under A's prefix changes and the new machine's reading commands
 //! create no local state.
 
@@ -42,6 +43,18 @@ fn svn_commit(wc: &Path, file: &str, text: &str) {
     run(Command::new("svn")
         .args(["commit", "-q", "-m", text])
         .arg(wc));
+}
+
+/// Each key of `bucket` with its content.
+fn contents(server: &S3Server, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    server
+        .keys(bucket)
+        .into_iter()
+        .map(|k| {
+            let data = server.get(bucket, &k);
+            (k, data)
+        })
+        .collect()
 }
 
 /// What a prefix holds: each object's key with what would show any change to it (ETag, size,
@@ -136,10 +149,35 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
         svn_commit(&wc, &format!("trunk/file{}.txt", i % 3), &format!("r{i}\n"));
     }
 
+    // A versioned bucket protected by a bucket set, its replica in the same bucket.
+    server.create_bucket("www");
+    server
+        .block_on(
+            server
+                .client
+                .put_bucket_versioning()
+                .bucket("www")
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    server.put("www", "index.html", b"<h1>v1</h1>".to_vec());
+    server.put(
+        "www",
+        "gone.txt",
+        b"deleted before the second snapshot".to_vec(),
+    );
+    server.put("www", "img/logo.bin", random_bytes(20_000, 3));
+
     // The configuration, as the sysadmin keeps it (sets and all); each machine's copy differs
     // only in Host and DiffDir.
     let sets = format!(
-        "Directory {}\nMySQLOptions {}\nMySQL shop\nSubversion {}\n",
+        "Directory {}\nMySQLOptions {}\nMySQL shop\nSubversion {}\n\
+         <Bucket www>\n  Master s3://www\n  Replica s3://www\n</Bucket>\n",
         tree.display(),
         db.defaults(),
         repo.display()
@@ -163,6 +201,19 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     for i in 5..9 {
         svn_commit(&wc, &format!("trunk/file{}.txt", i % 3), &format!("r{i}\n"));
     }
+    server.put("www", "index.html", b"<h1>v2</h1>".to_vec());
+    server
+        .block_on(
+            server
+                .client
+                .delete_object()
+                .bucket("www")
+                .key("gone.txt")
+                .send(),
+        )
+        .unwrap();
+    let site = contents(&server, "www");
+    assert_eq!(site.len(), 2);
     let out = s3nap_ok(&["-c", ca, "--now", "2026-01-02T03:00:00Z", "--json"]);
     let kinds: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -225,6 +276,8 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
         (tree_set.as_str(), "diff"),
         ("mysql/shop", "full"),
         ("mysql/shop", "full"),
+        ("bucket/www", "full"),
+        ("bucket/www", "full"),
         (svn_set.as_str(), "full"),
         (svn_set.as_str(), "diff"),
     ];
@@ -234,7 +287,7 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     assert_eq!(got, want);
     let text =
         String::from_utf8_lossy(&s3nap_ok(&["-c", cb, "list", "--host", "A"]).stdout).into_owned();
-    for set in [&tree_set, "mysql/shop", &svn_set] {
+    for set in [&tree_set, "mysql/shop", &svn_set, "bucket/www"] {
         assert!(text.contains(set), "{text}");
     }
 
@@ -242,10 +295,10 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     let hosts = json(&s3nap_ok(&["-c", cb, "list", "--all-hosts", "--json"]));
     assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts}");
     assert_eq!(hosts[0]["host"], "A");
-    assert_eq!(hosts[0]["runs"].as_array().unwrap().len(), 6, "{hosts}");
+    assert_eq!(hosts[0]["runs"].as_array().unwrap().len(), 8, "{hosts}");
     let text =
         String::from_utf8_lossy(&s3nap_ok(&["-c", cb, "list", "--all-hosts"]).stdout).into_owned();
-    assert!(text.starts_with("HOST A: 6 run(s) of 3 set(s)\n"), "{text}");
+    assert!(text.starts_with("HOST A: 8 run(s) of 4 set(s)\n"), "{text}");
 
     // A host nothing is stored under: a usage error naming it and the hosts that are there.
     for args in [
@@ -319,6 +372,23 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     assert_eq!(look(&copy, &["cat", "trunk/file2.txt"]), "r8\n");
     assert_eq!(look(&copy, &["tree"]), look(&repo, &["tree"]));
 
+    // The bucket, as the second snapshot recorded it, into a new bucket.
+    server.create_bucket("www-restored");
+    s3nap_ok(&[
+        "-c",
+        cb,
+        "bucket",
+        "restore",
+        "--host",
+        "A",
+        "www",
+        "--to",
+        "s3://www-restored",
+        "--identity",
+        key_arg,
+    ]);
+    assert_eq!(contents(&server, "www-restored"), site);
+
     // Every run whole, down to the last tar header and dump byte, with the key alone.
     let out = s3nap_ok(&[
         "-c",
@@ -332,7 +402,7 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     ]);
     let summary = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        summary.contains("verify: 6 run(s) of 3 set(s) checked: 6 OK, 0 with problems"),
+        summary.contains("verify: 8 run(s) of 4 set(s) checked: 8 OK, 0 with problems"),
         "{summary}"
     );
 
@@ -341,9 +411,12 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
     assert!(!b_state.exists(), "the reading commands created DiffDir");
     assert_eq!(objects_under(&server, &a_prefix), a_before);
 
-    // The new machine carries on as itself: its runs and prune stay under its own prefix.
-    s3nap_ok(&["-c", cb, "--now", "2026-01-03T03:00:00Z"]);
-    s3nap_ok(&["-c", cb, "--now", "2026-01-03T03:00:00Z", "prune"]);
+    // The new machine carries on as itself: its runs and prune stay under its own prefix. (Not
+    // the bucket set: one Host only may gc a replica, README says.)
+    let own_sets = [tree_set.as_str(), "mysql/shop", svn_set.as_str()];
+    let now = "2026-01-03T03:00:00Z";
+    s3nap_ok(&[&["-c", cb, "--now", now, "run"][..], &own_sets].concat());
+    s3nap_ok(&[&["-c", cb, "--now", now, "prune"][..], &own_sets].concat());
     assert_eq!(objects_under(&server, &a_prefix), a_before);
     let b_objects = objects_under(&server, &format!("{ROOT}/B/")).0;
     assert!(
