@@ -315,6 +315,22 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
         );
     }
 
+    // Not a host name; a host and all hosts at once: usage errors.
+    let out = s3nap(&["-c", cb, "list", "--host", "A/dir"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("'A/dir' is not a host name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s3nap(&["-c", cb, "list", "--host", "A", "--all-hosts"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+
     // The tree: the FULL and the DIFF on top, replayed by tar -G, equal the tree as it was.
     let out = s3nap_ok(&[
         "-c",
