@@ -2,7 +2,12 @@
 //!
 //! The bucket is the truth: a run exists exactly when its manifest does, so recovery on a new
 //! machine needs nothing but the store and the key. Recovery picks a chain from here — the FULL
-//! and the DIFFs up to the chosen point, in order.
+//! and the DIFFs up to the chosen point, in order. Every host's runs live under its own prefix
+//! (`<host>/`), so another machine's are read the same way by naming its host
+//! ([`require_host`] first, for a name given by hand), and [`load_all_hosts`] finds the hosts
+//! by their prefixes. The catalog only ever reads.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -17,6 +22,17 @@ pub enum CatalogError {
     Store(#[from] crate::store::StoreError),
     #[error("{target}: unreadable manifest: {message}")]
     BadManifest { target: String, message: String },
+    #[error(
+        "no backups of host '{host}' in {root}: nothing is stored under {host}/ ({})",
+        known_hosts(known)
+    )]
+    UnknownHost {
+        host: String,
+        /// The store's root, as it names it.
+        root: String,
+        /// The hosts that are there.
+        known: Vec<String>,
+    },
     #[error("set '{set}' has no complete run{when}")]
     NoRun { set: String, when: String },
     #[error("set '{set}': run {run} needs base run {base}, which is missing")]
@@ -39,6 +55,80 @@ pub enum CatalogError {
         looping: RunId,
         base: RunId,
     },
+}
+
+fn known_hosts(known: &[String]) -> String {
+    if known.is_empty() {
+        "no host has backups there: check Bucket".to_string()
+    } else {
+        format!("hosts there: {}", known.join(", "))
+    }
+}
+
+/// Checks that anything at all is stored under `host`'s prefix — a run, or an interrupted
+/// run's debris — so that a host name given by hand (`--host`) that names nothing is an error
+/// naming it and the hosts that are there, not an empty listing.
+pub async fn require_host(store: &DynStore, host: &str) -> Result<(), CatalogError> {
+    if !store.list(&format!("{host}/")).await?.is_empty() {
+        return Ok(());
+    }
+    Err(CatalogError::UnknownHost {
+        host: host.to_string(),
+        root: store.locate(""),
+        known: hosts_in(&store.list("").await?).into_keys().collect(),
+    })
+}
+
+/// The hosts of `objects` (a listing of the store's root), each with its manifest keys in key
+/// order. A host is a first key component under which s3nap's layout finds a run's object (a
+/// manifest or an archive), so an interrupted run's debris makes a host known too, and foreign
+/// objects beside the hosts do not.
+fn hosts_in(objects: &[crate::store::ObjectInfo]) -> BTreeMap<String, Vec<String>> {
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in objects {
+        let Some((host, _)) = o.key.split_once('/') else {
+            continue;
+        };
+        if layout::parse_manifest_key(host, &o.key).is_some() {
+            hosts
+                .entry(host.to_string())
+                .or_default()
+                .push(o.key.clone());
+        } else if layout::parse_archive_key(host, &o.key).is_some() {
+            hosts.entry(host.to_string()).or_default();
+        }
+    }
+    hosts
+}
+
+/// Every host in the store (see [`hosts_in`]) with its committed runs (of one set when given),
+/// sorted by set then run; a host with none has an empty list. One listing of the whole store.
+pub async fn load_all_hosts(
+    store: &DynStore,
+    set: Option<&str>,
+) -> Result<BTreeMap<String, Vec<Manifest>>, CatalogError> {
+    let hosts = hosts_in(&store.list("").await?);
+    let mut out = BTreeMap::new();
+    for (host, keys) in hosts {
+        let keys = keys.into_iter().filter(|key| {
+            set.is_none_or(|set| {
+                layout::parse_manifest_key(&host, key).is_some_and(|(s, _, _)| s == set)
+            })
+        });
+        let mut runs: Vec<Manifest> = stream::iter(keys)
+            .map(|key| {
+                let host = host.as_str();
+                async move { read_manifest(store, host, &key).await }
+            })
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        runs.sort_by(|a, b| (&a.set, a.run).cmp(&(&b.set, b.run)));
+        out.insert(host, runs);
+    }
+    Ok(out)
 }
 
 /// Every committed run of `host` (of one set when given), sorted by set then run.
@@ -341,6 +431,66 @@ mod tests {
         let e = chain_at("dir/a", &runs, None).unwrap_err();
         assert!(matches!(e, CatalogError::NoBase { .. }), "{e:?}");
         assert!(e.to_string().contains("20261102T000000Z"), "{e}");
+    }
+
+    /// Stores `m` under `host` as a run commits it: its manifest, describing that key.
+    async fn commit(store: &DynStore, host: &str, mut m: Manifest) {
+        m.host = host.into();
+        let key = layout::manifest_key(host, &m.set, m.run, m.kind);
+        store.put(&key, m.to_json().into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn hosts_are_found_by_their_prefixes_and_a_host_with_nothing_stored_is_named() {
+        let store: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let full = |set: &str, id: &str| manifest(set, id, Kind::Full, None);
+        commit(&store, "web1", full("dir/etc", "20261101T000000Z")).await;
+        commit(&store, "web1", full("dir/srv", "20261102T000000Z")).await;
+        commit(&store, "db1", full("mysql/shop", "20261101T000000Z")).await;
+        // An interrupted run's archive: its host is there, with no committed run.
+        let debris =
+            layout::archive_key("old", "dir/etc", run("20261101T000000Z"), Kind::Full, "tar");
+        store.put(&debris, bytes::Bytes::new()).await.unwrap();
+        // Objects that are not s3nap's beside the hosts make no host.
+        store.put("README.txt", bytes::Bytes::new()).await.unwrap();
+        store
+            .put("notes/todo.txt", bytes::Bytes::new())
+            .await
+            .unwrap();
+
+        let hosts = load_all_hosts(&store, None).await.unwrap();
+        let summary: Vec<(&str, Vec<&str>)> = hosts
+            .iter()
+            .map(|(h, runs)| (h.as_str(), runs.iter().map(|m| m.set.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("db1", vec!["mysql/shop"]),
+                ("old", vec![]),
+                ("web1", vec!["dir/etc", "dir/srv"])
+            ]
+        );
+        let only = load_all_hosts(&store, Some("dir/etc")).await.unwrap();
+        assert_eq!(only["web1"].len(), 1);
+        assert!(only["db1"].is_empty());
+
+        for known in ["web1", "db1", "old"] {
+            require_host(&store, known).await.unwrap();
+        }
+        // `web` is a prefix of `web1`'s keys, not a host.
+        let e = require_host(&store, "web").await.unwrap_err();
+        assert!(matches!(e, CatalogError::UnknownHost { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "no backups of host 'web' in {}: nothing is stored under web/ (hosts there: db1, old, web1)",
+                store.locate("")
+            )
+        );
+        let empty: DynStore = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let e = require_host(&empty, "web1").await.unwrap_err();
+        assert!(e.to_string().contains("no host has backups there"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub enum Command {
     List {
         /// Only this set
         set: Option<String>,
+        #[command(flatten)]
+        host: HostArg,
+        /// Every host in the store (found by its prefix) with its runs
+        #[arg(long, conflicts_with = "host")]
+        all_hosts: bool,
     },
     /// Write a set's backup to stdout as one tar stream: `s3nap recover dir/etc | tar -x -C /`
     Recover {
@@ -102,6 +107,8 @@ pub enum Command {
         /// for it (checking every few minutes) and recover, instead of exiting with status 5
         #[arg(long)]
         wait_retrieval: bool,
+        #[command(flatten)]
+        host: HostArg,
         /// Only these members (as `tar t` names them; a leading `/` is ignored)
         paths: Vec<PathBuf>,
     },
@@ -136,6 +143,8 @@ pub enum Command {
         include_archived: bool,
         #[command(flatten)]
         decrypt: DecryptArgs,
+        #[command(flatten)]
+        host: HostArg,
     },
     /// Bucket sets: bring a bucket back to a snapshot, or compare two snapshots
     Bucket {
@@ -162,6 +171,20 @@ fn percent(text: &str) -> Result<f64, String> {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("'{text}' is not a percentage from 0 to 100")),
     }
+}
+
+/// Whose backups `list`, `recover`, `verify` and `bucket restore|diff` read.
+#[derive(Debug, Args)]
+pub struct HostArg {
+    /// Read the backups another machine stored under its Host name in the same Bucket (a new
+    /// machine recovering an old one's); they are only read, never changed
+    #[arg(long, value_name = "NAME", value_parser = host_name)]
+    pub host: Option<String>,
+}
+
+/// A host name as the store layout takes it (the `Host` directive's rule).
+fn host_name(text: &str) -> Result<String, String> {
+    crate::schema::layout::check_host(text).map(|()| text.to_string())
 }
 
 /// How to decrypt archives.
@@ -197,6 +220,8 @@ pub enum BucketAction {
         delete: bool,
         #[command(flatten)]
         decrypt: DecryptArgs,
+        #[command(flatten)]
+        host: HostArg,
     },
     /// Keys added, removed and changed between two snapshots
     Diff {
@@ -207,6 +232,8 @@ pub enum BucketAction {
         run2: String,
         #[command(flatten)]
         decrypt: DecryptArgs,
+        #[command(flatten)]
+        host: HostArg,
     },
 }
 

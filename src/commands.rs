@@ -94,7 +94,18 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             check_sets(&config, &sets)?;
             prune_command(&runtime, &config, cli.test, cli.wait, now, &sets)
         }
-        Command::List { set } => list_command(&runtime, &config, set, cli.json),
+        Command::List {
+            set,
+            host,
+            all_hosts,
+        } => {
+            let request = ListRequest {
+                set,
+                host: host.host,
+                all_hosts,
+            };
+            list_command(&runtime, &config, request, cli.json)
+        }
         Command::Recover {
             set,
             at,
@@ -102,6 +113,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             list,
             restore,
             wait_retrieval,
+            host,
             paths,
         } => {
             let request = RecoverRequest {
@@ -111,6 +123,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
                 list,
                 restore,
                 wait_retrieval,
+                host: host.host,
                 paths,
             };
             recover_command(&runtime, &config, request)
@@ -124,6 +137,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             deep,
             include_archived,
             decrypt,
+            host,
         } => {
             let request = VerifyRequest {
                 sets,
@@ -134,6 +148,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
                 deep,
                 include_archived,
                 identity: decrypt.identity,
+                host: host.host,
             };
             verify_command(&runtime, &config, request, cli.json)
         }
@@ -494,16 +509,61 @@ fn print_debris(
     Ok(())
 }
 
+/// The host whose backups `list`, `recover`, `verify` and `bucket restore|diff` read:
+/// `--host` — which must name a host something is stored under (else a usage error naming it
+/// and the hosts there) —, else this configuration's `Host`. Under the host's prefix those
+/// commands only read (and request retrievals from archive classes), whichever host it is.
+fn read_host(
+    runtime: &tokio::runtime::Runtime,
+    store: &DynStore,
+    config: &Config,
+    given: Option<String>,
+) -> Result<String, Error> {
+    let Some(host) = given else {
+        return Ok(config.host.clone());
+    };
+    runtime
+        .block_on(catalog::require_host(store, &host))
+        .map_err(|e| match e {
+            e @ catalog::CatalogError::UnknownHost { .. } => Error::configuration(e),
+            e => e.into(),
+        })?;
+    if host != config.host {
+        log::info!(
+            "reading the backups of host {host} (this configuration's Host is {})",
+            config.host
+        );
+    }
+    Ok(host)
+}
+
+struct ListRequest {
+    set: Option<String>,
+    host: Option<String>,
+    all_hosts: bool,
+}
+
 fn list_command(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-    set: Option<String>,
+    r: ListRequest,
     json: bool,
 ) -> Result<ExitStatus, Error> {
     let store = open_store(runtime, config)?;
-    let set = set.map(|s| set_name(config, &s));
-    let runs = runtime.block_on(catalog::load(&store, &config.host, set.as_deref()))?;
+    let set = r.set.map(|s| set_name(config, &s));
     let mut out = std::io::stdout().lock();
+    if r.all_hosts {
+        let hosts = runtime.block_on(catalog::load_all_hosts(&store, set.as_deref()))?;
+        if json {
+            serde_json::to_writer_pretty(&mut out, &report::hosts_json(&hosts))?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", report::hosts_table(&hosts))?;
+        }
+        return Ok(ExitStatus::Ok);
+    }
+    let host = read_host(runtime, &store, config, r.host)?;
+    let runs = runtime.block_on(catalog::load(&store, &host, set.as_deref()))?;
     if json {
         serde_json::to_writer_pretty(&mut out, &report::list_json(&runs))?;
         writeln!(out)?;
@@ -527,6 +587,7 @@ struct RecoverRequest {
     list: bool,
     restore: bool,
     wait_retrieval: bool,
+    host: Option<String>,
     paths: Vec<std::path::PathBuf>,
 }
 
@@ -545,6 +606,7 @@ fn recover_command(
         )));
     }
     let store = open_store(runtime, config)?;
+    let host = read_host(runtime, &store, config, r.host)?;
     let request = recover::Request {
         set: set_name(config, &r.set),
         at,
@@ -554,7 +616,7 @@ fn recover_command(
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .collect(),
     };
-    let chain = runtime.block_on(recover::plan(&store, &config.host, &request))?;
+    let chain = runtime.block_on(recover::plan(&store, &host, &request))?;
     runtime.block_on(recover::ready(
         &store,
         &chain,
@@ -591,6 +653,7 @@ struct VerifyRequest {
     deep: bool,
     include_archived: bool,
     identity: Option<std::path::PathBuf>,
+    host: Option<String>,
 }
 
 fn verify_command(
@@ -609,6 +672,7 @@ fn verify_command(
         None => r.read.then_some(recover::Check::Read),
     };
     let store = open_store(runtime, config)?;
+    let host = read_host(runtime, &store, config, r.host)?;
     let request = verify::Request {
         sets: r.sets.iter().map(|s| set_name(config, s)).collect(),
         at,
@@ -617,7 +681,7 @@ fn verify_command(
         sample: r.sample,
         include_archived: r.include_archived.then_some(config.retrieval),
     };
-    let report = verify::verify(runtime.handle(), &store, &config.host, &request)?;
+    let report = verify::verify(runtime.handle(), &store, &host, &request)?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &verify::json(&report))?;
@@ -625,7 +689,9 @@ fn verify_command(
     } else {
         write!(out, "{}", verify::text(&report))?;
     }
-    if let Some(path) = &config.metrics_file {
+    // The MetricsFile speaks for this configuration's Host: another host's sets are not
+    // recorded there under the same labels.
+    if let Some(path) = config.metrics_file.as_ref().filter(|_| host == config.host) {
         let check = match read {
             None => "objects",
             Some(recover::Check::Read) => "read",
@@ -676,6 +742,7 @@ fn snapshot_at(
     runtime: &tokio::runtime::Runtime,
     store: &DynStore,
     config: &Config,
+    host: &str,
     set: &SetSpec,
     at: Option<&str>,
 ) -> Result<crate::schema::manifest::Manifest, Error> {
@@ -688,7 +755,7 @@ fn snapshot_at(
         at,
         paths: Vec::new(),
     };
-    let chain = runtime.block_on(recover::plan(store, &config.host, &request))?;
+    let chain = runtime.block_on(recover::plan(store, host, &request))?;
     let snapshot = chain
         .into_iter()
         .next_back()
@@ -715,8 +782,10 @@ fn bucket_command(
             prefix,
             delete,
             decrypt,
+            host,
         } => {
             let (set, spec) = bucket_set(config, &set)?;
+            let host = read_host(runtime, &store, config, host.host)?;
             let target = match &to {
                 Some(t) => {
                     BucketUrl::parse(t).map_err(|e| Error::configuration(anyhow!("--to: {e}")))?
@@ -724,7 +793,7 @@ fn bucket_command(
                 None => spec.master.clone(),
             };
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
-            let snapshot = snapshot_at(runtime, &store, config, set, at.as_deref())?;
+            let snapshot = snapshot_at(runtime, &store, config, &host, set, at.as_deref())?;
             let request = bucket::restore::Request {
                 spec,
                 s3: &config.s3,
@@ -743,11 +812,13 @@ fn bucket_command(
             run1,
             run2,
             decrypt,
+            host,
         } => {
             let (set, _) = bucket_set(config, &set)?;
+            let host = read_host(runtime, &store, config, host.host)?;
             let decrypt = decrypt_with(decrypt.identity.as_deref())?;
-            let first = snapshot_at(runtime, &store, config, set, Some(&run1))?;
-            let second = snapshot_at(runtime, &store, config, set, Some(&run2))?;
+            let first = snapshot_at(runtime, &store, config, &host, set, Some(&run1))?;
+            let second = snapshot_at(runtime, &store, config, &host, set, Some(&run2))?;
             let before = bucket::load_index(runtime.handle(), &store, &first, &decrypt)?;
             let after = bucket::load_index(runtime.handle(), &store, &second, &decrypt)?;
             let changes = bucket::diff::diff(&before, &after);

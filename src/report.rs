@@ -1,6 +1,8 @@
 //! What s3nap prints: run outcomes, the catalog's manifests and the `-t` plans in; run
 //! summaries, the catalog listing and the plan out, as text lines or JSON.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -159,6 +161,41 @@ pub fn list_json(runs: &[Manifest]) -> serde_json::Value {
                     "warnings": m.warnings.len(),
                 })
             })
+            .collect(),
+    )
+}
+
+/// `list --all-hosts`: per host, a line with its count of runs and sets, then its runs as
+/// [`list_table`] prints them; hosts in name order, a blank line between them.
+pub fn hosts_table(hosts: &BTreeMap<String, Vec<Manifest>>) -> String {
+    let mut out = String::new();
+    for (i, (host, runs)) in hosts.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if runs.is_empty() {
+            out.push_str(&format!(
+                "HOST {host}: no committed run (only objects of interrupted runs)\n"
+            ));
+            continue;
+        }
+        let sets: BTreeSet<&str> = runs.iter().map(|m| m.set.as_str()).collect();
+        out.push_str(&format!(
+            "HOST {host}: {} run(s) of {} set(s)\n{}",
+            runs.len(),
+            sets.len(),
+            list_table(runs)
+        ));
+    }
+    out
+}
+
+/// `list --all-hosts --json`: an array of `{host, runs}`, `runs` as [`list_json`] has them.
+pub fn hosts_json(hosts: &BTreeMap<String, Vec<Manifest>>) -> serde_json::Value {
+    serde_json::Value::Array(
+        hosts
+            .iter()
+            .map(|(host, runs)| json!({ "host": host, "runs": list_json(runs) }))
             .collect(),
     )
 }

@@ -7,31 +7,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
+use common::databases::*;
 use common::*;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (scripts/setup-tests.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A local-store configuration around `sets`.
 fn config(dir: &Path, sets: &str) -> PathBuf {
@@ -45,78 +24,6 @@ fn s3nap_env(conf: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     output_within(&mut cmd, DEADLINE)
-}
-
-struct Mariadb {
-    child: Child,
-    options: PathBuf,
-}
-
-impl Mariadb {
-    fn start(dir: &Path) -> Mariadb {
-        let data = dir.join("mysql-data");
-        let socket = dir.join("mysql.sock");
-        run(Command::new("mariadb-install-db").args([
-            "--no-defaults",
-            &format!("--datadir={}", data.display()),
-            "--user=root",
-            "--skip-test-db",
-            "--auth-root-authentication-method=socket",
-        ]));
-        let child = Command::new("mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={}", data.display()),
-                &format!("--socket={}", socket.display()),
-                &format!("--pid-file={}", dir.join("mysql.pid").display()),
-                &format!("--log-error={}", dir.join("mysql.err").display()),
-                "--skip-networking",
-                "--user=root",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        // Credentials and socket live in the client's own option file, never on a command line.
-        let options = dir.join("client.cnf");
-        fs::write(
-            &options,
-            format!("[client]\nsocket={}\nuser=root\n", socket.display()),
-        )
-        .unwrap();
-        let db = Mariadb { child, options };
-        wait_for("mariadbd", || {
-            Command::new("mariadb-admin")
-                .arg(db.defaults())
-                .arg("ping")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        db
-    }
-
-    fn defaults(&self) -> String {
-        format!("--defaults-extra-file={}", self.options.display())
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        run(Command::new("mariadb").arg(self.defaults()).args([
-            "--batch",
-            "--skip-column-names",
-            "-e",
-            sql,
-        ]))
-    }
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -251,7 +251,7 @@ pub(super) fn memory_limit(g: &mut Globals, d: &Directive) -> Applied {
 
 pub(super) fn host(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
-    if w.text.is_empty() || w.text.contains('/') {
+    if crate::schema::layout::check_host(&w.text).is_err() {
         return Err(err(&w.pos, "Host must be a non-empty name without '/'"));
     }
     g.host = Some(w.text.clone());

@@ -84,6 +84,16 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
+/// A host name is one key component: non-empty, without `/`.
+pub fn check_host(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') {
+        return Err(format!(
+            "'{name}' is not a host name: it must be non-empty, without '/'"
+        ));
+    }
+    Ok(())
+}
+
 /// `<host>/<set>/`: everything of one set.
 pub fn set_prefix(host: &str, set: &str) -> String {
     format!("{host}/{set}/")

@@ -16,6 +16,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::Client;
 
+pub mod databases;
 pub mod proxy;
 
 /// The S3 server of one test (moto by default, s3s-fs from [`S3Server::start_s3s_fs`]). Killed
