@@ -168,6 +168,13 @@ impl<'a> ArchiveCommit<'a> {
                 diff_dir.display()
             );
         }
+        // Once more now that ours is listed too: of two configurations that began the same
+        // set at the same moment, at least the second sees the first (both may fail; neither
+        // commits a run mixed up with the other's).
+        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set).await {
+            commit.abort().await;
+            return Err(e);
+        }
         Ok(commit)
     }
 
