@@ -224,7 +224,10 @@ fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, E
 fn apply_operations(config: &Config) {
     let ops = &config.operations;
     if let Err(e) = crate::process::set_priority(ops.nice, ops.io_nice) {
-        log::warn!("{}: {e}; running at the priority s3nap was started with", config.file.display());
+        log::warn!(
+            "{}: {e}; running at the priority s3nap was started with",
+            config.file.display()
+        );
     }
     if let Some(rate) = ops.max_upload_rate {
         crate::pipeline::rate::limit_process(rate);
@@ -327,8 +330,8 @@ fn backup_command(
         None
     };
     let progress = Progress::new(options.progress);
-    let owner = backup::identify(&config.diff_dir, true)?
-        .expect("an identity is made when missing");
+    let owner =
+        backup::identify(&config.diff_dir, true)?.expect("an identity is made when missing");
     let ctx = RunContext {
         store,
         deleter,

@@ -406,8 +406,20 @@ pub fn run_to_end(mut cmd: Command, name: &str, deadline: Option<Duration>) -> i
         .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name}: {e}")))?;
     let (tx, rx) = std::sync::mpsc::channel();
     for (which, pipe) in [
-        (0, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-        (1, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
+        (
+            0,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            1,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
     ] {
         let tx = tx.clone();
         let pipe = pipe.expect("piped");
@@ -545,9 +557,8 @@ pub fn set_priority(nice: Option<i32>, io: Option<IoPriority>) -> io::Result<()>
         if let Some(p) = io {
             const IOPRIO_WHO_PROCESS: libc::c_int = 1;
             // SAFETY: ioprio_set only reads its arguments.
-            let done = unsafe {
-                libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, p.value())
-            };
+            let done =
+                unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, p.value()) };
             if done != 0 {
                 let e = io::Error::last_os_error();
                 return Err(io::Error::new(e.kind(), format!("IoNice {p}: {e}")));
@@ -772,11 +783,17 @@ mod tests {
         // A shell whose child would outlive it: the whole group is stopped.
         let dir = tempfile::tempdir().unwrap();
         let mark = dir.path().join("late");
-        let script = format!("echo started >&2; (sleep 3; touch '{}') & wait", mark.display());
+        let script = format!(
+            "echo started >&2; (sleep 3; touch '{}') & wait",
+            mark.display()
+        );
         let started = Instant::now();
         let err = run_to_end(sh(&script), "slow", Some(Duration::from_millis(300))).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(err.to_string().starts_with("slow did not end within 300ms"), "{err}");
+        assert!(
+            err.to_string().starts_with("slow did not end within 300ms"),
+            "{err}"
+        );
         assert!(err.to_string().contains("started"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
         std::thread::sleep(Duration::from_secs(4));
@@ -786,7 +803,10 @@ mod tests {
     #[test]
     fn io_priorities_parse_as_ionice_names_them() {
         assert_eq!(IoPriority::parse("idle"), Ok(IoPriority::Idle));
-        assert_eq!(IoPriority::parse("best-effort:7"), Ok(IoPriority::BestEffort(7)));
+        assert_eq!(
+            IoPriority::parse("best-effort:7"),
+            Ok(IoPriority::BestEffort(7))
+        );
         assert_eq!(IoPriority::parse("be"), Ok(IoPriority::BestEffort(4)));
         assert_eq!(IoPriority::parse("Realtime:0"), Ok(IoPriority::Realtime(0)));
         assert!(IoPriority::parse("best-effort:8").is_err());

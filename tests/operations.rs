@@ -61,10 +61,7 @@ fn before_and_after_wrap_each_due_set_with_the_process_priority() {
     // The data: what Before made, and the dump's own priority.
     let dump = script(
         &dir.join("dump.sh"),
-        &format!(
-            "cat {}; nice; ionice -p $$",
-            snapshot.display()
-        ),
+        &format!("cat {}; nice; ionice -p $$", snapshot.display()),
     );
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
@@ -99,11 +96,17 @@ fn before_and_after_wrap_each_due_set_with_the_process_priority() {
     let out = run(&conf, &["-t"]);
     let plan = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        plan.contains(&format!("Before (not run in test mode): {}", hook.display())),
+        plan.contains(&format!(
+            "Before (not run in test mode): {}",
+            hook.display()
+        )),
         "{plan}"
     );
     assert!(plan.contains(&format!("After (not run in test mode): {}", hook.display())));
-    assert!(!log.exists() && !dir.join("before.nice").exists(), "-t ran a hook");
+    assert!(
+        !log.exists() && !dir.join("before.nice").exists(),
+        "-t ran a hook"
+    );
 
     let started = Instant::now();
     let out = run(&conf, &[]);
@@ -117,8 +120,10 @@ fn before_and_after_wrap_each_due_set_with_the_process_priority() {
     );
     // A failing Before fails its set with its error output; the set is not backed up.
     assert!(
-        err.contains(&format!("Before {} exited with status 3", failing.display()))
-            && err.contains("lvcreate: volume group full"),
+        err.contains(&format!(
+            "Before {} exited with status 3",
+            failing.display()
+        )) && err.contains("lvcreate: volume group full"),
         "{err}"
     );
     assert_eq!(manifests_of(&store, &tree_set), 0);
@@ -154,7 +159,13 @@ fn before_and_after_wrap_each_due_set_with_the_process_priority() {
 
     // Nothing but a run runs them: not list, recover, verify or prune, nor a set not due.
     fs::remove_file(&log).unwrap();
-    for args in [&["list"][..], &["verify"], &["prune"], &["recover", "cmd/good"], &["run", "cmd/good"]] {
+    for args in [
+        &["list"][..],
+        &["verify"],
+        &["prune"],
+        &["recover", "cmd/good"],
+        &["run", "cmd/good"],
+    ] {
         let out = run(&conf, args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
@@ -291,7 +302,10 @@ fn two_configurations_on_one_host_keep_their_own_sets() {
     );
     let plan = run(&b, &["-t"]);
     let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
-    assert!(plan.contains("backed up by another configuration"), "{plan}");
+    assert!(
+        plan.contains("backed up by another configuration"),
+        "{plan}"
+    );
     assert_eq!(recovered(&a, &["cmd/shared"]), b"from-a\n");
 
     // B replaces A for that set: --take-over; from then on A's run is the one refused.

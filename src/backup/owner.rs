@@ -9,7 +9,8 @@
 //! configuration that made it (`Manifest::owner`: a random id kept in `DiffDir/s3nap.id`, with
 //! the DiffDir and the machine for messages), and a run of a set whose latest run another
 //! configuration made fails that set, naming it — unless `--take-over` says this configuration
-//! replaces that one (a new machine, a lost or moved DiffDir). Runs made before s3nap recorded
+//! replaces that one (a new machine, a moved DiffDir). A DiffDir lost and made anew at the same
+//! place on the same machine is the same configuration: nothing else could have held it. Runs made before s3nap recorded
 //! owners belong to nobody. (Two such configurations running at the same moment are told
 //! apart by their uploads in flight: `commit::check_no_foreign_upload`.)
 //!
@@ -82,6 +83,18 @@ pub fn check(
         return Ok(());
     };
     if mine.is_some_and(|m| m.id == theirs.id) {
+        return Ok(());
+    }
+    // The same DiffDir on the same machine with a new identity: this configuration's DiffDir
+    // was lost and made anew (no two configurations can hold one DiffDir: its lock).
+    if let Some(m) = mine.filter(|m| m.diff_dir == theirs.diff_dir && m.machine == theirs.machine) {
+        log::info!(
+            "{}: DiffDir {} on {} was made anew since run {}: still this configuration's set",
+            set.name,
+            m.diff_dir,
+            m.machine,
+            latest.run
+        );
         return Ok(());
     }
     let this = match mine {
@@ -163,10 +176,26 @@ mod tests {
         check(&set, "h", Some(&a), &[], false).unwrap();
         let runs = [run(1, Some("a")), run(2, Some("b"))];
         check(&set, "h", Some(&b), &runs, false).unwrap();
-        let err = check(&set, "h", Some(&a), &runs, false).unwrap_err().to_string();
-        assert!(err.contains("latest run 20261102T030000Z was made with DiffDir /var/lib/b on m"), "{err}");
+        let err = check(&set, "h", Some(&a), &runs, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("latest run 20261102T030000Z was made with DiffDir /var/lib/b on m"),
+            "{err}"
+        );
         assert!(err.contains("--take-over"), "{err}");
         check(&set, "h", Some(&a), &runs, true).unwrap();
         assert!(check(&set, "h", None, &runs, false).is_err());
+        // B's DiffDir lost and made anew where it was: still B.
+        let b_again = Owner {
+            id: "b2".into(),
+            ..owner("b")
+        };
+        check(&set, "h", Some(&b_again), &runs, false).unwrap();
+        let elsewhere = Owner {
+            machine: "other".into(),
+            ..b_again
+        };
+        assert!(check(&set, "h", Some(&elsewhere), &runs, false).is_err());
     }
 }

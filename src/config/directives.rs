@@ -608,11 +608,7 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Bytes per second at most for the archive parts of all uploads of the process \
          together, e.g. 10M or 2MiB (default: no limit).",
     )
-    .shown(|c| {
-        c.operations
-            .max_upload_rate
-            .map(|r| format!("{r} bytes/s"))
-    }),
+    .shown(|c| c.operations.max_upload_rate.map(|r| format!("{r} bytes/s"))),
     run(
         "Nice",
         "10",

@@ -511,8 +511,8 @@ fn password_option_name(arg: &str) -> &str {
 /// `HookTimeout DURATION`: `0` means no deadline.
 pub(super) fn hook_timeout(s: &mut Scope, d: &Directive) -> Applied {
     let span = super::values::duration(d)?;
-    s.hooks.timeout = (span > chrono::Duration::zero())
-        .then(|| span.to_std().expect("a positive span"));
+    s.hooks.timeout =
+        (span > chrono::Duration::zero()).then(|| span.to_std().expect("a positive span"));
     Ok(())
 }
 
@@ -540,8 +540,7 @@ pub(super) fn nice(g: &mut Globals, d: &Directive) -> Applied {
 /// `IoNice CLASS[:LEVEL]`: idle, best-effort[:0-7] or realtime[:0-7], as ionice(1) has them.
 pub(super) fn io_nice(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
-    g.operations.io_nice = Some(
-        crate::process::IoPriority::parse(&w.text).map_err(|m| err(&w.pos, m))?,
-    );
+    g.operations.io_nice =
+        Some(crate::process::IoPriority::parse(&w.text).map_err(|m| err(&w.pos, m))?);
     Ok(())
 }

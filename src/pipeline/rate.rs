@@ -76,12 +76,20 @@ mod tests {
             t.await.unwrap();
         }
         // 400 kB at 1 MB/s: never sooner than 0.4 s, however the tasks ran.
-        assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
 
         // Time left unused is not saved up: after a pause the next part waits its own share.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let again = std::time::Instant::now();
         limit.take(200_000).await;
-        assert!(again.elapsed() >= Duration::from_millis(200), "{:?}", again.elapsed());
+        assert!(
+            again.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            again.elapsed()
+        );
     }
 }
