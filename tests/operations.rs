@@ -92,7 +92,17 @@ fn before_and_after_wrap_each_due_set_with_the_process_priority() {
     let store = dir.join("store");
     let tree_set = format!("dir{}", tree.display());
 
-    // -t names the commands and runs none of them.
+    // config check and -t name the commands (not their arguments) and run none of them.
+    let out = run(&conf, &["config", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("Before /bin/sleep (1 argument(s)), HookTimeout 1s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Nice") && text.contains("best-effort:6"),
+        "{text}"
+    );
     let out = run(&conf, &["-t"]);
     let plan = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
