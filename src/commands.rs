@@ -245,8 +245,8 @@ fn plan_command(
 ) -> Result<ExitStatus, Error> {
     let sets = run_sets(config, only)?;
     let store = open_dry_run_store(runtime, config)?;
-    // Read only: a DiffDir without an identity yet gets none here.
-    let owner = backup::identify(&config.diff_dir, false)?;
+    // Read only: a DiffDir without an identity yet gets an empty one here.
+    let owner = Some(backup::identify(&config.diff_dir, false)?);
     let plans: Vec<_> = runtime.block_on(async {
         let mut planner =
             backup::Planner::new(&store, config, now, force).owned_by(owner.as_ref(), take_over);
@@ -330,8 +330,7 @@ fn backup_command(
         None
     };
     let progress = Progress::new(options.progress);
-    let owner =
-        backup::identify(&config.diff_dir, true)?.expect("an identity is made when missing");
+    let owner = backup::identify(&config.diff_dir, true)?;
     let ctx = RunContext {
         store,
         deleter,

@@ -336,6 +336,18 @@ fn two_configurations_on_one_host_keep_their_own_sets() {
     assert_same_tree(&tree_a, &dest.join(tree_a.strip_prefix("/").unwrap()));
     let out = run(&b, &["prune"]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // B's DiffDir lost and made anew where it was: still B's sets, -t agreeing.
+    fs::remove_dir_all(dir.join("b/state")).unwrap();
+    let plan = run(&b, &["-t", "-f"]);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        plan.contains("cmd/shared") && !plan.contains("another configuration"),
+        "{plan}"
+    );
+    let out = run(&b, &["-f"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    assert_eq!(recovered(&b, &["cmd/shared"]), b"from-b\n");
     let dest = dir.join("b-out-2");
     untar(&recovered(&b, &[tree_b.to_str().unwrap()]), &dest);
     assert_same_tree(&tree_b, &dest.join(tree_b.strip_prefix("/").unwrap()));

@@ -30,12 +30,12 @@ const ID_FILE: &str = "s3nap.id";
 
 /// This configuration as its runs name it. The identity is read from DiffDir, and made there
 /// (random, 128 bits) when `create` and it is missing; without it (`-t` before the first run)
-/// `None`.
-pub fn identify(diff_dir: &Path, create: bool) -> io::Result<Option<Owner>> {
+/// it is empty, which no run's owner has (the DiffDir and the machine still count).
+pub fn identify(diff_dir: &Path, create: bool) -> io::Result<Owner> {
     let path = diff_dir.join(ID_FILE);
     let id = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-        Ok(_) | Err(_) if !create => return Ok(None),
+        Ok(_) | Err(_) if !create => String::new(),
         Ok(_) => new_id(&path)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => new_id(&path)?,
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
@@ -44,11 +44,11 @@ pub fn identify(diff_dir: &Path, create: bool) -> io::Result<Option<Owner>> {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "?".into());
     let diff_dir = std::fs::canonicalize(diff_dir).unwrap_or_else(|_| diff_dir.to_path_buf());
-    Ok(Some(Owner {
+    Ok(Owner {
         id,
         diff_dir: diff_dir.display().to_string(),
         machine,
-    }))
+    })
 }
 
 fn new_id(path: &Path) -> io::Result<String> {
@@ -82,7 +82,7 @@ pub fn check(
     let Some((latest, theirs)) = latest.and_then(|m| Some((m, m.owner.as_ref()?))) else {
         return Ok(());
     };
-    if mine.is_some_and(|m| m.id == theirs.id) {
+    if mine.is_some_and(|m| !m.id.is_empty() && m.id == theirs.id) {
         return Ok(());
     }
     // The same DiffDir on the same machine with a new identity: this configuration's DiffDir
@@ -197,5 +197,11 @@ mod tests {
             ..b_again
         };
         assert!(check(&set, "h", Some(&elsewhere), &runs, false).is_err());
+        // -t in a DiffDir made anew has no identity yet: its place still counts.
+        let planning = Owner {
+            id: String::new(),
+            ..owner("b")
+        };
+        check(&set, "h", Some(&planning), &runs, false).unwrap();
     }
 }

@@ -30,7 +30,8 @@ pub struct Planner<'a> {
     force: bool,
     /// Run ids planned so far, by set name: two cycles of one set never get the same one.
     taken: HashMap<String, Vec<RunId>>,
-    /// This configuration (`None` under `-t` before its first run), and `--take-over`.
+    /// This configuration (`None`: unknown, so every set another configuration made runs of is
+    /// refused), and `--take-over`.
     owner: Option<&'a Owner>,
     take_over: bool,
 }
