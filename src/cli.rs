@@ -40,6 +40,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub debug: bool,
 
+    /// Back up sets whose latest run another configuration made (this one replaces it: a new
+    /// machine, a lost or moved DiffDir)
+    #[arg(long, global = true)]
+    pub take_over: bool,
+
     /// Wait for another run's lock instead of exiting with status 4
     #[arg(long, global = true)]
     pub wait: bool,

@@ -67,6 +67,13 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         }
         None => Utc::now(),
     };
+    // The commands cron runs; not list, recover or bucket, which someone is waiting for.
+    if matches!(
+        cli.command,
+        None | Some(Command::Run { .. } | Command::Prune { .. } | Command::Verify { .. })
+    ) {
+        apply_operations(&config);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,11 +87,12 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         Command::Run { sets } => {
             check_sets(&config, &sets)?;
             if cli.test {
-                return plan_command(&runtime, &config, cli.force, now, &sets);
+                return plan_command(&runtime, &config, (cli.force, cli.take_over), now, &sets);
             }
             let options = RunOptions {
                 wait: cli.wait,
                 force: cli.force,
+                take_over: cli.take_over,
                 json: cli.json,
                 progress,
             };
@@ -225,19 +233,38 @@ fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, E
     backup::expand_sets(config.selected_sets(only)).map_err(Error::configuration)
 }
 
+/// `Nice`, `IoNice` and `MaxUploadRate`, set before any other thread is started (each applies
+/// to the whole process and what it starts). A priority that cannot be set is a warning: the
+/// backup matters more.
+fn apply_operations(config: &Config) {
+    let ops = &config.operations;
+    if let Err(e) = crate::process::set_priority(ops.nice, ops.io_nice) {
+        log::warn!(
+            "{}: {e}; running at the priority s3nap was started with",
+            config.file.display()
+        );
+    }
+    if let Some(rate) = ops.max_upload_rate {
+        crate::pipeline::rate::limit_process(rate);
+    }
+}
+
 /// `-t`: plans every set against the store exactly as a run would, read-only: no lock, and
 /// nothing written locally or remotely (DiffDir is only read, for what a DIFF needs).
 fn plan_command(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
-    force: bool,
+    (force, take_over): (bool, bool),
     now: DateTime<Utc>,
     only: &[String],
 ) -> Result<ExitStatus, Error> {
     let sets = run_sets(config, only)?;
     let store = open_dry_run_store(runtime, config)?;
+    // Read only: a DiffDir without an identity yet gets an empty one here.
+    let owner = Some(backup::identify(&config.diff_dir, false)?);
     let plans: Vec<_> = runtime.block_on(async {
-        let mut planner = backup::Planner::new(&store, config, now, force);
+        let mut planner =
+            backup::Planner::new(&store, config, now, force).owned_by(owner.as_ref(), take_over);
         let mut plans = Vec::new();
         for (set, found) in sets {
             // What a DIFF would read is only shown, not kept for all sets at once.
@@ -283,6 +310,7 @@ fn plan_command(
 struct RunOptions {
     wait: bool,
     force: bool,
+    take_over: bool,
     json: bool,
     progress: Option<bool>,
 }
@@ -317,11 +345,14 @@ fn backup_command(
         None
     };
     let progress = Progress::new(options.progress);
+    let owner = backup::identify(&config.diff_dir, true)?;
     let ctx = RunContext {
         store,
         deleter,
         certs,
         progress: progress.clone(),
+        owner,
+        take_over: options.take_over,
     };
     let outcomes = runtime.block_on(async {
         let records = crate::uploads::Records::new(&config.diff_dir);

@@ -226,6 +226,7 @@ mod tests {
             cycle,
             object_lock: None,
             restore: vec![],
+            hooks: Default::default(),
             pos: crate::config::Pos {
                 file: std::sync::Arc::from(std::path::Path::new("t.conf")),
                 line: 1,

@@ -11,6 +11,10 @@
 //!
 //! Errors name a program only by the name its caller gives, never by its arguments: those may
 //! hold passwords or tokens.
+//!
+//! [`run_to_end`] runs a program whose output is only logged (a set's `Before`/`After`), with a
+//! deadline; [`set_priority`] sets this process's CPU and I/O priority (`Nice`, `IoNice`), which
+//! every child started afterwards inherits.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -383,6 +387,187 @@ pub fn lines(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// How long the output of a program that ended may stay open (held by a background process it
+/// left behind) before it is no longer waited for.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end with stdin closed, keeping the last lines of its stdout
+/// ([`Exit::stdout`]) and stderr. Past `deadline` its whole process group (it gets one of its
+/// own, so a shell's children go too) gets SIGTERM, then SIGKILL after a few seconds, and the
+/// result is a `TimedOut` error. A non-zero exit is not an error here: [`Exit::check`] says so.
+pub fn run_to_end(mut cmd: Command, name: &str, deadline: Option<Duration>) -> io::Result<Exit> {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name}: {e}")))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (which, pipe) in [
+        (
+            0,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            1,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let tx = tx.clone();
+        let pipe = pipe.expect("piped");
+        std::thread::spawn(move || {
+            let _ = tx.send((which, tail(pipe)));
+        });
+    }
+    drop(tx);
+    let group = Pid::from_raw(-(child.id() as i32));
+    let started = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if deadline.is_some_and(|d| started.elapsed() >= d) {
+            timed_out = true;
+            let _ = kill(group, Signal::SIGTERM);
+            if !exits_within(&mut child, TERM_GRACE) {
+                let _ = kill(group, Signal::SIGKILL);
+            }
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut outputs = [Vec::new(), Vec::new()];
+    let until = Instant::now() + OUTPUT_GRACE;
+    for _ in 0..2 {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((which, lines)) => outputs[which] = lines,
+            Err(_) => break,
+        }
+    }
+    let [stdout, stderr] = outputs;
+    let exit = Exit {
+        status,
+        stderr,
+        stdout: stdout.join("\n").into_bytes(),
+    };
+    if timed_out {
+        let limit = deadline.expect("timed out against a deadline");
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{name} did not end within {limit:?} and was stopped; {}",
+                exit.stderr_text()
+            ),
+        ));
+    }
+    Ok(exit)
+}
+
+/// An I/O scheduling class and level, as ionice(1) and ioprio_set(2) have them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoPriority {
+    /// Only when no other program wants the disk.
+    Idle,
+    /// The default class, level 0 (first) to 7 (last).
+    BestEffort(u8),
+    /// Before every other class, level 0 to 7 (needs CAP_SYS_ADMIN).
+    Realtime(u8),
+}
+
+impl IoPriority {
+    /// `idle`, `best-effort[:0-7]` or `realtime[:0-7]` (also ionice's numbers 3, 2, 1 and the
+    /// names `be`, `rt`).
+    pub fn parse(text: &str) -> Result<IoPriority, String> {
+        let (class, level) = match text.split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (text, None),
+        };
+        let level = match level {
+            None => Ok(4),
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= 7 => Ok(n),
+                _ => Err(format!("the IoNice level must be 0 to 7, not '{l}'")),
+            },
+        };
+        match class.to_ascii_lowercase().as_str() {
+            "idle" | "3" if text.contains(':') => {
+                Err(format!("IoNice idle takes no level, not '{text}'"))
+            }
+            "idle" | "3" => Ok(IoPriority::Idle),
+            "best-effort" | "besteffort" | "be" | "2" => level.map(IoPriority::BestEffort),
+            "realtime" | "rt" | "1" => level.map(IoPriority::Realtime),
+            _ => Err(format!(
+                "IoNice must be idle, best-effort[:0-7] or realtime[:0-7], not '{text}'"
+            )),
+        }
+    }
+
+    /// The value ioprio_set(2) takes: the class in the top bits, the level below.
+    fn value(self) -> libc::c_int {
+        const CLASS_SHIFT: libc::c_int = 13;
+        let (class, level) = match self {
+            IoPriority::Realtime(l) => (1, l),
+            IoPriority::BestEffort(l) => (2, l),
+            IoPriority::Idle => (3, 0),
+        };
+        (class << CLASS_SHIFT) | libc::c_int::from(level)
+    }
+}
+
+impl std::fmt::Display for IoPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoPriority::Idle => write!(f, "idle"),
+            IoPriority::BestEffort(l) => write!(f, "best-effort:{l}"),
+            IoPriority::Realtime(l) => write!(f, "realtime:{l}"),
+        }
+    }
+}
+
+/// Sets the CPU niceness and the I/O priority of every thread of this process; threads and
+/// children started afterwards inherit them. (Linux keeps both per thread: setting them for
+/// the process id alone would leave the other threads as they were.) What cannot be set (a
+/// negative niceness without CAP_SYS_NICE) is an error naming the setting; what was set stays.
+pub fn set_priority(nice: Option<i32>, io: Option<IoPriority>) -> io::Result<()> {
+    let threads: Vec<libc::id_t> = match std::fs::read_dir("/proc/self/task") {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        // Without /proc, the calling thread (0): the others are started after it.
+        Err(_) => vec![0],
+    };
+    for tid in threads {
+        if let Some(n) = nice {
+            // SAFETY: setpriority only reads its arguments.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, n) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("Nice {n}: {e}")));
+            }
+        }
+        if let Some(p) = io {
+            const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+            // SAFETY: ioprio_set only reads its arguments.
+            let done =
+                unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, p.value()) };
+            if done != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("IoNice {p}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +770,50 @@ mod tests {
         let pid = sleeper.child.id();
         drop(sleeper);
         assert!(gone(pid));
+    }
+
+    #[test]
+    fn a_program_run_to_its_end_is_stopped_with_its_children_at_the_deadline() {
+        let exit = run_to_end(sh("echo out; echo err >&2; exit 3"), "hook", None).unwrap();
+        assert_eq!(exit.status.code(), Some(3));
+        assert_eq!(exit.stdout, b"out");
+        assert_eq!(exit.stderr, ["err"]);
+        assert!(exit.check("hook").unwrap_err().to_string().contains("err"));
+
+        // A shell whose child would outlive it: the whole group is stopped.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("late");
+        let script = format!(
+            "echo started >&2; (sleep 3; touch '{}') & wait",
+            mark.display()
+        );
+        let started = Instant::now();
+        let err = run_to_end(sh(&script), "slow", Some(Duration::from_millis(300))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            err.to_string().starts_with("slow did not end within 300ms"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("started"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(!mark.exists(), "the shell's child was left running");
+    }
+
+    #[test]
+    fn io_priorities_parse_as_ionice_names_them() {
+        assert_eq!(IoPriority::parse("idle"), Ok(IoPriority::Idle));
+        assert_eq!(
+            IoPriority::parse("best-effort:7"),
+            Ok(IoPriority::BestEffort(7))
+        );
+        assert_eq!(IoPriority::parse("be"), Ok(IoPriority::BestEffort(4)));
+        assert_eq!(IoPriority::parse("Realtime:0"), Ok(IoPriority::Realtime(0)));
+        assert!(IoPriority::parse("best-effort:8").is_err());
+        assert!(IoPriority::parse("idle:3").is_err());
+        assert!(IoPriority::parse("slow").is_err());
+        assert_eq!(IoPriority::BestEffort(7).value(), (2 << 13) | 7);
+        assert_eq!(IoPriority::Idle.value(), 3 << 13);
     }
 
     #[test]

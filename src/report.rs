@@ -288,9 +288,25 @@ fn action_text(config: &Config, set: &SetSpec, action: &Action) -> String {
                 (None, Some(note)) => out.push_str(&format!("    ({note})\n")),
                 (None, None) => {}
             }
+            out.push_str(&hooks_text(set));
             out
         }
     }
+}
+
+/// A set's Before and After commands, which `-t` names but does not run (the program only:
+/// its arguments may hold a token, as `config check` shows NotifyCommand).
+fn hooks_text(set: &SetSpec) -> String {
+    let mut out = String::new();
+    for (hook, argv) in [("Before", &set.hooks.before), ("After", &set.hooks.after)] {
+        if let Some((program, args)) = argv.split_first() {
+            out.push_str(&format!(
+                "    {hook} (not run in test mode): {program} ({} argument(s))\n",
+                args.len()
+            ));
+        }
+    }
+    out
 }
 
 /// What prune would retire and why, and the restore points that would remain.

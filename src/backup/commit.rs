@@ -168,6 +168,13 @@ impl<'a> ArchiveCommit<'a> {
                 diff_dir.display()
             );
         }
+        // Once more now that ours is listed too: of two configurations that began the same
+        // set at the same moment, at least the second sees the first (both may fail; neither
+        // commits a run mixed up with the other's).
+        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set).await {
+            commit.abort().await;
+            return Err(e);
+        }
         Ok(commit)
     }
 
@@ -561,6 +568,51 @@ mod tests {
 
     fn records(diff_dir: &Path) -> usize {
         Records::new(diff_dir).list().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_foreign_upload_begun_after_the_first_check_fails_the_begin_and_only_ours_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _memory) = store(vec![]);
+        let k = keys();
+        // Another configuration's upload of the same set, of a run a second later.
+        let later = RunId::at(run().0 + chrono::Duration::seconds(1));
+        let theirs = layout::archive_key("h", "dir/x", later, Kind::Full, "tar");
+        let foreign = store
+            .create_upload(&theirs, &UploadOptions::default())
+            .await
+            .unwrap();
+        // It stands for an upload begun between the two checks: a stale record of our
+        // archive naming its id hides it from the first check only (ours replaces it).
+        Records::new(dir.path())
+            .record(&Upload {
+                archive: k.archive.clone(),
+                upload_id: foreign.clone(),
+                manifest: k.manifest.clone(),
+                others: vec![],
+            })
+            .unwrap();
+        let err = ArchiveCommit::begin(
+            both(&store),
+            dir.path(),
+            "h",
+            "dir/x",
+            &k,
+            &UploadOptions::default(),
+            None,
+        )
+        .await
+        .err()
+        .expect("the second check sees the other configuration's upload");
+        assert!(
+            err.to_string()
+                .contains("is being uploaded by another configuration"),
+            "{err}"
+        );
+        let open = store.list_uploads("h/").await.unwrap();
+        assert_eq!(open.len(), 1, "ours is aborted, theirs stays: {open:?}");
+        assert_eq!(open[0].upload_id, foreign);
+        assert_eq!(records(dir.path()), 0);
     }
 
     #[tokio::test]

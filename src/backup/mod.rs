@@ -9,7 +9,9 @@
 //! docs/ARCHITECTURE.md, "A run of one set", tells the whole story.
 
 mod commit;
+mod hooks;
 mod local;
+mod owner;
 mod planner;
 mod retain;
 mod sets;
@@ -35,6 +37,7 @@ use crate::store::{DynStore, UploadOptions};
 
 use commit::{ArchiveCommit, RunKeys};
 pub use local::prepare_diff_dir;
+pub use owner::identify;
 pub use planner::Planner;
 pub use retain::{prune_set, verdicts, Pruned};
 pub use sets::{expand_sets, FoundSet, UnreadableDirectory};
@@ -49,6 +52,10 @@ pub struct RunContext {
     pub deleter: Option<DynStore>,
     pub certs: Arc<Vec<Cert>>,
     pub progress: crate::progress::Progress,
+    /// This configuration, as its runs' manifests name it (see `owner`).
+    pub owner: manifest::Owner,
+    /// `--take-over`: back up sets whose latest run another configuration made.
+    pub take_over: bool,
 }
 
 /// What became of one set in a run.
@@ -123,7 +130,8 @@ pub async fn run_all(
     sets: Vec<FoundSet>,
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
-    let mut planner = Planner::new(&ctx.store, config, now, force);
+    let mut planner =
+        Planner::new(&ctx.store, config, now, force).owned_by(Some(&ctx.owner), ctx.take_over);
     for (set, found) in sets {
         let set = &set;
         let started = Instant::now();
@@ -131,38 +139,36 @@ pub async fn run_all(
             Err(e) => Outcome::Failed(e),
             Ok(p) => match &p.action {
                 Action::Skip { reason } => Outcome::Skipped(reason.clone()),
-                Action::Run { kind, position, .. } => {
+                Action::Run {
+                    kind,
+                    position,
+                    run,
+                    ..
+                } => {
                     log::info!(
                         "{} [{}]: starting {kind} run in slot {}",
                         set.name,
                         set.cycle_label(),
                         position.slot
                     );
-                    match run_set(config, ctx, p, now).await {
-                        Ok((manifest, problems)) => match &ctx.deleter {
-                            Some(deleter) => match prune_set(deleter, config, set, now).await {
-                                Ok(pruned) => Outcome::Committed {
-                                    manifest: Box::new(manifest),
-                                    kept_locked: pruned.kept_locked(),
-                                    retired: pruned.retired,
-                                    problems,
-                                },
-                                Err(e) => Outcome::Failed(e.context(format!(
-                                    "run {} committed, but pruning failed",
-                                    manifest.run
-                                ))),
-                            },
-                            None => {
-                                log_left_to_prune(&ctx.store, config, set, now).await;
-                                Outcome::Committed {
-                                    manifest: Box::new(manifest),
-                                    retired: Vec::new(),
-                                    kept_locked: Vec::new(),
-                                    problems,
-                                }
-                            }
+                    let hooks = hooks::Hooks::of(set, &config.host, *run, *kind);
+                    let (ran, status) = match hooks.before().await {
+                        Err(e) => (Err(e), hooks::Status::BeforeFailed),
+                        Ok(()) => match run_set(config, ctx, p, now).await {
+                            Ok(done) => (Ok(done), hooks::Status::Committed),
+                            Err(e) => (Err(e), hooks::Status::Failed),
                         },
-                        Err(e) => Outcome::Failed(e),
+                    };
+                    let after = hooks.after(status).await;
+                    match (ran, after) {
+                        (Ok((manifest, mut problems)), after) => {
+                            problems.extend(after.map(|a| format!("After failed: {a}")));
+                            retain_after(config, ctx, set, now, manifest, problems).await
+                        }
+                        (Err(e), None) => Outcome::Failed(e),
+                        (Err(e), Some(a)) => {
+                            Outcome::Failed(e.context(format!("After failed too: {a}")))
+                        }
                     }
                 }
             },
@@ -175,6 +181,41 @@ pub async fn run_all(
         });
     }
     outcomes
+}
+
+/// The outcome of a committed run, once retention has retired what the policy no longer keeps
+/// (with `PruneAfterRun no`: once what prune will retire is logged).
+async fn retain_after(
+    config: &Config,
+    ctx: &RunContext,
+    set: &SetSpec,
+    now: DateTime<Utc>,
+    manifest: Manifest,
+    problems: Vec<String>,
+) -> Outcome {
+    match &ctx.deleter {
+        Some(deleter) => match prune_set(deleter, config, set, now).await {
+            Ok(pruned) => Outcome::Committed {
+                manifest: Box::new(manifest),
+                kept_locked: pruned.kept_locked(),
+                retired: pruned.retired,
+                problems,
+            },
+            Err(e) => Outcome::Failed(e.context(format!(
+                "run {} committed, but pruning failed",
+                manifest.run
+            ))),
+        },
+        None => {
+            log_left_to_prune(&ctx.store, config, set, now).await;
+            Outcome::Committed {
+                manifest: Box::new(manifest),
+                retired: Vec::new(),
+                kept_locked: Vec::new(),
+                problems,
+            }
+        }
+    }
 }
 
 /// With `PruneAfterRun no`: logs the runs of `set` that `s3nap prune` will retire (the run
@@ -361,7 +402,9 @@ pub async fn run_set(
                 parts: stored.parts,
                 ranges: Some(ranges),
             };
-            manifest_of(config, &planned, times, archive, source_info, report)
+            let mut manifest = manifest_of(config, &planned, times, archive, source_info, report);
+            manifest.owner = Some(ctx.owner.clone());
+            manifest
         })
         .await;
     match committed {
@@ -445,6 +488,7 @@ fn manifest_of(
         source,
         counts: report.counts,
         warnings,
+        owner: None, // the caller's
     }
 }
 

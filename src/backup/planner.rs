@@ -15,7 +15,7 @@ use crate::catalog;
 use crate::config::{Config, SetSpec, SourceSpec};
 use crate::plan::{self, Action, BaseData, LocalStart, SetPlan};
 use crate::schema::layout::{Kind, RunId};
-use crate::schema::manifest::{Manifest, SourceInfo};
+use crate::schema::manifest::{Manifest, Owner, SourceInfo};
 use crate::source::state::{self, Identity, State};
 use crate::source::Warning;
 use crate::store::DynStore;
@@ -30,6 +30,10 @@ pub struct Planner<'a> {
     force: bool,
     /// Run ids planned so far, by set name: two cycles of one set never get the same one.
     taken: HashMap<String, Vec<RunId>>,
+    /// This configuration (`None`: unknown, so every set another configuration made runs of is
+    /// refused), and `--take-over`.
+    owner: Option<&'a Owner>,
+    take_over: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -40,7 +44,17 @@ impl<'a> Planner<'a> {
             now,
             force,
             taken: Default::default(),
+            owner: None,
+            take_over: false,
         }
+    }
+
+    /// Plans as `owner` (this configuration): a set whose latest run another configuration
+    /// made is not planned, unless `take_over` (see `owner::check`).
+    pub fn owned_by(mut self, owner: Option<&'a Owner>, take_over: bool) -> Self {
+        self.owner = owner;
+        self.take_over = take_over;
+        self
     }
 
     /// Plans `set`; `found` is what [`expand_sets`] said of it.
@@ -51,6 +65,7 @@ impl<'a> Planner<'a> {
     ) -> anyhow::Result<SetPlan> {
         found?;
         let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
+        super::owner::check(set, &self.config.host, self.owner, &all, self.take_over)?;
         let taken = self.taken.entry(set.name.clone()).or_default();
         let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);
         let mut fell_back = false;

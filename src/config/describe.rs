@@ -62,6 +62,19 @@ fn set_text(set: &SetSpec) -> String {
         set.pos,
         set.compression
     );
+    // The program only, as for NotifyCommand: the arguments may hold a token.
+    for (hook, argv) in [("Before", &set.hooks.before), ("After", &set.hooks.after)] {
+        if let Some((program, args)) = argv.split_first() {
+            out.push_str(&format!(
+                "      {hook} {program} ({} argument(s)){}\n",
+                args.len(),
+                match set.hooks.timeout {
+                    Some(t) => format!(", HookTimeout {}s", t.as_secs()),
+                    None => ", no HookTimeout".into(),
+                }
+            ));
+        }
+    }
     if let SourceSpec::Directory { excludes, .. } = &set.source {
         for x in excludes {
             out.push_str(&format!("      Exclude {}\n", x.display()));

@@ -578,6 +578,53 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "Requests in flight for listing, copying and deleting (default 8).",
     )
     .places(&[Bucket]),
+    // Operations (issue 17): a set's Before/After commands, and how the process treats the
+    // machine. README, "Running several configurations" and "Before and After commands".
+    scoped(
+        "Before",
+        "/usr/local/sbin/snapshot-create",
+        |s, d| set(&mut s.hooks.before, command_words(d)),
+        "A program run before the set's run (no shell); if it fails, the set fails with its \
+         error output and is not backed up. Inherited by the sets inside.",
+    ),
+    scoped(
+        "After",
+        "/usr/local/sbin/snapshot-remove",
+        |s, d| set(&mut s.hooks.after, command_words(d)),
+        "A program run after the set's run whenever it was attempted (committed, failed, or \
+         its Before failed), with S3NAP_STATUS in its environment.",
+    ),
+    scoped(
+        "HookTimeout",
+        "10m",
+        settings::hook_timeout,
+        "How long Before or After may run before it is stopped (SIGTERM, then SIGKILL) and \
+         counts as failed: 30s, 15m, 2h (default 1h; 0: no limit).",
+    ),
+    run(
+        "MaxUploadRate",
+        "10M",
+        settings::max_upload_rate,
+        "Bytes per second at most for the archive parts of all uploads of the process \
+         together, e.g. 10M or 2MiB (default: no limit).",
+    )
+    .shown(|c| c.operations.max_upload_rate.map(|r| format!("{r} bytes/s"))),
+    run(
+        "Nice",
+        "10",
+        settings::nice,
+        "CPU niceness of run, prune and verify and of the programs they start: -20 to 19 \
+         (default: unchanged).",
+    )
+    .shown(|c| c.operations.nice.map(|n| n.to_string())),
+    run(
+        "IoNice",
+        "idle",
+        settings::io_nice,
+        "I/O scheduling class of run, prune and verify and of the programs they start: idle, \
+         best-effort[:0-7] or realtime[:0-7] (default: unchanged).",
+    )
+    .shown(|c| c.operations.io_nice.map(|p| p.to_string())),
     Spec::new(
         "Cycle",
         "daily",

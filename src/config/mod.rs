@@ -230,7 +230,29 @@ pub struct SetSpec {
     pub object_lock: Option<ObjectLockSpec>,
     /// The configured restore command (`Restore`), for `recover --restore`.
     pub restore: Vec<String>,
+    /// `Before` / `After` commands around the set's run.
+    pub hooks: Hooks,
     pub pos: Pos,
+}
+
+/// A set's `Before` and `After` commands (program and arguments, no shell; empty: none) and
+/// the deadline of each (`HookTimeout`; `None`: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    pub timeout: Option<Duration>,
+}
+
+/// How the process treats the machine (`MaxUploadRate`, `Nice`, `IoNice`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Operations {
+    /// Bytes per second that the archive parts of the whole process may be sent at.
+    pub max_upload_rate: Option<u64>,
+    /// The CPU niceness (-20..19) of the process and its children.
+    pub nice: Option<i32>,
+    /// The I/O scheduling class and level of the process and its children.
+    pub io_nice: Option<crate::process::IoPriority>,
 }
 
 /// How a set's objects are locked (`ObjectLock`, `ObjectLockMargin`, `ObjectLockMaxDays`):
@@ -318,6 +340,8 @@ pub struct Config {
     pub notify: Vec<String>,
     /// How archived objects are retrieved for reading (`RetrievalTier`, `RetrievalDays`).
     pub retrieval: Retrieval,
+    /// `MaxUploadRate`, `Nice`, `IoNice`.
+    pub operations: Operations,
     pub sets: Vec<SetSpec>,
 }
 

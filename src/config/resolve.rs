@@ -205,6 +205,7 @@ impl Sets {
                 max_days: scope.lock_max_days,
             }),
             restore: scope.restore.clone(),
+            hooks: scope.hooks.clone(),
             pos: w.pos.clone(),
         });
         Ok(())

@@ -80,6 +80,7 @@ pub(super) struct Globals {
     pub(super) metrics_file: Option<PathBuf>,
     pub(super) notify: Vec<String>,
     pub(super) retrieval: Retrieval,
+    pub(super) operations: super::Operations,
 }
 
 impl Globals {
@@ -115,6 +116,7 @@ impl Globals {
             metrics_file: None,
             notify: Vec::new(),
             retrieval: Retrieval::default(),
+            operations: super::Operations::default(),
         }
     }
 
@@ -179,6 +181,7 @@ impl Globals {
             metrics_file: self.metrics_file,
             notify: self.notify,
             retrieval: self.retrieval,
+            operations: self.operations,
             sets: Vec::new(),
         })
     }
@@ -318,6 +321,8 @@ pub(super) struct Scope {
     pub(super) object_lock: Option<LockMode>,
     pub(super) lock_margin: chrono::Duration,
     pub(super) lock_max_days: u64,
+    /// `Before`, `After`, `HookTimeout`.
+    pub(super) hooks: super::Hooks,
 }
 
 /// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
@@ -338,6 +343,10 @@ impl Default for Scope {
             object_lock: None,
             lock_margin: chrono::Duration::days(7),
             lock_max_days: 3650,
+            hooks: super::Hooks {
+                timeout: Some(Duration::from_secs(3600)),
+                ..super::Hooks::default()
+            },
             compression: Compression::default(),
             storage_class: (StorageClass::Standard, None),
             excludes: Vec::new(),
@@ -495,4 +504,43 @@ fn password_option_name(arg: &str) -> &str {
     } else {
         "-p"
     }
+}
+
+// Operations (issue 17): hooks around a set's run, and how the process treats the machine.
+
+/// `HookTimeout DURATION`: `0` means no deadline.
+pub(super) fn hook_timeout(s: &mut Scope, d: &Directive) -> Applied {
+    let span = super::values::duration(d)?;
+    s.hooks.timeout =
+        (span > chrono::Duration::zero()).then(|| span.to_std().expect("a positive span"));
+    Ok(())
+}
+
+/// `MaxUploadRate SIZE`: bytes per second, e.g. `10M` or `2MiB`.
+pub(super) fn max_upload_rate(g: &mut Globals, d: &Directive) -> Applied {
+    g.operations.max_upload_rate = Some(size(d)?);
+    Ok(())
+}
+
+/// `Nice N`: -20 (first) to 19 (last), as nice(1) takes it.
+pub(super) fn nice(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    match w.text.parse::<i32>() {
+        Ok(n) if (-20..=19).contains(&n) => {
+            g.operations.nice = Some(n);
+            Ok(())
+        }
+        _ => Err(err(
+            &w.pos,
+            format!("Nice must be a number from -20 to 19, not '{}'", w.text),
+        )),
+    }
+}
+
+/// `IoNice CLASS[:LEVEL]`: idle, best-effort[:0-7] or realtime[:0-7], as ionice(1) has them.
+pub(super) fn io_nice(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    g.operations.io_nice =
+        Some(crate::process::IoPriority::parse(&w.text).map_err(|m| err(&w.pos, m))?);
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod decrypt;
 pub mod download;
 pub mod encrypt;
 pub mod parts;
+pub mod rate;
 pub mod schedule;
 pub mod stage;
 pub mod upload;

@@ -39,6 +39,8 @@ pub async fn upload_parts(
                         number += 1;
                         let (store, key, upload_id) = (store.clone(), key.clone(), upload_id.clone());
                         running.push(async move {
+                            // MaxUploadRate: the part waits for its share of the process's rate.
+                            super::rate::pace(data.len() as u64).await;
                             let stored = store.upload_part(&key, &upload_id, number, data).await;
                             // Its memory is free once the part is stored (or given up).
                             drop(reservation);

@@ -60,6 +60,20 @@ pub struct Manifest {
     pub counts: Counts,
     #[serde(default)]
     pub warnings: Vec<Warning>,
+    /// The configuration that made the run, which backs the set up under its Host; `None` in
+    /// runs made before s3nap recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A configuration, as a run's manifest names it: the identity kept in its DiffDir
+/// (`s3nap.id`), and where that DiffDir was, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub id: String,
+    pub diff_dir: String,
+    /// The host name of the machine (not the configured `Host`).
+    pub machine: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +283,7 @@ pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifes
         },
         counts: Default::default(),
         warnings: vec![],
+        owner: None,
     }
 }
 
