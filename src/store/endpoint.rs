@@ -265,7 +265,8 @@ pub fn redirected_region(
     header: Option<&str>,
     body: &[u8],
 ) -> Option<String> {
-    let redirect = matches!(status, 301 | 307)
+    // Not 307: S3 sends it while a new bucket's DNS settles, and it passes by itself.
+    let redirect = status == 301
         || matches!(
             code,
             "PermanentRedirect"
