@@ -3,11 +3,18 @@
 every request unchanged to the S3 server given as its argument (moto), and applies the rules in
 force to the requests they match.
 
-    fault-proxy.py UPSTREAM_URL
+    fault-proxy.py [--tls-cert CERT.pem --tls-key KEY.pem] UPSTREAM_URL
 
 The request is forwarded byte for byte, Host header included, so SigV4 signatures made for the
 proxy's address verify upstream. Each connection is served one request at a time (HTTP/1.1
-keep-alive), as the SDK sends them.
+keep-alive), as the SDK sends them. A request in absolute form (`GET http://b.host/k`, as
+clients send it to an HTTP proxy: `http_proxy=` this endpoint) goes upstream in origin form
+(`GET /k`) with its Host header unchanged, so virtual-hosted requests reach the S3 server
+without DNS for `b.host`.
+
+With --tls-cert and --tls-key it serves HTTPS (the upstream stays plain HTTP) at
+https://localhost:PORT with that certificate; a client that refuses the certificate ends the
+handshake, which prints {"event": "tls_refused", "error": TEXT}, and nothing is forwarded.
 
 Prints {"event": "listening", "endpoint": URL, "pid": N} on stdout, then serves until stdin
 closes. Commands arrive on stdin, one JSON object a line, each acknowledged on stdout with
@@ -22,7 +29,12 @@ A RULE matches requests by "method" (exact) and "target" (a regular expression s
 request target, path and query, e.g. "uploadId=.*partNumber=2"); it hits matching requests from
 its "nth" (default 1) on, "times" times (default 1; 0: every one). Its "action" is one of:
 
-    status      answers {"code": 500 or 503} with S3's XML error (503: SlowDown), not forwarded
+    pass        forwards unchanged (to see the requests in the hit events)
+    status      answers {"code": 500 or 503} with S3's XML error (503: SlowDown), not forwarded;
+                with {"region": R}, S3's answer to a request signed for another region than
+                the bucket's: 301 PermanentRedirect (code 301, the default) or 400
+                AuthorizationHeaderMalformed (code 400), naming R in x-amz-bucket-region (and
+                in the body's <Region> for the 400, as S3 does)
     reset       reads the head and half the body, then resets the connection (not forwarded)
     delay       waits {"seconds"} before forwarding (beyond s3nap's Timeout: the client gave up)
     drop_reply  forwards, then resets the connection instead of answering (a lost reply)
@@ -35,8 +47,10 @@ its "nth" (default 1) on, "times" times (default 1; 0: every one). Its "action" 
                 request whose client went away meanwhile is dropped ({"event": "abandoned"})
     hold_reply  forwards, prints {"event": "held", ...} and waits for a release before answering
 
-Every hit prints {"event": "hit", "rule": ID, "action", "method", "target"}.
+Every hit prints {"event": "hit", "rule": ID, "action", "method", "target", "host", "region"}:
+the Host header, and the region of the SigV4 credential scope the request was signed for.
 """
+import argparse
 import base64
 import hashlib
 import json
@@ -44,13 +58,14 @@ import os
 import re
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
-UPSTREAM = urlsplit(sys.argv[1])
+UPSTREAM = None  # urlsplit of the upstream URL, set by main()
 OUT = threading.Lock()
 STATE = threading.Condition()
 RULES = []  # [id, rule dict, matched count]
@@ -213,8 +228,56 @@ def error_reply(code):
     return head + body
 
 
+def region_reply(code, region):
+    """S3's refusal of a request signed for another region than the bucket's: the region in
+    x-amz-bucket-region, and in the body only for AuthorizationHeaderMalformed (a
+    PermanentRedirect's body names the regional endpoint instead)."""
+    if code == 400:
+        name, reason, detail = (
+            "AuthorizationHeaderMalformed", "Bad Request",
+            "<Message>The authorization header is malformed; the region 'us-east-1' is wrong; "
+            f"expecting '{region}'</Message><Region>{region}</Region>")
+    else:
+        code, name, reason, detail = (
+            301, "PermanentRedirect", "Moved Permanently",
+            "<Message>The bucket you are attempting to access must be addressed using the "
+            "specified endpoint. Please send all future requests to this endpoint.</Message>"
+            f"<Endpoint>s3.{region}.amazonaws.com</Endpoint>")
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{name}</Code>{detail}</Error>"
+    ).encode()
+    return (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\n"
+        f"x-amz-bucket-region: {region}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def signed_region(headers):
+    """The region of the request's SigV4 credential scope (Credential=KEY/DATE/REGION/s3/...)."""
+    match = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", headers.get("authorization", ""))
+    return match.group(1) if match else None
+
+
+def origin_form(head, target):
+    """A request in absolute form (sent to a proxy) rewritten in origin form; else as it is."""
+    if not re.match(r"^https?://", target, re.IGNORECASE):
+        return head, target
+    parts = urlsplit(target)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    first, _, rest = head.partition(b"\r\n")
+    first = first.replace(target.encode("latin-1"), path.encode("latin-1"), 1)
+    return first + b"\r\n" + rest, path
+
+
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                emit({"event": "tls_refused", "error": str(e)})
+                return
         try:
             while self.serve_one():
                 pass
@@ -226,12 +289,14 @@ class Handler(socketserver.StreamRequestHandler):
         if got is None:
             return False
         head, request_line, headers = got
-        method, target = request_line[0], request_line[1]
+        method = request_line[0]
+        head, target = origin_form(head, request_line[1])
         hit = pick(method, target)
         action = hit[1]["action"] if hit else None
         if hit:
             emit({"event": "hit", "rule": hit[0], "action": action, "method": method,
-                  "target": target})
+                  "target": target, "host": headers.get("host"),
+                  "region": signed_region(headers)})
         if headers.get("expect", "").lower() == "100-continue":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.wfile.flush()
@@ -241,6 +306,10 @@ class Handler(socketserver.StreamRequestHandler):
             hard_close(self.connection)
             return False
         body = read_body(self.rfile, headers)
+        if action == "status" and "region" in hit[1]:
+            self.wfile.write(region_reply(hit[1].get("code", 301), hit[1]["region"]))
+            self.wfile.flush()
+            return True
         if action == "status":
             self.wfile.write(error_reply(hit[1].get("code", 500)))
             self.wfile.flush()
@@ -282,6 +351,14 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls = None  # an ssl.SSLContext: serve HTTPS
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # The handshake happens in the connection's own thread (Handler.handle).
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
 
 def commands():
@@ -308,10 +385,23 @@ def commands():
 
 
 def main():
+    global UPSTREAM
+    parser = argparse.ArgumentParser(description="A fault-injecting HTTP(S) proxy for tests.")
+    parser.add_argument("upstream")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    UPSTREAM = urlsplit(args.upstream)
     server = Server(("127.0.0.1", 0), Handler)
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address
-    emit({"event": "listening", "endpoint": f"http://{host}:{port}", "pid": os.getpid()})
+    endpoint = f"https://localhost:{port}" if args.tls_cert else f"http://{host}:{port}"
+    emit({"event": "listening", "endpoint": endpoint, "pid": os.getpid()})
     commands()  # until stdin closes: the test process ended
 
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite talks to: GnuPG, GNU tar, zstd and xz, man-db (the man page
 # test), util-linux (script, setpriv, flock), acl (setfacl), MariaDB, PostgreSQL and Subversion
-# (the tests start their own servers on Unix sockets in temporary directories) from Debian, moto's S3 server (pinned) in a
+# (the tests start their own servers on Unix sockets in temporary directories), openssl (the
+# endpoint tests make a CA and a server certificate) from Debian, moto's S3 server (pinned) in a
 # virtualenv at .venv, and s3s-fs (pinned), the second S3 server, built from crates.io into
 # .tools. Idempotent; run as root or with sudo available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in gpg tar zstd xz python3 man script setpriv flock setfacl mariadbd mariadb-dump psql pg_dump svnadmin svn; do
+for tool in gpg tar zstd xz python3 man script setpriv flock setfacl mariadbd mariadb-dump psql pg_dump svnadmin svn openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ] || ! python3 -m venv --help >/dev/null 2>&1; then
@@ -16,7 +17,7 @@ if [ ${#need[@]} -gt 0 ] || ! python3 -m venv --help >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     gnupg tar zstd xz-utils python3 python3-venv man-db util-linux bsdutils acl \
-    mariadb-server mariadb-client postgresql postgresql-client subversion >/dev/null
+    mariadb-server mariadb-client postgresql postgresql-client subversion openssl >/dev/null
 fi
 
 MOTO_VERSION=5.2.5

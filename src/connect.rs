@@ -76,5 +76,7 @@ pub fn s3_settings(
         region: region.clone(),
         keyfile: s3.keyfile.clone(),
         timeout: s3.timeout,
+        ca_file: s3.ca_file.clone(),
+        addressing: s3.addressing,
     }
 }

@@ -542,22 +542,28 @@ impl BucketClient {
     }
 }
 
-/// Clients for the master and the replica of `spec` (one connection pool: the set's Region and
-/// Endpoint, the configuration's credentials and timeout).
+/// Clients for the master and the replica of `spec`: the set's Endpoint and AddressingStyle,
+/// each bucket's region (`MasterRegion`, `ReplicaRegion`, else the set's `Region`), the
+/// configuration's credentials and timeout; one connection pool when the regions agree.
 pub async fn connect(
     spec: &BucketSpec,
     s3: &S3Spec,
     retry: RetryPolicy,
 ) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
-    let settings = crate::connect::s3_settings(s3, &spec.endpoint, &spec.region);
-    let client = crate::store::s3::client(&settings).await?;
+    let settings = |region| crate::store::s3::S3Settings {
+        addressing: spec.addressing,
+        ..crate::connect::s3_settings(s3, &spec.endpoint, &region)
+    };
+    let (master_region, replica_region) = (spec.master_region(), spec.replica_region());
+    let master = crate::store::s3::client(&settings(master_region.clone())).await?;
+    let replica = if replica_region == master_region {
+        master.clone()
+    } else {
+        crate::store::s3::client(&settings(replica_region)).await?
+    };
     Ok((
-        Arc::new(BucketClient::new(
-            client.clone(),
-            &spec.master.bucket,
-            retry,
-        )),
-        Arc::new(BucketClient::new(client, &spec.replica, retry)),
+        Arc::new(BucketClient::new(master, &spec.master.bucket, retry)),
+        Arc::new(BucketClient::new(replica, &spec.replica, retry)),
     ))
 }
 

@@ -209,11 +209,30 @@ pub(super) static DIRECTIVES: &[Spec] = &[
             |g, d| set(&mut g.s3.endpoint, endpoint(d).map(Some)),
             |s, d| set(&mut s.bucket.endpoint, endpoint(d).map(Some)),
         ),
-        "URL of an S3-compatible server (path-style addressing); inside <Bucket>, that \
-         bucket's.",
+        "URL of an S3-compatible server; inside <Bucket>, that bucket's.",
     )
     .places(&[Top, Bucket])
     .shown(|c| c.s3.endpoint.clone()),
+    Spec::new(
+        "AddressingStyle",
+        "virtual",
+        Apply::RunAndScope(
+            |g, d| set(&mut g.s3.addressing, settings::addressing(d)),
+            |s, d| set(&mut s.bucket.addressing, settings::addressing(d)),
+        ),
+        "Where requests name the bucket: path (https://host/bucket/key), virtual \
+         (https://bucket.host/key) or auto (default: virtual on AWS, path with an Endpoint); \
+         inside <Bucket>, that bucket's.",
+    )
+    .places(&[Top, Bucket])
+    .shown(|c| Some(c.s3.addressing.name().to_string())),
+    run(
+        "CaFile",
+        "/etc/s3nap/ca.pem",
+        |g, d| set(&mut g.s3.ca_file, file_path(&g.base, d).map(Some)),
+        "PEM bundle of CAs trusted for https:// endpoints besides the system's.",
+    )
+    .shown(|c| c.s3.ca_file.as_ref().map(|p| p.display().to_string())),
     Spec::new(
         "Region",
         "eu-west-1",
@@ -225,6 +244,20 @@ pub(super) static DIRECTIVES: &[Spec] = &[
     )
     .places(&[Top, Bucket])
     .shown(|c| c.s3.region.clone()),
+    scoped(
+        "MasterRegion",
+        "eu-west-1",
+        |s, d| set(&mut s.bucket.master_region, text(d).map(Some)),
+        "The master bucket's region, before the block's Region.",
+    )
+    .places(&[Bucket]),
+    scoped(
+        "ReplicaRegion",
+        "eu-central-1",
+        |s, d| set(&mut s.bucket.replica_region, text(d).map(Some)),
+        "The replica bucket's region, before the block's Region.",
+    )
+    .places(&[Bucket]),
     run(
         "S3Keyfile",
         "/etc/s3nap/s3.keys",

@@ -157,10 +157,26 @@ pub struct BucketSpec {
     /// holds the master's keys, as replication writes them).
     pub replica: String,
     pub region: Option<String>,
+    /// `MasterRegion`, `ReplicaRegion`: the master's and the replica's own, before `region`.
+    pub master_region: Option<String>,
+    pub replica_region: Option<String>,
     pub endpoint: Option<String>,
+    pub addressing: crate::store::endpoint::Addressing,
     pub mode: BucketMode,
     /// Requests in flight for listing, copying and deleting.
     pub workers: usize,
+}
+
+impl BucketSpec {
+    /// The region of the master bucket: `MasterRegion`, else the block's `Region`.
+    pub fn master_region(&self) -> Option<String> {
+        self.master_region.clone().or_else(|| self.region.clone())
+    }
+
+    /// The region of the replica bucket: `ReplicaRegion`, else the block's `Region`.
+    pub fn replica_region(&self) -> Option<String> {
+        self.replica_region.clone().or_else(|| self.region.clone())
+    }
 }
 
 impl SourceSpec {
@@ -284,6 +300,10 @@ pub struct S3Spec {
     /// retention with `PruneAfterRun yes`); `None`: `keyfile`'s.
     pub prune_keyfile: Option<PathBuf>,
     pub timeout: Duration,
+    /// `CaFile`: CAs trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `AddressingStyle`.
+    pub addressing: crate::store::endpoint::Addressing,
 }
 
 impl S3Spec {

@@ -563,6 +563,64 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_settings_and_bucket_regions() {
+        use crate::store::endpoint::Addressing;
+        let c = load(&format!(
+            "{BASE}Region eu-west-1\nAddressingStyle virtual\nCaFile ca.pem\n\
+             <Bucket www>\n  Master s3://www-site\n  Replica s3://www-backup\n  \
+             MasterRegion eu-central-1\n  ReplicaRegion us-west-2\n</Bucket>\n\
+             <Bucket logs>\n  Master s3://logs\n  Replica s3://logs-r\n  Region ap-south-1\n  \
+             ReplicaRegion sa-east-1\n  AddressingStyle path\n</Bucket>\n"
+        ))
+        .unwrap();
+        assert_eq!(c.s3.addressing, Addressing::Virtual);
+        assert_eq!(
+            c.s3.ca_file,
+            Some(PathBuf::from("/etc/s3nap/ca.pem")),
+            "beside the file"
+        );
+        let SourceSpec::Bucket(www) = &c.sets[0].source else {
+            panic!("{:?}", c.sets[0]);
+        };
+        assert_eq!(www.master_region().as_deref(), Some("eu-central-1"));
+        assert_eq!(www.replica_region().as_deref(), Some("us-west-2"));
+        assert_eq!(www.addressing, Addressing::Virtual, "inherited");
+        let SourceSpec::Bucket(logs) = &c.sets[1].source else {
+            panic!("{:?}", c.sets[1]);
+        };
+        assert_eq!(
+            logs.master_region().as_deref(),
+            Some("ap-south-1"),
+            "the block's"
+        );
+        assert_eq!(logs.replica_region().as_deref(), Some("sa-east-1"));
+        assert_eq!(logs.addressing, Addressing::Path);
+        let defaults = load(BASE).unwrap();
+        assert_eq!(defaults.s3.addressing, Addressing::Auto);
+        assert_eq!(defaults.s3.ca_file, None);
+
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "AddressingStyle dns\n",
+                4,
+                "auto, path or virtual, not 'dns'",
+            ),
+            ("MasterRegion eu-west-1\n", 4, "MasterRegion belongs inside"),
+            (
+                "<Directory /etc>\n  ReplicaRegion eu-west-1\n</Directory>\n",
+                5,
+                "ReplicaRegion belongs inside",
+            ),
+            ("<Bucket b>\n  CaFile /x.pem\n</Bucket>\n", 5, "CaFile"),
+        ];
+        for (text, line, needle) in cases {
+            let e = load(&format!("{BASE}{text}")).unwrap_err();
+            assert_eq!(e.pos.line, *line, "{text:?}: {e}");
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn store_specs() {
         assert_eq!(
             StoreSpec::parse("file:///srv/backup").unwrap(),

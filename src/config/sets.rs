@@ -154,7 +154,10 @@ fn bucket_spec(b: &BucketScope, w: &Word) -> Result<BucketSpec, ConfigError> {
         master,
         replica: replica.bucket,
         region: b.region.clone(),
+        master_region: b.master_region.clone(),
+        replica_region: b.replica_region.clone(),
         endpoint: b.endpoint.clone(),
+        addressing: b.addressing,
         mode: b.mode,
         workers: b.workers,
     })

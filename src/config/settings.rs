@@ -15,6 +15,7 @@ use super::{
 };
 use crate::pipeline::compress::Compression;
 use crate::pipeline::schedule::{MAX_PART, MIN_PART};
+use crate::store::endpoint::Addressing;
 use crate::store::retrieval::Retrieval;
 use crate::store::{LockMode, RetrievalTier, StorageClass};
 
@@ -95,6 +96,8 @@ impl Globals {
                 keyfile: None,
                 prune_keyfile: None,
                 timeout: Duration::from_secs(60),
+                ca_file: None,
+                addressing: Addressing::Auto,
             },
             recipients: Vec::new(),
             keyring: None,
@@ -331,7 +334,10 @@ pub(super) struct BucketScope {
     pub(super) master: Option<BucketUrl>,
     pub(super) replica: Option<(BucketUrl, Pos)>,
     pub(super) region: Option<String>,
+    pub(super) master_region: Option<String>,
+    pub(super) replica_region: Option<String>,
     pub(super) endpoint: Option<String>,
+    pub(super) addressing: Addressing,
     pub(super) mode: BucketMode,
     pub(super) workers: usize,
 }
@@ -359,7 +365,10 @@ impl Default for Scope {
                 master: None,
                 replica: None,
                 region: None,
+                master_region: None,
+                replica_region: None,
                 endpoint: None,
+                addressing: Addressing::Auto,
                 mode: BucketMode::Replicated,
                 workers: 8,
             },
@@ -378,6 +387,12 @@ pub(super) fn object_lock(s: &mut Scope, d: &Directive) -> Applied {
         format!("ObjectLock must be governance, compliance or no, not '{given}'")
     })?;
     Ok(())
+}
+
+pub(super) fn addressing(d: &Directive) -> Result<Addressing, ConfigError> {
+    choice(d, &Addressing::NAMES, |given| {
+        format!("AddressingStyle must be auto, path or virtual, not '{given}'")
+    })
 }
 
 pub(super) fn cycle_type(s: &mut Scope, d: &Directive) -> Applied {

@@ -14,6 +14,7 @@
 //! [`retrieval`] decides that from HEAD and requests what is needed, for every reader.
 
 pub mod dry_run;
+pub mod endpoint;
 #[cfg(test)]
 pub mod faulty;
 pub mod local;

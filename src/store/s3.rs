@@ -50,6 +50,10 @@ pub struct S3Settings {
     pub keyfile: Option<PathBuf>,
     /// Longest wait for a response before the attempt counts as failed.
     pub timeout: Duration,
+    /// `CaFile`: a PEM bundle of CAs trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `AddressingStyle`.
+    pub addressing: super::endpoint::Addressing,
 }
 
 /// Access key pair read from an S3Keyfile. Debug output never shows the secret.
@@ -156,9 +160,11 @@ impl aws_sdk_s3::config::Intercept for ServerClock {
 }
 
 /// A client for `settings`: SDK retries off (callers retry through [`super::retry`]),
-/// path-style addressing with a custom endpoint, us-east-1 when nothing names a region.
+/// addressing as [`super::endpoint::Addressing`] says, us-east-1 when nothing names a region,
+/// every request through [`super::endpoint::http_client`].
 pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(super::endpoint::http_client(settings.ca_file.as_deref())?);
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
@@ -189,8 +195,9 @@ pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
         config = config.region(Region::new("us-east-1"));
     }
     if let Some(endpoint) = &settings.endpoint {
-        config = config.endpoint_url(endpoint).force_path_style(true);
+        config = config.endpoint_url(endpoint);
     }
+    config = config.force_path_style(settings.addressing.path_style(settings.endpoint.is_some()));
     Ok(Client::from_conf(config.build()))
 }
 
@@ -203,6 +210,9 @@ pub fn sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if let Some(refused) = super::endpoint::TlsRefused::find(&err) {
+        return StoreError::new(ErrorKind::Other, operation, target, refused.to_string());
+    }
     let kind = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             ErrorKind::Transient
@@ -247,7 +257,31 @@ where
         }
         other => cause_chain(other),
     };
+    // Signed for another region than the bucket's: no retry will change that.
+    if let Some(region) = redirected_region(&err) {
+        let message = format!("{message}; {}", super::endpoint::region_advice(&region));
+        return StoreError::new(ErrorKind::Other, operation, target, message);
+    }
     StoreError::new(kind, operation, target, message)
+}
+
+/// The region the server says the bucket is in, when it refused a request for being signed
+/// for another one.
+fn redirected_region<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<String>
+where
+    E: ProvideErrorMetadata,
+{
+    let raw = err.raw_response()?;
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default();
+    super::endpoint::redirected_region(
+        raw.status().as_u16(),
+        code,
+        raw.headers().get("x-amz-bucket-region"),
+        raw.body().bytes().unwrap_or_default(),
+    )
 }
 
 impl S3Store {

@@ -28,9 +28,28 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &S3Server) -> FaultProxy {
+        Self::start_with(upstream, &[])
+    }
+
+    /// A proxy serving HTTPS at `https://localhost:PORT` with the certificate `cert` (PEM, its
+    /// key in `key`); the upstream stays plain HTTP.
+    pub fn start_tls(upstream: &S3Server, cert: &Path, key: &Path) -> FaultProxy {
+        Self::start_with(
+            upstream,
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn start_with(upstream: &S3Server, options: &[&str]) -> FaultProxy {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fault-proxy.py");
         let mut child = Command::new(python())
             .arg(script)
+            .args(options)
             .arg(&upstream.endpoint)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -130,6 +149,17 @@ impl FaultProxy {
         }
         seen.iter()
             .filter(|e| e["event"] == "hit")
+            .cloned()
+            .collect()
+    }
+
+    /// The events named `event` seen so far (e.g. `tls_refused`), waiting briefly as
+    /// [`FaultProxy::hits`] does.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        self.hits();
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|e| e["event"] == event)
             .cloned()
             .collect()
     }
