@@ -531,6 +531,7 @@ fn s3_store_against_a_second_server_s3s_fs() {
         region: None,
         keyfile: Some(server.keyfile(dir.path())),
         timeout: Duration::from_secs(30),
+        ..Default::default()
     };
     server.block_on(async {
         let s3 = S3Store::connect("conformance", "some/prefix", &settings)
