@@ -271,7 +271,9 @@ fn a_brief_outage_is_retried_and_the_run_commits() {
         &s,
         &server,
         "outage",
-        "Timeout 1\nRetries 8\nParallelUploads 2",
+        // Paced so that the upload is still under way when the server stops, however slowly
+        // a loaded machine lets the test see it begin.
+        "Timeout 1\nRetries 8\nParallelUploads 2\nMaxUploadRate 8M",
     );
     let out = server.s3nap_with_outage(
         "outage",
