@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, S3Spec, StoreSpec};
 use crate::store::retry::{RetryPolicy, RetryStore};
-use crate::store::{local, optional, s3, DynStore};
+use crate::store::{local, optional, s3, DynStore, ErrorKind};
 
 /// The configured store, wrapped in retries. An error here (an unreadable key file, a bad
 /// endpoint) is the configuration's.
@@ -38,11 +38,17 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
             let versioned = locking
                 || match optional(store.keeps_versions().await, no_versioning) {
                     Ok(keeps) => keeps.unwrap_or(false),
-                    Err(e) => {
+                    // The hint only where it helps: a TLS or region refusal is reported by
+                    // the run's next call, under its own name.
+                    Err(e) if e.kind == ErrorKind::Denied => {
                         log::warn!(
                             "{e}: deletions will not name versions (allow \
                              s3:GetBucketVersioning if the bucket keeps versions)"
                         );
+                        false
+                    }
+                    Err(e) => {
+                        log::warn!("{e}: deletions will not name versions");
                         false
                     }
                 };
