@@ -74,6 +74,7 @@ fn main() {
             region: None,
             keyfile: Some(keyfile.path().to_path_buf()),
             timeout: Duration::from_secs(120),
+            ..S3Settings::default()
         };
         let client = client(&settings).await.unwrap();
         Arc::new(BucketClient::new(

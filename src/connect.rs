@@ -74,5 +74,8 @@ pub fn s3_settings(
         region: region.clone(),
         keyfile: s3.keyfile.clone(),
         timeout: s3.timeout,
+        profile: s3.profile.clone(),
+        role: s3.role.clone(),
+        encryption: s3.encryption.clone(),
     }
 }

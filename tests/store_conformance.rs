@@ -400,6 +400,7 @@ fn s3_store_against_a_real_server() {
         region: None,
         keyfile: Some(server.keyfile(dir.path())),
         timeout: Duration::from_secs(30),
+        ..S3Settings::default()
     };
     server.block_on(async {
         let store = S3Store::connect("conformance", "some/prefix", &settings)
@@ -440,6 +441,7 @@ fn s3_store_on_a_bucket_with_object_lock() {
         region: None,
         keyfile: Some(server.keyfile(dir.path())),
         timeout: Duration::from_secs(30),
+        ..S3Settings::default()
     };
     server.block_on(async {
         let store = S3Store::connect("locked", "p", &settings).await.unwrap();
