@@ -13,6 +13,10 @@ enforces such a policy's actions and resource ARNs (`arn:aws:s3:::BUCKET` for bu
 calls as s3:PutObject), but not its Condition elements: a statement with a condition never
 matches a request.
 
+Where moto's answers differ from S3's in ways s3nap depends on, the server is patched (each
+patch below says why): GetBucketVersioning's root element, ListObjectVersions' key markers,
+ListMultipartUploads' initiation times, the Content-MD5 check of PutObject and UploadPart.
+
 Prints one JSON line {"endpoint", "access_key", "secret_key", "pid", "users"} on stdout, then
 serves until its stdin closes (the test process ended) or it is terminated.
 """
@@ -251,6 +255,35 @@ def _uploads_stamped_when_initiated() -> None:
 
 
 _uploads_stamped_when_initiated()
+
+
+def _content_md5_checked_as_s3_does() -> None:
+    """Refuse a PutObject or UploadPart whose body does not match its Content-MD5 with S3's
+    400 BadDigest; moto 5.2.5 stores the bytes whatever the header says, so a byte damaged on
+    the way (scripts/fault-proxy.py's corrupt_body) would be stored."""
+    import base64
+    import hashlib
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response_put
+
+    def put(self, query, key_name):  # type: ignore[no-untyped-def]
+        given = self.headers.get("Content-MD5")
+        body = self.body if isinstance(self.body, bytes) else (self.body or "").encode()
+        if given and base64.b64encode(hashlib.md5(body).digest()).decode() != given:
+            return (
+                400,
+                {"Content-Type": "application/xml"},
+                "<Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did "
+                "not match what we received.</Message></Error>",
+            )
+        return original(self, query, key_name)
+
+    S3Response._key_response_put = put
+
+
+_content_md5_checked_as_s3_does()
 
 
 def _populate_listing_bench(versions: int) -> None:
