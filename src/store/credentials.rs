@@ -147,6 +147,13 @@ pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Re
         loader = loader.profile_name(profile);
     }
     let mut shared = loader.load().await;
+    if shared.region().is_none() {
+        // STS's global endpoint is in us-east-1; the S3 client falls back to it as well.
+        shared = shared
+            .into_builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+    }
     if let (None, Some(profile)) = (&settings.keyfile, &settings.profile) {
         // The profile alone, as `aws --profile` does: the default chain would let credentials
         // in the environment win over it.
@@ -174,6 +181,20 @@ pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Re
             .build();
     }
     Ok(shared)
+}
+
+/// Whether `err` (or one of its causes) is a failure to get credentials, rather than to
+/// reach the server.
+pub fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return !matches!(c, CredentialsError::ProviderTimedOut(_));
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

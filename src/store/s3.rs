@@ -212,6 +212,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let kind = match &err {
+        // No credentials to sign with (STS refused the role, a profile is missing…): the
+        // providers retry their own calls; another attempt of the request would not help.
+        SdkError::DispatchFailure(_) if super::credentials::is_credentials_error(&err) => {
+            ErrorKind::Denied
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             ErrorKind::Transient
         }
