@@ -268,14 +268,17 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "The session name of the assumed role, as CloudTrail shows it (default: the SDK's).",
     )
     .shown(|c| c.s3.role.as_ref().and_then(|r| r.session_name.clone())),
-    run(
-        "ServerSideEncryption",
-        "aws:kms",
-        settings::server_side_encryption,
-        "Ask S3 to encrypt every object s3nap writes: AES256 (SSE-S3), aws:kms (SSE-KMS) or \
-         none (default: the bucket's default encryption).",
-    )
-    .shown(shown::encryption),
+    Spec {
+        // The label stands for KmsKeyId too (and fits the column).
+        show: Show::Group("S3 encryption", shown::encryption),
+        ..run(
+            "ServerSideEncryption",
+            "aws:kms",
+            settings::server_side_encryption,
+            "Ask S3 to encrypt every object s3nap writes: AES256 (SSE-S3), aws:kms (SSE-KMS) or \
+             none (default: the bucket's default encryption).",
+        )
+    },
     run(
         "KmsKeyId",
         "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",

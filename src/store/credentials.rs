@@ -17,8 +17,6 @@ use aws_config::ConfigLoader;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use super::s3::S3Settings;
-
 /// Access key pair (and session token) read from an S3Keyfile. Debug output never shows the
 /// secret or the token.
 #[derive(Clone)]
@@ -126,12 +124,17 @@ pub fn parse_keyfile(path: &Path, text: &str) -> anyhow::Result<KeyPair> {
     }
 }
 
-/// The shared SDK configuration `loader` gives, with the credentials `settings` choose: the
-/// key file's, else the named profile's (from the shared config and credentials files, with
-/// their `role_arn` + `source_profile`, `credential_process`, …), else the default chain's;
-/// then, with `RoleArn`, the role assumed with them.
-pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Result<SdkConfig> {
-    if let Some(path) = &settings.keyfile {
+/// The shared SDK configuration `loader` gives, with the credentials chosen: the key file's,
+/// else `profile`'s (from the shared config and credentials files, with their `role_arn` +
+/// `source_profile`, `credential_process`, …), else the default chain's; then, with `role`,
+/// the role assumed with them.
+pub async fn load(
+    mut loader: ConfigLoader,
+    keyfile: Option<&Path>,
+    profile: Option<&str>,
+    role: Option<&AssumeRole>,
+) -> anyhow::Result<SdkConfig> {
+    if let Some(path) = keyfile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("S3Keyfile {}: {e}", path.display()))?;
         let keys = parse_keyfile(path, &text)?;
@@ -142,7 +145,7 @@ pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Re
             None,
             "s3nap-keyfile",
         ));
-    } else if let Some(profile) = &settings.profile {
+    } else if let Some(profile) = profile {
         // The profile's region too, unless Region says otherwise.
         loader = loader.profile_name(profile);
     }
@@ -154,7 +157,7 @@ pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Re
             .region(aws_config::Region::new("us-east-1"))
             .build();
     }
-    if let (None, Some(profile)) = (&settings.keyfile, &settings.profile) {
+    if let (None, Some(profile)) = (keyfile, profile) {
         // The profile alone, as `aws --profile` does: the default chain would let credentials
         // in the environment win over it.
         let provider = ProfileFileCredentialsProvider::builder()
@@ -166,7 +169,7 @@ pub async fn load(mut loader: ConfigLoader, settings: &S3Settings) -> anyhow::Re
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build();
     }
-    if let Some(role) = &settings.role {
+    if let Some(role) = role {
         let mut builder = AssumeRoleProvider::builder(&role.arn).configure(&shared);
         if let Some(id) = &role.external_id {
             builder = builder.external_id(id);

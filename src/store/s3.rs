@@ -179,7 +179,13 @@ pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
-    let shared = super::credentials::load(loader, settings).await?;
+    let shared = super::credentials::load(
+        loader,
+        settings.keyfile.as_deref(),
+        settings.profile.as_deref(),
+        settings.role.as_ref(),
+    )
+    .await?;
     let mut config = aws_sdk_s3::config::Builder::from(&shared)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
