@@ -167,6 +167,18 @@ fn a_profile_with_role_arn_and_source_profile_assumes_the_role_through_sts() {
 
     let out = e.run("Profile backup", &files);
     assert_committed(&e, &out, "the role profile");
+
+    // A profile the files do not define fails the set at once, naming it.
+    let stored = e.keys();
+    let out = e.run("Profile nosuch", &files);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Profile nosuch: "), "{err}");
+    assert!(
+        !err.contains("retrying"),
+        "credentials missing are not retried: {err}"
+    );
+    assert_eq!(e.keys(), stored);
 }
 
 #[test]

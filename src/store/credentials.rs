@@ -15,7 +15,8 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::ConfigLoader;
 use aws_config::SdkConfig;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 
 /// Access key pair (and session token) read from an S3Keyfile. Debug output never shows the
 /// secret or the token.
@@ -166,7 +167,7 @@ pub async fn load(
             .build();
         shared = shared
             .into_builder()
-            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .credentials_provider(Named::wrap(format!("Profile {profile}"), provider))
             .build();
     }
     if let Some(role) = role {
@@ -180,16 +181,66 @@ pub async fn load(
         let provider = builder.build().await;
         shared = shared
             .into_builder()
-            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .credentials_provider(Named::wrap(format!("RoleArn {}", role.arn), provider))
             .build();
     }
     Ok(shared)
 }
 
+/// A credentials provider whose failures say which setting they come from (`Profile backup:
+/// …`, `RoleArn arn:…: …`), with their causes: the SDK's own message for a missing profile
+/// is only "the credential provider was not enabled".
+#[derive(Debug)]
+struct Named {
+    what: String,
+    inner: SharedCredentialsProvider,
+}
+
+impl Named {
+    fn wrap(what: String, inner: impl ProvideCredentials + 'static) -> SharedCredentialsProvider {
+        SharedCredentialsProvider::new(Named {
+            what,
+            inner: SharedCredentialsProvider::new(inner),
+        })
+    }
+}
+
+impl ProvideCredentials for Named {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            self.inner.provide_credentials().await.map_err(|e| {
+                if let (CredentialsError::CredentialsNotLoaded(_), None) =
+                    (&e, std::error::Error::source(&e))
+                {
+                    return CredentialsError::provider_error(format!(
+                        "{}: no credentials for it in the shared AWS files (~/.aws/config and \
+                         ~/.aws/credentials, or the files AWS_CONFIG_FILE and \
+                         AWS_SHARED_CREDENTIALS_FILE name)",
+                        self.what
+                    ));
+                }
+                let mut line = format!("{}: {e}", self.what);
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    let text = cause.to_string();
+                    if !line.contains(&text) {
+                        line.push_str(": ");
+                        line.push_str(&text);
+                    }
+                    source = cause.source();
+                }
+                CredentialsError::provider_error(line)
+            })
+        })
+    }
+}
+
 /// Whether `err` (or one of its causes) is a failure to get credentials, rather than to
 /// reach the server.
 pub fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    use aws_credential_types::provider::error::CredentialsError;
     let mut cause = Some(err);
     while let Some(e) = cause {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
