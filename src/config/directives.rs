@@ -229,7 +229,9 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "S3Keyfile",
         "/etc/s3nap/s3.keys",
         |g, d| set(&mut g.s3.keyfile, file_path(&g.base, d).map(Some)),
-        "File with key=ACCESS_KEY and secret=SECRET lines (default: the AWS credential chain).",
+        "File with key=ACCESS_KEY and secret=SECRET lines, and token=SESSION_TOKEN for \
+         temporary credentials (AWS's aws_access_key_id… names under one [profile] header work \
+         too; default: the AWS credential chain).",
     )
     .shown(shown::keyfile),
     run(
