@@ -2,7 +2,8 @@
 //! STS on the S3 server's port, IAM enforced): a shared-config profile whose `role_arn` +
 //! `source_profile` go through STS, `RoleArn` + `ExternalId` on top of a key file, web identity
 //! from the environment, `credential_process`, a key file with a session token (and one with
-//! two profile sections, refused), and `ServerSideEncryption` stored on every object.
+//! two profile sections, refused), and `ServerSideEncryption` stored on every object (a bucket
+//! set's copies included).
 //!
 //! The base user of each role test may only call sts:AssumeRole: a run that writes proves the
 //! role's credentials were used. STS is reached through `AWS_ENDPOINT_URL_STS`, as the AWS
@@ -390,5 +391,52 @@ fn server_side_encryption_is_stored_on_every_object() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{err}");
         assert!(err.contains("s3nap.conf:") && err.contains(want), "{err}");
+    }
+}
+
+/// A bucket set's copies into its replica (CopyObject) ask for the encryption too.
+#[test]
+fn server_side_encryption_is_asked_for_on_a_bucket_sets_copies() {
+    let e = env();
+    let keys = e.server.keyfile(&e.dir);
+    let c = &e.server.client;
+    e.server.create_bucket("master");
+    e.server.create_bucket("replica");
+    e.server
+        .block_on(
+            c.put_bucket_versioning()
+                .bucket("replica")
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    for key in ["a.txt", "dir/b.txt"] {
+        e.server.put("master", key, format!("{key}\n").into_bytes());
+    }
+    let out = e.run(
+        &format!(
+            "S3Keyfile {}\nServerSideEncryption AES256\n\
+             <Bucket data>\n  Master s3://master\n  Replica s3://replica\n  Mode copy\n</Bucket>",
+            keys.display()
+        ),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let copied = e.server.keys("replica");
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    for key in &copied {
+        let head = e
+            .server
+            .block_on(c.head_object().bucket("replica").key(key).send())
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|s| s.as_str()),
+            Some("AES256"),
+            "replica {key}"
+        );
     }
 }
