@@ -40,6 +40,8 @@ its "nth" (default 1) on, "times" times (default 1; 0: every one). Its "action" 
     drop_reply  forwards, then resets the connection instead of answering (a lost reply)
     truncate    forwards, answers the full Content-Length but only the body's first half, closes
     flip        forwards, answers with one bit flipped in the body at {"offset"} (default: middle)
+    corrupt_body forwards the request with one byte of its body changed at {"offset"} (default:
+                the middle), headers as sent: a byte damaged on the way to the server
     require_md5 answers 400 InvalidRequest (not forwarded) unless the request carries a
                 Content-MD5 equal to its body's: S3's rule for a part of a locked upload, which
                 moto does not enforce
@@ -320,6 +322,10 @@ class Handler(socketserver.StreamRequestHandler):
                 self.wfile.write(refused)
                 self.wfile.flush()
                 return True
+        if action == "corrupt_body" and body:
+            at = hit[1].get("offset", len(body) // 2)
+            if at < len(body):
+                body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
         if action == "delay":
             time.sleep(hit[1].get("seconds", 5))
         if action == "hold":

@@ -7,13 +7,21 @@ key, so every later request must be signed with that key (a wrong secret is refu
 
 With `--user NAME=POLICY.json` (repeatable) it then creates, with that key's signed requests,
 one more IAM user per option whose only permissions are the policy document in the file, and
-adds its key pair to the JSON line under "users": {NAME: {"access_key", "secret_key"}}. moto
+adds its key pair to the JSON line under "users": {NAME: {"access_key", "secret_key"}}.
+`--role NAME=POLICY.json[,EXTERNAL_ID]` likewise creates a role with that policy, which any
+caller may assume (STS is served on the same port; with EXTERNAL_ID only with that
+ExternalId, as a trust policy's condition demands), under "roles": {NAME: ARN}. moto
 enforces such a policy's actions and resource ARNs (`arn:aws:s3:::BUCKET` for bucket calls,
 `arn:aws:s3:::BUCKET/KEY` for object calls; HEAD counts as s3:GetObject, a multipart upload's
 calls as s3:PutObject), but not its Condition elements: a statement with a condition never
 matches a request.
 
-Prints one JSON line {"endpoint", "access_key", "secret_key", "pid", "users"} on stdout, then
+Where moto's answers differ from S3's in ways s3nap depends on, the server is patched (each
+patch below says why): GetBucketVersioning's root element, ListObjectVersions' key markers,
+ListMultipartUploads' initiation times, the Content-MD5 check of PutObject and UploadPart,
+AssumeRole's ExternalId condition, AssumeRoleWithWebIdentity taken unsigned.
+
+Prints one JSON line {"endpoint", "access_key", "secret_key", "pid", "users", "roles"} on stdout, then
 serves until its stdin closes (the test process ended) or it is terminated.
 """
 import argparse
@@ -253,6 +261,85 @@ def _uploads_stamped_when_initiated() -> None:
 _uploads_stamped_when_initiated()
 
 
+def _content_md5_checked_as_s3_does() -> None:
+    """Refuse a PutObject or UploadPart whose body does not match its Content-MD5 with S3's
+    400 BadDigest; moto 5.2.5 stores the bytes whatever the header says, so a byte damaged on
+    the way (scripts/fault-proxy.py's corrupt_body) would be stored."""
+    import base64
+    import hashlib
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response_put
+
+    def put(self, query, key_name):  # type: ignore[no-untyped-def]
+        given = self.headers.get("Content-MD5")
+        body = self.body if isinstance(self.body, bytes) else (self.body or "").encode()
+        if given and base64.b64encode(hashlib.md5(body).digest()).decode() != given:
+            return (
+                400,
+                {"Content-Type": "application/xml"},
+                "<Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did "
+                "not match what we received.</Message></Error>",
+            )
+        return original(self, query, key_name)
+
+    S3Response._key_response_put = put
+
+
+_content_md5_checked_as_s3_does()
+
+
+# Role ARN → the ExternalId its trust policy would demand (`--role NAME=POLICY,ID`).
+EXTERNAL_IDS: dict = {}
+
+
+def _external_ids_checked_as_sts_does() -> None:
+    """Refuse an AssumeRole whose ExternalId differs from the one the role demands, with STS's
+    AccessDenied. On AWS that is a trust policy's Condition on sts:ExternalId, but moto's IAM
+    never matches a statement with a condition (the role could not be assumed at all), so the
+    demanded id is kept here and the trust policy has no condition."""
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.models import STSBackend
+
+    original = STSBackend.assume_role
+
+    def assume_role(self, region_name, role_session_name, role_arn, policy, duration, external_id):  # type: ignore[no-untyped-def]
+        wanted = EXTERNAL_IDS.get(role_arn)
+        if wanted is not None and wanted != external_id:
+            raise STSClientError(
+                "AccessDenied",
+                f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+            )
+        return original(
+            self, region_name, role_session_name, role_arn, policy, duration, external_id
+        )
+
+    STSBackend.assume_role = assume_role
+
+
+_external_ids_checked_as_sts_does()
+
+
+def _web_identity_unsigned_as_sts_takes_it() -> None:
+    """Let AssumeRoleWithWebIdentity through unsigned, as STS does (the web identity token is
+    the caller's proof); with INITIAL_NO_AUTH_ACTION_COUNT moto demands a signature on every
+    request. The token itself is not checked (moto does not)."""
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse._authenticate_and_authorize_normal_action
+
+    def authenticate(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self._get_action() == "AssumeRoleWithWebIdentity":
+            return None
+        return original(self, *args, **kwargs)
+
+    BaseResponse._authenticate_and_authorize_normal_action = authenticate
+
+
+_web_identity_unsigned_as_sts_takes_it()
+
+
 def _populate_listing_bench(versions: int) -> None:
     """Two versions per key, written straight into moto's backend (HTTP PUTs of 100,000 versions
     would take minutes): 80 % of the keys in one flat prefix, the rest three levels deep."""
@@ -303,6 +390,14 @@ def main() -> int:
         help="answer each ListObjectVersions this much later, as a distant S3 region would",
     )
     parser.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="NAME=POLICY.json[,EXTERNAL_ID]",
+        help="also create IAM role NAME (anyone may assume it; with EXTERNAL_ID, only with that "
+        "ExternalId) allowed only what the policy document in the file allows",
+    )
+    parser.add_argument(
         "--user",
         action="append",
         default=[],
@@ -337,7 +432,8 @@ def main() -> int:
     )
     key = iam.create_access_key(UserName="s3nap-test")["AccessKey"]
     users = {}
-    if args.user:
+    roles = {}
+    if args.user or args.role:
         signed = boto3.client(
             "iam",
             endpoint_url=endpoint,
@@ -353,6 +449,26 @@ def main() -> int:
             signed.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=document)
             made = signed.create_access_key(UserName=name)["AccessKey"]
             users[name] = {"access_key": made["AccessKeyId"], "secret_key": made["SecretAccessKey"]}
+        for spec in args.role:
+            name, _, rest = spec.partition("=")
+            policy_file, _, external_id = rest.partition(",")
+            with open(policy_file) as f:
+                document = f.read()
+            statement = {
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": ["sts:AssumeRole", "sts:AssumeRoleWithWebIdentity"],
+            }
+            made = signed.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(
+                    {"Version": "2012-10-17", "Statement": [statement]}
+                ),
+            )["Role"]
+            signed.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=document)
+            roles[name] = made["Arn"]
+            if external_id:
+                EXTERNAL_IDS[made["Arn"]] = external_id
     if args.credentials_file:
         with open(args.credentials_file, "w") as f:
             os.fchmod(f.fileno(), 0o600)
@@ -365,6 +481,7 @@ def main() -> int:
                 "secret_key": key["SecretAccessKey"],
                 "pid": os.getpid(),
                 "users": users,
+                "roles": roles,
             }
         ),
         flush=True,

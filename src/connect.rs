@@ -84,5 +84,8 @@ pub fn s3_settings(
         timeout: s3.timeout,
         ca_file: s3.ca_file.clone(),
         addressing: s3.addressing,
+        profile: s3.profile.clone(),
+        role: s3.role.clone(),
+        encryption: s3.encryption.clone(),
     }
 }

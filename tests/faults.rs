@@ -579,3 +579,66 @@ fn every_lost_reply_to_complete_is_read_back_and_the_run_commits() {
     assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
     e.assert_recovers(&run_id(1));
 }
+
+/// A byte damaged on its way to the server (the proxy changes one byte of the body and
+/// forwards it with the headers as sent): the server refuses it (400 BadDigest: every part and
+/// object carries its Content-MD5), s3nap sends the same bytes again and the run commits and
+/// recovers exactly. Damage on every attempt of a part fails the set: nothing committed,
+/// nothing left, and the next run commits.
+#[test]
+fn a_byte_damaged_on_the_way_to_the_server_is_refused_and_sent_again() {
+    let e = env(11, "Retries 3\nParallelUploads 2", Some("Fulls 7\nDiffs 0"));
+    let part = e.proxy.add(
+        json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=2&",
+                                  "action": "corrupt_body"}),
+    );
+    let manifest = e.proxy.add(json!({"method": "PUT",
+                                      "target": "manifest\\.json\\?x-id=PutObject",
+                                      "action": "corrupt_body"}));
+    let out = e.backup(1);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    e.assert_hit(part, "a damaged part");
+    e.assert_hit(manifest, "a damaged manifest");
+    for call in ["upload part s3://", "put s3://"] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(call) && l.contains("BadDigest") && l.contains("retrying in")),
+            "no {call} refused for its digest and retried: {err}"
+        );
+    }
+    assert_eq!(e.keys(), e.run_keys(&run_id(1), "full"));
+    e.assert_recovers(&run_id(1));
+    let before = e.keys();
+
+    e.proxy.clear();
+    let every = e.proxy.add(
+        json!({"method": "PUT", "target": "x-id=UploadPart&partNumber=1&",
+                                   "action": "corrupt_body", "times": 0}),
+    );
+    let out = e.backup(2);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        e.proxy.hits_of(every),
+        4,
+        "the first attempt and 3 retries: {err}"
+    );
+    assert!(
+        err.contains("BadDigest") && err.contains("gave up after 4 attempts"),
+        "{err}"
+    );
+    assert_eq!(outcome(&out)["outcome"], "failed");
+    assert_eq!(e.keys(), before, "a failed run adds nothing");
+    assert_eq!(
+        e.server.open_uploads(BUCKET),
+        Vec::<String>::new(),
+        "upload aborted"
+    );
+    assert_eq!(e.listed(), vec![(run_id(1), "full".to_string())]);
+
+    e.proxy.clear();
+    let out = e.backup(3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    e.assert_recovers(&run_id(3));
+}

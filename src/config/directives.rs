@@ -262,9 +262,64 @@ pub(super) static DIRECTIVES: &[Spec] = &[
         "S3Keyfile",
         "/etc/s3nap/s3.keys",
         |g, d| set(&mut g.s3.keyfile, file_path(&g.base, d).map(Some)),
-        "File with key=ACCESS_KEY and secret=SECRET lines (default: the AWS credential chain).",
+        "File with key=ACCESS_KEY and secret=SECRET lines, and token=SESSION_TOKEN for \
+         temporary credentials (AWS's aws_access_key_id… names under one [profile] header work \
+         too; default: the AWS credential chain).",
     )
     .shown(shown::keyfile),
+    run(
+        "Profile",
+        "backup",
+        settings::profile,
+        "Credentials from this profile of the shared AWS files (AWS_CONFIG_FILE, \
+         AWS_SHARED_CREDENTIALS_FILE; default ~/.aws/config and ~/.aws/credentials), with its \
+         role_arn + source_profile, credential_process, web identity…; not with S3Keyfile.",
+    )
+    .shown(|c| c.s3.profile.clone()),
+    run(
+        "RoleArn",
+        "arn:aws:iam::123456789012:role/s3nap-backup",
+        settings::role_arn,
+        "Assume this IAM role (STS AssumeRole) with the credentials S3Keyfile, Profile or the \
+         AWS chain give; PruneKeyfile's keys are used as they are.",
+    )
+    .shown(|c| c.s3.role.as_ref().map(|r| r.arn.clone())),
+    run(
+        "ExternalId",
+        "s3nap-7f3a",
+        settings::external_id,
+        "The external ID RoleArn's trust policy demands (sts:ExternalId).",
+    )
+    .shown(|c| {
+        c.s3.role
+            .as_ref()
+            .and_then(|r| r.external_id.as_ref())
+            .map(|_| "set".into())
+    }),
+    run(
+        "RoleSessionName",
+        "s3nap-web1",
+        settings::role_session_name,
+        "The session name of the assumed role, as CloudTrail shows it (default: the SDK's).",
+    )
+    .shown(|c| c.s3.role.as_ref().and_then(|r| r.session_name.clone())),
+    Spec {
+        // The label stands for KmsKeyId too (and fits the column).
+        show: Show::Group("S3 encryption", shown::encryption),
+        ..run(
+            "ServerSideEncryption",
+            "aws:kms",
+            settings::server_side_encryption,
+            "Ask S3 to encrypt every object s3nap writes: AES256 (SSE-S3), aws:kms (SSE-KMS) or \
+             none (default: the bucket's default encryption).",
+        )
+    },
+    run(
+        "KmsKeyId",
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        settings::kms_key_id,
+        "The KMS key of ServerSideEncryption aws:kms (default: the account's aws/s3 key).",
+    ),
     run(
         "PruneKeyfile",
         "/etc/s3nap/s3-prune.keys",
@@ -958,7 +1013,14 @@ mod tests {
 
     /// A configuration complete but for `inner`, which stands at `context`.
     fn surround(context: Context, tested: Option<&str>, inner: &str) -> String {
-        let base = ["Bucket s3://b/p", "DiffDir /d", "Host h"];
+        // With what ExternalId, RoleSessionName and KmsKeyId need beside them.
+        let base = [
+            "Bucket s3://b/p",
+            "DiffDir /d",
+            "Host h",
+            "RoleArn arn:aws:iam::123456789012:role/r",
+            "ServerSideEncryption aws:kms",
+        ];
         let (open, lines, close): (&str, &[&str], &str) = match context {
             Top => return format!("{}{inner}", lines_but(&base, tested)),
             Cycle => ("<Cycle c>", &[], "</Cycle>"),

@@ -304,14 +304,27 @@ pub struct S3Spec {
     pub ca_file: Option<PathBuf>,
     /// `AddressingStyle`.
     pub addressing: crate::store::endpoint::Addressing,
+    /// `Profile`: credentials from this profile of the shared AWS files, when no `S3Keyfile`.
+    pub profile: Option<String>,
+    /// `RoleArn`, `ExternalId`, `RoleSessionName`: the role assumed with the credentials.
+    pub role: Option<crate::store::s3::AssumeRole>,
+    /// `ServerSideEncryption` and `KmsKeyId`: asked for on every object written.
+    pub encryption: Option<crate::store::s3::Encryption>,
 }
 
 impl S3Spec {
     /// The settings deletions go through: `PruneKeyfile`'s credentials when it is set.
+    /// `PruneKeyfile`'s keys are used as they are: neither `Profile` nor `RoleArn` (the backup
+    /// role) applies to them.
     pub fn for_deletions(&self) -> S3Spec {
-        S3Spec {
-            keyfile: self.prune_keyfile.clone().or_else(|| self.keyfile.clone()),
-            ..self.clone()
+        match &self.prune_keyfile {
+            Some(keys) => S3Spec {
+                keyfile: Some(keys.clone()),
+                profile: None,
+                role: None,
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 }

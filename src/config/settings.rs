@@ -82,6 +82,8 @@ pub(super) struct Globals {
     pub(super) notify: Vec<String>,
     pub(super) retrieval: Retrieval,
     pub(super) operations: super::Operations,
+    /// Credential and encryption directives checked together once all are read.
+    pub(super) access: Access,
 }
 
 impl Globals {
@@ -98,6 +100,9 @@ impl Globals {
                 timeout: Duration::from_secs(60),
                 ca_file: None,
                 addressing: Addressing::Auto,
+                profile: None,
+                role: None,
+                encryption: None,
             },
             recipients: Vec::new(),
             keyring: None,
@@ -120,6 +125,7 @@ impl Globals {
             notify: Vec::new(),
             retrieval: Retrieval::default(),
             operations: super::Operations::default(),
+            access: Access::default(),
         }
     }
 
@@ -167,10 +173,11 @@ impl Globals {
                 ));
             }
         }
+        let s3 = self.access.finish(self.s3)?;
         Ok(Config {
             file: file.to_path_buf(),
             store,
-            s3: self.s3,
+            s3,
             diff_dir,
             recipients: self.recipients,
             keyring: self.keyring,
@@ -557,5 +564,132 @@ pub(super) fn io_nice(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
     g.operations.io_nice =
         Some(crate::process::IoPriority::parse(&w.text).map_err(|m| err(&w.pos, m))?);
+    Ok(())
+}
+
+/// Where the credential and encryption directives stand, and the values that only make sense
+/// together (`ExternalId` and `RoleSessionName` with `RoleArn`, `KmsKeyId` with `aws:kms`),
+/// whichever order they come in.
+#[derive(Default)]
+pub(super) struct Access {
+    profile_at: Option<Pos>,
+    role: Option<(String, Pos)>,
+    external_id: Option<(String, Pos)>,
+    session_name: Option<(String, Pos)>,
+    kms_key_id: Option<(String, Pos)>,
+}
+
+impl Access {
+    /// The store settings with these directives' values, or the error naming the directive
+    /// that needs another (or excludes one).
+    fn finish(self, mut s3: S3Spec) -> Result<S3Spec, ConfigError> {
+        use crate::store::s3::{AssumeRole, Encryption};
+        if let (Some(at), Some(_)) = (&self.profile_at, &s3.keyfile) {
+            return Err(err(
+                at,
+                "Profile and S3Keyfile both name the credentials: keep one",
+            ));
+        }
+        match self.role {
+            Some((arn, _)) => {
+                s3.role = Some(AssumeRole {
+                    arn,
+                    external_id: self.external_id.map(|(v, _)| v),
+                    session_name: self.session_name.map(|(v, _)| v),
+                })
+            }
+            None => {
+                if let Some((_, at)) = self.external_id.as_ref().or(self.session_name.as_ref()) {
+                    return Err(err(at, "ExternalId and RoleSessionName need RoleArn"));
+                }
+            }
+        }
+        match (&mut s3.encryption, self.kms_key_id) {
+            (Some(Encryption::Kms { key_id }), Some((id, _))) => *key_id = Some(id),
+            (_, Some((_, at))) => {
+                return Err(err(&at, "KmsKeyId needs ServerSideEncryption aws:kms"));
+            }
+            _ => {}
+        }
+        Ok(s3)
+    }
+}
+
+pub(super) fn profile(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    g.s3.profile = Some(w.text.clone());
+    g.access.profile_at = Some(w.pos.clone());
+    Ok(())
+}
+
+pub(super) fn role_arn(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    if !w.text.starts_with("arn:") || w.text.split(':').count() < 6 {
+        return Err(err(
+            &w.pos,
+            format!(
+                "RoleArn must be a role's ARN (arn:aws:iam::ACCOUNT:role/NAME), not '{}'",
+                w.text
+            ),
+        ));
+    }
+    g.access.role = Some((w.text.clone(), w.pos.clone()));
+    Ok(())
+}
+
+pub(super) fn external_id(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    g.access.external_id = Some((w.text.clone(), w.pos.clone()));
+    Ok(())
+}
+
+pub(super) fn role_session_name(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    // STS's rule for a session name: 2 to 64 of [\w+=,.@-].
+    let valid = (2..=64).contains(&w.text.len())
+        && w.text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    if !valid {
+        return Err(err(
+            &w.pos,
+            format!(
+                "RoleSessionName must be 2 to 64 letters, digits or _+=,.@- (STS's rule), not '{}'",
+                w.text
+            ),
+        ));
+    }
+    g.access.session_name = Some((w.text.clone(), w.pos.clone()));
+    Ok(())
+}
+
+pub(super) fn server_side_encryption(g: &mut Globals, d: &Directive) -> Applied {
+    use crate::store::s3::Encryption;
+    #[derive(Clone, Copy)]
+    enum Choice {
+        Aes256,
+        Kms,
+        None,
+    }
+    let chosen = choice(
+        d,
+        &[
+            ("AES256", Choice::Aes256),
+            ("aws:kms", Choice::Kms),
+            ("none", Choice::None),
+        ],
+        |other| format!("ServerSideEncryption must be AES256, aws:kms or none, not '{other}'"),
+    )?;
+    g.s3.encryption = match chosen {
+        Choice::Aes256 => Some(Encryption::Aes256),
+        Choice::Kms => Some(Encryption::Kms { key_id: None }),
+        Choice::None => None,
+    };
+    Ok(())
+}
+
+pub(super) fn kms_key_id(g: &mut Globals, d: &Directive) -> Applied {
+    let w = single(d)?;
+    g.access.kms_key_id = Some((w.text.clone(), w.pos.clone()));
     Ok(())
 }

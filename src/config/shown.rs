@@ -32,6 +32,17 @@ pub(super) fn keyfile(config: &Config) -> Option<String> {
     })
 }
 
+/// ServerSideEncryption with its KmsKeyId.
+pub(super) fn encryption(config: &Config) -> Option<String> {
+    use crate::store::s3::Encryption;
+    Some(match &config.s3.encryption {
+        None => "none: the bucket's default".into(),
+        Some(Encryption::Aes256) => "AES256".into(),
+        Some(Encryption::Kms { key_id: None }) => "aws:kms (the account's aws/s3 key)".into(),
+        Some(Encryption::Kms { key_id: Some(id) }) => format!("aws:kms, key {id}"),
+    })
+}
+
 /// PruneKeyfile as S3Keyfile is shown.
 pub(super) fn prune_keyfile(config: &Config) -> Option<String> {
     Some(match &config.s3.prune_keyfile {

@@ -13,6 +13,7 @@
 //! (GLACIER, DEEP_ARCHIVE) must be retrieved ([`Store::restore`]) before a byte can be read.
 //! [`retrieval`] decides that from HEAD and requests what is needed, for every reader.
 
+pub mod credentials;
 pub mod dry_run;
 pub mod endpoint;
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! S3 and S3-compatible servers through aws-sdk-s3.
 //!
 //! Keys are placed under `s3://BUCKET/PREFIX/`. Parts travel as in-memory `Bytes`, which keeps
-//! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject, and
-//! default request checksums are only sent where the service requires them (integrity is checked
-//! end to end by the SHA-256 in each manifest). The SDK's own retries are off: retrying is the
+//! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject.
+//! Every part and object carries its `Content-MD5`, which the server checks on receipt
+//! ([`content_md5`]); the SDK's default `x-amz-checksum-*` values are only sent where the
+//! service requires them (integrity at rest is checked end to end by the SHA-256s in each
+//! manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
 //! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
 //! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
 //! not delete cannot destroy a stored object by replacing it either.
@@ -27,8 +29,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
-    ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode, RestoreRequest, Tier,
+    CompletedMultipartUpload, CompletedPart, GlacierJobParameters, ObjectLockMode,
+    ObjectLockRetention, ObjectLockRetentionMode, RestoreRequest, ServerSideEncryption, Tier,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_types::retry::RetryConfig;
@@ -54,62 +56,77 @@ pub struct S3Settings {
     pub ca_file: Option<PathBuf>,
     /// `AddressingStyle`.
     pub addressing: super::endpoint::Addressing,
+    /// `Profile`: credentials from this profile of the shared files (when no keyfile).
+    pub profile: Option<String>,
+    /// `RoleArn`: the role assumed with the credentials above.
+    pub role: Option<AssumeRole>,
+    /// `ServerSideEncryption` (+ `KmsKeyId`): asked for on every object written.
+    pub encryption: Option<Encryption>,
 }
 
-/// Access key pair read from an S3Keyfile. Debug output never shows the secret.
-#[derive(Clone)]
-pub struct KeyPair {
-    pub access_key: String,
-    pub secret_key: String,
+/// Server-side encryption S3 is asked for on every object s3nap writes (PutObject,
+/// CreateMultipartUpload, CopyObject; parts inherit their upload's). SSE-C is not offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// SSE-S3: `AES256`.
+    Aes256,
+    /// SSE-KMS: `aws:kms`, with the key given, else the account's default `aws/s3` key.
+    Kms { key_id: Option<String> },
 }
 
-impl std::fmt::Debug for KeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyPair({}, ****)", self.access_key)
+impl Encryption {
+    fn algorithm(&self) -> ServerSideEncryption {
+        match self {
+            Encryption::Aes256 => ServerSideEncryption::Aes256,
+            Encryption::Kms { .. } => ServerSideEncryption::AwsKms,
+        }
+    }
+
+    fn key_id(&self) -> Option<String> {
+        match self {
+            Encryption::Aes256 => None,
+            Encryption::Kms { key_id } => key_id.clone(),
+        }
     }
 }
 
-/// Reads `key=…` and `secret=…` lines (also AWS's `aws_access_key_id` / `aws_secret_access_key`).
-pub fn parse_keyfile(path: &std::path::Path, text: &str) -> anyhow::Result<KeyPair> {
-    let mut access = None;
-    let mut secret = None;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(anyhow::anyhow!(
-                "{}:{}: expected key=value",
-                path.display(),
-                n + 1
-            ));
+/// Adds the encryption headers to every request that creates an object, whichever code builds
+/// it (the store's writes and a bucket set's copies share [`client`]), so no writer can forget
+/// them: a bucket whose policy demands them would refuse that object.
+#[derive(Debug)]
+struct Encrypt(Encryption);
+
+impl aws_sdk_s3::config::Intercept for Encrypt {
+    fn name(&self) -> &'static str {
+        "s3nap server-side encryption"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        use aws_sdk_s3::operation::{
+            copy_object::CopyObjectInput, create_multipart_upload::CreateMultipartUploadInput,
+            put_object::PutObjectInput,
         };
-        match k.trim().to_ascii_lowercase().as_str() {
-            "key" | "aws_access_key_id" | "access_key" => access = Some(v.trim().to_string()),
-            "secret" | "aws_secret_access_key" | "secret_key" => {
-                secret = Some(v.trim().to_string())
-            }
-            other => {
-                return Err(anyhow::anyhow!(
-                    "{}:{}: unknown entry '{other}'",
-                    path.display(),
-                    n + 1
-                ))
-            }
+        let (algorithm, key_id) = (Some(self.0.algorithm()), self.0.key_id());
+        let input = context.input_mut();
+        if let Some(put) = input.downcast_mut::<PutObjectInput>() {
+            (put.server_side_encryption, put.ssekms_key_id) = (algorithm, key_id);
+        } else if let Some(create) = input.downcast_mut::<CreateMultipartUploadInput>() {
+            (create.server_side_encryption, create.ssekms_key_id) = (algorithm, key_id);
+        } else if let Some(copy) = input.downcast_mut::<CopyObjectInput>() {
+            (copy.server_side_encryption, copy.ssekms_key_id) = (algorithm, key_id);
         }
-    }
-    match (access, secret) {
-        (Some(access_key), Some(secret_key)) => Ok(KeyPair {
-            access_key,
-            secret_key,
-        }),
-        _ => Err(anyhow::anyhow!(
-            "{}: needs both key= and secret= lines",
-            path.display()
-        )),
+        Ok(())
     }
 }
+
+pub use super::credentials::{parse_keyfile, AssumeRole, KeyPair};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -168,19 +185,13 @@ pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
     }
-    if let Some(path) = &settings.keyfile {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("S3Keyfile {}: {e}", path.display()))?;
-        let keys = parse_keyfile(path, &text)?;
-        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
-            keys.access_key,
-            keys.secret_key,
-            None,
-            None,
-            "s3nap-keyfile",
-        ));
-    }
-    let shared = loader.load().await;
+    let shared = super::credentials::load(
+        loader,
+        settings.keyfile.as_deref(),
+        settings.profile.as_deref(),
+        settings.role.as_ref(),
+    )
+    .await?;
     let mut config = aws_sdk_s3::config::Builder::from(&shared)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -198,6 +209,9 @@ pub async fn client(settings: &S3Settings) -> anyhow::Result<Client> {
         config = config.endpoint_url(endpoint);
     }
     config = config.force_path_style(settings.addressing.path_style(settings.endpoint.is_some()));
+    if let Some(encryption) = &settings.encryption {
+        config = config.interceptor(Encrypt(encryption.clone()));
+    }
     Ok(Client::from_conf(config.build()))
 }
 
@@ -214,6 +228,11 @@ where
         return StoreError::new(ErrorKind::Other, operation, target, refused.to_string());
     }
     let kind = match &err {
+        // No credentials to sign with (STS refused the role, a profile is missing…): the
+        // providers retry their own calls; another attempt of the request would not help.
+        SdkError::DispatchFailure(_) if super::credentials::is_credentials_error(&err) => {
+            ErrorKind::Denied
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             ErrorKind::Transient
         }
@@ -233,6 +252,9 @@ where
                 // The server lacks the call (S3-compatible servers answer so): asking again
                 // cannot help, and must not cost a round of backoff.
                 (501, _) | (_, "NotImplemented") => ErrorKind::NotImplemented,
+                // The body's Content-MD5 (or its signed SHA-256) does not match the bytes the
+                // server received: damaged on the way; the retry sends them again from memory.
+                (_, "BadDigest" | "XAmzContentSHA256Mismatch") => ErrorKind::Transient,
                 // 409 ConditionalRequestConflict: a conditional write of the same key is still
                 // in flight (our own first attempt, whose reply was lost, perhaps): AWS says
                 // to retry, and the retry then meets the finished object (412).
@@ -527,6 +549,27 @@ fn cause_chain(err: &dyn std::error::Error) -> String {
     line
 }
 
+/// The `Content-MD5` of a body about to be sent: S3 recomputes it from the bytes it receives
+/// and refuses the request (400 `BadDigest`) when they differ, so a byte damaged on the way
+/// fails that request, which is retried from the same bytes in memory, instead of being found
+/// at recovery. Content-MD5 rather than an `x-amz-checksum-*` value: every S3 implementation
+/// takes it on PutObject and UploadPart alike, it satisfies Object Lock's demand for a
+/// checksum, and it needs nothing at CreateMultipartUpload or CompleteMultipartUpload.
+///
+/// A part is up to hundreds of MiB: hashed off the runtime's threads, which carry the other
+/// parts' requests. Small bodies (manifests) are hashed in place.
+async fn content_md5(data: &Bytes) -> std::result::Result<String, tokio::task::JoinError> {
+    fn digest(data: &[u8]) -> String {
+        use md5::Digest;
+        aws_smithy_types::base64::encode(md5::Md5::digest(data))
+    }
+    if data.len() < 1 << 20 {
+        return Ok(digest(data));
+    }
+    let data = data.clone();
+    tokio::task::spawn_blocking(move || digest(&data)).await
+}
+
 fn body_error(target: String, e: impl std::fmt::Display) -> StoreError {
     StoreError::new(
         ErrorKind::Transient,
@@ -543,6 +586,9 @@ impl Store for S3Store {
     }
 
     async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
+        let md5 = content_md5(&data)
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Other, "put", self.locate(key), e))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -550,8 +596,8 @@ impl Store for S3Store {
             .if_none_match("*")
             .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
             .set_object_lock_retain_until_date(lock.map(|l| s3_time(l.until)))
-            // S3 takes a locked object only with a checksum (in a header: the body is in memory).
-            .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Sha256))
+            // Checked by S3 on receipt (and required for a locked object): see `content_md5`.
+            .content_md5(md5)
             .body(ByteStream::from(data))
             .send()
             .await
@@ -676,25 +722,11 @@ impl Store for S3Store {
         number: u32,
         data: Bytes,
     ) -> Result<PartReceipt> {
-        // S3 refuses a part of a locked upload without Content-MD5 (or a checksum header);
-        // moto does not check, so this is only known from AWS's documentation.
-        // A part is up to hundreds of MiB: hashed off the runtime's threads, which carry the
-        // other parts' requests.
-        let md5 = match self.versioned {
-            true => {
-                let part = data.clone();
-                let digest = tokio::task::spawn_blocking(move || {
-                    use md5::Digest;
-                    aws_smithy_types::base64::encode(md5::Md5::digest(&part))
-                })
-                .await
-                .map_err(|e| {
-                    StoreError::new(ErrorKind::Other, "upload part", self.locate(key), e)
-                })?;
-                Some(digest)
-            }
-            false => None,
-        };
+        // Checked by S3 on receipt (and required for a part of a locked upload): see
+        // `content_md5`.
+        let md5 = content_md5(&data)
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Other, "upload part", self.locate(key), e))?;
         let out = self
             .client
             .upload_part()
@@ -702,7 +734,7 @@ impl Store for S3Store {
             .key(self.full(key))
             .upload_id(upload_id)
             .part_number(number as i32)
-            .set_content_md5(md5)
+            .content_md5(md5)
             .body(ByteStream::from(data))
             .send()
             .await

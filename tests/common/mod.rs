@@ -33,6 +33,8 @@ pub struct S3Server {
     pub client: Client,
     /// The IAM users made with [`S3Server::start_with_users`]: name → (access key, secret).
     pub users: BTreeMap<String, (String, String)>,
+    /// The IAM roles made with [`S3Server::start_with_roles`]: name → ARN.
+    pub roles: BTreeMap<String, String>,
 }
 
 pub(crate) fn python() -> PathBuf {
@@ -75,11 +77,28 @@ impl S3Server {
     /// allows (moto enforces actions and resource ARNs, not conditions); their keys are in
     /// [`S3Server::users`].
     pub fn start_with_users(users: &[(&str, &Path)]) -> S3Server {
+        Self::start_with_roles(users, &[])
+    }
+
+    /// Also with one IAM role per `(name, policy file, external id)` that any caller may
+    /// assume (with that ExternalId, when one is given), allowed only what the policy allows;
+    /// their ARNs are in [`S3Server::roles`].
+    pub fn start_with_roles(
+        users: &[(&str, &Path)],
+        roles: &[(&str, &Path, Option<&str>)],
+    ) -> S3Server {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-test-server.py");
         let mut child = Command::new(python())
             .arg(script)
             .args(users.iter().flat_map(|(name, policy)| {
                 ["--user".to_string(), format!("{name}={}", policy.display())]
+            }))
+            .args(roles.iter().flat_map(|(name, policy, external_id)| {
+                let id = external_id.map(|id| format!(",{id}")).unwrap_or_default();
+                [
+                    "--role".to_string(),
+                    format!("{name}={}{id}", policy.display()),
+                ]
             }))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -121,6 +140,15 @@ impl S3Server {
                             let key = |k: &str| keys[k].as_str().unwrap().to_string();
                             (name.clone(), (key("access_key"), key("secret_key")))
                         })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            roles: info["roles"]
+                .as_object()
+                .map(|roles| {
+                    roles
+                        .iter()
+                        .map(|(name, arn)| (name.clone(), arn.as_str().unwrap().to_string()))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -213,6 +241,7 @@ impl S3Server {
                 runtime: tokio::runtime::Runtime::new().unwrap(),
                 client: Client::from_conf(config),
                 users: BTreeMap::new(),
+                roles: BTreeMap::new(),
             };
         }
         panic!("s3s-fs found no free port in 5 tries");
