@@ -365,6 +365,7 @@ fn backup_command(
         backup::run_all(config, &ctx, now, options.force, sets).await
     });
     progress.finish();
+    crate::connect::remember_lacking(config);
     let code = backup::exit_status(&outcomes);
     let mut summary = String::new();
     for outcome in &outcomes {
@@ -450,6 +451,9 @@ fn prune_command(
     }
     let debris = runtime.block_on(prune::clear_debris(&store, &config.host))?;
     print_debris(&mut out, &store, &debris, test)?;
+    if !test {
+        crate::connect::remember_lacking(config);
+    }
     Ok(code)
 }
 

@@ -26,6 +26,7 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
     let inner: DynStore = match &config.store {
         StoreSpec::Local(path) => Arc::new(local::LocalStore::new(path.clone())),
         StoreSpec::S3 { bucket, prefix } => {
+            recall_lacking(config);
             let settings = s3_settings(s3, &s3.endpoint, &s3.region);
             let store = s3::S3Store::connect(bucket, prefix, &settings).await?;
             // A bucket that keeps versions (every bucket that locks does): deletions must name
@@ -60,6 +61,50 @@ async fn open_with(config: &Config, s3: &S3Spec) -> anyhow::Result<DynStore> {
         }
     };
     Ok(Arc::new(RetryStore::new(inner, retry_policy(config))))
+}
+
+/// Where a run keeps the calls the server lacks: one per line, as the store names them.
+fn lacking_file(config: &Config) -> std::path::PathBuf {
+    config.diff_dir.join("server-lacks")
+}
+
+/// Tells the store which calls earlier runs found the server lacking, so that it warns about
+/// each once, not on every run. A missing or unreadable file only means warning again.
+fn recall_lacking(config: &Config) {
+    if let Ok(text) = std::fs::read_to_string(lacking_file(config)) {
+        crate::store::lacking_known(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+}
+
+/// Keeps in DiffDir the calls this run found the server lacking (after a run or a prune, never
+/// under `-t`). The server may be replaced by one that has them: then they simply succeed.
+/// Best effort: without the file, the next run warns once more.
+pub fn remember_lacking(config: &Config) {
+    if let Err(e) = write_lacking(config) {
+        log::debug!("DiffDir: the calls the server lacks were not kept: {e}");
+    }
+}
+
+fn write_lacking(config: &Config) -> std::io::Result<()> {
+    let new = crate::store::lacking_new();
+    if new.is_empty() || !config.diff_dir.is_dir() {
+        return Ok(());
+    }
+    let path = lacking_file(config);
+    let mut all: std::collections::BTreeSet<String> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    all.extend(new);
+    let text: String = all.into_iter().map(|op| op + "\n").collect();
+    crate::atomic::replace_file(&path, text.as_bytes())
 }
 
 /// The retry settings of the configuration, for the store and for the S3 calls outside it.

@@ -78,25 +78,61 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The calls the server lacks as this process knows them: those [`optional`] met, and those an
+/// earlier run met ([`lacking_known`]; `connect` keeps them in DiffDir). A daily cron job must
+/// not warn, and so mail, every day about what the server cannot change.
+struct Lacking {
+    earlier: std::collections::BTreeSet<String>,
+    met: std::collections::BTreeSet<&'static str>,
+}
+
+static LACKING: std::sync::Mutex<Lacking> = std::sync::Mutex::new(Lacking {
+    earlier: std::collections::BTreeSet::new(),
+    met: std::collections::BTreeSet::new(),
+});
+
+fn lacking() -> std::sync::MutexGuard<'static, Lacking> {
+    LACKING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tells [`optional`] which calls an earlier run found the server lacking (logged at info).
+pub fn lacking_known(earlier: impl IntoIterator<Item = String>) {
+    lacking().earlier.extend(earlier);
+}
+
+/// The calls found lacking in this process that no earlier run had found.
+pub fn lacking_new() -> Vec<String> {
+    let l = lacking();
+    l.met
+        .iter()
+        .filter(|op| !l.earlier.contains(**op))
+        .map(|op| op.to_string())
+        .collect()
+}
+
 /// The answer of an operation the caller can do without: `None` when the server does not
-/// implement it ([`ErrorKind::NotImplemented`]), after one warning per operation and process
-/// (one run: a daily cron job meets it daily) naming the call, the server's answer and
-/// `without`, what is not done for lack of it. Any other error stays an error.
+/// implement it ([`ErrorKind::NotImplemented`]), after one warning per operation naming the
+/// call, the server's answer and `without`, what is not done for lack of it — once per process,
+/// and not again in later runs once [`lacking_known`] says an earlier run met it (then an info
+/// line). Any other error stays an error.
 pub fn optional<T>(result: Result<T>, without: &str) -> Result<Option<T>> {
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-    static WARNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
     match result {
         Ok(value) => Ok(Some(value)),
         Err(e) if e.kind == ErrorKind::NotImplemented => {
-            let first = WARNED
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(e.operation);
-            if first {
-                log::warn!("{e}; the server does not implement this call, so {without} (warned once per run)");
+            let mut l = lacking();
+            let first = l.met.insert(e.operation);
+            if !first {
+                log::debug!("{e} (reported already)");
+            } else if l.earlier.contains(e.operation) {
+                log::info!(
+                    "{e}; the server does not implement this call (as an earlier run found), \
+                     so {without}"
+                );
             } else {
-                log::debug!("{e} (warned about already)");
+                log::warn!(
+                    "{e}; the server does not implement this call, so {without} (warned once: \
+                     later runs say it at info level)"
+                );
             }
             Ok(None)
         }
