@@ -438,6 +438,50 @@ fn bucket_set_regions_sign_each_buckets_requests() {
         .server
         .keys("replica-b")
         .contains(&"a/one.txt".to_string()));
+    // `bucket restore` into the master: its listing and copies are the master's requests,
+    // signed for MasterRegion although the copies' source is the replica.
+    e.server.put("master-b", "a/one.txt", b"changed".to_vec());
+    proxy.clear();
+    let rule = proxy.add(json!({"action": "pass", "times": 0}));
+    let out = s3nap(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "bucket",
+            "restore",
+            "site",
+            "--identity",
+            e.gpg.secret.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let hits: Vec<Value> = proxy
+        .hits()
+        .into_iter()
+        .filter(|h| h["rule"] == rule)
+        .collect();
+    let regions = |bucket: &str| -> BTreeSet<String> {
+        hits.iter()
+            .filter(|h| {
+                let t = h["target"].as_str().unwrap();
+                t == format!("/{bucket}")
+                    || t.starts_with(&format!("/{bucket}/"))
+                    || t.starts_with(&format!("/{bucket}?"))
+            })
+            .map(|h| h["region"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert_eq!(regions("master-b"), one("eu-west-1"), "restore: {hits:?}");
+    assert!(
+        hits.iter().any(|h| h["method"] == "PUT"
+            && h["target"]
+                .as_str()
+                .unwrap()
+                .starts_with("/master-b/a/one.txt")),
+        "restore copied nothing into the master: {hits:?}"
+    );
+    assert_eq!(e.server.get("master-b", "a/one.txt"), b"one");
 }
 
 /// A bucket in another region than the requests are signed for (S3's 301 PermanentRedirect
