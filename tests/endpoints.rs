@@ -262,9 +262,7 @@ fn an_untrusted_certificate_fails_at_once_and_clearly() {
         ("wrong-ca", format!("CaFile {}", pki.other_ca.display())),
     ] {
         let conf = e.config(name, &server, &lines);
-        let started = std::time::Instant::now();
         let out = run(&conf);
-        let took = started.elapsed();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(
@@ -279,12 +277,9 @@ fn an_untrusted_certificate_fails_at_once_and_clearly() {
                 "{name}: names the CaFile: {err}"
             );
         }
-        // Retried, the default 5 retries back off for about 16 s; the handshake is tried once
-        // per request instead.
-        assert!(
-            took < std::time::Duration::from_secs(12),
-            "{name}: took {took:?}: {err}"
-        );
+        // The handshake is tried once per request: every retry would log `… retrying in …`
+        // (the SDK's own retries are off). No time bound: a loaded machine would break it.
+        assert!(!err.contains("retrying"), "{name}: retried: {err}");
         assert!(e.keys().is_empty(), "{name}: stored {:?}", e.keys());
     }
     assert!(
