@@ -563,8 +563,14 @@ pub async fn connect(
         settings
     };
     let (master_region, replica_region) = (spec.master_region(), spec.replica_region());
+    // One client (connection pool, credentials) for both when nothing tells them apart.
+    let shared = replica_region == master_region && s3.encryption.is_none();
     let master = crate::store::s3::client(&settings(master_region, false)).await?;
-    let replica = crate::store::s3::client(&settings(replica_region, true)).await?;
+    let replica = if shared {
+        master.clone()
+    } else {
+        crate::store::s3::client(&settings(replica_region, true)).await?
+    };
     Ok((
         Arc::new(BucketClient::new(master, &spec.master.bucket, retry)),
         Arc::new(BucketClient::new(replica, &spec.replica, retry)),
