@@ -34,6 +34,7 @@ struct Env {
     base: String,
     /// The day of January 2026 the next run is made on (`--now`): every run a run of its own.
     day: std::cell::Cell<u32>,
+    gpg: Gpg,
 }
 
 fn env() -> Env {
@@ -67,6 +68,7 @@ fn env() -> Env {
         server,
         base,
         day: std::cell::Cell::new(1),
+        gpg,
     }
 }
 
@@ -74,11 +76,17 @@ impl Env {
     /// A run with `lines` added to the configuration, in an environment holding no AWS
     /// setting but `vars` (and shared files that do not exist unless `vars` name others).
     fn run(&self, lines: &str, vars: &[(&str, &str)]) -> Output {
+        self.run_args(lines, vars, &[])
+    }
+
+    /// [`Env::run`] with a command after the global options.
+    fn run_args(&self, lines: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
         let conf = write_config(&self.dir, &format!("{}{lines}\n", self.base));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3nap"));
         let now = format!("2026-01-{:02}T03:00:00Z", self.day.get());
         self.day.set(self.day.get() + 1);
         cmd.args(["-c", conf.to_str().unwrap(), "--now", &now, "--json"])
+            .args(args)
             .stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("AWS_") {
@@ -394,7 +402,8 @@ fn server_side_encryption_is_stored_on_every_object() {
     }
 }
 
-/// A bucket set's copies into its replica (CopyObject) ask for the encryption too.
+/// A bucket set's copies into its replica (CopyObject) ask for the encryption too; the copies
+/// `bucket restore` makes into the master (the site's objects) do not.
 #[test]
 fn server_side_encryption_is_asked_for_on_a_bucket_sets_copies() {
     let e = env();
@@ -417,14 +426,12 @@ fn server_side_encryption_is_asked_for_on_a_bucket_sets_copies() {
     for key in ["a.txt", "dir/b.txt"] {
         e.server.put("master", key, format!("{key}\n").into_bytes());
     }
-    let out = e.run(
-        &format!(
-            "S3Keyfile {}\nServerSideEncryption AES256\n\
-             <Bucket data>\n  Master s3://master\n  Replica s3://replica\n  Mode copy\n</Bucket>",
-            keys.display()
-        ),
-        &[],
+    let lines = format!(
+        "S3Keyfile {}\nServerSideEncryption AES256\n\
+         <Bucket data>\n  Master s3://master\n  Replica s3://replica\n  Mode copy\n</Bucket>",
+        keys.display()
     );
+    let out = e.run(&lines, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let copied = e.server.keys("replica");
     assert_eq!(copied.len(), 2, "{copied:?}");
@@ -439,4 +446,19 @@ fn server_side_encryption_is_asked_for_on_a_bucket_sets_copies() {
             "replica {key}"
         );
     }
+    e.server.put("master", "a.txt", b"changed\n".to_vec());
+    let identity = e.gpg.secret.to_str().unwrap();
+    let args = ["bucket", "restore", "data", "--identity", identity];
+    let out = e.run_args(&lines, &[], &args);
+    assert_eq!(out.status.code(), Some(0), "restore: {}", stderr(&out));
+    assert_eq!(e.server.get("master", "a.txt"), b"a.txt\n");
+    let head = e
+        .server
+        .block_on(c.head_object().bucket("master").key("a.txt").send())
+        .unwrap();
+    assert_eq!(
+        head.server_side_encryption(),
+        None,
+        "restored into the master"
+    );
 }

@@ -262,9 +262,7 @@ fn an_untrusted_certificate_fails_at_once_and_clearly() {
         ("wrong-ca", format!("CaFile {}", pki.other_ca.display())),
     ] {
         let conf = e.config(name, &server, &lines);
-        let started = std::time::Instant::now();
         let out = run(&conf);
-        let took = started.elapsed();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(
@@ -279,12 +277,9 @@ fn an_untrusted_certificate_fails_at_once_and_clearly() {
                 "{name}: names the CaFile: {err}"
             );
         }
-        // Retried, the default 5 retries back off for about 16 s; the handshake is tried once
-        // per request instead.
-        assert!(
-            took < std::time::Duration::from_secs(12),
-            "{name}: took {took:?}: {err}"
-        );
+        // The handshake is tried once per request: every retry would log `… retrying in …`
+        // (the SDK's own retries are off). No time bound: a loaded machine would break it.
+        assert!(!err.contains("retrying"), "{name}: retried: {err}");
         assert!(e.keys().is_empty(), "{name}: stored {:?}", e.keys());
     }
     assert!(
@@ -438,6 +433,50 @@ fn bucket_set_regions_sign_each_buckets_requests() {
         .server
         .keys("replica-b")
         .contains(&"a/one.txt".to_string()));
+    // `bucket restore` into the master: its listing and copies are the master's requests,
+    // signed for MasterRegion although the copies' source is the replica.
+    e.server.put("master-b", "a/one.txt", b"changed".to_vec());
+    proxy.clear();
+    let rule = proxy.add(json!({"action": "pass", "times": 0}));
+    let out = s3nap(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "bucket",
+            "restore",
+            "site",
+            "--identity",
+            e.gpg.secret.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let hits: Vec<Value> = proxy
+        .hits()
+        .into_iter()
+        .filter(|h| h["rule"] == rule)
+        .collect();
+    let regions = |bucket: &str| -> BTreeSet<String> {
+        hits.iter()
+            .filter(|h| {
+                let t = h["target"].as_str().unwrap();
+                t == format!("/{bucket}")
+                    || t.starts_with(&format!("/{bucket}/"))
+                    || t.starts_with(&format!("/{bucket}?"))
+            })
+            .map(|h| h["region"].as_str().unwrap_or("none").to_string())
+            .collect()
+    };
+    assert_eq!(regions("master-b"), one("eu-west-1"), "restore: {hits:?}");
+    assert!(
+        hits.iter().any(|h| h["method"] == "PUT"
+            && h["target"]
+                .as_str()
+                .unwrap()
+                .starts_with("/master-b/a/one.txt")),
+        "restore copied nothing into the master: {hits:?}"
+    );
+    assert_eq!(e.server.get("master-b", "a/one.txt"), b"one");
 }
 
 /// A bucket in another region than the requests are signed for (S3's 301 PermanentRedirect

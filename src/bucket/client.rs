@@ -544,22 +544,32 @@ impl BucketClient {
 
 /// Clients for the master and the replica of `spec`: the set's Endpoint and AddressingStyle,
 /// each bucket's region (`MasterRegion`, `ReplicaRegion`, else the set's `Region`), the
-/// configuration's credentials and timeout; one connection pool when the regions agree.
+/// configuration's credentials and timeout. `ServerSideEncryption` is asked for only on the
+/// replica's client: objects `bucket restore` writes through the master's belong to the site,
+/// whose readers may be unable to use the backup's KMS key.
 pub async fn connect(
     spec: &BucketSpec,
     s3: &S3Spec,
     retry: RetryPolicy,
 ) -> anyhow::Result<(Arc<BucketClient>, Arc<BucketClient>)> {
-    let settings = |region| crate::store::s3::S3Settings {
-        addressing: spec.addressing,
-        ..crate::connect::s3_settings(s3, &spec.endpoint, &region)
+    let settings = |region, encrypt: bool| {
+        let mut settings = crate::store::s3::S3Settings {
+            addressing: spec.addressing,
+            ..crate::connect::s3_settings(s3, &spec.endpoint, &region)
+        };
+        if !encrypt {
+            settings.encryption = None;
+        }
+        settings
     };
     let (master_region, replica_region) = (spec.master_region(), spec.replica_region());
-    let master = crate::store::s3::client(&settings(master_region.clone())).await?;
-    let replica = if replica_region == master_region {
+    // One client (connection pool, credentials) for both when nothing tells them apart.
+    let shared = replica_region == master_region && s3.encryption.is_none();
+    let master = crate::store::s3::client(&settings(master_region, false)).await?;
+    let replica = if shared {
         master.clone()
     } else {
-        crate::store::s3::client(&settings(replica_region)).await?
+        crate::store::s3::client(&settings(replica_region, true)).await?
     };
     Ok((
         Arc::new(BucketClient::new(master, &spec.master.bucket, retry)),

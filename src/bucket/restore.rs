@@ -54,8 +54,11 @@ pub fn restore(
 ) -> anyhow::Result<Restored> {
     let index = super::load_index(handle, store, request.snapshot, decrypt)?;
     let spec = request.spec;
-    let (_, replica) = handle.block_on(super::client::connect(spec, request.s3, request.retry))?;
-    let target = Arc::new(replica.for_bucket(&request.target.bucket));
+    let (master, replica) =
+        handle.block_on(super::client::connect(spec, request.s3, request.retry))?;
+    // Through the master's client: signed for the master's region and without the replica's
+    // ServerSideEncryption. A `--to` bucket is taken to be in the master's region too.
+    let target = Arc::new(master.for_bucket(&request.target.bucket));
     let source_prefix = spec.master.key_prefix();
     let scope = Scope {
         source_prefix: &source_prefix,

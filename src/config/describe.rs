@@ -80,5 +80,47 @@ fn set_text(set: &SetSpec) -> String {
             out.push_str(&format!("      Exclude {}\n", x.display()));
         }
     }
+    // Where each bucket's requests go and which region signs them (none: the SDK's default).
+    if let SourceSpec::Bucket(b) = &set.source {
+        let region = |r: Option<String>| r.unwrap_or_else(|| "default".into());
+        out.push_str(&format!(
+            "      Master {} (region {}), Replica s3://{} (region {}), AddressingStyle {}{}\n",
+            b.master,
+            region(b.master_region()),
+            b.replica,
+            region(b.replica_region()),
+            b.addressing.name(),
+            b.endpoint
+                .as_deref()
+                .map(|e| format!(", Endpoint {e}"))
+                .unwrap_or_default()
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::config_text;
+    use crate::config::resolve::resolve;
+    use crate::config::syntax::parse_str;
+
+    #[test]
+    fn a_bucket_sets_regions_and_addressing_are_shown() {
+        let path = Path::new("/etc/s3nap/test.conf");
+        let text = "Bucket s3://b/p\nDiffDir /var/lib/s3nap\nHost h\nRegion ca-central-1\n\
+                    <Bucket www>\n  Master s3://www-site/public/\n  Replica s3://www-backup\n  \
+                    MasterRegion eu-west-1\n  AddressingStyle path\n</Bucket>\n";
+        let config = resolve(path, &parse_str(path, text).unwrap()).unwrap();
+        let shown = config_text(&config);
+        assert!(
+            shown.contains(
+                "Master s3://www-site/public (region eu-west-1), Replica s3://www-backup \
+                 (region ca-central-1), AddressingStyle path"
+            ),
+            "{shown}"
+        );
+    }
 }

@@ -33,6 +33,7 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut globals = Globals::new(file);
     let mut root = Scope::default();
     apply_settings(items, None, &mut root, Some(&mut globals))?;
+    let encryption_at = globals.access.encryption_at.clone();
     let mut config = globals.finish(file)?;
     let mut sets = Sets {
         local_store: matches!(config.store, super::StoreSpec::Local(_)),
@@ -40,6 +41,27 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     };
     sets.walk(items, &root, None)?;
     config.sets = sets.list;
+    // Refused rather than ignored, as StorageClass is: a directory has no server-side
+    // encryption. With a bucket set it still covers the copies into its replica.
+    let bucket_set = config
+        .sets
+        .iter()
+        .any(|s| matches!(s.source, super::SourceSpec::Bucket(_)));
+    if let (super::StoreSpec::Local(dir), Some(_), Some(at), false) = (
+        &config.store,
+        &config.s3.encryption,
+        &encryption_at,
+        bucket_set,
+    ) {
+        return Err(ConfigError::new(
+            at,
+            format!(
+                "ServerSideEncryption needs an S3 store: Bucket {} is a local directory, and \
+                 no bucket set copies into an S3 replica",
+                dir.display()
+            ),
+        ));
+    }
     // A directory cannot lock anything, and a backup that silently is not locked is worse
     // than none asked for.
     if let (super::StoreSpec::Local(dir), Some(set)) = (
@@ -683,5 +705,23 @@ mod tests {
                 .contains("set dir/etc has ObjectLock, but Bucket /store is a local directory"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn server_side_encryption_with_a_local_store_is_refused_unless_a_bucket_set_copies() {
+        let local = "Bucket /store\nDiffDir /var/lib/s3nap\nHost h\nDirectory /etc\n";
+        let e = load(&format!("{local}ServerSideEncryption AES256\n")).unwrap_err();
+        assert!(
+            e.message.contains("ServerSideEncryption needs an S3 store"),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("/etc/s3nap/test.conf:5:"), "{e}");
+        assert!(load(&format!("{local}ServerSideEncryption none\n")).is_ok());
+        let c = load(&format!(
+            "{local}ServerSideEncryption aws:kms\n\
+             <Bucket www>\n  Master s3://www\n  Replica s3://www-backup\n</Bucket>\n"
+        ))
+        .unwrap();
+        assert!(c.s3.encryption.is_some());
     }
 }

@@ -577,6 +577,8 @@ pub(super) struct Access {
     external_id: Option<(String, Pos)>,
     session_name: Option<(String, Pos)>,
     kms_key_id: Option<(String, Pos)>,
+    /// Where `ServerSideEncryption` is, for refusing it with a local store.
+    pub(super) encryption_at: Option<Pos>,
 }
 
 impl Access {
@@ -680,6 +682,7 @@ pub(super) fn server_side_encryption(g: &mut Globals, d: &Directive) -> Applied 
         ],
         |other| format!("ServerSideEncryption must be AES256, aws:kms or none, not '{other}'"),
     )?;
+    g.access.encryption_at = Some(d.name.pos.clone());
     g.s3.encryption = match chosen {
         Choice::Aes256 => Some(Encryption::Aes256),
         Choice::Kms => Some(Encryption::Kms { key_id: None }),

@@ -40,7 +40,8 @@ impl std::fmt::Debug for KeyPair {
 }
 
 /// `RoleArn` and its companions: AssumeRole on top of whatever the base credentials are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Debug output shows only whether an `ExternalId` is set.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AssumeRole {
     pub arn: String,
     /// `ExternalId`: what the role's trust policy may demand (`sts:ExternalId`). Not a secret
@@ -48,6 +49,21 @@ pub struct AssumeRole {
     pub external_id: Option<String>,
     /// `RoleSessionName` (default: the SDK's `assume-role-provider-TIME`).
     pub session_name: Option<String>,
+}
+
+impl std::fmt::Debug for AssumeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let external_id = if self.external_id.is_some() {
+            "set"
+        } else {
+            "none"
+        };
+        f.debug_struct("AssumeRole")
+            .field("arn", &self.arn)
+            .field("external_id", &format_args!("{external_id}"))
+            .field("session_name", &self.session_name)
+            .finish()
+    }
 }
 
 /// Reads `key=…`, `secret=…` and optionally `token=…` lines (also AWS's
@@ -161,8 +177,17 @@ pub async fn load(
     if let (None, Some(profile)) = (keyfile, profile) {
         // The profile alone, as `aws --profile` does: the default chain would let credentials
         // in the environment win over it.
+        // The profile's STS calls (`role_arn`, web identity) over s3nap's HTTP client: its
+        // CaFile and proxy settings, not the SDK's default client.
+        let mut config = ProviderConfig::default().with_region(shared.region().cloned());
+        if let Some(http) = shared.http_client() {
+            config = config.with_http_client(http);
+        }
+        if let Some(sleep) = shared.sleep_impl() {
+            config = config.with_sleep_impl(sleep);
+        }
         let provider = ProfileFileCredentialsProvider::builder()
-            .configure(&ProviderConfig::default().with_region(shared.region().cloned()))
+            .configure(&config)
             .profile_name(profile)
             .build();
         shared = shared
@@ -171,6 +196,7 @@ pub async fn load(
             .build();
     }
     if let Some(role) = role {
+        // `configure(&shared)`: STS over the same HTTP client (CaFile, proxy) as S3.
         let mut builder = AssumeRoleProvider::builder(&role.arn).configure(&shared);
         if let Some(id) = &role.external_id {
             builder = builder.external_id(id);
@@ -257,6 +283,24 @@ mod tests {
 
     fn parse(text: &str) -> anyhow::Result<KeyPair> {
         parse_keyfile(Path::new("/etc/s3nap/keys"), text)
+    }
+
+    #[test]
+    fn debug_output_shows_no_external_id() {
+        let mut role = AssumeRole {
+            arn: "arn:aws:iam::123456789012:role/backup".into(),
+            external_id: Some("ext-4711".into()),
+            session_name: Some("nightly".into()),
+        };
+        let shown = format!("{role:?}");
+        assert!(!shown.contains("ext-4711"), "{shown}");
+        assert!(shown.contains("external_id: set"), "{shown}");
+        assert!(
+            shown.contains("role/backup") && shown.contains("nightly"),
+            "{shown}"
+        );
+        role.external_id = None;
+        assert!(format!("{role:?}").contains("external_id: none"));
     }
 
     #[test]
