@@ -133,7 +133,7 @@ impl<'a> ArchiveCommit<'a> {
             }
         }
         let records = Records::new(diff_dir);
-        check_no_foreign_upload(store, &records, host, set).await?;
+        check_no_foreign_upload(store, &records, host, set, None).await?;
         // Only the archive takes the set's storage class: the manifest, the range hashes and
         // the refs stay in STANDARD (put), so that listing never needs a retrieval.
         let options = UploadOptions {
@@ -171,7 +171,10 @@ impl<'a> ArchiveCommit<'a> {
         // Once more now that ours is listed too: of two configurations that began the same
         // set at the same moment, at least the second sees the first (both may fail; neither
         // commits a run mixed up with the other's).
-        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set).await {
+        // Our own archive's key is ours: a stray of a create whose reply was lost and whose
+        // abort failed is not another configuration's.
+        let own = Some(keys.archive.as_str());
+        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set, own).await {
             commit.abort().await;
             return Err(e);
         }
@@ -445,12 +448,14 @@ async fn abort_strays(store: &DynStore, archive: &str, ours: Option<&String>) {
 /// Fails when an upload of `set` younger than the debris grace period (on the server's clock)
 /// is open: this configuration's own interrupted uploads were finished when the run started,
 /// so it belongs to another configuration backing up the same set under the same Host, which
-/// would retire this one's runs (and this one its runs).
+/// would retire this one's runs (and this one its runs). Uploads of `own` (this run's archive
+/// key, once its upload is created) are this run's.
 async fn check_no_foreign_upload(
     store: &DynStore,
     records: &Records,
     host: &str,
     set: &str,
+    own: Option<&str>,
 ) -> anyhow::Result<()> {
     let prefix = layout::set_prefix(host, set);
     let Some(pending) = uploads::open_uploads(store, &prefix).await? else {
@@ -463,6 +468,7 @@ async fn check_no_foreign_upload(
     let pending: Vec<_> = pending
         .into_iter()
         .filter(|u| of_set(&u.key) && !recorded.contains(&u.upload_id))
+        .filter(|u| own != Some(u.key.as_str()))
         .collect();
     if pending.is_empty() {
         return Ok(());

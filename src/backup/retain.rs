@@ -13,7 +13,7 @@ use crate::plan;
 use crate::policy::retention::{self, Verdict};
 use crate::prune;
 use crate::schema::layout::RunId;
-use crate::schema::manifest::Manifest;
+use crate::schema::manifest::{Manifest, Owner};
 use crate::store::DynStore;
 
 /// What pruning one set did (or, in a dry run, would do).
@@ -49,6 +49,19 @@ pub async fn verdicts(
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     Ok(retention::evaluate(&refs, &plan::rules(set), now))
+}
+
+/// This configuration, as `prune` checks the sets it prunes against: `None` when it has made
+/// no run under the Host (a copy of the configuration that only prunes prunes every set).
+/// Unreadable manifests do not count (`catalog` reports them elsewhere).
+pub async fn pruning_as(store: &DynStore, config: &Config) -> anyhow::Result<Option<Owner>> {
+    let (mine, _) = super::owner::identify(&config.diff_dir, false)?;
+    if mine.id.is_empty() {
+        return Ok(None);
+    }
+    let each = catalog::load_each(store, &config.host, None).await?;
+    let runs: Vec<Manifest> = each.into_iter().filter_map(|(_, m)| m.ok()).collect();
+    Ok(super::owner::identity_if_it_ran(mine, &runs))
 }
 
 /// Keeps the runs retention retires whose objects are still under Object Lock (and the bases
@@ -107,14 +120,25 @@ async fn keep_locked(
 
 /// Retires the runs of `set` (in its cycle) that retention no longer keeps; for a bucket set,
 /// then deletes the replica versions only retired snapshots needed. `store` is the one
-/// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials).
+/// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials). With
+/// `mine` (see [`pruning_as`]), a set another configuration took over is left alone, with a
+/// warning.
 pub async fn prune_set(
     store: &DynStore,
     config: &Config,
     set: &SetSpec,
+    mine: Option<&Owner>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Pruned> {
     let all = catalog::load(store, &config.host, Some(&set.name)).await?;
+    if let Some(why) = super::owner::may_prune(set, mine, &all) {
+        log::warn!("{why}");
+        return Ok(Pruned {
+            verdicts: vec![],
+            retired: vec![],
+            gc: None,
+        });
+    }
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     let mut verdicts = retention::evaluate(&refs, &plan::rules(set), now);
