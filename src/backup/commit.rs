@@ -946,6 +946,28 @@ mod tests {
         next.unwrap().abort().await;
     }
 
+    #[tokio::test]
+    async fn a_stray_of_our_own_create_that_cannot_be_aborted_is_not_a_foreign_upload() {
+        // The create's reply was lost (the retry made another upload), and the stray's abort
+        // fails: it is this run's archive key, so it is no other configuration's upload.
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new());
+        let rules = [
+            Rule::new(Op::CreateUpload, Fault::LostReply).nth(1),
+            Rule::new(Op::AbortUpload, Fault::Permanent),
+        ];
+        let faulty: DynStore = Arc::new(FaultyStore::new(memory.clone(), rules));
+        let policy = crate::store::retry::RetryPolicy {
+            attempts: 2,
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        let store: DynStore = Arc::new(crate::store::retry::RetryStore::new(faulty, policy));
+        let committed = begin_upload_commit(&store, dir.path()).await;
+        assert!(committed.is_ok(), "{:#}", committed.err().unwrap());
+        assert_eq!(memory.open_uploads(), [keys().archive], "the stray stays");
+    }
+
     /// How a run under one fault ended.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Outcome {
