@@ -426,9 +426,9 @@ fn prune_command(
     let mut out = std::io::stdout().lock();
     let mut code = ExitStatus::Ok;
     // A set another configuration took over is left to it (see backup::owner::may_prune).
-    let mine = runtime.block_on(backup::pruning_as(&store, config))?;
+    let mine = backup::pruning_as(config)?;
     for set in config.selected_sets(only) {
-        match runtime.block_on(backup::prune_set(&store, config, set, mine.as_ref(), now)) {
+        match runtime.block_on(backup::prune_set(&store, config, set, Some(&mine), now)) {
             Ok(pruned) => print_pruned(&mut out, set, &pruned, test)?,
             Err(e) => {
                 log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());

@@ -139,9 +139,9 @@ pub fn check(
 
 /// Why this configuration's prune must leave `set` alone (`None`: it may prune it): its latest
 /// run (of `all`, any cycle) was made by another configuration, which took the set over.
-/// `mine` is this configuration only when it has made runs under the Host (see
-/// [`identity_if_it_ran`]); a configuration that never did (one that only prunes) prunes
-/// every set.
+/// Only for a configuration that has made runs under the Host itself (the caller asks
+/// [`identity_if_it_ran`], once this says `Some`): one that never did (it only prunes)
+/// prunes every set; so does one without an identity (`None`, or an empty id).
 pub fn may_prune(set: &SetSpec, mine: Option<&Owner>, all: &[Manifest]) -> Option<String> {
     let mine = mine.filter(|m| !m.id.is_empty())?;
     let latest = all

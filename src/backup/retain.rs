@@ -51,17 +51,50 @@ pub async fn verdicts(
     Ok(retention::evaluate(&refs, &plan::rules(set), now))
 }
 
-/// This configuration, as `prune` checks the sets it prunes against: `None` when it has made
-/// no run under the Host (a copy of the configuration that only prunes prunes every set).
-/// Unreadable manifests do not count (`catalog` reports them elsewhere).
-pub async fn pruning_as(store: &DynStore, config: &Config) -> anyhow::Result<Option<Owner>> {
+/// This configuration, as `prune` checks the sets it prunes against (see
+/// `owner::may_prune`): a set another configuration took over is left to it, but only when
+/// this configuration has made runs under the Host itself (a copy of the configuration that
+/// only prunes prunes every set).
+pub struct PruneAs {
+    mine: Owner,
+    /// Whether this configuration made runs under the Host: read (every manifest under the
+    /// Host) only once a set's latest run turns out to be another configuration's.
+    ran: tokio::sync::OnceCell<bool>,
+}
+
+/// This configuration as `prune` checks it (its identity, read from DiffDir, never made).
+pub fn pruning_as(config: &Config) -> std::io::Result<PruneAs> {
     let (mine, _) = super::owner::identify(&config.diff_dir, false)?;
-    if mine.id.is_empty() {
-        return Ok(None);
+    Ok(PruneAs {
+        mine,
+        ran: Default::default(),
+    })
+}
+
+impl PruneAs {
+    /// Why `set` (whose runs, any cycle, are `all`) is left alone; `None`: it is pruned.
+    async fn leaves_alone(
+        &self,
+        store: &DynStore,
+        host: &str,
+        set: &SetSpec,
+        all: &[Manifest],
+    ) -> anyhow::Result<Option<String>> {
+        let Some(why) = super::owner::may_prune(set, Some(&self.mine), all) else {
+            return Ok(None);
+        };
+        let ran = self
+            .ran
+            .get_or_try_init(|| async {
+                let each = catalog::load_each(store, host, None).await?;
+                // Unreadable manifests do not count (`catalog` reports them elsewhere).
+                let runs: Vec<Manifest> = each.into_iter().filter_map(|(_, m)| m.ok()).collect();
+                let ran = super::owner::identity_if_it_ran(self.mine.clone(), &runs).is_some();
+                Ok::<_, anyhow::Error>(ran)
+            })
+            .await?;
+        Ok(ran.then_some(why))
     }
-    let each = catalog::load_each(store, &config.host, None).await?;
-    let runs: Vec<Manifest> = each.into_iter().filter_map(|(_, m)| m.ok()).collect();
-    Ok(super::owner::identity_if_it_ran(mine, &runs))
 }
 
 /// Keeps the runs retention retires whose objects are still under Object Lock (and the bases
@@ -127,11 +160,15 @@ pub async fn prune_set(
     store: &DynStore,
     config: &Config,
     set: &SetSpec,
-    mine: Option<&Owner>,
+    mine: Option<&PruneAs>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Pruned> {
     let all = catalog::load(store, &config.host, Some(&set.name)).await?;
-    if let Some(why) = super::owner::may_prune(set, mine, &all) {
+    let left = match mine {
+        Some(mine) => mine.leaves_alone(store, &config.host, set, &all).await?,
+        None => None,
+    };
+    if let Some(why) = left {
         log::warn!("{why}");
         return Ok(Pruned {
             verdicts: vec![],
