@@ -372,6 +372,14 @@ fn two_configurations_on_one_host_keep_their_own_sets() {
     );
     assert_eq!(shared_runs(), 3, "A's prune retired runs of B's set: {err}");
     assert_eq!(recovered(&b, &["cmd/shared"]), b"from-b\n");
+    // A copy of A's configuration that only prunes (a DiffDir of its own, never used for a
+    // run: README, "Least privilege") prunes every set, this one too.
+    let pruner = configuration(dir, &server, "pruner", &strict);
+    let out = run(&pruner, &["--now", "2099-01-01T00:00:00Z", "prune"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(shared_runs(), 1, "{err}");
+    assert_eq!(recovered(&b, &["cmd/shared"]), b"from-b\n");
     // A's own set still ran, and every set of both still recovers exactly.
     let dest = dir.join("a-out");
     untar(&recovered(&a, &[tree_a.to_str().unwrap()]), &dest);
