@@ -238,7 +238,7 @@ fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, E
 /// backup matters more.
 fn apply_operations(config: &Config) {
     let ops = &config.operations;
-    if let Err(e) = crate::process::set_priority(ops.nice, ops.io_nice) {
+    for e in crate::process::set_priority(ops.nice, ops.io_nice) {
         log::warn!(
             "{}: {e}; running at the priority s3nap was started with",
             config.file.display()
@@ -261,10 +261,11 @@ fn plan_command(
     let sets = run_sets(config, only)?;
     let store = open_dry_run_store(runtime, config)?;
     // Read only: a DiffDir without an identity yet gets an empty one here.
-    let owner = Some(backup::identify(&config.diff_dir, false)?);
+    let (owner, new) = backup::identify(&config.diff_dir, false)?;
+    let owner = Some(owner);
     let plans: Vec<_> = runtime.block_on(async {
-        let mut planner =
-            backup::Planner::new(&store, config, now, force).owned_by(owner.as_ref(), take_over);
+        let mut planner = backup::Planner::new(&store, config, now, force)
+            .owned_by((owner.as_ref(), new), take_over);
         let mut plans = Vec::new();
         for (set, found) in sets {
             // What a DIFF would read is only shown, not kept for all sets at once.
@@ -345,13 +346,14 @@ fn backup_command(
         None
     };
     let progress = Progress::new(options.progress);
-    let owner = backup::identify(&config.diff_dir, true)?;
+    let (owner, new_owner) = backup::identify(&config.diff_dir, true)?;
     let ctx = RunContext {
         store,
         deleter,
         certs,
         progress: progress.clone(),
         owner,
+        new_owner,
         take_over: options.take_over,
     };
     let outcomes = runtime.block_on(async {
@@ -424,8 +426,10 @@ fn prune_command(
     };
     let mut out = std::io::stdout().lock();
     let mut code = ExitStatus::Ok;
+    // A set another configuration took over is left to it (see backup::owner::may_prune).
+    let mine = backup::pruning_as(config)?;
     for set in config.selected_sets(only) {
-        match runtime.block_on(backup::prune_set(&store, config, set, now)) {
+        match runtime.block_on(backup::prune_set(&store, config, set, Some(&mine), now)) {
             Ok(pruned) => print_pruned(&mut out, set, &pruned, test)?,
             Err(e) => {
                 log::error!("{} [{}]: prune FAILED: {e:#}", set.name, set.cycle_label());

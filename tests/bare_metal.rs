@@ -448,4 +448,64 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
         .collect();
     assert_eq!(names, ["A", "B"]);
     assert_eq!(hosts[1]["runs"].as_array().unwrap().len(), 3, "{hosts}");
+
+    // Or it carries on as A (README, step 6): the old machine's configuration made the sets'
+    // latest runs, so a plain run fails them, naming --take-over; one run with it commits,
+    // and plain runs commit from then on.
+    let as_a = b.join("as-a");
+    fs::create_dir_all(&as_a).unwrap();
+    let conf_as_a = ConfigBuilder::new(&as_a)
+        .s3(&server, &format!("{BUCKET}/{ROOT}"))
+        .gpg_recipient(&gpg.email, &cert)
+        .host(Some("A"))
+        .diff_dir(&as_a.join("state"))
+        .line(&sets)
+        .build();
+    let c = conf_as_a.to_str().unwrap();
+    let a_runs = || {
+        objects_under(&server, &a_prefix)
+            .0
+            .keys()
+            .filter(|k| k.ends_with(".manifest.json"))
+            .count()
+    };
+    let before = a_runs();
+    let plain = s3nap(
+        &[
+            &["-c", c, "--now", "2026-01-03T03:00:00Z", "run"][..],
+            &own_sets,
+        ]
+        .concat(),
+        &[],
+    );
+    let err = stderr(&plain);
+    assert_eq!(plain.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{tree_set} under Host A is backed up by another configuration"
+        )) && err.contains("--take-over"),
+        "{err}"
+    );
+    assert_eq!(a_runs(), before, "a refused run stored a manifest");
+    let taking = [
+        &[
+            "-c",
+            c,
+            "--take-over",
+            "--now",
+            "2026-01-03T03:00:00Z",
+            "run",
+        ][..],
+        &own_sets,
+    ];
+    let out = s3nap(&taking.concat(), &[]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    assert_eq!(a_runs(), before + own_sets.len());
+    let plain = [
+        &["-c", c, "--now", "2026-01-04T03:00:00Z", "run"][..],
+        &own_sets,
+    ];
+    let out = s3nap(&plain.concat(), &[]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    assert_eq!(a_runs(), before + 2 * own_sets.len());
 }

@@ -133,7 +133,7 @@ impl<'a> ArchiveCommit<'a> {
             }
         }
         let records = Records::new(diff_dir);
-        check_no_foreign_upload(store, &records, host, set).await?;
+        check_no_foreign_upload(store, &records, host, set, None).await?;
         // Only the archive takes the set's storage class: the manifest, the range hashes and
         // the refs stay in STANDARD (put), so that listing never needs a retrieval.
         let options = UploadOptions {
@@ -171,7 +171,10 @@ impl<'a> ArchiveCommit<'a> {
         // Once more now that ours is listed too: of two configurations that began the same
         // set at the same moment, at least the second sees the first (both may fail; neither
         // commits a run mixed up with the other's).
-        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set).await {
+        // Our own archive's key is ours: a stray of a create whose reply was lost and whose
+        // abort failed is not another configuration's.
+        let own = Some(keys.archive.as_str());
+        if let Err(e) = check_no_foreign_upload(store, &commit.records, host, set, own).await {
             commit.abort().await;
             return Err(e);
         }
@@ -445,12 +448,14 @@ async fn abort_strays(store: &DynStore, archive: &str, ours: Option<&String>) {
 /// Fails when an upload of `set` younger than the debris grace period (on the server's clock)
 /// is open: this configuration's own interrupted uploads were finished when the run started,
 /// so it belongs to another configuration backing up the same set under the same Host, which
-/// would retire this one's runs (and this one its runs).
+/// would retire this one's runs (and this one its runs). Uploads of `own` (this run's archive
+/// key, once its upload is created) are this run's.
 async fn check_no_foreign_upload(
     store: &DynStore,
     records: &Records,
     host: &str,
     set: &str,
+    own: Option<&str>,
 ) -> anyhow::Result<()> {
     let prefix = layout::set_prefix(host, set);
     let Some(pending) = uploads::open_uploads(store, &prefix).await? else {
@@ -463,6 +468,7 @@ async fn check_no_foreign_upload(
     let pending: Vec<_> = pending
         .into_iter()
         .filter(|u| of_set(&u.key) && !recorded.contains(&u.upload_id))
+        .filter(|u| own != Some(u.key.as_str()))
         .collect();
     if pending.is_empty() {
         return Ok(());
@@ -938,6 +944,28 @@ mod tests {
         .await;
         assert!(next.is_ok(), "{:#}", next.err().unwrap());
         next.unwrap().abort().await;
+    }
+
+    #[tokio::test]
+    async fn a_stray_of_our_own_create_that_cannot_be_aborted_is_not_a_foreign_upload() {
+        // The create's reply was lost (the retry made another upload), and the stray's abort
+        // fails: it is this run's archive key, so it is no other configuration's upload.
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(MemoryStore::new());
+        let rules = [
+            Rule::new(Op::CreateUpload, Fault::LostReply).nth(1),
+            Rule::new(Op::AbortUpload, Fault::Permanent),
+        ];
+        let faulty: DynStore = Arc::new(FaultyStore::new(memory.clone(), rules));
+        let policy = crate::store::retry::RetryPolicy {
+            attempts: 2,
+            first_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        let store: DynStore = Arc::new(crate::store::retry::RetryStore::new(faulty, policy));
+        let committed = begin_upload_commit(&store, dir.path()).await;
+        assert!(committed.is_ok(), "{:#}", committed.err().unwrap());
+        assert_eq!(memory.open_uploads(), [keys().archive], "the stray stays");
     }
 
     /// How a run under one fault ended.

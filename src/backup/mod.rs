@@ -39,7 +39,7 @@ use commit::{ArchiveCommit, RunKeys};
 pub use local::prepare_diff_dir;
 pub use owner::identify;
 pub use planner::Planner;
-pub use retain::{prune_set, verdicts, Pruned};
+pub use retain::{prune_set, pruning_as, verdicts, Pruned};
 pub use sets::{expand_sets, FoundSet, UnreadableDirectory};
 pub use sources::{archive_format, archive_key, extension};
 use stream::Streamed;
@@ -54,6 +54,8 @@ pub struct RunContext {
     pub progress: crate::progress::Progress,
     /// This configuration, as its runs' manifests name it (see `owner`).
     pub owner: manifest::Owner,
+    /// `owner`'s identity was made by this run (see `owner::identify`).
+    pub new_owner: bool,
     /// `--take-over`: back up sets whose latest run another configuration made.
     pub take_over: bool,
 }
@@ -130,8 +132,8 @@ pub async fn run_all(
     sets: Vec<FoundSet>,
 ) -> Vec<SetOutcome> {
     let mut outcomes = Vec::new();
-    let mut planner =
-        Planner::new(&ctx.store, config, now, force).owned_by(Some(&ctx.owner), ctx.take_over);
+    let mut planner = Planner::new(&ctx.store, config, now, force)
+        .owned_by((Some(&ctx.owner), ctx.new_owner), ctx.take_over);
     for (set, found) in sets {
         let set = &set;
         let started = Instant::now();
@@ -194,7 +196,7 @@ async fn retain_after(
     problems: Vec<String>,
 ) -> Outcome {
     match &ctx.deleter {
-        Some(deleter) => match prune_set(deleter, config, set, now).await {
+        Some(deleter) => match prune_set(deleter, config, set, None, now).await {
             Ok(pruned) => Outcome::Committed {
                 manifest: Box::new(manifest),
                 kept_locked: pruned.kept_locked(),

@@ -33,6 +33,8 @@ pub struct Planner<'a> {
     /// This configuration (`None`: unknown, so every set another configuration made runs of is
     /// refused), and `--take-over`.
     owner: Option<&'a Owner>,
+    /// `owner`'s identity was made (or is to be made) by this run (see `owner::identify`).
+    new_owner: bool,
     take_over: bool,
 }
 
@@ -45,14 +47,17 @@ impl<'a> Planner<'a> {
             force,
             taken: Default::default(),
             owner: None,
+            new_owner: false,
             take_over: false,
         }
     }
 
     /// Plans as `owner` (this configuration): a set whose latest run another configuration
-    /// made is not planned, unless `take_over` (see `owner::check`).
-    pub fn owned_by(mut self, owner: Option<&'a Owner>, take_over: bool) -> Self {
+    /// made is not planned, unless `take_over` (see `owner::check`); `new`: its identity is
+    /// made by this run.
+    pub fn owned_by(mut self, (owner, new): (Option<&'a Owner>, bool), take_over: bool) -> Self {
         self.owner = owner;
+        self.new_owner = new;
         self.take_over = take_over;
         self
     }
@@ -65,7 +70,8 @@ impl<'a> Planner<'a> {
     ) -> anyhow::Result<SetPlan> {
         found?;
         let all = catalog::load(self.store, &self.config.host, Some(&set.name)).await?;
-        super::owner::check(set, &self.config.host, self.owner, &all, self.take_over)?;
+        let mine = (self.owner, self.new_owner);
+        super::owner::check(set, &self.config.host, mine, &all, self.take_over)?;
         let taken = self.taken.entry(set.name.clone()).or_default();
         let mut plan = plan::plan_set(set, &all, self.now, self.force, taken);
         let mut fell_back = false;

@@ -13,7 +13,7 @@ use crate::plan;
 use crate::policy::retention::{self, Verdict};
 use crate::prune;
 use crate::schema::layout::RunId;
-use crate::schema::manifest::Manifest;
+use crate::schema::manifest::{Manifest, Owner};
 use crate::store::DynStore;
 
 /// What pruning one set did (or, in a dry run, would do).
@@ -49,6 +49,52 @@ pub async fn verdicts(
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     Ok(retention::evaluate(&refs, &plan::rules(set), now))
+}
+
+/// This configuration, as `prune` checks the sets it prunes against (see
+/// `owner::may_prune`): a set another configuration took over is left to it, but only when
+/// this configuration has made runs under the Host itself (a copy of the configuration that
+/// only prunes prunes every set).
+pub struct PruneAs {
+    mine: Owner,
+    /// Whether this configuration made runs under the Host: read (every manifest under the
+    /// Host) only once a set's latest run turns out to be another configuration's.
+    ran: tokio::sync::OnceCell<bool>,
+}
+
+/// This configuration as `prune` checks it (its identity, read from DiffDir, never made).
+pub fn pruning_as(config: &Config) -> std::io::Result<PruneAs> {
+    let (mine, _) = super::owner::identify(&config.diff_dir, false)?;
+    Ok(PruneAs {
+        mine,
+        ran: Default::default(),
+    })
+}
+
+impl PruneAs {
+    /// Why `set` (whose runs, any cycle, are `all`) is left alone; `None`: it is pruned.
+    async fn leaves_alone(
+        &self,
+        store: &DynStore,
+        host: &str,
+        set: &SetSpec,
+        all: &[Manifest],
+    ) -> anyhow::Result<Option<String>> {
+        let Some(why) = super::owner::may_prune(set, Some(&self.mine), all) else {
+            return Ok(None);
+        };
+        let ran = self
+            .ran
+            .get_or_try_init(|| async {
+                let each = catalog::load_each(store, host, None).await?;
+                // Unreadable manifests do not count (`catalog` reports them elsewhere).
+                let runs: Vec<Manifest> = each.into_iter().filter_map(|(_, m)| m.ok()).collect();
+                let ran = super::owner::identity_if_it_ran(self.mine.clone(), &runs).is_some();
+                Ok::<_, anyhow::Error>(ran)
+            })
+            .await?;
+        Ok(ran.then_some(why))
+    }
 }
 
 /// Keeps the runs retention retires whose objects are still under Object Lock (and the bases
@@ -107,14 +153,29 @@ async fn keep_locked(
 
 /// Retires the runs of `set` (in its cycle) that retention no longer keeps; for a bucket set,
 /// then deletes the replica versions only retired snapshots needed. `store` is the one
-/// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials).
+/// deletions go through (`connect::open_deleting_store`: PruneKeyfile's credentials). With
+/// `mine` (see [`pruning_as`]), a set another configuration took over is left alone, with a
+/// warning.
 pub async fn prune_set(
     store: &DynStore,
     config: &Config,
     set: &SetSpec,
+    mine: Option<&PruneAs>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Pruned> {
     let all = catalog::load(store, &config.host, Some(&set.name)).await?;
+    let left = match mine {
+        Some(mine) => mine.leaves_alone(store, &config.host, set, &all).await?,
+        None => None,
+    };
+    if let Some(why) = left {
+        log::warn!("{why}");
+        return Ok(Pruned {
+            verdicts: vec![],
+            retired: vec![],
+            gc: None,
+        });
+    }
     let runs = plan::own_runs(set, &all);
     let refs: Vec<_> = runs.iter().map(plan::run_ref).collect();
     let mut verdicts = retention::evaluate(&refs, &plan::rules(set), now);

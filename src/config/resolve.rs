@@ -481,6 +481,8 @@ mod tests {
             ),
             ("MemoryLimit 64MiB\nChunkSize 32MiB\n", 5, 1, "exceeds MemoryLimit"),
             ("MemoryLimit 8MiB\n", 4, 13, "at least 10 MiB"),
+            ("MaxUploadRate 10\n", 4, 15, "at least 64K"),
+            ("MaxUploadRate 63999\n", 4, 15, "at least 64K"),
         ];
         for (text, line, column, needle) in cases {
             let e = load(&format!("{BASE}{text}")).unwrap_err();

@@ -538,9 +538,25 @@ pub(super) fn hook_timeout(s: &mut Scope, d: &Directive) -> Applied {
     Ok(())
 }
 
-/// `MaxUploadRate SIZE`: bytes per second, e.g. `10M` or `2MiB`.
+/// The least `MaxUploadRate`: anything slower is a forgotten unit (`MaxUploadRate 10` is
+/// 10 bytes/s, a backup that never ends), not a wish.
+const MIN_UPLOAD_RATE: u64 = 64_000;
+
+/// `MaxUploadRate SIZE`: bytes per second, e.g. `10M` or `2MiB`; at least 64K.
 pub(super) fn max_upload_rate(g: &mut Globals, d: &Directive) -> Applied {
-    g.operations.max_upload_rate = Some(size(d)?);
+    let rate = size(d)?;
+    if rate < MIN_UPLOAD_RATE {
+        let w = single(d)?;
+        return Err(err(
+            &w.pos,
+            format!(
+                "MaxUploadRate is in bytes per second and must be at least 64K \
+                 ({MIN_UPLOAD_RATE} bytes/s), not '{}' (a unit forgotten? e.g. 10M)",
+                w.text
+            ),
+        ));
+    }
+    g.operations.max_upload_rate = Some(rate);
     Ok(())
 }
 
