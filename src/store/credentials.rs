@@ -248,17 +248,11 @@ impl ProvideCredentials for Named {
                         self.what
                     ));
                 }
-                let mut line = format!("{}: {e}", self.what);
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    let text = cause.to_string();
-                    if !line.contains(&text) {
-                        line.push_str(": ");
-                        line.push_str(&text);
-                    }
-                    source = cause.source();
-                }
-                CredentialsError::provider_error(line)
+                CredentialsError::provider_error(format!(
+                    "{}: {}",
+                    self.what,
+                    super::s3::cause_chain(&e)
+                ))
             })
         })
     }

@@ -535,7 +535,7 @@ impl S3Store {
 
 /// The error and its sources as one readable line (`a: b: c`), without repeating a source
 /// whose text its parent already contains, and without the SDK's debug representation.
-fn cause_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn cause_chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
