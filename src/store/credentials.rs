@@ -251,7 +251,7 @@ impl ProvideCredentials for Named {
                 CredentialsError::provider_error(format!(
                     "{}: {}",
                     self.what,
-                    super::s3::cause_chain(&e)
+                    super::cause_chain(&e)
                 ))
             })
         })

@@ -78,6 +78,22 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The error and its sources as one readable line (`a: b: c`), without repeating a source
+/// whose text its parent already contains, and without the SDK's debug representation.
+pub(crate) fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}
+
 /// The calls the server lacks as this process knows them: those [`optional`] met, and those an
 /// earlier run met ([`lacking_known`]; `connect` keeps them in DiffDir). A daily cron job must
 /// not warn, and so mail, every day about what the server cannot change.

@@ -274,10 +274,10 @@ where
             match (se.err().code(), se.err().message()) {
                 (Some(code), Some(msg)) => format!("{code} (HTTP {status}): {msg}"),
                 (Some(code), None) => format!("{code} (HTTP {status})"),
-                _ => format!("HTTP {status}: {}", cause_chain(se.err())),
+                _ => format!("HTTP {status}: {}", super::cause_chain(se.err())),
             }
         }
-        other => cause_chain(other),
+        other => super::cause_chain(other),
     };
     // Signed for another region than the bucket's: no retry will change that.
     if let Some(region) = redirected_region(&err) {
@@ -531,22 +531,6 @@ impl S3Store {
     {
         sdk_error(operation, self.locate(key), err)
     }
-}
-
-/// The error and its sources as one readable line (`a: b: c`), without repeating a source
-/// whose text its parent already contains, and without the SDK's debug representation.
-pub(super) fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line
 }
 
 /// The `Content-MD5` of a body about to be sent: S3 recomputes it from the bytes it receives
