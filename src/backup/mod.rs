@@ -491,6 +491,7 @@ fn manifest_of(
         counts: report.counts,
         warnings,
         owner: None, // the caller's
+        quilt: None, // the caller's, when the set is quilted
     }
 }
 

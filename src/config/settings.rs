@@ -264,8 +264,8 @@ pub(super) fn memory_limit(g: &mut Globals, d: &Directive) -> Applied {
 
 pub(super) fn host(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
-    if crate::schema::layout::check_host(&w.text).is_err() {
-        return Err(err(&w.pos, "Host must be a non-empty name without '/'"));
+    if let Err(e) = crate::schema::layout::check_host(&w.text) {
+        return Err(err(&w.pos, &format!("Host: {e}")));
     }
     g.host = Some(w.text.clone());
     Ok(())

@@ -91,6 +91,11 @@ pub fn check_host(name: &str) -> Result<(), String> {
             "'{name}' is not a host name: it must be non-empty, without '/'"
         ));
     }
+    if name == super::quilt::QUILT_HOST {
+        return Err(format!(
+            "'{name}' is not a host name: the quilt's objects live under that prefix"
+        ));
+    }
     Ok(())
 }
 
@@ -160,5 +165,8 @@ mod tests {
         assert_eq!(parse_archive_key("web1", &m), None);
         assert_eq!(parse_archive_key("web1", "web1/dir/etc/notes.txt"), None);
         assert_eq!(parse_manifest_key("web2", &m), None);
+        assert!(check_host("web1").is_ok());
+        assert!(check_host("quilt").is_err());
+        assert!(check_host("a/b").is_err());
     }
 }

@@ -16,11 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use super::compression::Compression;
 use super::layout::{Kind, RunId};
+use super::quilt::{QuiltUse, QUILTED_FORMAT};
 use super::report::{Counts, Warning};
 use super::{FormatError, IntegrityError};
 
-/// The format this s3nap writes; it reads every format from 1 up to this one.
+/// The format this s3nap writes for a run without quilted files; it reads every format from 1
+/// up to [`NEWEST_FORMAT`].
 pub const FORMAT_VERSION: u32 = 2;
+/// The newest format this s3nap reads: a quilted run's (`schema::quilt`).
+pub const NEWEST_FORMAT: u32 = QUILTED_FORMAT;
 
 /// Bytes of the stored object covered by each range hash. Independent of the upload's part
 /// sizes, so recovery holds a few ranges in memory whatever the part size was.
@@ -64,6 +68,9 @@ pub struct Manifest {
     /// runs made before s3nap recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// A quilted run's references into the quilt (format 3 on; `schema::quilt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quilt: Option<QuiltUse>,
 }
 
 /// A configuration, as a run's manifest names it: the identity kept in its DiffDir
@@ -192,9 +199,9 @@ impl Manifest {
         // The format first: a newer one may not parse as this version's fields at all.
         let Format { format } =
             serde_json::from_slice(data).map_err(|e| FormatError(e.to_string()))?;
-        if !(1..=FORMAT_VERSION).contains(&format) {
+        if !(1..=NEWEST_FORMAT).contains(&format) {
             return Err(FormatError(format!(
-                "manifest format {format} is not one this s3nap understands (1 to {FORMAT_VERSION})"
+                "manifest format {format} is not one this s3nap understands (1 to {NEWEST_FORMAT})"
             )));
         }
         let m: Manifest = serde_json::from_slice(data).map_err(|e| FormatError(e.to_string()))?;
@@ -204,7 +211,25 @@ impl Manifest {
                 m.format
             )));
         }
+        // A quilted archive holds placeholders: read without its references it would give
+        // empty files, so the two come together or not at all.
+        if (m.format >= QUILTED_FORMAT) != m.quilt.is_some() {
+            return Err(FormatError(format!(
+                "manifest format {} {} quilt references",
+                m.format,
+                if m.quilt.is_some() { "with" } else { "without" }
+            )));
+        }
         Ok(m)
+    }
+
+    /// The format a manifest of this content is written in.
+    pub fn format_for(quilt: Option<&QuiltUse>) -> u32 {
+        if quilt.is_some() {
+            QUILTED_FORMAT
+        } else {
+            FORMAT_VERSION
+        }
     }
 
     /// Every object of the run besides its manifest: the archive, its range hashes, and a
@@ -284,6 +309,7 @@ pub fn sample(set: &str, run: RunId, kind: Kind, base: Option<RunId>) -> Manifes
         counts: Default::default(),
         warnings: vec![],
         owner: None,
+        quilt: None,
     }
 }
 
@@ -307,10 +333,15 @@ mod tests {
         assert!(Manifest::from_json(&sample_json(2, true)).is_ok());
         let old = Manifest::from_json(&sample_json(1, false)).unwrap();
         assert!(old.archive.ranges.is_none());
+        // Format 3 is a quilted run's, and needs its references.
         let err = Manifest::from_json(&sample_json(3, true))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("format 3"), "{err}");
+        assert!(err.contains("format 3 without quilt"), "{err}");
+        let err = Manifest::from_json(&sample_json(4, true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("format 4"), "{err}");
         assert!(Manifest::from_json(&sample_json(0, true)).is_err());
         let err = Manifest::from_json(&sample_json(2, false))
             .unwrap_err()

@@ -11,6 +11,7 @@ pub mod compression;
 pub mod layout;
 pub mod manifest;
 pub mod program;
+pub mod quilt;
 pub mod report;
 pub mod snapshot;
 
