@@ -15,11 +15,12 @@
 //! warnings. A file or directory that cannot be read is a warning that marks the run unreadable
 //! (exit status 1); it is left out of the new state, so the next DIFF sends it again.
 
-use std::collections::HashMap;
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
 use std::mem::MaybeUninit;
+use std::ops::Bound;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -342,6 +343,14 @@ impl Source for TreeSource {
         let failed = std::mem::take(&mut emit.failed);
         emit.builder.into_inner()?.flush()?;
         report.state = Some(new_state(nodes, failed));
+        // Freeing the base's 100,000 entries is a tenth of an unchanged DIFF's time after the
+        // walk: nothing waits for it.
+        if let Some(base) = base {
+            // (Should no thread start, the closure and the base are dropped here instead.)
+            let _ = std::thread::Builder::new()
+                .name("s3nap free".into())
+                .spawn(move || drop(base));
+        }
         Ok(report)
     }
 }
@@ -387,15 +396,57 @@ struct Changes {
 
 impl Changes {
     fn new(nodes: &[Node], base: Option<&State>) -> Self {
+        let mut cursor = base.map(|b| BaseCursor::new(&b.entries));
         // Y or N for every non-directory: unchanged means the base state has it, identical.
+        // Directories are looked up too, so that the cursor keeps pace with the walk.
         let changed = nodes
             .iter()
-            .map(|n| {
-                n.stat.is_dir()
-                    || base.is_none_or(|b| !b.entries.get(&n.name).is_some_and(|m| unchanged(m, n)))
+            .map(|n| match &mut cursor {
+                None => true,
+                Some(cursor) => {
+                    let found = cursor.get(&n.name);
+                    n.stat.is_dir() || !found.is_some_and(|m| unchanged(m, n))
+                }
             })
             .collect();
         Changes { changed }
+    }
+}
+
+/// The base state's entries looked up in the walk's order. The walk's pre-order is the
+/// entries' byte order except where a name sorts before `/` (`a.b` comes after the subtree of
+/// `a` in the walk, before it in bytes): a cursor that moves on with each name found and is
+/// set again by one search where the orders part. Searching the map for each of 100,000 names
+/// compared each some 17 times with names sharing long prefixes: most of an unchanged DIFF's
+/// time after the walk itself.
+struct BaseCursor<'a> {
+    entries: &'a BTreeMap<Vec<u8>, Meta>,
+    at: std::iter::Peekable<btree_map::Range<'a, Vec<u8>, Meta>>,
+}
+
+impl<'a> BaseCursor<'a> {
+    fn new(entries: &'a BTreeMap<Vec<u8>, Meta>) -> Self {
+        BaseCursor {
+            entries,
+            at: entries.range::<[u8], _>(..).peekable(),
+        }
+    }
+
+    fn get(&mut self, name: &[u8]) -> Option<&'a Meta> {
+        if self
+            .at
+            .peek()
+            .is_none_or(|(next, _)| next.as_slice() != name)
+        {
+            self.at = self
+                .entries
+                .range::<[u8], _>((Bound::Included(name), Bound::Unbounded))
+                .peekable();
+        }
+        match self.at.peek() {
+            Some((next, _)) if next.as_slice() == name => self.at.next().map(|(_, m)| m),
+            _ => None,
+        }
     }
 }
 
@@ -455,7 +506,7 @@ fn emit_tree<W: Write>(
 fn new_state(nodes: Vec<Node>, failed: Vec<Vec<u8>>) -> State {
     // Pre-order is nearly name order: collecting sorts it in about one pass, where inserting
     // one by one would search the map for each.
-    let mut entries: std::collections::BTreeMap<Vec<u8>, Meta> = nodes
+    let mut entries: BTreeMap<Vec<u8>, Meta> = nodes
         .into_iter()
         .filter(|n| !n.unlisted)
         .map(|n| {
@@ -1345,6 +1396,38 @@ mod tests {
             dumpdir_listing(&changed.nodes[3], &changed.nodes, &changes),
             b"Yd\0\0"
         );
+    }
+
+    #[test]
+    fn names_that_sort_before_a_slash_are_compared_with_their_own_base_entries() {
+        // The walk's pre-order is `a, a/x, a/y, a-b, a.c, b`; byte order puts `a-b` and `a.c`
+        // before `a/x`. Every unchanged file must be found, whichever order it comes in, and
+        // a new one (`a/new`) in between must not throw the others off.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(root.join("a")).unwrap();
+        for name in ["a/x", "a/y", "a-b", "a.c", "b"] {
+            fs::write(root.join(name), name).unwrap();
+        }
+        let source = |base| TreeSource {
+            root: root.clone(),
+            excludes: vec![],
+            one_file_system: false,
+            base,
+        };
+        let base = new_state(source(Base::Full).scan().unwrap().nodes, Vec::new());
+        fs::write(root.join("a/new"), b"n").unwrap();
+        fs::write(root.join("a.c"), b"changed size").unwrap();
+        let again = source(Base::Loaded(base.clone())).scan().unwrap();
+        let changes = Changes::new(&again.nodes, Some(&base));
+        let changed: Vec<String> = again
+            .nodes
+            .iter()
+            .zip(&changes.changed)
+            .filter(|(n, changed)| **changed && !n.stat.is_dir())
+            .map(|(n, _)| display(n.path().strip_prefix(&root).unwrap()))
+            .collect();
+        assert_eq!(changed, ["a/new", "a.c"]);
     }
 
     /// The files a stream holds (not its directories' dumpdirs).
