@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use syntax::{ConfigError, Pos};
+/// Spans as the configuration writes them, for the command line too (`quilt gc --grace`).
+pub use values::span;
 
 use crate::pipeline::compress::Compression;
 /// The cycle settings belong to the cycle policy, which reads them; the configuration fills them.
