@@ -262,7 +262,7 @@ pub enum QuiltAction {
     Gc {
         /// Keep unreferenced content younger than this (a run still uploading has no manifest
         /// yet): 30s, 15m, 36h, 7d
-        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::config::span)]
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::config::values::span)]
         grace: chrono::Duration,
     },
 }

@@ -12,14 +12,13 @@ mod sets;
 mod settings;
 mod shown;
 pub mod syntax;
-mod values;
+/// Values as directives write them; `values::span` serves the command line too (`--grace`).
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use syntax::{ConfigError, Pos};
-/// Spans as the configuration writes them, for the command line too (`quilt gc --grace`).
-pub use values::span;
 
 use crate::pipeline::compress::Compression;
 /// The cycle settings belong to the cycle policy, which reads them; the configuration fills them.

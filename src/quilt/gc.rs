@@ -8,9 +8,10 @@
 //! still uploading has stored new content but not yet its manifest). Just before deleting,
 //! the manifests are read once more, and whatever a manifest committed meanwhile references is
 //! kept. What remains of the race with a concurrent backup: a run that found a content object
-//! present, and checked once more just before its commit that it still is, could commit in the
-//! moments between that re-read and the deletion — its manifest would then name a deleted
-//! object (`verify` reports it; the next run of the set uploads it again). Each candidate is
+//! present, and checked once more just before its commit that it still is, could commit
+//! between that re-read and the deletion (at most the time gc spends deleting) — its manifest
+//! would then name a deleted object (`verify` reports it; the next run of the set uploads the
+//! content again). Each candidate is
 //! HEADed right before its deletion: its Object Lock retention, which a listing does not give,
 //! keeps it (reported, not an error). Multipart uploads of content left open longer than the
 //! grace period (a killed run's) are aborted. Retention (`prune`) never deletes content.
