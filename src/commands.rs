@@ -510,10 +510,10 @@ fn quilt_gc_command(
     };
     let outcome = runtime.block_on(quilt::gc::collect(&store, grace))?;
     let mut out = std::io::stdout().lock();
-    let (verb, abort) = if test {
-        ("would delete", "would abort")
+    let (verb, abort, done) = if test {
+        ("would delete", "would abort", "to be deleted")
     } else {
-        ("deleted", "aborted")
+        ("deleted", "aborted", "deleted")
     };
     for (key, reason) in &outcome.deleted {
         writeln!(out, "{verb} {} ({reason})", store.locate(key))?;
@@ -530,7 +530,7 @@ fn quilt_gc_command(
     }
     writeln!(
         out,
-        "quilt gc: {} content objects, {} referenced by {} manifests, {} {verb}, {} kept",
+        "quilt gc: {} content objects, {} referenced ({} manifests read), {} {done}, {} kept",
         outcome.examined,
         outcome.referenced,
         outcome.manifests,
