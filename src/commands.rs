@@ -74,7 +74,12 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
     // The commands cron runs; not list, recover or bucket, which someone is waiting for.
     if matches!(
         cli.command,
-        None | Some(Command::Run { .. } | Command::Prune { .. } | Command::Verify { .. })
+        None | Some(
+            Command::Run { .. }
+                | Command::Prune { .. }
+                | Command::Verify { .. }
+                | Command::Quilt { .. }
+        )
     ) {
         apply_operations(&config);
     }

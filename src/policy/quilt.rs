@@ -109,13 +109,15 @@ mod tests {
         let referenced: BTreeSet<String> = ["quilt/content/a".to_string()].into();
         let old = Some(t(0));
         let young = Some(t(24 * 10 - 1));
-        let cases: &[(
-            &str,
+        // key, modified, locked until, deleted, reason.
+        type Case = (
+            &'static str,
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             bool,
-            &str,
-        )] = &[
+            &'static str,
+        );
+        let cases: &[Case] = &[
             // Referenced: kept however old, locked or not.
             (
                 "quilt/content/a",
