@@ -156,6 +156,11 @@ pub enum Command {
         #[command(subcommand)]
         action: BucketAction,
     },
+    /// The quilt: content shared by runs and hosts (see "Quilting" in README)
+    Quilt {
+        #[command(subcommand)]
+        action: QuiltAction,
+    },
     /// Check the configuration and print it resolved, secrets masked
     Config {
         #[command(subcommand)]
@@ -239,6 +244,26 @@ pub enum BucketAction {
         decrypt: DecryptArgs,
         #[command(flatten)]
         host: HostArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuiltAction {
+    /// Create a new quilt secret (64 hex digits, mode 0600) and print its fingerprint; never
+    /// replaces an existing file. Install the same file on every host that shares the quilt
+    Init {
+        /// Where to write it (the QuiltKeyFile of the hosts that will share the quilt)
+        #[arg(long, value_name = "PATH")]
+        key_file: PathBuf,
+    },
+    /// Delete the content objects that no manifest of any host references and that are older
+    /// than the grace period (with -t: only show them); an unreadable manifest stops it before
+    /// any deletion
+    Gc {
+        /// Keep unreferenced content younger than this (a run still uploading has no manifest
+        /// yet): 30s, 15m, 36h, 7d
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::config::values::span)]
+        grace: chrono::Duration,
     },
 }
 

@@ -11,7 +11,7 @@ use clap::CommandFactory;
 
 use crate::backup::{self, Outcome, RunContext};
 use crate::catalog;
-use crate::cli::{BucketAction, Cli, Command, ConfigAction};
+use crate::cli::{BucketAction, Cli, Command, ConfigAction, QuiltAction};
 use crate::config::{self, BucketSpec, BucketUrl, Config, SetSpec, SourceSpec};
 use crate::error::{Error, ExitStatus};
 use crate::keys::Identity;
@@ -21,7 +21,7 @@ use crate::policy::retention::Reason;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
-use crate::{bucket, metrics, notify, prune, recover, report, verify};
+use crate::{bucket, metrics, notify, prune, quilt, recover, report, verify};
 
 /// A panic is a bug, but it still ends as one readable line and a failure status.
 pub fn install_panic_hook(debug: bool) {
@@ -54,6 +54,10 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             man_page(&mut std::io::stdout().lock())?;
             return Ok(ExitStatus::Ok);
         }
+        // A local file only: made anywhere (the operator's machine), no configuration needed.
+        Some(Command::Quilt {
+            action: QuiltAction::Init { key_file },
+        }) => return quilt_init_command(key_file),
         _ => {}
     }
     let config = Config::load(&cli.config).map_err(Error::configuration)?;
@@ -70,7 +74,12 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
     // The commands cron runs; not list, recover or bucket, which someone is waiting for.
     if matches!(
         cli.command,
-        None | Some(Command::Run { .. } | Command::Prune { .. } | Command::Verify { .. })
+        None | Some(
+            Command::Run { .. }
+                | Command::Prune { .. }
+                | Command::Verify { .. }
+                | Command::Quilt { .. }
+        )
     ) {
         apply_operations(&config);
     }
@@ -161,6 +170,9 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             verify_command(&runtime, &config, request, cli.json)
         }
         Command::Bucket { action } => bucket_command(&runtime, &config, action, cli.test),
+        Command::Quilt {
+            action: QuiltAction::Gc { grace },
+        } => quilt_gc_command(&runtime, &config, cli.test, cli.wait, grace),
         Command::Config {
             action: ConfigAction::Check,
         } => {
@@ -169,7 +181,11 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             print!("{}", config::describe::config_text(&config));
             Ok(ExitStatus::Ok)
         }
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. }
+        | Command::Man
+        | Command::Quilt {
+            action: QuiltAction::Init { .. },
+        } => unreachable!("handled above"),
     }
 }
 
@@ -459,6 +475,83 @@ fn prune_command(
         crate::connect::remember_lacking(config);
     }
     Ok(code)
+}
+
+fn quilt_init_command(key_file: &std::path::Path) -> Result<ExitStatus, Error> {
+    let secret = quilt::init::create(key_file).map_err(|e| match e {
+        // Nothing was done: the file stays as it was.
+        quilt::init::InitError::Exists(_) => Error::configuration(e),
+        e => Error::from(e),
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "created {} (mode 0600)", key_file.display())?;
+    writeln!(out, "quilt secret fingerprint: {}", secret.fingerprint())?;
+    writeln!(
+        out,
+        "install this file on every host that shares the quilt (QuiltKeyFile); the bucket keeps \
+         only the fingerprint"
+    )?;
+    Ok(ExitStatus::Ok)
+}
+
+fn quilt_gc_command(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    test: bool,
+    wait: bool,
+    grace: chrono::Duration,
+) -> Result<ExitStatus, Error> {
+    let _lock = if test {
+        None
+    } else {
+        Some(lock(config, wait)?)
+    };
+    // Deletions go through the deleting credentials (PruneKeyfile), as prune's.
+    let store = open_deleting_store(runtime, config)?;
+    let store = if test {
+        DryRunStore::wrap(store)
+    } else {
+        store
+    };
+    let outcome = runtime.block_on(quilt::gc::collect(&store, grace))?;
+    let mut out = std::io::stdout().lock();
+    let (verb, abort, done) = if test {
+        ("would delete", "would abort", "to be deleted")
+    } else {
+        ("deleted", "aborted", "deleted")
+    };
+    for (key, reason) in &outcome.deleted {
+        writeln!(out, "{verb} {} ({reason})", store.locate(key))?;
+    }
+    for (key, reason) in &outcome.kept {
+        writeln!(out, "kept {} ({reason})", store.locate(key))?;
+    }
+    for key in &outcome.aborted {
+        writeln!(
+            out,
+            "{abort} the unfinished upload of {}",
+            store.locate(key)
+        )?;
+    }
+    writeln!(
+        out,
+        "quilt gc: {} content objects, {} referenced ({} manifests read), {} {done}, {} kept",
+        outcome.examined,
+        outcome.referenced,
+        outcome.manifests,
+        outcome.deleted.len(),
+        outcome.kept.len()
+    )?;
+    if !test {
+        crate::connect::remember_lacking(config);
+    }
+    if outcome.failures.is_empty() {
+        return Ok(ExitStatus::Ok);
+    }
+    for f in &outcome.failures {
+        log::error!("quilt gc: {f}");
+    }
+    Ok(ExitStatus::Failed)
 }
 
 /// Prints the verdicts of one set's prune (and its gc's deletions, for a bucket set).

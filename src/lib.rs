@@ -27,6 +27,7 @@ pub mod policy;
 pub mod process;
 pub mod progress;
 pub mod prune;
+pub mod quilt;
 pub mod recover;
 pub mod report;
 pub mod schema;

@@ -3,9 +3,11 @@
 //!
 //! Every committed run of the selected sets is checked with HEAD requests only: its manifest
 //! parses, every object it names exists (the archive with the size the manifest records, the
-//! range hashes with one line per range), and its chain is complete (every DIFF's base is
-//! there). Reading goes further on the runs a recovery would read — the chain `recover` reads
-//! now, per set; every run with `--all`; the chain at a time with `--at`; a random part with
+//! range hashes with one line per range), every quilt content object it references exists
+//! (each HEADed once, however many runs share it), and its chain is complete (every DIFF's
+//! base is there). Reading goes further on the runs a recovery would read — the chain
+//! `recover` reads now, per set; every run with `--all`; the chain at a time with `--at`;
+//! a random part with
 //! `--sample` — through recovery's own path ([`recover::check_archive`]): ranged GETs checked
 //! against the range SHA-256s, and with `--deep` decryption, decompression and the tar parser
 //! (or a dump's length) to the end, into nothing. Debris — objects and uploads of interrupted
@@ -23,12 +25,15 @@ use crate::prune;
 use crate::recover::{self, Check};
 use crate::schema::layout::{self, Kind as RunKind, RunId};
 use crate::schema::manifest::Manifest;
+use crate::schema::quilt;
 use crate::store::dry_run::DryRunStore;
 use crate::store::retrieval::{self, Retrieval};
-use crate::store::{DynStore, ErrorKind, ObjectInfo};
+use crate::store::{DynStore, ErrorKind, ObjectInfo, StoreError};
 
 /// HEAD requests in flight at once (one run's objects each).
 const PARALLEL_RUNS: usize = 8;
+/// HEAD requests of quilt content in flight at once.
+const PARALLEL_CONTENT: usize = 16;
 
 pub struct Request<'a> {
     /// The sets to verify (names as `list` shows them); empty: every set of the host in the
@@ -253,10 +258,11 @@ pub fn verify(
     report.to_read = to_read.len();
     let to_read = sample(to_read, request.sample);
 
-    // HEAD checks, several runs at a time.
+    // HEAD checks, several runs at a time; quilt content, shared by runs, once per object.
+    let content = handle.block_on(head_content(store, &scope));
     let checked: Vec<(RunReport, Option<ObjectInfo>)> = handle.block_on(
         stream::iter(&scope)
-            .map(|m| check_run(store, &runs, &unreadable_runs, m))
+            .map(|m| check_run(store, &runs, &unreadable_runs, &content, m))
             .buffered(PARALLEL_RUNS)
             .collect(),
     );
@@ -309,6 +315,7 @@ async fn check_run(
     store: &DynStore,
     runs: &[Manifest],
     unreadable: &BTreeSet<(String, RunId)>,
+    content: &ContentHeads,
     m: &Manifest,
 ) -> (RunReport, Option<ObjectInfo>) {
     let mut report = RunReport::new(&m.set, Some((m.run, m.kind)));
@@ -356,6 +363,9 @@ async fn check_run(
     // A run whose own objects are not as recorded is not read (it would only fail again); a
     // broken chain does not stop reading the run's own archive.
     let archive = archive.filter(|_| report.ok());
+    // Content the run references lives outside its prefix, shared: missing, it fails the
+    // recovery of the files it holds, but the archive itself can still be read.
+    check_quilt(store, content, m, &mut report);
     if let Err(e) = catalog::chain_of(runs, m) {
         let object = store.locate(&layout::manifest_key(&m.host, &m.set, m.run, m.kind));
         let mut message = e.to_string();
@@ -367,6 +377,56 @@ async fn check_run(
         report.problems.push(Problem::damage(object, message));
     }
     (report, archive)
+}
+
+/// What HEAD said of each quilt content object a checked run references: whether it exists.
+type ContentHeads = BTreeMap<String, Result<bool, StoreError>>;
+
+/// HEADs every content object the `runs` reference, each once (runs and hosts share them).
+async fn head_content(store: &DynStore, runs: &[&Manifest]) -> ContentHeads {
+    let keys: BTreeSet<&str> = runs
+        .iter()
+        .filter_map(|m| m.quilt.as_ref())
+        .flat_map(|q| q.content.iter().map(String::as_str))
+        .filter(|k| quilt::is_content_key(k))
+        .collect();
+    stream::iter(keys)
+        .map(|key| async move { (key.to_string(), store.head(key).await.map(|i| i.is_some())) })
+        .buffer_unordered(PARALLEL_CONTENT)
+        .collect()
+        .await
+}
+
+/// The checks of the quilt content `m` references (from [`head_content`]): each must be a
+/// content key, and exist.
+fn check_quilt(store: &DynStore, content: &ContentHeads, m: &Manifest, report: &mut RunReport) {
+    let Some(quilt) = &m.quilt else {
+        return;
+    };
+    report.checked.push("quilt");
+    let manifest = store.locate(&layout::manifest_key(&m.host, &m.set, m.run, m.kind));
+    for key in &quilt.content {
+        let object = store.locate(key);
+        if !quilt::is_content_key(key) {
+            report.problems.push(Problem::damage(
+                manifest.clone(),
+                format!("{manifest}: names {object} as quilt content, which is not a content key (damaged manifest)"),
+            ));
+            continue;
+        }
+        match content.get(key) {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                let message = format!(
+                    "{object}: quilt content object is missing; run {} of {} references it",
+                    m.run, m.set
+                );
+                report.problems.push(Problem::damage(object, message));
+            }
+            Some(Err(e)) => report.problems.push(Problem::new(object, e.clone())),
+            None => unreachable!("head_content HEADs every content key of every checked run"),
+        }
+    }
 }
 
 /// The size the manifest records for `key`, one of its run's objects: the archive's stored

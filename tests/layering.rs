@@ -219,7 +219,9 @@ const LAYERS: &[&[&str]] = &[
     &[
         "connect", "catalog", "plan", "uploads", "prune", "error", "logging", "notify",
     ],
-    &["backup", "recover", "verify", "bucket", "report", "metrics"],
+    &[
+        "backup", "recover", "verify", "bucket", "quilt", "report", "metrics",
+    ],
     &["cli", "commands"],
 ];
 

@@ -12,7 +12,8 @@ mod sets;
 mod settings;
 mod shown;
 pub mod syntax;
-mod values;
+/// Values as directives write them; `values::span` serves the command line too (`--grace`).
+pub mod values;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -122,7 +122,13 @@ pub(super) fn size(d: &Directive) -> Result<u64, ConfigError> {
 /// A span with its unit: `30s`, `15m`, `36h` or `7d` (zero allowed).
 pub(super) fn duration(d: &Directive) -> Result<chrono::Duration, ConfigError> {
     let w = single(d)?;
-    let (digits, unit) = number_and_unit(&w.text);
+    span(&w.text).map_err(|e| err(&w.pos, format!("{} {e}", d.name.text)))
+}
+
+/// A span as the configuration and the command line write it (`30s`, `15m`, `36h`, `7d`, zero
+/// allowed, at most 100 years); the error completes a sentence about what was given.
+pub fn span(text: &str) -> Result<chrono::Duration, String> {
+    let (digits, unit) = number_and_unit(text);
     let seconds: Option<i64> = match unit.to_ascii_lowercase().as_str() {
         "s" => Some(1),
         "m" => Some(60),
@@ -135,13 +141,10 @@ pub(super) fn duration(d: &Directive) -> Result<chrono::Duration, ConfigError> {
             .checked_mul(unit)
             .filter(|s| *s <= 100 * 365 * 86_400)
             .map(chrono::Duration::seconds)
-            .ok_or_else(|| err(&w.pos, format!("{} is too long", d.name.text))),
-        _ => Err(err(
-            &w.pos,
-            format!(
-                "{} must be a number with a unit, s, m, h or d (like 30s or 7d), not '{}'",
-                d.name.text, w.text
-            ),
+            .ok_or_else(|| "is too long".to_string()),
+        _ => Err(format!(
+            "must be a number with a unit, s, m, h or d (like 30s or 7d), not '{}'",
+            text.trim()
         )),
     }
 }

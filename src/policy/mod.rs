@@ -4,6 +4,7 @@
 pub mod cycle;
 pub mod gc;
 pub mod lock;
+pub mod quilt;
 pub mod retention;
 
 #[cfg(test)]
