@@ -6,10 +6,41 @@
 //! the end-of-archive marker of each input is dropped so several archives (a chain) become one
 //! stream, closed once by [`TarSplicer::finish`]. Each input is read to its very end, so that
 //! the stages below it (decryption, hashing) get to verify their trailers.
+//!
+//! A quilted run's archive (`schema::quilt`) leaves the data of its large files out: such a
+//! member has size 0 and `S3NAP.quilt.*` PAX records naming its content object. Given a
+//! [`QuiltContent`] (recovery's store reader), the splicer puts the content back: the PAX
+//! header without the quilt's records (dropped when nothing else is left), the member's header
+//! with the real size, the content and its padding. No byte of it goes out before its size and
+//! SHA-256 matched the reference: a small file is held in memory and checked first, a larger
+//! one is read twice, a checking pass and then the output pass, checked again, whose last piece
+//! is held back until it matched (so a second pass that differs ends the stream inside the
+//! member, which tar refuses). Members outside the requested paths cost no fetch.
 
 use std::io::{self, Read, Write};
 
+use sha2::{Digest, Sha256};
+
+use crate::schema::quilt::{QuiltRef, PAX_PREFIX};
+use crate::schema::{FormatError, IntegrityError};
+
 const BLOCK: usize = 512;
+
+/// Quilted content up to this size is fetched once and held in memory until checked; larger
+/// content is read twice (well within `MemoryLimit`, at least 10 MiB).
+pub const HELD_IN_MEMORY: u64 = 4 << 20;
+
+/// Where the content of quilted members comes from: recovery's reader of the quilt's content
+/// objects (fetched, decrypted, decompressed). The splicer checks every byte it gives against
+/// the member's reference; its own errors name the object and the member.
+pub trait QuiltContent {
+    /// Where `key` is, as errors name it (`s3://bucket/prefix/quilt/content/…`).
+    fn locate(&self, key: &str) -> String;
+
+    /// The plaintext of the content object `reference` names, for member `name`, from its
+    /// start. Called once for a file of up to [`HELD_IN_MEMORY`] bytes, twice for a larger one.
+    fn open(&mut self, reference: &QuiltRef, name: &[u8]) -> io::Result<Box<dyn Read + '_>>;
+}
 
 /// Which members to keep: all, or those at or below one of the given paths.
 #[derive(Debug, Clone, Default)]
@@ -203,24 +234,95 @@ struct Extended {
     blocks: Vec<u8>,
     long_name: Option<Vec<u8>>,
     pax_name: Option<Vec<u8>>,
+    /// A quilt reference among the PAX records (read only when content can be spliced in).
+    quilt: Option<Result<QuiltRef, FormatError>>,
+}
+
+/// The records of PAX data (`LEN KEY=VALUE\n` each): each record's raw bytes, key and value.
+fn pax_records(data: &[u8]) -> Option<Vec<(&[u8], &[u8], &[u8])>> {
+    let mut rest = data;
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        if len <= space + 1 || len > rest.len() {
+            return None;
+        }
+        let raw = &rest[..len];
+        let record = &raw[space + 1..];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        let eq = record.iter().position(|b| *b == b'=')?;
+        records.push((raw, &record[..eq], &record[eq + 1..]));
+        rest = &rest[len..];
+    }
+    Some(records)
+}
+
+/// Sets a header's size field (octal when it fits, GNU base-256 when not) and its checksum.
+fn set_size(block: &mut [u8; BLOCK], size: u64) {
+    if size < 8u64.pow(11) {
+        block[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    } else {
+        block[124] = 0x80;
+        block[125..128].fill(0);
+        block[128..136].copy_from_slice(&size.to_be_bytes());
+    }
+    block[148..156].fill(b' ');
+    let sum: u32 = block.iter().map(|b| u32::from(*b)).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 impl Extended {
     /// Reads the data of extended header `block` (`size` bytes, `padded` to whole blocks) and
     /// keeps both, noting the name it gives.
+    /// With `quilted`, a PAX header's `S3NAP.quilt.*` records are taken out (and `size`
+    /// records with them: the spliced member's header carries the real size) and kept as the
+    /// next member's reference; a header left with no record is dropped.
     fn read<R: Read>(
         &mut self,
         block: &[u8; BLOCK],
         size: u64,
         padded: u64,
         input: &mut R,
+        quilted: bool,
     ) -> io::Result<()> {
         if size > 16 << 20 {
             return Err(bad("extended header larger than 16 MiB"));
         }
-        self.blocks.extend_from_slice(block);
         let mut data = vec![0u8; padded as usize];
         input.read_exact(&mut data)?;
+        if quilted && block[156] == b'x' {
+            let records = pax_records(&data[..size as usize])
+                .ok_or_else(|| bad("malformed PAX extended header"))?;
+            if records
+                .iter()
+                .any(|(_, k, _)| k.starts_with(PAX_PREFIX.as_bytes()))
+            {
+                let view = records
+                    .iter()
+                    .filter_map(|(_, k, v)| std::str::from_utf8(k).ok().map(|k| (k, *v)));
+                self.quilt = QuiltRef::from_pax(view);
+                let kept: Vec<u8> = records
+                    .iter()
+                    .filter(|(_, k, _)| !k.starts_with(PAX_PREFIX.as_bytes()) && *k != b"size")
+                    .flat_map(|(raw, _, _)| raw.iter().copied())
+                    .collect();
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                if let Some(p) = pax_path(&kept) {
+                    self.pax_name = Some(p);
+                }
+                let mut header = *block;
+                set_size(&mut header, kept.len() as u64);
+                self.blocks.extend_from_slice(&header);
+                self.blocks.extend_from_slice(&kept);
+                let pad = kept.len().div_ceil(BLOCK) * BLOCK - kept.len();
+                self.blocks.extend_from_slice(&vec![0u8; pad]);
+                return Ok(());
+            }
+        }
+        self.blocks.extend_from_slice(block);
         match block[156] {
             b'L' => self.long_name = Some(cstr(&data[..size as usize]).to_vec()),
             b'x' => {
@@ -274,7 +376,18 @@ impl<W: Write> TarSplicer<W> {
     }
 
     /// Copies the members of one archive that `filter` keeps.
-    pub fn append<R: Read>(&mut self, mut input: R, filter: &mut PathFilter) -> io::Result<()> {
+    pub fn append<R: Read>(&mut self, input: R, filter: &mut PathFilter) -> io::Result<()> {
+        self.append_with(input, filter, None)
+    }
+
+    /// Copies the members of one archive that `filter` keeps; with `quilt`, the archive is a
+    /// quilted run's, whose quilted members get their content back from it (checked).
+    pub fn append_with<R: Read>(
+        &mut self,
+        mut input: R,
+        filter: &mut PathFilter,
+        mut quilt: Option<&mut dyn QuiltContent>,
+    ) -> io::Result<()> {
         let mut block = [0u8; BLOCK];
         let mut extended = Extended::default();
         loop {
@@ -286,34 +399,55 @@ impl<W: Write> TarSplicer<W> {
             if block.iter().all(|b| *b == 0) {
                 // End of archive: drain the padding and whatever trails it to the very end.
                 io::copy(&mut input, &mut io::sink())?;
-                if !extended.blocks.is_empty() {
+                if !extended.blocks.is_empty() || extended.quilt.is_some() {
                     return Err(bad("extended header without a member"));
                 }
                 return Ok(());
             }
             let (size, padded) = data_size(&block)?;
             match block[156] {
-                b'L' | b'K' | b'x' => extended.read(&block, size, padded, &mut input)?,
+                b'L' | b'K' | b'x' => {
+                    extended.read(&block, size, padded, &mut input, quilt.is_some())?
+                }
                 _ => {
                     let name = extended.take_name(&block);
                     let pending = std::mem::take(&mut extended.blocks);
-                    self.member(&block, &name, &pending, padded, &mut input, filter)?;
+                    let member = Member {
+                        block: &block,
+                        name: &name,
+                        pending: &pending,
+                        padded,
+                    };
+                    match extended.quilt.take() {
+                        None => self.member(member, &mut input, filter)?,
+                        Some(reference) => {
+                            let reference = reference.map_err(|e| {
+                                bad(&format!("member {}: {e}", String::from_utf8_lossy(&name)))
+                            })?;
+                            let source = quilt
+                                .as_deref_mut()
+                                .expect("quilt references are read only with a source");
+                            self.quilted(member, &reference, source, filter)?;
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Passes on, lists or skips the member whose header is `block` (its extended headers'
-    /// raw blocks in `pending`), reading its `padded` bytes of data from `input` in every case.
+    /// Passes on, lists or skips `member`, reading its data from `input` in every case.
     fn member<R: Read>(
         &mut self,
-        block: &[u8; BLOCK],
-        name: &[u8],
-        pending: &[u8],
-        padded: u64,
+        member: Member,
         input: &mut R,
         filter: &mut PathFilter,
     ) -> io::Result<()> {
+        let Member {
+            block,
+            name,
+            pending,
+            padded,
+        } = member;
         let typeflag = block[156];
         // Global PAX headers apply to everything after them: always kept.
         let keep = typeflag == b'g' || filter.keep(name);
@@ -322,11 +456,7 @@ impl<W: Write> TarSplicer<W> {
         }
         if self.listing {
             if typeflag != b'g' {
-                let code = if typeflag == 0 { b'0' } else { typeflag };
-                self.out.write_all(&[code, b' '])?;
-                self.out.write_all(name)?;
-                self.out.write_all(b"\n")?;
-                self.members += 1;
+                self.list(typeflag, name)?;
             }
             return copy_data(input, padded, &mut io::sink());
         }
@@ -338,6 +468,73 @@ impl<W: Write> TarSplicer<W> {
         if typeflag != b'g' {
             self.members += 1;
         }
+        Ok(())
+    }
+
+    fn list(&mut self, typeflag: u8, name: &[u8]) -> io::Result<()> {
+        let code = if typeflag == 0 { b'0' } else { typeflag };
+        self.out.write_all(&[code, b' '])?;
+        self.out.write_all(name)?;
+        self.out.write_all(b"\n")?;
+        self.members += 1;
+        Ok(())
+    }
+
+    /// Passes on (with its content, checked), lists (after checking its content) or skips
+    /// (fetching nothing) the quilted `member`.
+    fn quilted(
+        &mut self,
+        member: Member,
+        reference: &QuiltRef,
+        source: &mut dyn QuiltContent,
+        filter: &mut PathFilter,
+    ) -> io::Result<()> {
+        let Member {
+            block,
+            name,
+            pending,
+            padded,
+        } = member;
+        let typeflag = block[156];
+        if !matches!(typeflag, b'0' | 0) || padded != 0 {
+            return Err(bad(&format!(
+                "member {} carries a quilt reference but is not an empty regular file",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if !filter.keep(name) {
+            return Ok(());
+        }
+        if self.listing {
+            pass_content(source, reference, name, &mut |_| Ok(()))?;
+            return self.list(typeflag, name);
+        }
+        let mut header = *block;
+        set_size(&mut header, reference.size);
+        let padding = reference.size.div_ceil(BLOCK as u64) * BLOCK as u64 - reference.size;
+        if reference.size <= HELD_IN_MEMORY {
+            let mut held = Vec::with_capacity(reference.size as usize);
+            pass_content(source, reference, name, &mut |piece| {
+                held.extend_from_slice(piece);
+                Ok(())
+            })?;
+            self.between_members = false;
+            self.out.write_all(pending)?;
+            self.out.write_all(&header)?;
+            self.out.write_all(&held)?;
+        } else {
+            // Checked once before its header goes out, so that a bad object leaves the stream
+            // between members; checked again as it goes out, its last piece held back.
+            pass_content(source, reference, name, &mut |_| Ok(()))?;
+            self.between_members = false;
+            self.out.write_all(pending)?;
+            self.out.write_all(&header)?;
+            let out = &mut self.out;
+            pass_content(source, reference, name, &mut |piece| out.write_all(piece))?;
+        }
+        self.out.write_all(&vec![0u8; padding as usize])?;
+        self.between_members = true;
+        self.members += 1;
         Ok(())
     }
 
@@ -361,6 +558,77 @@ impl<W: Write> TarSplicer<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// A member as the archive holds it: its header, its name, the extended headers' blocks that
+/// go in front of it, and the length of its data padded to whole blocks.
+struct Member<'a> {
+    block: &'a [u8; BLOCK],
+    name: &'a [u8],
+    pending: &'a [u8],
+    padded: u64,
+}
+
+/// Reads the content `reference` names through `source` to its end, giving it to `each` piece
+/// by piece, the last piece only once the size and SHA-256 matched the reference: an error
+/// otherwise, naming the object and the member.
+fn pass_content(
+    source: &mut dyn QuiltContent,
+    reference: &QuiltRef,
+    name: &[u8],
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let target = source.locate(&reference.key);
+    let mismatch = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            IntegrityError(format!(
+                "{target}: the content of {} {what}: replaced or damaged",
+                String::from_utf8_lossy(name)
+            )),
+        )
+    };
+    let (mut seen, mut hasher, mut held) = (0u64, Sha256::new(), Vec::new());
+    {
+        let mut reader = source.open(reference, name)?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            seen += n as u64;
+            if seen > reference.size {
+                return Err(mismatch(format!(
+                    "holds more than the {} bytes its reference says",
+                    reference.size
+                )));
+            }
+            hasher.update(&buf[..n]);
+            if !held.is_empty() {
+                each(&held)?;
+                held.clear();
+            }
+            held.extend_from_slice(&buf[..n]);
+        }
+    }
+    if seen != reference.size {
+        return Err(mismatch(format!(
+            "holds {seen} bytes, its reference says {}",
+            reference.size
+        )));
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    if digest != reference.sha256 {
+        return Err(mismatch(format!(
+            "has SHA-256 {}, its reference says {}",
+            hex::encode(digest),
+            hex::encode(reference.sha256)
+        )));
+    }
+    each(&held)
 }
 
 /// A GNU long-name header (`././@LongLink`, type `L`) for a 512-byte name.

@@ -12,6 +12,13 @@
 //! Before any byte is read, [`ready`] HEADs every archive of the chain: archived ones (GLACIER,
 //! DEEP_ARCHIVE, also when a lifecycle rule moved them) have their retrieval requested, and
 //! recovery either stops with `RetrievalPending` (exit status 5, nothing written) or waits.
+//!
+//! A quilted run's archive (manifest format 3) gets the content of its quilted members back
+//! from the quilt's content objects ([`quilt`]), checked by the splicer against each member's
+//! reference; a missing, replaced or undecryptable object fails the recovery naming it and the
+//! member, the stream cut so that tar fails. Runs of earlier formats are read exactly as before.
+
+mod quilt;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -29,7 +36,9 @@ use crate::schema::manifest::Manifest;
 use crate::schema::IntegrityError;
 use crate::store::retrieval::{self, Retrieval};
 use crate::store::DynStore;
-use crate::tarstream::{PathFilter, TarSplicer};
+use crate::tarstream::{PathFilter, QuiltContent, TarSplicer};
+
+use self::quilt::StoreContent;
 
 /// How many ranged GETs run at once (each of the manifest's range size).
 const PARALLEL_GETS: usize = 4;
@@ -203,10 +212,16 @@ impl<W: Write> Sink<W> {
         Ok(Sink::Raw(out))
     }
 
-    /// One decoded archive in.
-    fn append(&mut self, mut data: impl Read) -> anyhow::Result<()> {
+    /// One decoded archive in; `quilt` gives a quilted run's content back.
+    fn append(
+        &mut self,
+        mut data: impl Read,
+        quilt: Option<&mut dyn QuiltContent>,
+    ) -> anyhow::Result<()> {
         match self {
-            Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
+            Sink::Tar(splicer, filter) => {
+                splicer.append_with(data, filter, quilt).map_err(typed)?
+            }
             Sink::Raw(w) => {
                 std::io::copy(&mut data, w)?;
             }
@@ -320,14 +335,20 @@ fn stream_archive<W: Write>(
 ) -> anyhow::Result<()> {
     let target = store.locate(&manifest.archive.key);
     let (reader, failure) = open_archive(handle, store, manifest)?;
-    if let Err(e) = decode_into(reader, manifest, decrypt, sink) {
+    let mut content = StoreContent::of(handle, store, manifest, decrypt);
+    let quilt = content.as_mut().map(|c| c as &mut dyn QuiltContent);
+    if let Err(e) = decode_into(reader, manifest, decrypt, sink, quilt) {
         if let Some(e) = written.borrow().blame() {
             return Err(e);
         }
-        // The integrity check's own words beat whatever a later stage made of them.
+        // The integrity check's own words beat whatever a later stage made of them: the
+        // archive's, then the content object's.
         return Err(match failure.get() {
             Some(first) => first.into_anyhow(),
-            None => e.context(format!("recovering {target}")),
+            None => match content.and_then(|c| c.failure) {
+                Some(first) => first.context(format!("recovering {target}")),
+                None => e.context(format!("recovering {target}")),
+            },
         });
     }
     if let Some(first) = failure.get() {
@@ -361,6 +382,7 @@ pub fn check_archive(
 ) -> anyhow::Result<()> {
     let target = store.locate(&manifest.archive.key);
     let (mut reader, failure) = open_archive(handle, store, manifest)?;
+    let mut content = None;
     let checked = match how {
         Check::Read => std::io::copy(&mut reader, &mut std::io::sink())
             .map(drop)
@@ -372,7 +394,10 @@ pub fn check_archive(
             } else {
                 Sink::Raw(std::io::sink())
             };
-            decode_into(reader, manifest, Some(decrypt), &mut sink).and_then(|plaintext| {
+            // A quilted run's content objects are fetched, decrypted and checked too.
+            content = StoreContent::of(handle, store, manifest, Some(decrypt));
+            let quilt = content.as_mut().map(|c| c as &mut dyn QuiltContent);
+            decode_into(reader, manifest, Some(decrypt), &mut sink, quilt).and_then(|plaintext| {
                 let want = manifest.archive.plaintext_size;
                 if plaintext != want {
                     return Err(IntegrityError(format!(
@@ -388,7 +413,28 @@ pub fn check_archive(
     if let Some(first) = failure.get() {
         return Err(first.into_anyhow());
     }
+    if let Some(first) = content.and_then(|c| c.failure) {
+        return Err(first.context(format!("checking {target}")));
+    }
     checked.map_err(|e| e.context(format!("checking {target}")))
+}
+
+/// `e` as an error whose chain holds the integrity error it carries, if it carries one (the
+/// splicer's verdict on quilted content), so that it is reported as one.
+fn typed(e: std::io::Error) -> anyhow::Error {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<IntegrityError>())
+    {
+        if let Ok(integrity) = e
+            .into_inner()
+            .expect("checked")
+            .downcast::<IntegrityError>()
+        {
+            return (*integrity).into();
+        }
+        unreachable!("checked to be an IntegrityError");
+    }
+    e.into()
 }
 
 fn is_tar(manifest: &Manifest) -> bool {
@@ -411,12 +457,14 @@ impl<R: Read> Read for Counted<R> {
 
 /// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`,
 /// decryption and decompression each on a thread of their own, as `gpg -d | zstd -d | tar -x`
-/// would run; returns the plaintext's length.
+/// would run; returns the plaintext's length (the archive's, without spliced content). A
+/// quilted run's members get their content from `quilt`.
 fn decode_into<W: Write>(
     reader: ObjectReader,
     manifest: &Manifest,
     decrypt: Option<&DecryptWith>,
     sink: &mut Sink<W>,
+    quilt: Option<&mut dyn QuiltContent>,
 ) -> anyhow::Result<u64> {
     let how = match (manifest.encrypted(), decrypt) {
         (false, _) => None,
@@ -438,7 +486,7 @@ fn decode_into<W: Write>(
             inner: plain,
             bytes: 0,
         };
-        sink.append(&mut counted)?;
+        sink.append(&mut counted, quilt)?;
         Ok(counted.bytes)
     })
 }
