@@ -830,4 +830,374 @@ mod tests {
         );
         assert!(!gnu_tar_extract(&inside).0);
     }
+
+    /// One PAX record, its length counting itself.
+    pub(crate) fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+        let body = [b" ".as_slice(), key.as_bytes(), b"=", value, b"\n"].concat();
+        let mut len = body.len() + 1;
+        while len.to_string().len() + body.len() != len {
+            len += 1;
+        }
+        [len.to_string().into_bytes(), body].concat()
+    }
+
+    /// A member of a hand-made quilted archive: its name, its bytes, whether it is quilted, and
+    /// PAX records of its own (an xattr).
+    pub(crate) struct Entry<'a> {
+        pub name: &'a str,
+        pub data: &'a [u8],
+        pub quilted: bool,
+        pub xattr: bool,
+    }
+
+    /// The content key of `data` in these tests (any 64 hex digits will do).
+    pub(crate) fn key_of(data: &[u8]) -> String {
+        format!(
+            "{}{}{}",
+            crate::schema::quilt::CONTENT_PREFIX,
+            hex::encode(Sha256::digest(data)),
+            crate::schema::quilt::CONTENT_SUFFIX
+        )
+    }
+
+    /// A quilted run's tar archive as the backup side writes it: a quilted member is a PAX
+    /// header with its reference (and its own records) and a regular-file header of size 0.
+    pub(crate) fn quilted_archive(entries: &[Entry]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut records = Vec::new();
+            if e.xattr {
+                records.extend(pax_record("SCHILY.xattr.user.note", b"kept"));
+            }
+            if e.quilted {
+                let reference = QuiltRef {
+                    key: key_of(e.data),
+                    size: e.data.len() as u64,
+                    sha256: Sha256::digest(e.data).into(),
+                };
+                for (k, v) in reference.pax_records() {
+                    records.extend(pax_record(&k, &v));
+                }
+            }
+            if !records.is_empty() {
+                let mut h = tar::Header::new_ustar();
+                h.set_path(format!("PaxHeaders/{}", e.name)).unwrap();
+                h.set_entry_type(tar::EntryType::XHeader);
+                h.set_mode(0o644);
+                h.set_size(records.len() as u64);
+                h.set_cksum();
+                b.append(&h, &records[..]).unwrap();
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o640);
+            h.set_mtime(1_700_000_000);
+            let data: &[u8] = if e.quilted { b"" } else { e.data };
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, e.name, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Quilt content from memory; counts what it was asked for, and can give other bytes from
+    /// the second read of an object on (a store whose object was replaced meanwhile).
+    #[derive(Default)]
+    struct Content {
+        objects: std::collections::HashMap<String, Vec<u8>>,
+        opened: Vec<String>,
+        later: Option<Vec<u8>>,
+    }
+
+    impl Content {
+        fn of(files: &[&[u8]]) -> Self {
+            let mut c = Content::default();
+            for f in files {
+                c.objects.insert(key_of(f), f.to_vec());
+            }
+            c
+        }
+    }
+
+    impl QuiltContent for Content {
+        fn locate(&self, key: &str) -> String {
+            format!("mem://{key}")
+        }
+
+        fn open(&mut self, reference: &QuiltRef, _: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+            let again = self.opened.contains(&reference.key);
+            self.opened.push(reference.key.clone());
+            let data = match (&self.later, again) {
+                (Some(later), true) => later.clone(),
+                _ => self
+                    .objects
+                    .get(&reference.key)
+                    .cloned()
+                    .ok_or_else(|| io::Error::other(format!("{} is missing", reference.key)))?,
+            };
+            Ok(Box::new(io::Cursor::new(data)))
+        }
+    }
+
+    /// What GNU tar extracts from `stream` into a new directory: its success, and each
+    /// regular file's bytes by name.
+    fn gnu_tar_files(stream: &[u8]) -> (bool, std::collections::BTreeMap<String, Vec<u8>>) {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = Command::new("tar")
+            .args(["-x", "--xattrs", "--xattrs-include=user.*", "-C"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tar.stdin.take().unwrap().write_all(stream).unwrap();
+        let out = tar.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("S3NAP"),
+            "no quilt record reaches tar: {stderr}"
+        );
+        let mut files = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read(&path).unwrap());
+        }
+        (out.status.success(), files)
+    }
+
+    fn splice(
+        archive: &[u8],
+        content: &mut Content,
+        filter: &mut PathFilter,
+    ) -> (Vec<u8>, io::Result<()>) {
+        let mut s = TarSplicer::new(Vec::new());
+        let result = s.append_with(archive, filter, Some(content));
+        match result {
+            Ok(()) => (s.finish().unwrap(), Ok(())),
+            Err(e) => {
+                let mut out = Vec::new();
+                std::mem::swap(&mut out, &mut s.out);
+                let mut cut = TarSplicer::new(&mut out);
+                cut.between_members = s.between_members;
+                cut.abandon().unwrap();
+                (out, Err(e))
+            }
+        }
+    }
+
+    fn big() -> Vec<u8> {
+        (0..HELD_IN_MEMORY as usize + 70_000)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn quilted_members_get_their_exact_content_back_and_gnu_tar_sees_no_reference() {
+        let small = b"small quilted file\n".repeat(100);
+        let big = big();
+        let archive = quilted_archive(&[
+            Entry {
+                name: "plain",
+                data: b"as stored",
+                quilted: false,
+                xattr: false,
+            },
+            Entry {
+                name: "small",
+                data: &small,
+                quilted: true,
+                xattr: true,
+            },
+            Entry {
+                name: "big",
+                data: &big,
+                quilted: true,
+                xattr: false,
+            },
+            Entry {
+                name: "empty",
+                data: b"",
+                quilted: true,
+                xattr: false,
+            },
+        ]);
+        let mut content = Content::of(&[&small, &big, b""]);
+        let (out, result) = splice(&archive, &mut content, &mut PathFilter::default());
+        result.unwrap();
+        let (ok, files) = gnu_tar_files(&out);
+        assert!(ok);
+        assert_eq!(files["plain"], b"as stored");
+        assert_eq!(files["small"], small);
+        assert_eq!(files["big"], big);
+        assert_eq!(files["empty"], b"");
+        // The member's own PAX record stays, the quilt's go.
+        let dir = tempfile::tempdir().unwrap();
+        untar_with_xattrs(&out, dir.path());
+        assert_eq!(
+            xattr_of(&dir.path().join("small"), "user.note").as_deref(),
+            Some(b"kept".as_slice())
+        );
+        assert!(!out.windows(12).any(|w| w == b"S3NAP.quilt."));
+        // A big file is read twice (checked, then passed on, checked again); small ones once.
+        let count = |data: &[u8]| {
+            content
+                .opened
+                .iter()
+                .filter(|k| **k == key_of(data))
+                .count()
+        };
+        assert_eq!((count(&small), count(&big)), (1, 2));
+        // Listed, the content is checked too (once), and nothing fetched twice.
+        let mut listed = TarSplicer::listing(Vec::new());
+        let mut content = Content::of(&[&small, &big, b""]);
+        listed
+            .append_with(&archive[..], &mut PathFilter::default(), Some(&mut content))
+            .unwrap();
+        assert_eq!(content.opened.len(), 3);
+        assert_eq!(
+            String::from_utf8(listed.finish().unwrap()).unwrap(),
+            "0 plain\n0 small\n0 big\n0 empty\n"
+        );
+    }
+
+    fn untar_with_xattrs(stream: &[u8], dest: &std::path::Path) {
+        use std::process::{Command, Stdio};
+        let mut tar = Command::new("tar")
+            .args(["-x", "--xattrs", "--xattrs-include=user.*", "-C"])
+            .arg(dest)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tar.stdin.take().unwrap().write_all(stream).unwrap();
+        assert!(tar.wait().unwrap().success());
+    }
+
+    fn xattr_of(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+        crate::source::xattr::pax_records(path)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k.strip_prefix("SCHILY.xattr.") == Some(name))
+            .map(|(_, v)| v)
+    }
+
+    #[test]
+    fn poisoned_short_or_missing_content_never_reaches_the_output_and_names_object_and_member() {
+        let small = b"the real bytes".repeat(50);
+        let big = big();
+        let archive = |data: &[u8]| {
+            quilted_archive(&[
+                Entry {
+                    name: "first",
+                    data: b"before",
+                    quilted: false,
+                    xattr: false,
+                },
+                Entry {
+                    name: "victim",
+                    data,
+                    quilted: true,
+                    xattr: false,
+                },
+            ])
+        };
+        let mut poisoned_big = big.clone();
+        poisoned_big[1000] ^= 1;
+        let cases: Vec<(&[u8], Vec<u8>, &str)> = vec![
+            // Other content under the same key: its SHA-256 differs.
+            (&small, b"the fake bytes".repeat(50), "has SHA-256"),
+            (&small, small[..small.len() - 1].to_vec(), "holds 699 bytes"),
+            (&small, [small.as_slice(), b"+"].concat(), "holds more than"),
+            (&big, poisoned_big.clone(), "has SHA-256"),
+        ];
+        for (real, stored, said) in cases {
+            let mut content = Content::default();
+            content.objects.insert(key_of(real), stored.clone());
+            let (out, result) = splice(&archive(real), &mut content, &mut PathFilter::default());
+            let err = result.unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(said), "{text}");
+            assert!(text.contains(&format!("mem://{}", key_of(real))), "{text}");
+            assert!(text.contains("victim"), "{text}");
+            assert!(
+                err.get_ref().is_some_and(|e| e.is::<IntegrityError>()),
+                "an integrity error: {err:?}"
+            );
+            // The stream ends before the victim's header: the first member (header and data) and
+            // the marker.
+            assert_eq!(out.len(), 3 * BLOCK, "none of the stored bytes went out");
+            let (ok, files) = gnu_tar_files(&out);
+            assert!(!ok, "tar fails on the cut stream");
+            assert_eq!(files.keys().collect::<Vec<_>>(), vec!["first"]);
+        }
+
+        // Missing: the source's own error, nothing of the member out, tar fails.
+        let mut content = Content::default();
+        let (out, result) = splice(&archive(&small), &mut content, &mut PathFilter::default());
+        assert!(result.unwrap_err().to_string().contains("is missing"));
+        assert!(!gnu_tar_files(&out).0);
+
+        // A big object replaced between the checking pass and the output pass: the stream is
+        // cut inside the member, before its last piece, and tar fails.
+        let mut content = Content::of(&[&big]);
+        content.later = Some(poisoned_big);
+        let (out, result) = splice(&archive(&big), &mut content, &mut PathFilter::default());
+        assert!(result.unwrap_err().to_string().contains("has SHA-256"));
+        assert!(
+            !out.ends_with(&big[big.len() - 1000..]),
+            "the last piece is held back"
+        );
+        assert!(!gnu_tar_files(&out).0);
+    }
+
+    #[test]
+    fn a_path_filter_fetches_only_the_content_of_members_it_keeps() {
+        let (a, b) = (b"content a".repeat(9), b"content b".repeat(9));
+        let archive = quilted_archive(&[
+            Entry {
+                name: "dir/a",
+                data: &a,
+                quilted: true,
+                xattr: false,
+            },
+            Entry {
+                name: "other/b",
+                data: &b,
+                quilted: true,
+                xattr: false,
+            },
+        ]);
+        let mut content = Content::of(&[&a, &b]);
+        let (out, result) = splice(
+            &archive,
+            &mut content,
+            &mut PathFilter::new([b"dir".to_vec()]),
+        );
+        result.unwrap();
+        assert_eq!(content.opened, vec![key_of(&a)]);
+        assert_eq!(names(&out), vec!["dir/a"]);
+
+        // Without a content source (a run of an earlier format), the records pass as they are.
+        let mut plain = TarSplicer::new(Vec::new());
+        plain
+            .append(&archive[..], &mut PathFilter::default())
+            .unwrap();
+        let out = plain.finish().unwrap();
+        assert_eq!(out[..archive.len() - 1024], archive[..archive.len() - 1024]);
+
+        // A reference on anything but an empty regular file is refused.
+        let mut odd = archive.clone();
+        let header = 1024; // after the first PAX header and its data
+        odd[header + 156] = b'5';
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(&odd[header..header + BLOCK]);
+        set_size(&mut block, 0);
+        odd[header..header + BLOCK].copy_from_slice(&block);
+        let err = splice(&odd, &mut Content::of(&[&a]), &mut PathFilter::default())
+            .1
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not an empty regular file"),
+            "{err}"
+        );
+    }
 }
