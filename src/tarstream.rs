@@ -650,7 +650,7 @@ fn truncation_marker() -> [u8; BLOCK] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
