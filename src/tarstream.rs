@@ -238,8 +238,11 @@ struct Extended {
     quilt: Option<Result<QuiltRef, FormatError>>,
 }
 
-/// The records of PAX data (`LEN KEY=VALUE\n` each): each record's raw bytes, key and value.
-fn pax_records(data: &[u8]) -> Option<Vec<(&[u8], &[u8], &[u8])>> {
+/// One PAX record: its raw bytes (`LEN KEY=VALUE\n`), its key and its value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+/// The records of PAX data, in order; `None` when it is malformed.
+fn pax_records(data: &[u8]) -> Option<Vec<PaxRecord<'_>>> {
     let mut rest = data;
     let mut records = Vec::new();
     while !rest.is_empty() {
