@@ -127,6 +127,41 @@ fn a_quilted_run_recovers_exactly_with_s3nap_and_with_the_stock_tool_script() {
         &f.dir.join("out"),
     );
 
+    // Through gpg (--gpg): the content objects are decrypted as the archive is.
+    let out = s3nap(
+        &[
+            "-c",
+            f.conf.to_str().unwrap(),
+            "recover",
+            f.tree.to_str().unwrap(),
+            "--gpg",
+        ],
+        &[("GNUPGHOME", &f.gpg.home)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = f.dir.join("via-gpg");
+    untar_xattrs(&out.stdout, &dest);
+    assert_same_tree(&f.tree, &dest.join(f.tree.strip_prefix("/").unwrap()));
+
+    // --list names the quilted members as any other, from the archive alone.
+    let out = s3nap(
+        &[
+            "-c",
+            f.conf.to_str().unwrap(),
+            "recover",
+            f.tree.to_str().unwrap(),
+            "--list",
+            "--identity",
+            f.gpg.secret.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for (_, member) in &f.run.content {
+        assert!(listed.contains(member.as_str()), "{member} in {listed}");
+    }
+
     // recover PATH: only what it names.
     let out = s3nap(
         &[

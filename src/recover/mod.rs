@@ -733,8 +733,24 @@ mod tests {
         cert: &sequoia_openpgp::Cert,
         entries: &[Entry],
     ) -> Manifest {
+        put_quilted_run(memory, cert, entries, 0, None)
+    }
+
+    /// As [`put_quilted`], a run `second`s past a fixed time: a DIFF on `base` when given.
+    fn put_quilted_run(
+        memory: &MemoryStore,
+        cert: &sequoia_openpgp::Cert,
+        entries: &[Entry],
+        second: i64,
+        base: Option<RunId>,
+    ) -> Manifest {
         use crate::schema::quilt::QuiltUse;
-        let run = RunId::at(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+        let run = RunId::at(chrono::DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap());
+        let kind = if base.is_some() {
+            Kind::Diff
+        } else {
+            Kind::Full
+        };
         let plain = quilted_archive(entries);
         let data = seal(&plain, cert);
         let digests: Vec<[u8; 32]> = data
@@ -742,15 +758,15 @@ mod tests {
             .map(|c| sha2::Sha256::digest(c).into())
             .collect();
         let hashes = RangeHashes::encode(&digests);
-        let mut m = sample("dir/x", run, Kind::Full, None);
-        m.archive.key = layout::archive_key("h", "dir/x", run, Kind::Full, "tar.zst.gpg");
+        let mut m = sample("dir/x", run, kind, base);
+        m.archive.key = layout::archive_key("h", "dir/x", run, kind, "tar.zst.gpg");
         m.archive.compression = Compression::Zstd { level: 3 };
         m.archive.recipients = vec![cert.fingerprint().to_hex()];
         m.archive.plaintext_size = plain.len() as u64;
         m.archive.stored_size = data.len() as u64;
         m.archive.sha256 = hex::encode(sha2::Sha256::digest(&data));
         m.archive.ranges = Some(RangeHashes {
-            key: layout::archive_key("h", "dir/x", run, Kind::Full, "sha256"),
+            key: layout::archive_key("h", "dir/x", run, kind, "sha256"),
             range_size: RANGE,
             count: digests.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(&hashes)),
@@ -779,7 +795,7 @@ mod tests {
         }
         let m = Manifest::from_json(&m.to_json()).expect("a valid manifest");
         memory.insert(
-            &layout::manifest_key("h", "dir/x", run, Kind::Full),
+            &layout::manifest_key("h", "dir/x", run, kind),
             m.to_json(),
             now,
         );
@@ -981,5 +997,28 @@ mod tests {
         let plain = quilted_archive(&tree());
         assert_eq!(out[..plain.len() - 1024], plain[..plain.len() - 1024]);
         assert!(faults.calls().iter().all(|c| !c.key.starts_with("quilt/")));
+    }
+
+    #[test]
+    fn a_chain_gets_each_archives_quilted_content() {
+        let (cert, decrypt) = identity();
+        let memory = Arc::new(MemoryStore::new());
+        let full = put_quilted_run(&memory, &cert, &tree(), 0, None);
+        let changed = b"srv/a as changed since the FULL\n";
+        let diff_entries = [Entry {
+            name: "srv/a",
+            data: changed,
+            quilted: true,
+            xattr: false,
+        }];
+        let diff = put_quilted_run(&memory, &cert, &diff_entries, 60, Some(full.run));
+        // Each run's manifest lists its own content only.
+        assert_eq!(diff.quilt.as_ref().unwrap().content, vec![key_of(changed)]);
+        let (out, result) = recover_quilted(memory, &decrypt, vec![]);
+        assert_eq!(result.unwrap().runs.len(), 2);
+        let got = files(&out);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], ("srv/a".to_string(), A.to_vec()));
+        assert_eq!(got[3], ("srv/a".to_string(), changed.to_vec()));
     }
 }
