@@ -1203,4 +1203,17 @@ pub(crate) mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn spliced_sizes_of_8_gib_and_more_are_written_in_base_256() {
+        // Octal's 11 digits end below 8 GiB: a larger quilted file's header says its size in
+        // GNU base-256, which GNU tar and the splicer itself read back.
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(tar::Header::new_ustar().as_bytes());
+        for size in [0, 8u64.pow(11) - 1, 8u64.pow(11), 5 << 40] {
+            set_size(&mut block, size);
+            assert_eq!(data_size(&block).unwrap().0, size, "{size}");
+        }
+        assert_eq!(block[124], 0x80);
+    }
 }
