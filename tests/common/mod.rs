@@ -18,6 +18,7 @@ use aws_sdk_s3::Client;
 
 pub mod databases;
 pub mod proxy;
+pub mod quilt;
 
 /// The S3 server of one test (moto by default, s3s-fs from [`S3Server::start_s3s_fs`]). Killed
 /// when dropped.

@@ -12,6 +12,13 @@
 //! Before any byte is read, [`ready`] HEADs every archive of the chain: archived ones (GLACIER,
 //! DEEP_ARCHIVE, also when a lifecycle rule moved them) have their retrieval requested, and
 //! recovery either stops with `RetrievalPending` (exit status 5, nothing written) or waits.
+//!
+//! A quilted run's archive (manifest format 3) gets the content of its quilted members back
+//! from the quilt's content objects ([`quilt`]), checked by the splicer against each member's
+//! reference; a missing, replaced or undecryptable object fails the recovery naming it and the
+//! member, the stream cut so that tar fails. Runs of earlier formats are read exactly as before.
+
+mod quilt;
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -29,7 +36,9 @@ use crate::schema::manifest::Manifest;
 use crate::schema::IntegrityError;
 use crate::store::retrieval::{self, Retrieval};
 use crate::store::DynStore;
-use crate::tarstream::{PathFilter, TarSplicer};
+use crate::tarstream::{PathFilter, QuiltContent, TarSplicer};
+
+use self::quilt::StoreContent;
 
 /// How many ranged GETs run at once (each of the manifest's range size).
 const PARALLEL_GETS: usize = 4;
@@ -203,10 +212,16 @@ impl<W: Write> Sink<W> {
         Ok(Sink::Raw(out))
     }
 
-    /// One decoded archive in.
-    fn append(&mut self, mut data: impl Read) -> anyhow::Result<()> {
+    /// One decoded archive in; `quilt` gives a quilted run's content back.
+    fn append(
+        &mut self,
+        mut data: impl Read,
+        quilt: Option<&mut dyn QuiltContent>,
+    ) -> anyhow::Result<()> {
         match self {
-            Sink::Tar(splicer, filter) => splicer.append(data, filter)?,
+            Sink::Tar(splicer, filter) => {
+                splicer.append_with(data, filter, quilt).map_err(typed)?
+            }
             Sink::Raw(w) => {
                 std::io::copy(&mut data, w)?;
             }
@@ -320,14 +335,20 @@ fn stream_archive<W: Write>(
 ) -> anyhow::Result<()> {
     let target = store.locate(&manifest.archive.key);
     let (reader, failure) = open_archive(handle, store, manifest)?;
-    if let Err(e) = decode_into(reader, manifest, decrypt, sink) {
+    let mut content = StoreContent::of(handle, store, manifest, decrypt);
+    let quilt = content.as_mut().map(|c| c as &mut dyn QuiltContent);
+    if let Err(e) = decode_into(reader, manifest, decrypt, sink, quilt) {
         if let Some(e) = written.borrow().blame() {
             return Err(e);
         }
-        // The integrity check's own words beat whatever a later stage made of them.
+        // The integrity check's own words beat whatever a later stage made of them: the
+        // archive's, then the content object's.
         return Err(match failure.get() {
             Some(first) => first.into_anyhow(),
-            None => e.context(format!("recovering {target}")),
+            None => match content.and_then(|c| c.failure) {
+                Some(first) => first.context(format!("recovering {target}")),
+                None => e.context(format!("recovering {target}")),
+            },
         });
     }
     if let Some(first) = failure.get() {
@@ -361,6 +382,7 @@ pub fn check_archive(
 ) -> anyhow::Result<()> {
     let target = store.locate(&manifest.archive.key);
     let (mut reader, failure) = open_archive(handle, store, manifest)?;
+    let mut content = None;
     let checked = match how {
         Check::Read => std::io::copy(&mut reader, &mut std::io::sink())
             .map(drop)
@@ -372,7 +394,10 @@ pub fn check_archive(
             } else {
                 Sink::Raw(std::io::sink())
             };
-            decode_into(reader, manifest, Some(decrypt), &mut sink).and_then(|plaintext| {
+            // A quilted run's content objects are fetched, decrypted and checked too.
+            content = StoreContent::of(handle, store, manifest, Some(decrypt));
+            let quilt = content.as_mut().map(|c| c as &mut dyn QuiltContent);
+            decode_into(reader, manifest, Some(decrypt), &mut sink, quilt).and_then(|plaintext| {
                 let want = manifest.archive.plaintext_size;
                 if plaintext != want {
                     return Err(IntegrityError(format!(
@@ -388,7 +413,28 @@ pub fn check_archive(
     if let Some(first) = failure.get() {
         return Err(first.into_anyhow());
     }
+    if let Some(first) = content.and_then(|c| c.failure) {
+        return Err(first.context(format!("checking {target}")));
+    }
     checked.map_err(|e| e.context(format!("checking {target}")))
+}
+
+/// `e` as an error whose chain holds the integrity error it carries, if it carries one (the
+/// splicer's verdict on quilted content), so that it is reported as one.
+fn typed(e: std::io::Error) -> anyhow::Error {
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<IntegrityError>())
+    {
+        if let Ok(integrity) = e
+            .into_inner()
+            .expect("checked")
+            .downcast::<IntegrityError>()
+        {
+            return (*integrity).into();
+        }
+        unreachable!("checked to be an IntegrityError");
+    }
+    e.into()
 }
 
 fn is_tar(manifest: &Manifest) -> bool {
@@ -411,12 +457,14 @@ impl<R: Read> Read for Counted<R> {
 
 /// Decrypts (when the archive is encrypted) and decompresses the archive's bytes into `sink`,
 /// decryption and decompression each on a thread of their own, as `gpg -d | zstd -d | tar -x`
-/// would run; returns the plaintext's length.
+/// would run; returns the plaintext's length (the archive's, without spliced content). A
+/// quilted run's members get their content from `quilt`.
 fn decode_into<W: Write>(
     reader: ObjectReader,
     manifest: &Manifest,
     decrypt: Option<&DecryptWith>,
     sink: &mut Sink<W>,
+    quilt: Option<&mut dyn QuiltContent>,
 ) -> anyhow::Result<u64> {
     let how = match (manifest.encrypted(), decrypt) {
         (false, _) => None,
@@ -438,7 +486,7 @@ fn decode_into<W: Write>(
             inner: plain,
             bytes: 0,
         };
-        sink.append(&mut counted)?;
+        sink.append(&mut counted, quilt)?;
         Ok(counted.bytes)
     })
 }
@@ -455,6 +503,7 @@ mod tests {
     use crate::schema::manifest::{sample, RangeHashes};
     use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
     use crate::store::memory::MemoryStore;
+    use crate::tarstream::tests::{key_of, quilted_archive, Entry};
 
     const RANGE: u64 = 1000;
 
@@ -655,5 +704,321 @@ mod tests {
         // Some flips change nothing that matters (a letter's case in a hex digest, a warning):
         // the archive then comes out whole, and the test saw both outcomes.
         assert!(passed > 0);
+    }
+
+    /// zstd, then OpenPGP to `cert`: a content object's and a quilted archive's stored form.
+    fn seal(data: &[u8], cert: &sequoia_openpgp::Cert) -> Vec<u8> {
+        let compressed = zstd::encode_all(data, 3).unwrap();
+        let mut sealer =
+            crate::pipeline::encrypt::Sealer::new(Vec::new(), std::slice::from_ref(cert)).unwrap();
+        sealer.write_all(&compressed).unwrap();
+        sealer.finish().unwrap()
+    }
+
+    fn identity() -> (sequoia_openpgp::Cert, DecryptWith) {
+        let (cert, _) = sequoia_openpgp::cert::CertBuilder::general_purpose(Some("t@example.org"))
+            .generate()
+            .unwrap();
+        let identity = DecryptWith::Identity(crate::keys::Identity {
+            certs: vec![cert.clone()],
+            path: "key.asc".into(),
+        });
+        (cert, identity)
+    }
+
+    /// Stores a quilted run (format 3) of set "dir/x" holding `entries`: its archive, range
+    /// hashes and manifest, and a content object for each quilted file.
+    fn put_quilted(
+        memory: &MemoryStore,
+        cert: &sequoia_openpgp::Cert,
+        entries: &[Entry],
+    ) -> Manifest {
+        put_quilted_run(memory, cert, entries, 0, None)
+    }
+
+    /// As [`put_quilted`], a run `second`s past a fixed time: a DIFF on `base` when given.
+    fn put_quilted_run(
+        memory: &MemoryStore,
+        cert: &sequoia_openpgp::Cert,
+        entries: &[Entry],
+        second: i64,
+        base: Option<RunId>,
+    ) -> Manifest {
+        use crate::schema::quilt::QuiltUse;
+        let run = RunId::at(chrono::DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap());
+        let kind = if base.is_some() {
+            Kind::Diff
+        } else {
+            Kind::Full
+        };
+        let plain = quilted_archive(entries);
+        let data = seal(&plain, cert);
+        let digests: Vec<[u8; 32]> = data
+            .chunks(RANGE as usize)
+            .map(|c| sha2::Sha256::digest(c).into())
+            .collect();
+        let hashes = RangeHashes::encode(&digests);
+        let mut m = sample("dir/x", run, kind, base);
+        m.archive.key = layout::archive_key("h", "dir/x", run, kind, "tar.zst.gpg");
+        m.archive.compression = Compression::Zstd { level: 3 };
+        m.archive.recipients = vec![cert.fingerprint().to_hex()];
+        m.archive.plaintext_size = plain.len() as u64;
+        m.archive.stored_size = data.len() as u64;
+        m.archive.sha256 = hex::encode(sha2::Sha256::digest(&data));
+        m.archive.ranges = Some(RangeHashes {
+            key: layout::archive_key("h", "dir/x", run, kind, "sha256"),
+            range_size: RANGE,
+            count: digests.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&hashes)),
+        });
+        let mut content: Vec<String> = entries
+            .iter()
+            .filter(|e| e.quilted)
+            .map(|e| key_of(e.data))
+            .collect();
+        content.sort();
+        content.dedup();
+        m.quilt = Some(QuiltUse {
+            fingerprint: "f".repeat(64),
+            min_size: 0,
+            content,
+            uploaded: 0,
+            uploaded_bytes: 0,
+            reused: 0,
+        });
+        m.format = Manifest::format_for(m.quilt.as_ref());
+        let now = chrono::Utc::now();
+        memory.insert(&m.archive.key, data, now);
+        memory.insert(&m.archive.ranges.as_ref().unwrap().key, hashes, now);
+        for e in entries.iter().filter(|e| e.quilted) {
+            memory.insert(&key_of(e.data), seal(e.data, cert), now);
+        }
+        let m = Manifest::from_json(&m.to_json()).expect("a valid manifest");
+        memory.insert(
+            &layout::manifest_key("h", "dir/x", run, kind),
+            m.to_json(),
+            now,
+        );
+        m
+    }
+
+    const A: &[u8] = b"first quilted file\n";
+    const B: &[u8] = b"second quilted file, in another directory\n";
+
+    fn tree() -> [Entry<'static>; 3] {
+        [
+            Entry {
+                name: "srv/a",
+                data: A,
+                quilted: true,
+                xattr: true,
+            },
+            Entry {
+                name: "srv/small",
+                data: b"kept in the archive",
+                quilted: false,
+                xattr: false,
+            },
+            Entry {
+                name: "etc/b",
+                data: B,
+                quilted: true,
+                xattr: false,
+            },
+        ]
+    }
+
+    /// Streams the run of `put_quilted` from `store` (members `paths`): the output and how it
+    /// ended.
+    fn recover_quilted(
+        store: DynStore,
+        decrypt: &DecryptWith,
+        paths: Vec<Vec<u8>>,
+    ) -> (Vec<u8>, anyhow::Result<Summary>) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let request = Request {
+            set: "dir/x".into(),
+            at: None,
+            paths: paths.clone(),
+        };
+        let chain = runtime.block_on(plan(&store, "h", &request)).unwrap();
+        let mut out = Vec::new();
+        let result = stream(
+            runtime.handle(),
+            &store,
+            chain,
+            paths,
+            Some(decrypt),
+            false,
+            &mut out,
+        );
+        (out, result)
+    }
+
+    fn files(stream: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive = tar::Archive::new(stream);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_quilted_run_recovers_its_files_and_a_path_filter_fetches_only_their_content() {
+        let (cert, decrypt) = identity();
+        let memory = Arc::new(MemoryStore::new());
+        let m = put_quilted(&memory, &cert, &tree());
+        assert_eq!(m.format, 3);
+        let faulty = Arc::new(FaultyStore::new(memory, []));
+        let faults = faulty.faults();
+        let (out, result) = recover_quilted(faulty.clone(), &decrypt, vec![]);
+        assert_eq!(result.unwrap().members, 3);
+        assert_eq!(
+            files(&out),
+            vec![
+                ("srv/a".to_string(), A.to_vec()),
+                ("srv/small".to_string(), b"kept in the archive".to_vec()),
+                ("etc/b".to_string(), B.to_vec()),
+            ]
+        );
+        let fetched = |faults: &crate::store::faulty::Faults| {
+            let mut keys: Vec<String> = faults
+                .calls_of(Op::GetRange)
+                .into_iter()
+                .map(|c| c.key)
+                .filter(|k| k.starts_with("quilt/"))
+                .collect();
+            keys.dedup();
+            keys
+        };
+        assert_eq!(fetched(&faults), vec![key_of(A), key_of(B)]);
+
+        faults.forget_calls();
+        let (out, result) = recover_quilted(faulty, &decrypt, vec![b"/etc".to_vec()]);
+        result.unwrap();
+        assert_eq!(files(&out), vec![("etc/b".to_string(), B.to_vec())]);
+        assert_eq!(
+            fetched(&faults),
+            vec![key_of(B)],
+            "only what the filter keeps"
+        );
+    }
+
+    /// The error's text (with its causes), after checking that it is an integrity error.
+    fn integrity(err: anyhow::Error) -> String {
+        assert!(
+            err.chain().any(|c| c.is::<IntegrityError>()),
+            "an integrity error: {err:#}"
+        );
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn missing_poisoned_or_undecryptable_content_fails_naming_object_and_member() {
+        let (cert, decrypt) = identity();
+        let (other, _) = identity();
+        let cases: Vec<(Option<Vec<u8>>, &str)> = vec![
+            (None, "the content object of etc/b is missing"),
+            // Other content under the same key, sealed like the real one.
+            (
+                Some(seal(b"poison", &cert)),
+                "the content of etc/b holds 6 bytes",
+            ),
+            (
+                Some(seal(&B.repeat(2)[..B.len()], &other)),
+                "the content of etc/b cannot be decrypted",
+            ),
+        ];
+        for (stored, said) in cases {
+            let memory = Arc::new(MemoryStore::new());
+            let m = put_quilted(&memory, &cert, &tree());
+            let key = key_of(B);
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime
+                .block_on(crate::store::Store::delete(&*memory, &key))
+                .unwrap();
+            if let Some(stored) = stored {
+                memory.insert(&key, stored, chrono::Utc::now());
+            }
+            let store: DynStore = memory.clone();
+            let (out, result) = recover_quilted(store.clone(), &decrypt, vec![]);
+            let text = integrity(result.err().expect("recovery fails"));
+            assert!(text.contains(said), "{text}");
+            assert!(text.contains(&store.locate(&key)), "{text}");
+            // srv/a and srv/small went out, then the stream was cut so that tar fails.
+            let names: Vec<String> = tar::Archive::new(&out[..])
+                .entries()
+                .unwrap()
+                .map_while(|e| e.ok().map(|e| e.path().unwrap().display().to_string()))
+                .collect();
+            assert_eq!(names[..2], ["srv/a", "srv/small"]);
+            assert!(!names.contains(&"etc/b".to_string()));
+
+            // Deep verification fetches and checks the content too, naming the object.
+            let err =
+                check_archive(runtime.handle(), &store, &m, Check::Decode(&decrypt)).unwrap_err();
+            let text = integrity(err);
+            assert!(text.contains(&store.locate(&key)), "{text}");
+            assert!(text.contains("etc/b"), "{text}");
+        }
+        // Whole, it verifies.
+        let memory = Arc::new(MemoryStore::new());
+        let m = put_quilted(&memory, &cert, &tree());
+        let store: DynStore = memory;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        check_archive(runtime.handle(), &store, &m, Check::Decode(&decrypt)).unwrap();
+    }
+
+    #[test]
+    fn a_format_2_run_passes_quilt_records_on_untouched_and_fetches_nothing() {
+        // An archive that happens to carry such records, in a run of format 2: recovered
+        // exactly as before quilting existed (the records reach tar; no content is fetched).
+        let (cert, decrypt) = identity();
+        let memory = Arc::new(MemoryStore::new());
+        let mut m = put_quilted(&memory, &cert, &tree());
+        m.quilt = None;
+        m.format = 2;
+        memory.insert(
+            &layout::manifest_key("h", "dir/x", m.run, Kind::Full),
+            m.to_json(),
+            chrono::Utc::now(),
+        );
+        let faulty = Arc::new(FaultyStore::new(memory, []));
+        let faults = faulty.faults();
+        let (out, result) = recover_quilted(faulty, &decrypt, vec![]);
+        result.unwrap();
+        let plain = quilted_archive(&tree());
+        assert_eq!(out[..plain.len() - 1024], plain[..plain.len() - 1024]);
+        assert!(faults.calls().iter().all(|c| !c.key.starts_with("quilt/")));
+    }
+
+    #[test]
+    fn a_chain_gets_each_archives_quilted_content() {
+        let (cert, decrypt) = identity();
+        let memory = Arc::new(MemoryStore::new());
+        let full = put_quilted_run(&memory, &cert, &tree(), 0, None);
+        let changed = b"srv/a as changed since the FULL\n";
+        let diff_entries = [Entry {
+            name: "srv/a",
+            data: changed,
+            quilted: true,
+            xattr: false,
+        }];
+        let diff = put_quilted_run(&memory, &cert, &diff_entries, 60, Some(full.run));
+        // Each run's manifest lists its own content only.
+        assert_eq!(diff.quilt.as_ref().unwrap().content, vec![key_of(changed)]);
+        let (out, result) = recover_quilted(memory, &decrypt, vec![]);
+        assert_eq!(result.unwrap().runs.len(), 2);
+        let got = files(&out);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], ("srv/a".to_string(), A.to_vec()));
+        assert_eq!(got[3], ("srv/a".to_string(), changed.to_vec()));
     }
 }
