@@ -55,8 +55,12 @@ fn set_text(set: &SetSpec) -> String {
         crate::store::StorageClass::Standard => String::new(),
         class => format!("; StorageClass {class}"),
     };
+    let quilt = set
+        .quilt
+        .map(|min| format!("; Quilt (files of {min} bytes or more)"))
+        .unwrap_or_default();
     let mut out = format!(
-        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}{class}\n",
+        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}{class}{quilt}\n",
         set.name,
         set.cycle_label(),
         set.pos,

@@ -29,6 +29,7 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tar::{Builder, EntryType, Header};
 
+use super::quilt::{Offered, Quilter};
 use super::state::{Identity, Meta, State};
 use super::{Report, Source, Warning};
 use crate::schema::layout::RunId;
@@ -42,6 +43,8 @@ pub struct TreeSource {
     pub one_file_system: bool,
     /// What a DIFF compares against; [`Base::Full`] for a FULL.
     pub base: Base,
+    /// `Quilt yes`: large files are offered to it (see `source::quilt`).
+    pub quilter: Option<Box<dyn Quilter>>,
 }
 
 /// The base run's state, if any.
@@ -338,8 +341,10 @@ impl Source for TreeSource {
         let changes = Changes::new(&nodes, base.as_ref());
         let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
         let mut emit = Emit::new(&mut out, &mut report);
+        emit.quilter = self.quilter.take();
         emit_tree(&mut emit, &nodes, &changes)?;
         let failed = std::mem::take(&mut emit.failed);
+        self.quilter = emit.quilter.take();
         emit.builder.into_inner()?.flush()?;
         report.state = Some(new_state(nodes, failed));
         Ok(report)
@@ -474,6 +479,8 @@ fn new_state(nodes: Vec<Node>, failed: Vec<Vec<u8>>) -> State {
 /// owners and modes come back too. A path that vanished is a warning; a relative one an error.
 pub struct PickedPaths {
     pub command: Vec<String>,
+    /// `Quilt yes`: large files are offered to it (see `source::quilt`).
+    pub quilter: Option<Box<dyn Quilter>>,
 }
 
 fn node_at(path: &Path) -> io::Result<Node> {
@@ -522,6 +529,7 @@ impl Source for PickedPaths {
         let mut report = Report::default();
         let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
         let mut emit = Emit::new(&mut out, &mut report);
+        emit.quilter = self.quilter.take();
         let mut done = std::collections::HashSet::new();
         for path in &paths {
             let mut chain: Vec<&Path> = path
@@ -545,6 +553,7 @@ impl Source for PickedPaths {
                 }
             }
         }
+        self.quilter = emit.quilter.take();
         emit.builder.into_inner()?.flush()?;
         report.program = Some(run);
         Ok(report)
@@ -858,6 +867,8 @@ struct Emit<'r, W: Write> {
     /// What files are read through: one buffer for the run (a large one, so that large files
     /// take few system calls), not one per file.
     buffer: Vec<u8>,
+    /// Where large files go first (`Quilt yes`).
+    quilter: Option<Box<dyn Quilter>>,
 }
 
 /// Bytes of a file read at once.
@@ -902,6 +913,7 @@ impl<'r, W: Write> Emit<'r, W> {
             failed: Vec::new(),
             dir: None,
             buffer: Vec::new(),
+            quilter: None,
         }
     }
 
@@ -946,6 +958,37 @@ impl<'r, W: Write> Emit<'r, W> {
     fn xattrs_of(&mut self, node: &Node, file: &File) -> io::Result<()> {
         let records = super::xattr::pax_records_fd(file.as_fd());
         self.pax(node, records)
+    }
+
+    /// A quilted file's member: one PAX header with its extended attributes and the quilt
+    /// reference, then the file's header with size 0 (its data is in the quilt).
+    fn quilted(
+        &mut self,
+        node: &Node,
+        name: &Path,
+        file: &File,
+        stat: &Stat,
+        reference: &super::quilt::QuiltRef,
+    ) -> io::Result<()> {
+        let mut records = match super::xattr::pax_records_fd(file.as_fd()) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                warn(
+                    self.report,
+                    &node.path(),
+                    format!("cannot read extended attributes: {e}"),
+                    true,
+                );
+                Vec::new()
+            }
+        };
+        records.extend(reference.pax_records());
+        let (header, data) = pax_header(&records, &node.name);
+        self.builder.append(&header, &data[..])?;
+        let mut header = self.header(stat, EntryType::Regular);
+        header.set_size(0);
+        self.builder.append_data(&mut header, name, io::empty())
     }
 
     fn pax(&mut self, node: &Node, records: io::Result<Vec<(String, Vec<u8>)>>) -> io::Result<()> {
@@ -1110,6 +1153,21 @@ impl<'r, W: Write> Emit<'r, W> {
         // SAFETY: an open descriptor owned by `file`.
         unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
         let size = stat.size;
+        if let Some(quilter) = self.quilter.as_deref_mut().filter(|q| size >= q.min_size()) {
+            match quilter.offer(&file, size, &node.path())? {
+                Offered::Quilted(reference) => {
+                    self.quilted(node, name, &file, &stat, &reference)?;
+                    if stat.nlink > 1 {
+                        self.links.insert(key, node.name.clone());
+                    }
+                    self.report.counts.files += 1;
+                    self.report.counts.content_bytes += size;
+                    return Ok(());
+                }
+                Offered::Inline(Some(problem)) => warn(self.report, &node.path(), problem, false),
+                Offered::Inline(None) => {}
+            }
+        }
         self.xattrs_of(node, &file)?;
         let mut header = self.header(&stat, EntryType::Regular);
         header.set_size(size);
@@ -1306,6 +1364,7 @@ mod tests {
             excludes: vec![root.join("sk*")],
             one_file_system: false,
             base,
+            quilter: None,
         };
         let scan = source(Base::Full).scan().unwrap();
         assert!(
@@ -1380,6 +1439,7 @@ mod tests {
             excludes: Vec::new(),
             one_file_system: false,
             base,
+            quilter: None,
         };
         let mut full = Vec::new();
         let report = source(Base::Full).write_to(&mut full).unwrap();
@@ -1447,6 +1507,7 @@ mod tests {
             excludes: Vec::new(),
             one_file_system: false,
             base: Base::Full,
+            quilter: None,
         };
         let Scan {
             nodes, mut report, ..
