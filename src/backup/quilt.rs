@@ -675,7 +675,19 @@ mod tests {
         assert!(stored[0] & 0x80 != 0, "an OpenPGP packet");
         assert_eq!(f.records(), 0, "the upload record is cleared");
 
-        // Another run (another host with the same secret and recipients) uploads nothing.
+        // Another run (another host with the same secret and recipients) uploads nothing:
+        // it could not even start an upload.
+        let refusing = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [crate::store::faulty::Rule::new(
+                crate::store::faulty::Op::CreateUpload,
+                crate::store::faulty::Fault::Permanent,
+            )],
+        );
+        let f = Fixture {
+            store: Arc::new(refusing),
+            ..f
+        };
         let again = f.run(secret(1));
         assert!(matches!(offer(&again, &a).await, Offered::Quilted(r) if r == ra));
         let used = again.confirm().await.unwrap();
