@@ -92,6 +92,13 @@ fn two_hosts_store_a_shared_file_once_and_a_host_with_another_secret_is_refused(
     let conf_a = host(&dir.join("a"), &server, &gpg, "alpha", &key, &tree_a);
     let conf_b = host(&dir.join("b"), &server, &gpg, "beta", &key, &tree_b);
 
+    // -t says the set is quilted, and stores nothing.
+    let out = s3nap(&["-c", &conf_a, "--now", &night(0), "-t"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("quilted: files of 65536 bytes or more"), "{plan}");
+    assert!(server.keys(BUCKET).is_empty(), "{:?}", server.keys(BUCKET));
+
     let out = s3nap(&["-c", &conf_a, "--now", &night(0)], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let content = content_keys(&server);

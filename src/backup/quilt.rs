@@ -294,14 +294,7 @@ impl QuiltRun {
             lock,
         };
         let upload_id = handle.block_on(store.create_upload(key, &options))?;
-        // The content key stands for its own manifest: once it exists, the upload completed
-        // and nothing may be deleted (see `uploads::finish_one`).
-        let record = Upload {
-            archive: key.to_string(),
-            upload_id: upload_id.clone(),
-            manifest: key.to_string(),
-            others: Vec::new(),
-        };
+        let record = content_record(key, &upload_id);
         if let Err(e) = s.records.record(&record) {
             let _ = handle.block_on(store.abort_upload(key, &upload_id));
             bail!("cannot record the upload of {}: {e}", store.locate(key));
@@ -486,6 +479,18 @@ impl Quilter for QuiltRun {
 
     fn offer(&mut self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
         self.offer_file(file, size, path)
+    }
+}
+
+/// The DiffDir record of a content upload. The content key stands for its own manifest: once
+/// it exists the upload completed, and `uploads::finish_one` deletes nothing (another run may
+/// reference the content by then); otherwise it aborts the upload.
+fn content_record(key: &str, upload_id: &str) -> Upload {
+    Upload {
+        archive: key.to_string(),
+        upload_id: upload_id.to_string(),
+        manifest: key.to_string(),
+        others: Vec::new(),
     }
 }
 
@@ -776,4 +781,79 @@ mod tests {
         let e = format!("{:#}", load_secret(&missing).unwrap_err());
         assert!(e.contains(&missing.display().to_string()), "{e}");
     }
+
+    #[tokio::test]
+    async fn an_interrupted_content_upload_is_aborted_but_completed_content_is_kept() {
+        // The record names the content key as its own manifest: the next run's clean-up
+        // aborts an upload left open, and never deletes content that completed (another run
+        // may reference it by then).
+        let f = Fixture::new();
+        let records = Records::new(f.dir.path());
+        let open = "quilt/content/".to_string() + &"a".repeat(64) + ".zst.gpg";
+        let done = "quilt/content/".to_string() + &"b".repeat(64) + ".zst.gpg";
+        for key in [&open, &done] {
+            let id = f
+                .store
+                .create_upload(key, &UploadOptions::default())
+                .await
+                .unwrap();
+            records.record(&content_record(key, &id)).unwrap();
+            if key == &done {
+                let part = f
+                    .store
+                    .upload_part(key, &id, 1, bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+                f.store.complete_upload(key, &id, vec![part]).await.unwrap();
+            }
+        }
+        crate::uploads::finish_interrupted(&f.store, &records).await;
+        assert!(f.memory.open_uploads().is_empty());
+        assert_eq!(f.memory.keys(), vec![done.clone()]);
+        assert_eq!(f.records(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reused_content_gets_at_least_the_runs_lock() {
+        use crate::store::LockMode;
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
+        let f = Fixture {
+            store: memory.clone(),
+            memory,
+            ..Fixture::new()
+        };
+        let path = f.file("a", &data(1 << 20, 5));
+        let locked = |days| RunLock {
+            mode: LockMode::Governance,
+            retirement: crate::policy::lock::Retirement::Never("test"),
+            run: chrono::Utc::now(),
+            terms: crate::policy::lock::LockTerms {
+                margin: chrono::Duration::zero(),
+                max: chrono::Duration::days(days),
+            },
+        };
+        let with_lock = |days| {
+            let mut run = f.run(secret(1));
+            Arc::get_mut(&mut run.inner).unwrap().settings.lock = Some(locked(days));
+            run
+        };
+        let first = with_lock(10);
+        let Offered::Quilted(r) = offer(&first, &path).await else {
+            panic!("not quilted")
+        };
+        first.confirm().await.unwrap();
+        let until = || {
+            let (store, key) = (f.store.clone(), r.key.clone());
+            async move { store.head(&key).await.unwrap().unwrap().lock.unwrap().until }
+        };
+        let ten = until().await;
+        assert!(ten > chrono::Utc::now() + chrono::Duration::days(9), "{ten}");
+        // A later run that keeps its objects longer extends the reused content's lock.
+        let second = with_lock(20);
+        offer(&second, &path).await;
+        second.confirm().await.unwrap();
+        let twenty = until().await;
+        assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
+    }
 }
+
