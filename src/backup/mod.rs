@@ -485,14 +485,23 @@ async fn start_quilt(
     lock: Option<commit::RunLock>,
 ) -> anyhow::Result<quilt::QuiltRun> {
     let Some(path) = &config.quilt_key_file else {
-        bail!("{} has Quilt yes, but no QuiltKeyFile is configured", set.name);
+        bail!(
+            "{} has Quilt yes, but no QuiltKeyFile is configured",
+            set.name
+        );
     };
     let secret = load_secret(path)?;
     claim_secret(&ctx.store, &secret)
         .await
         .with_context(|| format!("QuiltKeyFile {}", path.display()))?;
-    let settings =
-        quilt::QuiltSettings::new(config, set, ctx.store.clone(), secret, ctx.certs.clone(), lock);
+    let settings = quilt::QuiltSettings::new(
+        config,
+        set,
+        ctx.store.clone(),
+        secret,
+        ctx.certs.clone(),
+        lock,
+    );
     Ok(quilt::QuiltRun::new(settings))
 }
 

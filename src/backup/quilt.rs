@@ -369,10 +369,8 @@ impl QuiltRun {
         let (_, _, stored) = match (produced, uploaded) {
             (Err(e), _) if e.downcast_ref::<Changed>().is_some() => return Err(e),
             (_, Err(e)) => {
-                return Err(anyhow::Error::from(e).context(format!(
-                    "uploading quilt content {}",
-                    s.store.locate(key)
-                )))
+                return Err(anyhow::Error::from(e)
+                    .context(format!("uploading quilt content {}", s.store.locate(key))))
             }
             (Err(e), Ok(_)) => return Err(e),
             (Ok(p), Ok(receipts)) => {
@@ -669,7 +667,10 @@ mod tests {
         };
         assert_eq!(ra, rb);
         assert!(is_content_key(&ra.key), "{}", ra.key);
-        assert_eq!(ra.sha256, <[u8; 32]>::from(Sha256::digest(data(3 << 20, 1))));
+        assert_eq!(
+            ra.sha256,
+            <[u8; 32]>::from(Sha256::digest(data(3 << 20, 1)))
+        );
         let used = run.confirm().await.unwrap();
         assert_eq!((used.uploaded, used.reused), (1, 1));
         assert_eq!(used.content, vec![ra.key.clone()]);
@@ -771,7 +772,10 @@ mod tests {
         std::fs::write(&path, secret(7).to_file_text()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = format!("{:#}", load_secret(&path).unwrap_err());
-        assert!(e.contains(&path.display().to_string()) && e.contains("chmod 600"), "{e}");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("chmod 600"),
+            "{e}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load_secret(&path).unwrap(), secret(7));
         std::fs::write(&path, "0707 not a key\n").unwrap();
@@ -847,7 +851,10 @@ mod tests {
             async move { store.head(&key).await.unwrap().unwrap().lock.unwrap().until }
         };
         let ten = until().await;
-        assert!(ten > chrono::Utc::now() + chrono::Duration::days(9), "{ten}");
+        assert!(
+            ten > chrono::Utc::now() + chrono::Duration::days(9),
+            "{ten}"
+        );
         // A later run that keeps its objects longer extends the reused content's lock.
         let second = with_lock(20);
         offer(&second, &path).await;
@@ -856,4 +863,3 @@ mod tests {
         assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
     }
 }
-

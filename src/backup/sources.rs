@@ -11,9 +11,9 @@ use crate::plan::BaseData;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::SourceInfo;
 use crate::source::program;
+use crate::source::quilt::Quilter;
 use crate::source::state::Identity;
 use crate::source::tree::{Base, PickedPaths, TreeSource};
-use crate::source::quilt::Quilter;
 use crate::source::Source;
 
 /// The file name layers of an archive: `tar.zst.gpg`, `tar.xz`, `tar`.

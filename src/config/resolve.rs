@@ -766,7 +766,10 @@ mod tests {
         assert_eq!(c.sets[0].quilt, None);
         assert_eq!(c.sets[1].quilt, Some(1 << 20));
         assert_eq!(c.sets[2].quilt, Some(1 << 20));
-        assert_eq!(c.quilt_key_file.as_deref(), Some(Path::new("/etc/s3nap/quilt.key")));
+        assert_eq!(
+            c.quilt_key_file.as_deref(),
+            Some(Path::new("/etc/s3nap/quilt.key"))
+        );
         let default = load(&format!("{q}Quilt yes\nDirectory /etc\n")).unwrap();
         assert_eq!(
             default.sets[0].quilt,

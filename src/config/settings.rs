@@ -268,7 +268,7 @@ pub(super) fn memory_limit(g: &mut Globals, d: &Directive) -> Applied {
 pub(super) fn host(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
     if let Err(e) = crate::schema::layout::check_host(&w.text) {
-        return Err(err(&w.pos, &format!("Host: {e}")));
+        return Err(err(&w.pos, format!("Host: {e}")));
     }
     g.host = Some(w.text.clone());
     Ok(())

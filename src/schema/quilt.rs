@@ -140,7 +140,10 @@ impl QuiltRef {
         vec![
             (PAX_KEY.to_string(), self.key.clone().into_bytes()),
             (PAX_SIZE.to_string(), self.size.to_string().into_bytes()),
-            (PAX_SHA256.to_string(), hex::encode(self.sha256).into_bytes()),
+            (
+                PAX_SHA256.to_string(),
+                hex::encode(self.sha256).into_bytes(),
+            ),
         ]
     }
 
