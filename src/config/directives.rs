@@ -610,7 +610,8 @@ pub(super) static DIRECTIVES: &[Spec] = &[
     ),
     scoped(
         "Quilt",
-        "yes",
+        // (`yes` needs GpgRecipient and QuiltKeyFile besides.)
+        "no",
         settings::quilt,
         "yes: files of at least QuiltMinSize are stored once, encrypted, under the store's \
          quilt/ and shared by every run and Host with the same QuiltKeyFile and recipients; \
