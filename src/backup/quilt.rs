@@ -240,8 +240,11 @@ impl QuiltRun {
     /// Offers one file (on the source's thread; see [`Quilter::offer`]).
     fn offer_file(&self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
         let s = &self.inner.settings;
-        let Some(sha256) = hash_unchanged(file, size) else {
-            return Ok(Offered::Inline(Some(changed_warning())));
+        let sha256 = match hash_unchanged(file, size) {
+            Ok(Some(sha256)) => sha256,
+            Ok(None) => return Ok(Offered::Inline(Some(changed_warning()))),
+            // Read inline, where the failure is reported as for any file.
+            Err(_) => return Ok(Offered::Inline(None)),
         };
         let key = s.secret.content_key(&self.inner.recipients, &sha256);
         let reference = QuiltRef {
@@ -498,8 +501,8 @@ fn changed_warning() -> String {
 
 /// Pass 1: the SHA-256 of the file's `size` bytes, read by position; `None` when the file
 /// did not keep its size and modification time while it was read.
-fn hash_unchanged(file: &File, size: u64) -> Option<[u8; 32]> {
-    let before = file.metadata().ok()?;
+fn hash_unchanged(file: &File, size: u64) -> io::Result<Option<[u8; 32]>> {
+    let before = file.metadata()?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; READ_BLOCK];
     let mut at = 0u64;
@@ -507,7 +510,7 @@ fn hash_unchanged(file: &File, size: u64) -> Option<[u8; 32]> {
         let n = match file.read_at(&mut buffer, at) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
+            Err(e) => return Err(e),
         };
         if n == 0 {
             break;
@@ -515,11 +518,11 @@ fn hash_unchanged(file: &File, size: u64) -> Option<[u8; 32]> {
         hasher.update(&buffer[..n]);
         at += n as u64;
     }
-    let after = file.metadata().ok()?;
+    let after = file.metadata()?;
     let same = at == size
         && after.len() == size
         && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec());
-    same.then(|| hasher.finalize().into())
+    Ok(same.then(|| hasher.finalize().into()))
 }
 
 /// Pass 2's source: the file's bytes, hashed again as they go; a different SHA-256 (or size)
@@ -721,8 +724,27 @@ mod tests {
         assert!(f.memory.object(&key).is_none());
         assert!(f.memory.open_uploads().is_empty());
         assert_eq!(f.records(), 0);
-        let t = run.tally();
-        assert_eq!((t.uploaded, t.reused, t.refs.len()), (0, 0, 0));
+        {
+            let t = run.tally();
+            assert_eq!((t.uploaded, t.reused, t.refs.len()), (0, 0, 0));
+        }
+
+        // Pass 1 itself read another size than the file had when it was opened: inline, with
+        // tar's warning, and nothing asked of the store.
+        let path = f.file("b", &data(1 << 20, 2));
+        let this = run.clone();
+        let offered = tokio::task::spawn_blocking(move || {
+            let file = File::open(&path).unwrap();
+            let mut quilter = this;
+            quilter.offer(&file, (1 << 20) + 1, &path).unwrap()
+        })
+        .await
+        .unwrap();
+        match offered {
+            Offered::Inline(Some(w)) => assert!(w.contains("changed as we read it"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(f.content_keys().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

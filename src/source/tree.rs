@@ -1427,6 +1427,94 @@ mod tests {
         names
     }
 
+    /// Quilts files named `big*` (by reference to a fixed key), leaves `changing*` inline
+    /// with a warning, and records what it was offered.
+    struct FakeQuilter(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Quilter for FakeQuilter {
+        fn min_size(&self) -> u64 {
+            10
+        }
+        fn offer(&mut self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
+            assert_eq!(file.metadata().unwrap().len(), size);
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            self.0.lock().unwrap().push(name.clone());
+            Ok(if name.starts_with("big") {
+                Offered::Quilted(crate::schema::quilt::QuiltRef {
+                    key: format!("quilt/content/{}.zst.gpg", "c".repeat(64)),
+                    size,
+                    sha256: [7; 32],
+                })
+            } else {
+                Offered::Inline(Some("file changed as we read it".into()))
+            })
+        }
+    }
+
+    #[test]
+    fn large_files_are_offered_to_the_quilter_and_quilted_ones_become_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("big"), vec![1u8; 100]).unwrap();
+        fs::hard_link(root.join("big"), root.join("big-link")).unwrap();
+        fs::write(root.join("changing"), vec![2u8; 50]).unwrap();
+        fs::write(root.join("small"), b"tiny").unwrap();
+        let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut source = TreeSource {
+            root: root.clone(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            base: Base::Full,
+            quilter: Some(Box::new(FakeQuilter(offered.clone()))),
+        };
+        let mut out = Vec::new();
+        let report = source.write_to(&mut out).unwrap();
+        // Each inode once, at or above the size only.
+        let mut seen = offered.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], "changing");
+        assert!(seen[0].starts_with("big"), "{seen:?}");
+        assert_eq!(report.counts.content_bytes, 100 + 50 + 4);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].problem.contains("changed as we read it"));
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut quilted = 0;
+        for entry in archive.entries().unwrap() {
+            let mut e = entry.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let kind = e.header().entry_type();
+            if kind != EntryType::Regular {
+                continue;
+            }
+            let size = e.header().size().unwrap();
+            let reference = e.pax_extensions().unwrap().map(|records| {
+                let records: Vec<(String, Vec<u8>)> = records
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (r.key().unwrap().to_string(), r.value_bytes().to_vec())
+                    })
+                    .collect();
+                let view = records.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+                crate::schema::quilt::QuiltRef::from_pax(view)
+                    .unwrap()
+                    .unwrap()
+            });
+            if name.ends_with("/changing") {
+                assert_eq!((size, reference.is_none()), (50, true), "inline");
+            } else if name.ends_with("/small") {
+                assert_eq!((size, reference.is_none()), (4, true));
+            } else {
+                assert!(name.contains("/big"), "{name}");
+                assert_eq!(size, 0, "{name}: the data is in the quilt");
+                assert_eq!(reference.unwrap().size, 100);
+                quilted += 1;
+            }
+        }
+        assert_eq!(quilted, 1, "the second name is a link to the first");
+    }
+
     #[test]
     fn a_state_file_is_parsed_during_the_walk_and_a_damaged_one_makes_a_diff_of_every_file() {
         let dir = tempfile::tempdir().unwrap();
