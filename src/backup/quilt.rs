@@ -732,7 +732,18 @@ mod tests {
         // Pass 1 itself read another size than the file had when it was opened: inline, with
         // tar's warning, and nothing asked of the store.
         let path = f.file("b", &data(1 << 20, 2));
-        let this = run.clone();
+        let no_head = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [crate::store::faulty::Rule::new(
+                crate::store::faulty::Op::Head,
+                crate::store::faulty::Fault::Permanent,
+            )],
+        );
+        let f = Fixture {
+            store: Arc::new(no_head),
+            ..f
+        };
+        let this = f.run(secret(1));
         let offered = tokio::task::spawn_blocking(move || {
             let file = File::open(&path).unwrap();
             let mut quilter = this;
