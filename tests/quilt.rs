@@ -240,3 +240,41 @@ fn a_key_file_that_others_can_read_fails_the_set_naming_it() {
     assert!(!err.contains(&"22".repeat(32)), "never the secret: {err}");
     assert!(server.keys(BUCKET).is_empty(), "{:?}", server.keys(BUCKET));
 }
+
+#[test]
+fn a_diff_stores_a_changed_large_file_in_the_quilt_and_references_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let gpg = Gpg::new(dir);
+    let key = key_file(dir, 0x33);
+    let tree = tree(dir, &random_bytes(1 << 20, 1), "x\n");
+    fs::write(tree.join("unchanged.bin"), random_bytes(1 << 20, 9)).unwrap();
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .gpg(&gpg)
+        .host(Some("d"))
+        .line(format!("QuiltKeyFile {}", key.display()))
+        .cycle("c", |c| c.line("Diffs 6\nQuilt yes").directory(&tree))
+        .build();
+    let conf = conf.to_str().unwrap();
+    let out = s3nap(&["-c", conf, "--now", &night(0)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = content_keys(&server);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    fs::write(tree.join("sub/big.bin"), random_bytes(1 << 20, 5)).unwrap();
+    let out = s3nap(&["-c", conf, "--now", &night(1)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let runs = manifests(&server, "d");
+    let diff = &runs[1];
+    assert_eq!(diff["kind"], "diff", "{diff}");
+    assert_eq!(diff["format"], 3, "{diff}");
+    // Only the changed file's new content: uploaded once, and the only key the DIFF names.
+    assert_eq!(diff["quilt"]["uploaded"], 1, "{diff}");
+    let after = content_keys(&server);
+    assert_eq!(after.len(), 3, "{after:?}");
+    let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    assert_eq!(diff["quilt"]["content"], serde_json::json!(new), "{diff}");
+}
