@@ -386,7 +386,19 @@ pub async fn run_set(
     let quilt_use = match &quilt {
         None => None,
         Some(q) => match q.confirm().await {
-            Ok(quilt_use) => Some(quilt_use),
+            Ok(quilt_use) => {
+                log::info!(
+                    "{} [{}]: quilt: {} content object(s) uploaded ({} bytes), {} file(s) \
+                     reused, {} key(s) referenced",
+                    set.name,
+                    set.cycle_label(),
+                    quilt_use.uploaded,
+                    quilt_use.uploaded_bytes,
+                    quilt_use.reused,
+                    quilt_use.content.len()
+                );
+                Some(quilt_use)
+            }
             Err(e) => {
                 commit.abort().await;
                 return Err(e);
