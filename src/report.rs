@@ -288,6 +288,12 @@ fn action_text(config: &Config, set: &SetSpec, action: &Action) -> String {
                 (None, Some(note)) => out.push_str(&format!("    ({note})\n")),
                 (None, None) => {}
             }
+            if let Some(min) = set.quilt {
+                out.push_str(&format!(
+                    "    quilted: files of {min} bytes or more go to quilt/content/ once \
+                     (nothing is read or uploaded in test mode)\n"
+                ));
+            }
             out.push_str(&hooks_text(set));
             out
         }

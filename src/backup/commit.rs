@@ -68,7 +68,7 @@ pub(super) struct RunLock {
 
 impl RunLock {
     /// The lock to set now, by the store's clock.
-    async fn now(&self, store: &DynStore) -> anyhow::Result<ObjectLock> {
+    pub(super) async fn now(&self, store: &DynStore) -> anyhow::Result<ObjectLock> {
         let server_now = store.server_time().await?;
         Ok(ObjectLock {
             mode: self.mode,

@@ -13,6 +13,7 @@ mod hooks;
 mod local;
 mod owner;
 mod planner;
+mod quilt;
 mod retain;
 mod sets;
 mod sources;
@@ -21,7 +22,7 @@ mod stream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use sequoia_openpgp::Cert;
 
@@ -39,6 +40,7 @@ use commit::{ArchiveCommit, RunKeys};
 pub use local::prepare_diff_dir;
 pub use owner::identify;
 pub use planner::Planner;
+pub use quilt::{claim_secret, load_secret};
 pub use retain::{prune_set, pruning_as, verdicts, Pruned};
 pub use sets::{expand_sets, FoundSet, UnreadableDirectory};
 pub use sources::{archive_format, archive_key, extension};
@@ -311,8 +313,27 @@ pub async fn run_set(
         log::warn!("{}: {}", w.path, w.problem);
     }
     let keys = RunKeys::new(config, set, planned.run, planned.kind);
+    let lock = set.object_lock.map(|l| commit::RunLock {
+        mode: l.mode,
+        retirement: earliest_retirement(
+            &set.cycle,
+            set.source.incremental(),
+            now,
+            Some(planned.position),
+        ),
+        run: now,
+        terms: l.terms(),
+    });
+    // Before anything of the set is stored: the quilt must be keyed with this secret.
+    let quilt = match set.quilt {
+        Some(_) => Some(start_quilt(config, ctx, set, lock.clone()).await?),
+        None => None,
+    };
     let start = std::mem::take(&mut planned.local.data);
-    let (source, source_info) = start_source(config, ctx, set, &keys, start).await?;
+    let quilter = quilt
+        .clone()
+        .map(|q| Box::new(q) as Box<dyn crate::source::quilt::Quilter>);
+    let (source, source_info) = start_source(config, ctx, set, &keys, start, quilter).await?;
     let format = source.format();
     // -t printed this key: the source and the certificates must agree with it.
     let encrypted = !ctx.certs.is_empty();
@@ -332,17 +353,6 @@ pub async fn run_set(
         storage_class: set.storage_class,
         lock: None, // ArchiveCommit::begin sets it, on the server's clock.
     };
-    let lock = set.object_lock.map(|l| commit::RunLock {
-        mode: l.mode,
-        retirement: earliest_retirement(
-            &set.cycle,
-            set.source.incremental(),
-            now,
-            Some(planned.position),
-        ),
-        run: now,
-        terms: l.terms(),
-    });
     let commit = ArchiveCommit::begin(
         stores,
         &config.diff_dir,
@@ -360,6 +370,10 @@ pub async fn run_set(
         upload_id: commit.upload_id(),
         certs: ctx.certs.clone(),
         progress: &ctx.progress,
+        memory_limit: match &quilt {
+            Some(_) => quilt::quilt_share(config.memory_limit),
+            None => config.memory_limit,
+        },
     };
     let streamed = match stream::stream(config, set, source, target, planned.expected).await {
         Ok(streamed) => streamed,
@@ -367,6 +381,29 @@ pub async fn run_set(
             commit.abort().await;
             return Err(e);
         }
+    };
+    // Every content key the archive references must exist when the manifest is stored.
+    let quilt_use = match &quilt {
+        None => None,
+        Some(q) => match q.confirm().await {
+            Ok(quilt_use) => {
+                log::info!(
+                    "{} [{}]: quilt: {} content object(s) uploaded ({} bytes), {} file(s) \
+                     reused, {} key(s) referenced",
+                    set.name,
+                    set.cycle_label(),
+                    quilt_use.uploaded,
+                    quilt_use.uploaded_bytes,
+                    quilt_use.reused,
+                    quilt_use.content.len()
+                );
+                Some(quilt_use)
+            }
+            Err(e) => {
+                commit.abort().await;
+                return Err(e);
+            }
+        },
     };
     let Streamed {
         mut report,
@@ -406,6 +443,8 @@ pub async fn run_set(
             };
             let mut manifest = manifest_of(config, &planned, times, archive, source_info, report);
             manifest.owner = Some(ctx.owner.clone());
+            manifest.format = Manifest::format_for(quilt_use.as_ref());
+            manifest.quilt = quilt_use;
             manifest
         })
         .await;
@@ -430,6 +469,7 @@ async fn start_source(
     set: &SetSpec,
     keys: &RunKeys,
     start: BaseData,
+    quilter: Option<Box<dyn crate::source::quilt::Quilter>>,
 ) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
     match (&set.source, &keys.refs) {
         (SourceSpec::Bucket(spec), Some(refs_key)) => {
@@ -444,8 +484,37 @@ async fn start_source(
             .await?;
             Ok((Box::new(snapshot), None))
         }
-        _ => sources::source_for(set, start),
+        _ => sources::source_for(set, start, quilter),
     }
+}
+
+/// The quilt of a quilted set's run: the secret read from QuiltKeyFile and claimed in the
+/// store (a host with another secret is refused before anything is stored).
+async fn start_quilt(
+    config: &Config,
+    ctx: &RunContext,
+    set: &SetSpec,
+    lock: Option<commit::RunLock>,
+) -> anyhow::Result<quilt::QuiltRun> {
+    let Some(path) = &config.quilt_key_file else {
+        bail!(
+            "{} has Quilt yes, but no QuiltKeyFile is configured",
+            set.name
+        );
+    };
+    let secret = load_secret(path)?;
+    claim_secret(&ctx.store, &secret)
+        .await
+        .with_context(|| format!("QuiltKeyFile {}", path.display()))?;
+    let settings = quilt::QuiltSettings::new(
+        config,
+        set,
+        ctx.store.clone(),
+        secret,
+        ctx.certs.clone(),
+        lock,
+    );
+    Ok(quilt::QuiltRun::new(settings))
 }
 
 /// The manifest of the run `planned`, started at `times.0` by the run's clock (which follows

@@ -200,6 +200,7 @@ mod tests {
             object_lock: None,
             restore: vec![],
             hooks: Default::default(),
+            quilt: None,
             pos: crate::config::Pos {
                 file: std::sync::Arc::from(std::path::Path::new("t.conf")),
                 line: 1,

@@ -11,6 +11,7 @@ use crate::plan::BaseData;
 use crate::schema::layout::{self, Kind, RunId};
 use crate::schema::manifest::SourceInfo;
 use crate::source::program;
+use crate::source::quilt::Quilter;
 use crate::source::state::Identity;
 use crate::source::tree::{Base, PickedPaths, TreeSource};
 use crate::source::Source;
@@ -111,6 +112,7 @@ pub fn archive_key(config: &Config, set: &SetSpec, run: RunId, kind: Kind) -> St
 pub(super) fn source_for(
     set: &SetSpec,
     base: BaseData,
+    quilter: Option<Box<dyn Quilter>>,
 ) -> anyhow::Result<(Box<dyn Source>, Option<SourceInfo>)> {
     let restore = if set.restore.is_empty() {
         default_restore(&set.source)
@@ -144,6 +146,7 @@ pub(super) fn source_for(
                     },
                     _ => Base::Full,
                 },
+                quilter,
             };
             let info = SourceInfo::Directory {
                 path: path.display().to_string(),
@@ -176,6 +179,7 @@ pub(super) fn source_for(
         SourceSpec::Picker { run, .. } => (
             Box::new(PickedPaths {
                 command: run.clone(),
+                quilter,
             }),
             None,
         ),

@@ -48,6 +48,9 @@ pub(super) struct Target<'a> {
     pub upload_id: &'a str,
     pub certs: Arc<Vec<Cert>>,
     pub progress: &'a Progress,
+    /// The memory its parts may hold: MemoryLimit, or its share when the quilt's uploads
+    /// run beside it (`quilt::quilt_share`).
+    pub memory_limit: u64,
 }
 
 /// Streams `source` into `to`, its size expected to be about `expected` stored bytes. Both
@@ -66,6 +69,7 @@ pub(super) async fn stream(
         upload_id,
         certs,
         progress,
+        memory_limit,
     } = to;
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let in_flight = progress.clone();
@@ -78,14 +82,13 @@ pub(super) async fn stream(
         move |n| in_flight.in_flight(n),
     ));
     let compression = set.compression;
-    let schedule = Schedule::new(config.chunk_size, expected, config.memory_limit);
+    let schedule = Schedule::new(config.chunk_size, expected, memory_limit);
     log::debug!(
-        "{}: parts of {} bytes (expected: {expected:?} bytes), MemoryLimit {} bytes",
+        "{}: parts of {} bytes (expected: {expected:?} bytes), memory for parts {memory_limit} bytes",
         set.name,
         schedule.base,
-        config.memory_limit
     );
-    let budget = MemoryBudget::new(config.memory_limit);
+    let budget = MemoryBudget::new(memory_limit);
     let parts = PartWriter::new(tx, schedule, budget.clone(), manifest::RANGE_SIZE);
     let progress = progress.clone();
     progress.start_set(&set.name);
@@ -114,8 +117,9 @@ pub(super) async fn stream(
 
 /// The synchronous stages, outermost finished first: source → counter → compressor on this
 /// thread (zstd and xz compress on their own worker threads), then the sealer and the part
-/// writer each on a thread of its own, as `tar | zstd | gpg | split` would run.
-fn produce(
+/// writer each on a thread of its own, as `tar | zstd | gpg | split` would run. The quilt's
+/// content uploads go through it too (`quilt`).
+pub(super) fn produce(
     mut source: Box<dyn Source>,
     compression: Compression,
     certs: Arc<Vec<Cert>>,

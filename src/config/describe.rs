@@ -55,8 +55,12 @@ fn set_text(set: &SetSpec) -> String {
         crate::store::StorageClass::Standard => String::new(),
         class => format!("; StorageClass {class}"),
     };
+    let quilt = set
+        .quilt
+        .map(|min| format!("; Quilt (files of {min} bytes or more)"))
+        .unwrap_or_default();
     let mut out = format!(
-        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}{class}\n",
+        "    {} [cycle {}] at {}: {cycle}{retention}{lock}; {}{class}{quilt}\n",
         set.name,
         set.cycle_label(),
         set.pos,
@@ -122,5 +126,26 @@ mod tests {
             ),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_quilted_set_and_the_key_file_are_shown_never_the_secret() {
+        let path = Path::new("/etc/s3nap/test.conf");
+        let text = "Bucket s3://b/p\nDiffDir /var/lib/s3nap\nHost h\nGpgRecipient a@example.org\n\
+                    QuiltKeyFile /etc/s3nap/quilt.key\nDirectory /etc\n\
+                    <Directory /srv>\n  Quilt yes\n</Directory>\n";
+        let config = resolve(path, &parse_str(path, text).unwrap()).unwrap();
+        let shown = config_text(&config);
+        assert!(
+            shown.contains("QuiltKeyFile     /etc/s3nap/quilt.key (read when a quilted set runs)"),
+            "{shown}"
+        );
+        let srv = shown.lines().find(|l| l.contains("dir/srv")).unwrap();
+        assert!(
+            srv.ends_with("; Quilt (files of 65536 bytes or more)"),
+            "{srv}"
+        );
+        let etc = shown.lines().find(|l| l.contains("dir/etc")).unwrap();
+        assert!(!etc.contains("Quilt"), "{etc}");
     }
 }

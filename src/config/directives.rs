@@ -15,7 +15,7 @@ use super::shown;
 use super::syntax::{Block, ConfigError, Directive, Pos, Word};
 use super::values::{
     boolean, bucket_url, command_words, duration, endpoint, err, file_path, number, positive,
-    single, text,
+    single, size, text,
 };
 use super::Config;
 
@@ -608,6 +608,34 @@ pub(super) static DIRECTIVES: &[Spec] = &[
          Lock until retention could retire the run, plus ObjectLockMargin (the bucket must \
          have Object Lock enabled).",
     ),
+    scoped(
+        "Quilt",
+        // (`yes` needs GpgRecipient and QuiltKeyFile besides.)
+        "no",
+        settings::quilt,
+        "yes: files of at least QuiltMinSize are stored once, encrypted, under the store's \
+         quilt/ and shared by every run and Host with the same QuiltKeyFile and recipients; \
+         the archive keeps a reference (directory and picker sets with GpgRecipient only; \
+         default no).",
+    ),
+    scoped(
+        "QuiltMinSize",
+        "64KiB",
+        |s, d| set(&mut s.quilt_min_size, size(d)),
+        "Smallest file that Quilt stores in the quilt, bytes or 64KiB (default 64 KiB).",
+    ),
+    run(
+        "QuiltKeyFile",
+        "/etc/s3nap/quilt.key",
+        |g, d| set(&mut g.quilt_key_file, file_path(&g.base, d).map(Some)),
+        "The quilt secret (s3nap quilt init writes it; owner-only, the same file on every \
+         Host sharing the quilt), read when a quilted set runs.",
+    )
+    .shown(|c| {
+        c.quilt_key_file
+            .as_ref()
+            .map(|p| format!("{} (read when a quilted set runs)", p.display()))
+    }),
     scoped(
         "ObjectLockMargin",
         "7d",

@@ -249,6 +249,9 @@ pub struct SetSpec {
     pub restore: Vec<String>,
     /// `Before` / `After` commands around the set's run.
     pub hooks: Hooks,
+    /// `Quilt yes`: files of at least this many bytes (`QuiltMinSize`) are stored once in the
+    /// quilt (`schema::quilt`); `None`: not quilted.
+    pub quilt: Option<u64>,
     pub pos: Pos,
 }
 
@@ -376,6 +379,8 @@ pub struct Config {
     pub retrieval: Retrieval,
     /// `MaxUploadRate`, `Nice`, `IoNice`.
     pub operations: Operations,
+    /// `QuiltKeyFile`: the quilt secret, read when a quilted set runs (never at load).
+    pub quilt_key_file: Option<PathBuf>,
     pub sets: Vec<SetSpec>,
 }
 

@@ -37,6 +37,14 @@ pub fn resolve(file: &Path, items: &[Item]) -> Result<Config, ConfigError> {
     let mut config = globals.finish(file)?;
     let mut sets = Sets {
         local_store: matches!(config.store, super::StoreSpec::Local(_)),
+        // Quilted content is shared and must reveal nothing, and its keys need the secret.
+        quilt_problem: if config.recipients.is_empty() {
+            Some("quilted content must be encrypted: configure GpgRecipient")
+        } else if config.quilt_key_file.is_none() {
+            Some("Quilt needs QuiltKeyFile (the quilt secret; s3nap quilt init makes one)")
+        } else {
+            None
+        },
         ..Sets::default()
     };
     sets.walk(items, &root, None)?;
@@ -125,6 +133,8 @@ struct Sets {
     names: HashMap<(String, Option<String>), Pos>,
     /// The store is a local directory, which has no storage classes.
     local_store: bool,
+    /// Why no set can be quilted in this configuration, if it cannot.
+    quilt_problem: Option<&'static str>,
 }
 
 impl Sets {
@@ -215,6 +225,22 @@ impl Sets {
                 ));
             }
         }
+        // Refused rather than ignored, as StorageClass is: a quilt that silently stores
+        // nothing (or stores plaintext) is worse than an error.
+        if let (true, Some(pos)) = &scope.quilt {
+            let tree = matches!(
+                source,
+                super::SourceSpec::Directory { .. } | super::SourceSpec::Picker { .. }
+            );
+            let problem = if tree {
+                self.quilt_problem
+            } else {
+                Some("only directory and picker sets can be quilted")
+            };
+            if let Some(problem) = problem {
+                return Err(err(pos, format!("Quilt yes (for set '{name}'): {problem}")));
+            }
+        }
         self.list.push(SetSpec {
             name,
             source,
@@ -228,6 +254,7 @@ impl Sets {
             }),
             restore: scope.restore.clone(),
             hooks: scope.hooks.clone(),
+            quilt: scope.quilt.0.then_some(scope.quilt_min_size),
             pos: w.pos.clone(),
         });
         Ok(())
@@ -725,5 +752,53 @@ mod tests {
         ))
         .unwrap();
         assert!(c.s3.encryption.is_some());
+    }
+
+    #[test]
+    fn quilt_is_per_set_or_cycle_and_refused_where_it_cannot_work() {
+        let q = "Bucket s3://b\nDiffDir /s\nHost h\nGpgRecipient a@example.org\n\
+                 QuiltKeyFile /etc/s3nap/quilt.key\n";
+        let c = load(&format!(
+            "{q}Directory /etc\n<Cycle w>\n  Quilt yes\n  QuiltMinSize 1MiB\n  Directory /srv\n\
+             \x20 <Picker p>\n    Run /bin/pick\n  </Picker>\n</Cycle>\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sets[0].quilt, None);
+        assert_eq!(c.sets[1].quilt, Some(1 << 20));
+        assert_eq!(c.sets[2].quilt, Some(1 << 20));
+        assert_eq!(
+            c.quilt_key_file.as_deref(),
+            Some(Path::new("/etc/s3nap/quilt.key"))
+        );
+        let default = load(&format!("{q}Quilt yes\nDirectory /etc\n")).unwrap();
+        assert_eq!(
+            default.sets[0].quilt,
+            Some(crate::schema::quilt::DEFAULT_MIN_SIZE)
+        );
+        // Each refusal names the Quilt line.
+        let cases = [
+            (
+                format!("{q}<Cycle w>\n  Quilt yes\n  MySQL shop\n</Cycle>\n"),
+                7,
+                "only directory and picker sets",
+            ),
+            (
+                "Bucket s3://b\nDiffDir /s\nHost h\nQuiltKeyFile /k\nQuilt yes\nDirectory /etc\n"
+                    .to_string(),
+                5,
+                "must be encrypted",
+            ),
+            (
+                "Bucket s3://b\nDiffDir /s\nHost h\nGpgRecipient a\nQuilt yes\nDirectory /etc\n"
+                    .to_string(),
+                5,
+                "needs QuiltKeyFile",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.pos.line, line, "{e}");
+            assert!(e.message.contains(want), "{e}");
+        }
     }
 }

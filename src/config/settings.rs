@@ -82,6 +82,7 @@ pub(super) struct Globals {
     pub(super) notify: Vec<String>,
     pub(super) retrieval: Retrieval,
     pub(super) operations: super::Operations,
+    pub(super) quilt_key_file: Option<PathBuf>,
     /// Credential and encryption directives checked together once all are read.
     pub(super) access: Access,
 }
@@ -125,6 +126,7 @@ impl Globals {
             notify: Vec::new(),
             retrieval: Retrieval::default(),
             operations: super::Operations::default(),
+            quilt_key_file: None,
             access: Access::default(),
         }
     }
@@ -192,6 +194,7 @@ impl Globals {
             notify: self.notify,
             retrieval: self.retrieval,
             operations: self.operations,
+            quilt_key_file: self.quilt_key_file,
             sets: Vec::new(),
         })
     }
@@ -333,6 +336,10 @@ pub(super) struct Scope {
     pub(super) lock_max_days: u64,
     /// `Before`, `After`, `HookTimeout`.
     pub(super) hooks: super::Hooks,
+    /// `Quilt`, with where it was given (for the errors of sets that cannot be quilted).
+    pub(super) quilt: (bool, Option<Pos>),
+    /// `QuiltMinSize`.
+    pub(super) quilt_min_size: u64,
 }
 
 /// Settings of a `<Bucket>` block; `Region` and `Endpoint` are inherited from the top level.
@@ -353,6 +360,8 @@ impl Default for Scope {
     fn default() -> Self {
         Scope {
             cycle: CycleSettings::default(),
+            quilt: (false, None),
+            quilt_min_size: crate::schema::quilt::DEFAULT_MIN_SIZE,
             object_lock: None,
             lock_margin: chrono::Duration::days(7),
             lock_max_days: 3650,
@@ -393,6 +402,12 @@ pub(super) fn object_lock(s: &mut Scope, d: &Directive) -> Applied {
     s.object_lock = choice(d, &modes, |given| {
         format!("ObjectLock must be governance, compliance or no, not '{given}'")
     })?;
+    Ok(())
+}
+
+pub(super) fn quilt(s: &mut Scope, d: &Directive) -> Applied {
+    let on = super::values::boolean(d)?;
+    s.quilt = (on, Some(d.name.pos.clone()));
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! commits: a source error aborts the run, warnings are recorded and raise the exit status.
 
 pub mod program;
+pub mod quilt;
 pub mod state;
 pub mod tree;
 pub mod xattr;

@@ -30,6 +30,7 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tar::{Builder, EntryType, Header};
 
+use super::quilt::{Offered, Quilter};
 use super::state::{Identity, Meta, State};
 use super::{Report, Source, Warning};
 use crate::schema::layout::RunId;
@@ -43,6 +44,8 @@ pub struct TreeSource {
     pub one_file_system: bool,
     /// What a DIFF compares against; [`Base::Full`] for a FULL.
     pub base: Base,
+    /// `Quilt yes`: large files are offered to it (see `source::quilt`).
+    pub quilter: Option<Box<dyn Quilter>>,
 }
 
 /// The base run's state, if any.
@@ -339,8 +342,10 @@ impl Source for TreeSource {
         let changes = Changes::new(&nodes, base.as_ref());
         let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
         let mut emit = Emit::new(&mut out, &mut report);
+        emit.quilter = self.quilter.take();
         emit_tree(&mut emit, &nodes, &changes)?;
         let failed = std::mem::take(&mut emit.failed);
+        self.quilter = emit.quilter.take();
         emit.builder.into_inner()?.flush()?;
         report.state = Some(new_state(nodes, failed));
         // Freeing the base's 100,000 entries is a tenth of an unchanged DIFF's time after the
@@ -525,6 +530,8 @@ fn new_state(nodes: Vec<Node>, failed: Vec<Vec<u8>>) -> State {
 /// owners and modes come back too. A path that vanished is a warning; a relative one an error.
 pub struct PickedPaths {
     pub command: Vec<String>,
+    /// `Quilt yes`: large files are offered to it (see `source::quilt`).
+    pub quilter: Option<Box<dyn Quilter>>,
 }
 
 fn node_at(path: &Path) -> io::Result<Node> {
@@ -573,6 +580,7 @@ impl Source for PickedPaths {
         let mut report = Report::default();
         let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
         let mut emit = Emit::new(&mut out, &mut report);
+        emit.quilter = self.quilter.take();
         let mut done = std::collections::HashSet::new();
         for path in &paths {
             let mut chain: Vec<&Path> = path
@@ -596,6 +604,7 @@ impl Source for PickedPaths {
                 }
             }
         }
+        self.quilter = emit.quilter.take();
         emit.builder.into_inner()?.flush()?;
         report.program = Some(run);
         Ok(report)
@@ -909,6 +918,8 @@ struct Emit<'r, W: Write> {
     /// What files are read through: one buffer for the run (a large one, so that large files
     /// take few system calls), not one per file.
     buffer: Vec<u8>,
+    /// Where large files go first (`Quilt yes`).
+    quilter: Option<Box<dyn Quilter>>,
 }
 
 /// Bytes of a file read at once.
@@ -953,6 +964,7 @@ impl<'r, W: Write> Emit<'r, W> {
             failed: Vec::new(),
             dir: None,
             buffer: Vec::new(),
+            quilter: None,
         }
     }
 
@@ -997,6 +1009,37 @@ impl<'r, W: Write> Emit<'r, W> {
     fn xattrs_of(&mut self, node: &Node, file: &File) -> io::Result<()> {
         let records = super::xattr::pax_records_fd(file.as_fd());
         self.pax(node, records)
+    }
+
+    /// A quilted file's member: one PAX header with its extended attributes and the quilt
+    /// reference, then the file's header with size 0 (its data is in the quilt).
+    fn quilted(
+        &mut self,
+        node: &Node,
+        name: &Path,
+        file: &File,
+        stat: &Stat,
+        reference: &super::quilt::QuiltRef,
+    ) -> io::Result<()> {
+        let mut records = match super::xattr::pax_records_fd(file.as_fd()) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                warn(
+                    self.report,
+                    &node.path(),
+                    format!("cannot read extended attributes: {e}"),
+                    true,
+                );
+                Vec::new()
+            }
+        };
+        records.extend(reference.pax_records());
+        let (header, data) = pax_header(&records, &node.name);
+        self.builder.append(&header, &data[..])?;
+        let mut header = self.header(stat, EntryType::Regular);
+        header.set_size(0);
+        self.builder.append_data(&mut header, name, io::empty())
     }
 
     fn pax(&mut self, node: &Node, records: io::Result<Vec<(String, Vec<u8>)>>) -> io::Result<()> {
@@ -1161,6 +1204,21 @@ impl<'r, W: Write> Emit<'r, W> {
         // SAFETY: an open descriptor owned by `file`.
         unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
         let size = stat.size;
+        if let Some(quilter) = self.quilter.as_deref_mut().filter(|q| size >= q.min_size()) {
+            match quilter.offer(&file, size, &node.path())? {
+                Offered::Quilted(reference) => {
+                    self.quilted(node, name, &file, &stat, &reference)?;
+                    if stat.nlink > 1 {
+                        self.links.insert(key, node.name.clone());
+                    }
+                    self.report.counts.files += 1;
+                    self.report.counts.content_bytes += size;
+                    return Ok(());
+                }
+                Offered::Inline(Some(problem)) => warn(self.report, &node.path(), problem, false),
+                Offered::Inline(None) => {}
+            }
+        }
         self.xattrs_of(node, &file)?;
         let mut header = self.header(&stat, EntryType::Regular);
         header.set_size(size);
@@ -1357,6 +1415,7 @@ mod tests {
             excludes: vec![root.join("sk*")],
             one_file_system: false,
             base,
+            quilter: None,
         };
         let scan = source(Base::Full).scan().unwrap();
         assert!(
@@ -1451,6 +1510,94 @@ mod tests {
         names
     }
 
+    /// Quilts files named `big*` (by reference to a fixed key), leaves `changing*` inline
+    /// with a warning, and records what it was offered.
+    struct FakeQuilter(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Quilter for FakeQuilter {
+        fn min_size(&self) -> u64 {
+            10
+        }
+        fn offer(&mut self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
+            assert_eq!(file.metadata().unwrap().len(), size);
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            self.0.lock().unwrap().push(name.clone());
+            Ok(if name.starts_with("big") {
+                Offered::Quilted(crate::schema::quilt::QuiltRef {
+                    key: format!("quilt/content/{}.zst.gpg", "c".repeat(64)),
+                    size,
+                    sha256: [7; 32],
+                })
+            } else {
+                Offered::Inline(Some("file changed as we read it".into()))
+            })
+        }
+    }
+
+    #[test]
+    fn large_files_are_offered_to_the_quilter_and_quilted_ones_become_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("big"), vec![1u8; 100]).unwrap();
+        fs::hard_link(root.join("big"), root.join("big-link")).unwrap();
+        fs::write(root.join("changing"), vec![2u8; 50]).unwrap();
+        fs::write(root.join("small"), b"tiny").unwrap();
+        let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut source = TreeSource {
+            root: root.clone(),
+            excludes: Vec::new(),
+            one_file_system: false,
+            base: Base::Full,
+            quilter: Some(Box::new(FakeQuilter(offered.clone()))),
+        };
+        let mut out = Vec::new();
+        let report = source.write_to(&mut out).unwrap();
+        // Each inode once, at or above the size only.
+        let mut seen = offered.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], "changing");
+        assert!(seen[0].starts_with("big"), "{seen:?}");
+        assert_eq!(report.counts.content_bytes, 100 + 50 + 4);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].problem.contains("changed as we read it"));
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut quilted = 0;
+        for entry in archive.entries().unwrap() {
+            let mut e = entry.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let kind = e.header().entry_type();
+            if kind != EntryType::Regular {
+                continue;
+            }
+            let size = e.header().size().unwrap();
+            let reference = e.pax_extensions().unwrap().map(|records| {
+                let records: Vec<(String, Vec<u8>)> = records
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (r.key().unwrap().to_string(), r.value_bytes().to_vec())
+                    })
+                    .collect();
+                let view = records.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+                crate::schema::quilt::QuiltRef::from_pax(view)
+                    .unwrap()
+                    .unwrap()
+            });
+            if name.ends_with("/changing") {
+                assert_eq!((size, reference.is_none()), (50, true), "inline");
+            } else if name.ends_with("/small") {
+                assert_eq!((size, reference.is_none()), (4, true));
+            } else {
+                assert!(name.contains("/big"), "{name}");
+                assert_eq!(size, 0, "{name}: the data is in the quilt");
+                assert_eq!(reference.unwrap().size, 100);
+                quilted += 1;
+            }
+        }
+        assert_eq!(quilted, 1, "the second name is a link to the first");
+    }
+
     #[test]
     fn a_state_file_is_parsed_during_the_walk_and_a_damaged_one_makes_a_diff_of_every_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1463,6 +1610,7 @@ mod tests {
             excludes: Vec::new(),
             one_file_system: false,
             base,
+            quilter: None,
         };
         let mut full = Vec::new();
         let report = source(Base::Full).write_to(&mut full).unwrap();
@@ -1530,6 +1678,7 @@ mod tests {
             excludes: Vec::new(),
             one_file_system: false,
             base: Base::Full,
+            quilter: None,
         };
         let Scan {
             nodes, mut report, ..

@@ -1,0 +1,898 @@
+//! A quilted set's run: large files' content into the quilt, references into the archive.
+//!
+//! The tree source offers each large file ([`crate::source::quilt::Quilter`]) on its own
+//! blocking thread; [`QuiltRun`] answers there, calling the store through the runtime's handle.
+//! Pass 1 reads the file and hashes it: the content key follows (`QuiltSecret::content_key`).
+//! A key this run has confirmed already, or that HEAD finds stored, costs nothing more (it is
+//! *reused*). Otherwise pass 2 uploads the file as a multipart upload through the archive's own
+//! stages (`stream::produce`: zstd → OpenPGP → parts → uploader), hashing the plaintext again:
+//! a file that changed between the passes has its upload aborted and goes into the archive
+//! inline, with a warning. Completion is create-only: `Exists` means another host stored the
+//! same content meanwhile, which is as good (reused).
+//!
+//! Each content upload is recorded in DiffDir (`uploads`) like an archive upload, with the
+//! content key as its own "manifest": an interrupted run's next run aborts the upload and
+//! deletes nothing that completed (a completed content object may be another run's by then).
+//!
+//! Just before the run's manifest is stored, [`QuiltRun::confirm`] HEADs every key the archive
+//! references: a key gone meanwhile (gc) is uploaded again from the file, which must still hold
+//! the same content; with ObjectLock, reused content locked for less long than the run gets the
+//! run's retention. Any store error fails the run, as an archive upload's would.
+//!
+//! The quilt's uploads take half of `MemoryLimit`, the archive's stream the other half: both
+//! run at once (the archive's part being filled waits while a large file is uploaded).
+//!
+//! [`claim_secret`] makes sure the bucket's quilt is keyed with this host's secret.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context};
+use sequoia_openpgp::Cert;
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+
+use super::commit::RunLock;
+use super::stream::produce;
+use crate::config::Config;
+use crate::pipeline::budget::MemoryBudget;
+use crate::pipeline::compress::Compression;
+use crate::pipeline::parts::PartWriter;
+use crate::pipeline::schedule::Schedule;
+use crate::pipeline::upload::upload_parts;
+use crate::schema::manifest;
+use crate::schema::quilt::{QuiltRef, QuiltSecret, QuiltUse, SECRET_ID_KEY};
+use crate::source::quilt::{Offered, Quilter};
+use crate::source::{Report, Source};
+use crate::store::{DynStore, ErrorKind, ObjectLock, StorageClass, UploadOptions};
+use crate::uploads::{Records, Upload};
+
+/// Bytes read from a file at once when hashing it.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Reads the quilt secret from `QuiltKeyFile`: it must be owner-only, and no error ever
+/// quotes its content.
+pub fn load_secret(path: &Path) -> anyhow::Result<QuiltSecret> {
+    let named = || format!("QuiltKeyFile {}", path.display());
+    let meta = std::fs::metadata(path).with_context(named)?;
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "{}: readable or writable by group or others (mode {:04o}); the quilt secret must \
+             be owner-only: chmod 600 it",
+            named(),
+            meta.mode() & 0o7777
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(named)?;
+    QuiltSecret::parse(&text).with_context(named)
+}
+
+/// Makes sure the store's quilt is keyed with `secret`: reads `quilt/secret.id`; stores the
+/// secret's fingerprint there (create-only) when it is absent; fails when it holds another
+/// one (content keyed with another secret would never be found by the hosts sharing the
+/// quilt, nor theirs by this one). Callers name their key file in the error's context.
+pub async fn claim_secret(store: &DynStore, secret: &QuiltSecret) -> anyhow::Result<()> {
+    let ours = secret.fingerprint();
+    let stored = match store.get(SECRET_ID_KEY).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            match store.put(SECRET_ID_KEY, format!("{ours}\n").into()).await {
+                Ok(()) => {
+                    log::info!(
+                        "{}: the quilt is now keyed with this secret",
+                        store.locate(SECRET_ID_KEY)
+                    );
+                    return Ok(());
+                }
+                // Another host claimed it meanwhile: its claim is what counts.
+                Err(e) if e.kind == ErrorKind::Exists => store.get(SECRET_ID_KEY).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if String::from_utf8_lossy(&stored).trim() != ours {
+        bail!(
+            "{} names another quilt secret than QuiltKeyFile's: this Host would key its \
+             content differently from the hosts sharing the quilt; install their key file \
+             (or use another bucket or prefix); nothing was stored",
+            store.locate(SECRET_ID_KEY)
+        );
+    }
+    Ok(())
+}
+
+/// What a run stores in the quilt with: the store, the secret, the recipients, the stages'
+/// settings.
+pub(super) struct QuiltSettings {
+    pub store: DynStore,
+    pub secret: QuiltSecret,
+    pub certs: Arc<Vec<Cert>>,
+    pub min_size: u64,
+    /// The archive's compression level when it is zstd; the quilt always uses zstd.
+    pub compression: Compression,
+    pub chunk_size: u64,
+    /// The quilt's share of MemoryLimit.
+    pub memory_limit: u64,
+    pub parallel_uploads: usize,
+    pub records: Records,
+    pub lock: Option<RunLock>,
+    pub set: String,
+}
+
+impl QuiltSettings {
+    pub fn new(
+        config: &Config,
+        set: &crate::config::SetSpec,
+        store: DynStore,
+        secret: QuiltSecret,
+        certs: Arc<Vec<Cert>>,
+        lock: Option<RunLock>,
+    ) -> Self {
+        QuiltSettings {
+            store,
+            secret,
+            certs,
+            min_size: set.quilt.unwrap_or(crate::schema::quilt::DEFAULT_MIN_SIZE),
+            compression: match set.compression {
+                z @ Compression::Zstd { .. } => z,
+                _ => Compression::default(),
+            },
+            chunk_size: config.chunk_size,
+            memory_limit: quilt_share(config.memory_limit),
+            parallel_uploads: config.parallel_uploads,
+            records: Records::new(&config.diff_dir),
+            lock,
+            set: set.name.clone(),
+        }
+    }
+}
+
+/// The share of MemoryLimit each of the archive's stream and the quilt's uploads may hold.
+pub(super) fn quilt_share(memory_limit: u64) -> u64 {
+    (memory_limit / 2).max(crate::pipeline::schedule::MIN_PART)
+}
+
+/// One content key the archive references.
+#[derive(Debug)]
+struct Referenced {
+    sha256: [u8; 32],
+    size: u64,
+    /// The files found with this content, to upload it again from if it vanishes.
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    refs: BTreeMap<String, Referenced>,
+    uploaded: u64,
+    uploaded_bytes: u64,
+    reused: u64,
+}
+
+/// One quilted set's run (see the module comment). Cloned into the source as its quilter.
+#[derive(Clone)]
+pub(super) struct QuiltRun {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: QuiltSettings,
+    recipients: Vec<String>,
+    handle: Handle,
+    tally: Mutex<Tally>,
+}
+
+/// How a content upload ended, when it did not fail.
+enum Stored {
+    /// This run stored it: its stored bytes.
+    Uploaded(u64),
+    /// Another host completed the same content first.
+    Exists,
+    /// The file's content is not the one expected (it changed while read).
+    Changed,
+}
+
+/// The file read by the upload's stages did not hash to pass 1's SHA-256.
+#[derive(Debug, thiserror::Error)]
+#[error("the file changed while it was read")]
+struct Changed;
+
+impl QuiltRun {
+    /// A quilt run on the current runtime.
+    pub fn new(settings: QuiltSettings) -> Self {
+        let recipients = settings
+            .certs
+            .iter()
+            .map(|c| c.fingerprint().to_hex())
+            .collect();
+        QuiltRun {
+            inner: Arc::new(Inner {
+                settings,
+                recipients,
+                handle: Handle::current(),
+                tally: Mutex::new(Tally::default()),
+            }),
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.inner.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, key: &str, sha256: [u8; 32], size: u64, path: &Path) {
+        self.tally()
+            .refs
+            .entry(key.to_string())
+            .or_insert_with(|| Referenced {
+                sha256,
+                size,
+                paths: Vec::new(),
+            })
+            .paths
+            .push(path.to_path_buf());
+    }
+
+    /// Offers one file (on the source's thread; see [`Quilter::offer`]).
+    fn offer_file(&self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
+        let s = &self.inner.settings;
+        let sha256 = match hash_unchanged(file, size) {
+            Ok(Some(sha256)) => sha256,
+            Ok(None) => return Ok(Offered::Inline(Some(changed_warning()))),
+            // Read inline, where the failure is reported as for any file.
+            Err(_) => return Ok(Offered::Inline(None)),
+        };
+        let key = s.secret.content_key(&self.inner.recipients, &sha256);
+        let reference = QuiltRef {
+            key: key.clone(),
+            size,
+            sha256,
+        };
+        let known = self.tally().refs.contains_key(&key);
+        if !known {
+            let head = self.inner.handle.block_on(s.store.head(&key))?;
+            if head.is_none() {
+                match self.upload(file, size, &sha256, &key)? {
+                    Stored::Uploaded(bytes) => {
+                        let mut t = self.tally();
+                        t.uploaded += 1;
+                        t.uploaded_bytes += bytes;
+                        drop(t);
+                        self.remember(&key, sha256, size, path);
+                        return Ok(Offered::Quilted(reference));
+                    }
+                    Stored::Exists => {}
+                    Stored::Changed => return Ok(Offered::Inline(Some(changed_warning()))),
+                }
+            }
+        }
+        self.tally().reused += 1;
+        self.remember(&key, sha256, size, path);
+        Ok(Offered::Quilted(reference))
+    }
+
+    /// Uploads `file` (`size` bytes, expected to hash to `sha256`) as the content object
+    /// `key`, through the archive's stages. Blocks; called on a blocking thread.
+    fn upload(
+        &self,
+        file: &File,
+        size: u64,
+        sha256: &[u8; 32],
+        key: &str,
+    ) -> anyhow::Result<Stored> {
+        let s = &self.inner.settings;
+        let handle = &self.inner.handle;
+        let store = &s.store;
+        let lock = match &s.lock {
+            Some(l) => Some(handle.block_on(l.now(store))?),
+            None => None,
+        };
+        let options = UploadOptions {
+            // Content is shared and read by every recovery of every host: never archived.
+            storage_class: StorageClass::Standard,
+            lock,
+        };
+        let upload_id = handle.block_on(store.create_upload(key, &options))?;
+        let record = content_record(key, &upload_id);
+        if let Err(e) = s.records.record(&record) {
+            let _ = handle.block_on(store.abort_upload(key, &upload_id));
+            bail!("cannot record the upload of {}: {e}", store.locate(key));
+        }
+        let outcome = self.send(file, size, sha256, key, &upload_id, lock.as_ref());
+        let stored = match outcome {
+            Ok(stored) => {
+                if let Stored::Exists = stored {
+                    // The completion was refused: the upload is still open.
+                    let _ = handle.block_on(store.abort_upload(key, &upload_id));
+                }
+                stored
+            }
+            Err(e) => {
+                if let Err(abort) = handle.block_on(store.abort_upload(key, &upload_id)) {
+                    // Left recorded: the next run aborts it.
+                    log::warn!("{abort}; the next run finishes the clean-up");
+                    return Err(e);
+                }
+                if e.downcast_ref::<Changed>().is_none() {
+                    let _ = s.records.clear(key);
+                    return Err(e);
+                }
+                Stored::Changed
+            }
+        };
+        if let Err(e) = s.records.clear(key) {
+            log::warn!("cannot forget the upload of {key}: {e}");
+        }
+        Ok(stored)
+    }
+
+    /// The stages and the uploader of one content object, then its completion.
+    fn send(
+        &self,
+        file: &File,
+        size: u64,
+        sha256: &[u8; 32],
+        key: &str,
+        upload_id: &str,
+        lock: Option<&ObjectLock>,
+    ) -> anyhow::Result<Stored> {
+        let s = &self.inner.settings;
+        let handle = &self.inner.handle;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let uploader = handle.spawn(upload_parts(
+            s.store.clone(),
+            key.to_string(),
+            upload_id.to_string(),
+            rx,
+            s.parallel_uploads,
+            |_| {},
+        ));
+        let schedule = Schedule::new(s.chunk_size, Some(size), s.memory_limit);
+        let budget = MemoryBudget::new(s.memory_limit);
+        let parts = PartWriter::new(tx, schedule, budget, manifest::RANGE_SIZE);
+        let content = Content {
+            file: file.try_clone().context("reading a file again")?,
+            size,
+            sha256: *sha256,
+        };
+        let produced = produce(
+            Box::new(content),
+            s.compression,
+            s.certs.clone(),
+            parts,
+            Box::new(|_| {}),
+        );
+        let uploaded = handle
+            .block_on(uploader)
+            .map_err(|e| anyhow!("upload task failed: {e}"))?;
+        let (_, _, stored) = match (produced, uploaded) {
+            (Err(e), _) if e.downcast_ref::<Changed>().is_some() => return Err(e),
+            (_, Err(e)) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("uploading quilt content {}", s.store.locate(key))))
+            }
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(p), Ok(receipts)) => {
+                let done = handle.block_on(s.store.complete_upload(key, upload_id, receipts));
+                match done {
+                    Ok(()) => p,
+                    Err(e) if e.kind == ErrorKind::Exists => return Ok(Stored::Exists),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if let Some(lock) = lock {
+            handle.block_on(s.store.retain(key, lock))?;
+        }
+        Ok(Stored::Uploaded(stored.size))
+    }
+
+    /// Just before the manifest: every referenced key is HEADed; one that is gone is uploaded
+    /// again from its file (which must still hold that content), and with ObjectLock reused
+    /// content gets at least the run's retention. Returns what the manifest records.
+    pub async fn confirm(&self) -> anyhow::Result<QuiltUse> {
+        let s = &self.inner.settings;
+        let store = &s.store;
+        let lock = match &s.lock {
+            Some(l) => Some(l.now(store).await?),
+            None => None,
+        };
+        let keys: Vec<String> = self.tally().refs.keys().cloned().collect();
+        for key in &keys {
+            match store.head(key).await? {
+                Some(info) => {
+                    if let Some(lock) = &lock {
+                        if info.lock.is_none_or(|l| l.until < lock.until) {
+                            store.retain(key, lock).await.with_context(|| {
+                                format!("extending the lock of {}", store.locate(key))
+                            })?;
+                        }
+                    }
+                }
+                None => {
+                    log::warn!(
+                        "{}: {} vanished before the run was committed (removed by gc?); \
+                         uploading it again",
+                        s.set,
+                        store.locate(key)
+                    );
+                    let this = self.clone();
+                    let key = key.clone();
+                    tokio::task::spawn_blocking(move || this.upload_again(&key))
+                        .await
+                        .map_err(|e| anyhow!("quilt upload thread failed: {e}"))??;
+                }
+            }
+        }
+        let t = self.tally();
+        Ok(QuiltUse {
+            fingerprint: s.secret.fingerprint(),
+            min_size: s.min_size,
+            content: keys,
+            uploaded: t.uploaded,
+            uploaded_bytes: t.uploaded_bytes,
+            reused: t.reused,
+        })
+    }
+
+    /// Uploads the content `key` again from one of the files it was found in.
+    fn upload_again(&self, key: &str) -> anyhow::Result<()> {
+        let (sha256, size, paths) = {
+            let t = self.tally();
+            let r = &t.refs[key];
+            (r.sha256, r.size, r.paths.clone())
+        };
+        let store = &self.inner.settings.store;
+        for path in &paths {
+            let Ok(file) = File::open(path) else { continue };
+            if file.metadata().map(|m| m.len()).ok() != Some(size) {
+                continue;
+            }
+            match self.upload(&file, size, &sha256, key)? {
+                Stored::Uploaded(bytes) => {
+                    let mut t = self.tally();
+                    t.uploaded += 1;
+                    t.uploaded_bytes += bytes;
+                    return Ok(());
+                }
+                Stored::Exists => return Ok(()),
+                Stored::Changed => continue,
+            }
+        }
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "{} vanished before the run was committed, and {} no longer holds the content the \
+             archive references: run not committed",
+            store.locate(key),
+            shown.join(", ")
+        )
+    }
+}
+
+impl Quilter for QuiltRun {
+    fn min_size(&self) -> u64 {
+        self.inner.settings.min_size
+    }
+
+    fn offer(&mut self, file: &File, size: u64, path: &Path) -> anyhow::Result<Offered> {
+        self.offer_file(file, size, path)
+    }
+}
+
+/// The DiffDir record of a content upload. The content key stands for its own manifest: once
+/// it exists the upload completed, and `uploads::finish_one` deletes nothing (another run may
+/// reference the content by then); otherwise it aborts the upload.
+fn content_record(key: &str, upload_id: &str) -> Upload {
+    Upload {
+        archive: key.to_string(),
+        upload_id: upload_id.to_string(),
+        manifest: key.to_string(),
+        others: Vec::new(),
+    }
+}
+
+fn changed_warning() -> String {
+    "file changed as we read it; archived inline instead of in the quilt".to_string()
+}
+
+/// Pass 1: the SHA-256 of the file's `size` bytes, read by position; `None` when the file
+/// did not keep its size and modification time while it was read.
+fn hash_unchanged(file: &File, size: u64) -> io::Result<Option<[u8; 32]>> {
+    let before = file.metadata()?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; READ_BLOCK];
+    let mut at = 0u64;
+    loop {
+        let n = match file.read_at(&mut buffer, at) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        at += n as u64;
+    }
+    let after = file.metadata()?;
+    let same = at == size
+        && after.len() == size
+        && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec());
+    Ok(same.then(|| hasher.finalize().into()))
+}
+
+/// Pass 2's source: the file's bytes, hashed again as they go; a different SHA-256 (or size)
+/// fails the stream with [`Changed`] before its last part, so the upload never completes.
+struct Content {
+    file: File,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+impl Source for Content {
+    fn format(&self) -> &'static str {
+        "raw"
+    }
+
+    fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; READ_BLOCK];
+        let mut at = 0u64;
+        loop {
+            let n = match self.file.read_at(&mut buffer, at) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Changed.into()),
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])?;
+            at += n as u64;
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        if at != self.size || digest != self.sha256 {
+            return Err(Changed.into());
+        }
+        Ok(Report::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use sequoia_openpgp::cert::CertBuilder;
+
+    use super::*;
+    use crate::schema::quilt::{is_content_key, CONTENT_PREFIX, SECRET_LEN};
+    use crate::store::memory::MemoryStore;
+
+    fn secret(b: u8) -> QuiltSecret {
+        QuiltSecret::from_bytes([b; SECRET_LEN])
+    }
+
+    fn certs() -> Arc<Vec<Cert>> {
+        let (cert, _) = CertBuilder::general_purpose(Some("q@example.org"))
+            .generate()
+            .unwrap();
+        Arc::new(vec![cert])
+    }
+
+    struct Fixture {
+        memory: Arc<MemoryStore>,
+        store: DynStore,
+        certs: Arc<Vec<Cert>>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let memory = Arc::new(MemoryStore::new());
+            Fixture {
+                store: memory.clone(),
+                memory,
+                certs: certs(),
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        /// A quilt run (on the current runtime) with `secret`.
+        fn run(&self, secret: QuiltSecret) -> QuiltRun {
+            QuiltRun::new(QuiltSettings {
+                store: self.store.clone(),
+                secret,
+                certs: self.certs.clone(),
+                min_size: 1,
+                compression: Compression::Zstd { level: 1 },
+                chunk_size: 5 << 20,
+                memory_limit: 16 << 20,
+                parallel_uploads: 2,
+                records: Records::new(self.dir.path()),
+                lock: None,
+                set: "dir/x".into(),
+            })
+        }
+
+        fn file(&self, name: &str, data: &[u8]) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, data).unwrap();
+            path
+        }
+
+        fn content_keys(&self) -> Vec<String> {
+            self.memory
+                .keys()
+                .into_iter()
+                .filter(|k| k.starts_with(CONTENT_PREFIX))
+                .collect()
+        }
+
+        fn records(&self) -> usize {
+            Records::new(self.dir.path()).list().unwrap().len()
+        }
+    }
+
+    /// Offers the file at `path` on a blocking thread, as the source does.
+    async fn offer(run: &QuiltRun, path: &Path) -> Offered {
+        let (mut run, path) = (run.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let file = File::open(&path).unwrap();
+            let size = file.metadata().unwrap().len();
+            run.offer(&file, size, &path).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_is_stored_once_and_reused_by_later_files_and_runs() {
+        let f = Fixture::new();
+        let a = f.file("a", &data(3 << 20, 1));
+        let b = f.file("b", &data(3 << 20, 1));
+        let run = f.run(secret(1));
+        let Offered::Quilted(ra) = offer(&run, &a).await else {
+            panic!("not quilted")
+        };
+        let Offered::Quilted(rb) = offer(&run, &b).await else {
+            panic!("not quilted")
+        };
+        assert_eq!(ra, rb);
+        assert!(is_content_key(&ra.key), "{}", ra.key);
+        assert_eq!(
+            ra.sha256,
+            <[u8; 32]>::from(Sha256::digest(data(3 << 20, 1)))
+        );
+        let used = run.confirm().await.unwrap();
+        assert_eq!((used.uploaded, used.reused), (1, 1));
+        assert_eq!(used.content, vec![ra.key.clone()]);
+        assert_eq!(f.content_keys(), vec![ra.key.clone()]);
+        // Stored: OpenPGP, of the size recorded.
+        let stored = f.memory.object(&ra.key).unwrap();
+        assert_eq!(used.uploaded_bytes, stored.len() as u64);
+        assert!(stored[0] & 0x80 != 0, "an OpenPGP packet");
+        assert_eq!(f.records(), 0, "the upload record is cleared");
+
+        // Another run (another host with the same secret and recipients) uploads nothing:
+        // it could not even start an upload.
+        let refusing = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [crate::store::faulty::Rule::new(
+                crate::store::faulty::Op::CreateUpload,
+                crate::store::faulty::Fault::Permanent,
+            )],
+        );
+        let f = Fixture {
+            store: Arc::new(refusing),
+            ..f
+        };
+        let again = f.run(secret(1));
+        assert!(matches!(offer(&again, &a).await, Offered::Quilted(r) if r == ra));
+        let used = again.confirm().await.unwrap();
+        assert_eq!((used.uploaded, used.reused), (0, 1));
+        assert_eq!(f.content_keys().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_that_changed_while_read_is_not_stored() {
+        // Pass 2 reads other bytes than pass 1 hashed: the upload is aborted, nothing of it
+        // stays, and the caller archives the file inline.
+        let f = Fixture::new();
+        let path = f.file("a", &data(6 << 20, 2));
+        let run = f.run(secret(1));
+        let key = secret(1).content_key(&run.inner.recipients, &[9; 32]);
+        let (this, k) = (run.clone(), key.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let file = File::open(&path).unwrap();
+            this.upload(&file, 6 << 20, &[9; 32], &k)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(matches!(stored, Stored::Changed));
+        assert!(f.memory.object(&key).is_none());
+        assert!(f.memory.open_uploads().is_empty());
+        assert_eq!(f.records(), 0);
+        {
+            let t = run.tally();
+            assert_eq!((t.uploaded, t.reused, t.refs.len()), (0, 0, 0));
+        }
+
+        // Pass 1 itself read another size than the file had when it was opened: inline, with
+        // tar's warning, and nothing asked of the store.
+        let path = f.file("b", &data(1 << 20, 2));
+        let no_head = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [crate::store::faulty::Rule::new(
+                crate::store::faulty::Op::Head,
+                crate::store::faulty::Fault::Permanent,
+            )],
+        );
+        let f = Fixture {
+            store: Arc::new(no_head),
+            ..f
+        };
+        let this = f.run(secret(1));
+        let offered = tokio::task::spawn_blocking(move || {
+            let file = File::open(&path).unwrap();
+            let mut quilter = this;
+            quilter.offer(&file, (1 << 20) + 1, &path).unwrap()
+        })
+        .await
+        .unwrap();
+        match offered {
+            Offered::Inline(Some(w)) => assert!(w.contains("changed as we read it"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(f.content_keys().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_gone_before_the_commit_is_uploaded_again_or_fails_the_run() {
+        let f = Fixture::new();
+        let path = f.file("a", &data(1 << 20, 3));
+        let run = f.run(secret(1));
+        let Offered::Quilted(r) = offer(&run, &path).await else {
+            panic!("not quilted")
+        };
+        f.store.delete(&r.key).await.unwrap();
+        let used = run.confirm().await.unwrap();
+        assert!(f.memory.object(&r.key).is_some(), "uploaded again");
+        assert_eq!(used.uploaded, 2);
+
+        // Gone again, and the file no longer holds that content: the run fails, naming both.
+        f.store.delete(&r.key).await.unwrap();
+        std::fs::write(&path, data(1 << 20, 4)).unwrap();
+        let e = format!("{:#}", run.confirm().await.unwrap_err());
+        assert!(
+            e.contains(&r.key) && e.contains(&path.display().to_string()),
+            "{e}"
+        );
+        assert!(f.memory.object(&r.key).is_none());
+        assert!(f.memory.open_uploads().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_quilt_is_claimed_once_and_another_secret_is_refused() {
+        let f = Fixture::new();
+        claim_secret(&f.store, &secret(1)).await.unwrap();
+        let stored = f.memory.object(SECRET_ID_KEY).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&stored).trim(),
+            secret(1).fingerprint()
+        );
+        claim_secret(&f.store, &secret(1)).await.unwrap();
+        let e = claim_secret(&f.store, &secret(2)).await.unwrap_err();
+        assert!(e.to_string().contains(SECRET_ID_KEY), "{e}");
+        assert_eq!(f.memory.keys(), vec![SECRET_ID_KEY.to_string()]);
+    }
+
+    #[test]
+    fn a_key_file_must_be_owner_only_and_is_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quilt.key");
+        std::fs::write(&path, secret(7).to_file_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = format!("{:#}", load_secret(&path).unwrap_err());
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_secret(&path).unwrap(), secret(7));
+        std::fs::write(&path, "0707 not a key\n").unwrap();
+        let e = format!("{:#}", load_secret(&path).unwrap_err());
+        assert!(e.contains("QuiltKeyFile") && !e.contains("0707"), "{e}");
+        let missing = dir.path().join("none");
+        let e = format!("{:#}", load_secret(&missing).unwrap_err());
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_content_upload_is_aborted_but_completed_content_is_kept() {
+        // The record names the content key as its own manifest: the next run's clean-up
+        // aborts an upload left open, and never deletes content that completed (another run
+        // may reference it by then).
+        let f = Fixture::new();
+        let records = Records::new(f.dir.path());
+        let open = "quilt/content/".to_string() + &"a".repeat(64) + ".zst.gpg";
+        let done = "quilt/content/".to_string() + &"b".repeat(64) + ".zst.gpg";
+        for key in [&open, &done] {
+            let id = f
+                .store
+                .create_upload(key, &UploadOptions::default())
+                .await
+                .unwrap();
+            records.record(&content_record(key, &id)).unwrap();
+            if key == &done {
+                let part = f
+                    .store
+                    .upload_part(key, &id, 1, bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+                f.store.complete_upload(key, &id, vec![part]).await.unwrap();
+            }
+        }
+        crate::uploads::finish_interrupted(&f.store, &records).await;
+        assert!(f.memory.open_uploads().is_empty());
+        assert_eq!(f.memory.keys(), vec![done.clone()]);
+        assert_eq!(f.records(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reused_content_gets_at_least_the_runs_lock() {
+        use crate::store::LockMode;
+        let memory = Arc::new(MemoryStore::new().with_object_lock());
+        let f = Fixture {
+            store: memory.clone(),
+            memory,
+            ..Fixture::new()
+        };
+        let path = f.file("a", &data(1 << 20, 5));
+        let locked = |days| RunLock {
+            mode: LockMode::Governance,
+            retirement: crate::policy::lock::Retirement::Never("test"),
+            run: chrono::Utc::now(),
+            terms: crate::policy::lock::LockTerms {
+                margin: chrono::Duration::zero(),
+                max: chrono::Duration::days(days),
+            },
+        };
+        let with_lock = |days| {
+            let mut run = f.run(secret(1));
+            Arc::get_mut(&mut run.inner).unwrap().settings.lock = Some(locked(days));
+            run
+        };
+        let first = with_lock(10);
+        let Offered::Quilted(r) = offer(&first, &path).await else {
+            panic!("not quilted")
+        };
+        first.confirm().await.unwrap();
+        let until = || {
+            let (store, key) = (f.store.clone(), r.key.clone());
+            async move { store.head(&key).await.unwrap().unwrap().lock.unwrap().until }
+        };
+        let ten = until().await;
+        assert!(
+            ten > chrono::Utc::now() + chrono::Duration::days(9),
+            "{ten}"
+        );
+        // A later run that keeps its objects longer extends the reused content's lock.
+        let second = with_lock(20);
+        offer(&second, &path).await;
+        second.confirm().await.unwrap();
+        let twenty = until().await;
+        assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
+    }
+}
