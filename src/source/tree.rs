@@ -1473,6 +1473,7 @@ mod tests {
             excludes: vec![],
             one_file_system: false,
             base,
+            quilter: None,
         };
         let base = new_state(source(Base::Full).scan().unwrap().nodes, Vec::new());
         fs::write(root.join("a/new"), b"n").unwrap();
