@@ -252,9 +252,10 @@ pub enum QuiltAction {
     /// Create a new quilt secret (64 hex digits, mode 0600) and print its fingerprint; never
     /// replaces an existing file. Install the same file on every host that shares the quilt
     Init {
-        /// Where to write it (the QuiltKeyFile of the hosts that will share the quilt)
+        /// Where to write it (default: the configuration's QuiltKeyFile; given, no
+        /// configuration is read)
         #[arg(long, value_name = "PATH")]
-        key_file: PathBuf,
+        key_file: Option<PathBuf>,
     },
     /// Delete the content objects that no manifest of any host references and that are older
     /// than the grace period (with -t: only show them); an unreadable manifest stops it before

@@ -56,7 +56,9 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         }
         // A local file only: made anywhere (the operator's machine), no configuration needed.
         Some(Command::Quilt {
-            action: QuiltAction::Init { key_file },
+            action: QuiltAction::Init {
+                key_file: Some(key_file),
+            },
         }) => return quilt_init_command(key_file),
         _ => {}
     }
@@ -173,6 +175,15 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
         Command::Quilt {
             action: QuiltAction::Gc { grace },
         } => quilt_gc_command(&runtime, &config, cli.test, cli.wait, grace),
+        Command::Quilt {
+            action: QuiltAction::Init { .. },
+        } => match &config.quilt_key_file {
+            Some(key_file) => quilt_init_command(key_file),
+            None => Err(Error::configuration(anyhow!(
+                "quilt init: no --key-file given, and {} sets no QuiltKeyFile",
+                config.file.display()
+            ))),
+        },
         Command::Config {
             action: ConfigAction::Check,
         } => {
@@ -181,11 +192,7 @@ pub fn dispatch(cli: Cli, logging: Option<log4rs::Handle>) -> Result<ExitStatus,
             print!("{}", config::describe::config_text(&config));
             Ok(ExitStatus::Ok)
         }
-        Command::Completions { .. }
-        | Command::Man
-        | Command::Quilt {
-            action: QuiltAction::Init { .. },
-        } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 

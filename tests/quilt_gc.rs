@@ -326,4 +326,25 @@ fn quilt_init_writes_an_owner_only_secret_once() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("exists already"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+    // Without --key-file: the configuration's QuiltKeyFile, or a usage error naming the file.
+    let configured = tmp.path().join("configured.key");
+    for sub in ["with", "without"] {
+        std::fs::create_dir_all(tmp.path().join(sub)).unwrap();
+    }
+    let conf = ConfigBuilder::new(&tmp.path().join("with"))
+        .line(format!("QuiltKeyFile {}", configured.display()))
+        .build();
+    let out = s3nap(&["-c", conf.to_str().unwrap(), "quilt", "init"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let made = QuiltSecret::parse(&std::fs::read_to_string(&configured).unwrap()).unwrap();
+    assert!(stdout(&out).contains(&made.fingerprint()));
+    let conf = ConfigBuilder::new(&tmp.path().join("without")).build();
+    let out = s3nap(&["-c", conf.to_str().unwrap(), "quilt", "init"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(conf.to_str().unwrap()) && stderr(&out).contains("QuiltKeyFile"),
+        "{}",
+        stderr(&out)
+    );
 }

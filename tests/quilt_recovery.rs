@@ -3,8 +3,7 @@
 //! `scripts/quilt-recover` give the tree back exactly; `recover PATH` gives only what it names;
 //! a content object deleted by hand makes `recover` and `verify --deep` fail naming it.
 //!
-//! The quilted run is made from a run s3nap stored, rewritten as the backup side writes one
-//! (tests/common/quilt.rs); with `Quilt yes` a real run can take its place.
+//! The quilted run is a real `Quilt yes` run of s3nap.
 
 mod common;
 
@@ -85,15 +84,22 @@ fn fixture() -> Fixture {
     let gpg = Gpg::new(&dir);
     let server = S3Server::start();
     server.create_bucket(BUCKET);
+    let key = dir.join("quilt.key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let conf = ConfigBuilder::new(&dir)
         .s3(&server, &format!("{BUCKET}/{PREFIX}"))
         .gpg(&gpg)
         .host(Some("web1"))
+        .line(format!(
+            "QuiltKeyFile {}\nQuilt yes\nQuiltMinSize {MIN_SIZE}",
+            key.display()
+        ))
         .directory(&tree)
         .build();
     let out = s3nap(&["-c", conf.to_str().unwrap()], &[]);
     assert!(out.status.success(), "backup failed: {}", stderr(&out));
-    let run = quilt_run(&server, BUCKET, PREFIX, &gpg, MIN_SIZE);
+    let run = quilted_run(&server, BUCKET, PREFIX, &gpg);
     Fixture {
         _tmp: tmp,
         dir,
