@@ -25,6 +25,14 @@ fn secret() -> QuiltSecret {
     QuiltSecret::from_bytes([7; 32])
 }
 
+/// The store's root in the bucket: keys (content, manifests) are relative to it, and gc must
+/// find them there.
+const ROOT: &str = "backups";
+
+fn at(key: &str) -> String {
+    format!("{ROOT}/{key}")
+}
+
 /// The content key of file content `n`.
 fn content(n: u8) -> String {
     secret().content_key(&["AAAA".into()], &[n; 32])
@@ -32,7 +40,7 @@ fn content(n: u8) -> String {
 
 /// Stores content object `n` (its bytes do not matter to gc or verify's HEAD checks).
 fn put_content(server: &S3Server, bucket: &str, n: u8) {
-    server.put(bucket, &content(n), random_bytes(100, n.into()));
+    server.put(bucket, &at(&content(n)), random_bytes(100, n.into()));
 }
 
 /// Stores a quilted FULL of `host` on day `day` referencing `keys`: its archive, range hashes
@@ -93,25 +101,33 @@ fn put_run(server: &S3Server, bucket: &str, host: &str, day: i64, keys: &[String
         }),
     };
     let manifest_key = layout::manifest_key(host, SET, run, Kind::Full);
-    server.put(bucket, &archive_key, data);
-    server.put(bucket, &ranges_key, ranges);
-    server.put(bucket, &manifest_key, manifest.to_json());
+    server.put(bucket, &at(&archive_key), data);
+    server.put(bucket, &at(&ranges_key), ranges);
+    server.put(bucket, &at(&manifest_key), manifest.to_json());
     manifest_key
 }
 
+/// Deletes `key` (under the store's root) by hand.
 fn delete(server: &S3Server, bucket: &str, key: &str) {
     server
-        .block_on(server.client.delete_object().bucket(bucket).key(key).send())
+        .block_on(
+            server
+                .client
+                .delete_object()
+                .bucket(bucket)
+                .key(at(key))
+                .send(),
+        )
         .unwrap();
 }
 
 fn exists(server: &S3Server, bucket: &str, n: u8) -> bool {
-    server.keys(bucket).contains(&content(n))
+    server.keys(bucket).contains(&at(&content(n)))
 }
 
 fn config(dir: &Path, server: &S3Server, bucket: &str) -> PathBuf {
     ConfigBuilder::new(dir)
-        .s3(server, bucket)
+        .s3(server, &format!("{bucket}/{ROOT}"))
         .host(Some("a"))
         .directory(dir)
         .build()
@@ -153,7 +169,7 @@ fn gc_deletes_only_content_that_no_manifest_of_any_host_references() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("would delete s3://{bucket}/{}", content(3))),
+        text.contains(&format!("would delete s3://{bucket}/{ROOT}/{}", content(3))),
         "{text}"
     );
     assert!(
@@ -167,7 +183,7 @@ fn gc_deletes_only_content_that_no_manifest_of_any_host_references() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("kept s3://{bucket}/{}", content(3))),
+        text.contains(&format!("kept s3://{bucket}/{ROOT}/{}", content(3))),
         "{text}"
     );
     assert!(
@@ -180,7 +196,7 @@ fn gc_deletes_only_content_that_no_manifest_of_any_host_references() {
     let out = run(&conf, &["quilt", "gc", "--grace", "0s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains(&format!("deleted s3://{bucket}/{}", content(3))),
+        stdout(&out).contains(&format!("deleted s3://{bucket}/{ROOT}/{}", content(3))),
         "{}",
         stdout(&out)
     );
@@ -228,7 +244,7 @@ fn an_unreadable_manifest_stops_gc_and_verify_names_missing_content_and_locks_ho
     let run_id = layout::parse_manifest_key("b", &b).unwrap().1.to_string();
     assert!(
         text.contains(&format!(
-            "s3://{bucket}/{}: quilt content object is missing",
+            "s3://{bucket}/{ROOT}/{}: quilt content object is missing",
             content(1)
         )) && text.contains(&run_id),
         "{text}"
@@ -236,7 +252,7 @@ fn an_unreadable_manifest_stops_gc_and_verify_names_missing_content_and_locks_ho
 
     // A garbled manifest of another host: gc deletes nothing, and names it.
     let garbled = "c/dir/x/20270101T000000Z.full.manifest.json";
-    server.put(bucket, garbled, b"{\"format\": 3, \"tool\"".to_vec());
+    server.put(bucket, &at(garbled), b"{\"format\": 3, \"tool\"".to_vec());
     age();
     let out = run(&conf, &["quilt", "gc", "--grace", "0s"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -267,7 +283,7 @@ fn an_unreadable_manifest_stops_gc_and_verify_names_missing_content_and_locks_ho
                 .client
                 .put_object()
                 .bucket(locked)
-                .key(content(5))
+                .key(at(&content(5)))
                 .body(b"locked".to_vec().into())
                 .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Governance)
                 .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
@@ -286,7 +302,7 @@ fn an_unreadable_manifest_stops_gc_and_verify_names_missing_content_and_locks_ho
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("kept s3://{locked}/{}", content(5)))
+        text.contains(&format!("kept s3://{locked}/{ROOT}/{}", content(5)))
             && text.contains("unreferenced, but locked until"),
         "{text}"
     );

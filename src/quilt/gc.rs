@@ -10,8 +10,8 @@
 //! kept. What remains of the race with a concurrent backup: a run that found a content object
 //! present, and checked once more just before its commit that it still is, could commit
 //! between that re-read and the deletion (at most the time gc spends deleting) — its manifest
-//! would then name a deleted object (`verify` reports it; the next run of the set uploads the
-//! content again). Each candidate is
+//! would then name a deleted object (`verify` reports it; the set's next FULL uploads the
+//! content again — a DIFF does not resend an unchanged file). Each candidate is
 //! HEADed right before its deletion: its Object Lock retention, which a listing does not give,
 //! keeps it (reported, not an error). Multipart uploads of content left open longer than the
 //! grace period (a killed run's) are aborted. Retention (`prune`) never deletes content.
