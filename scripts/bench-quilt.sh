@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Quilting's saving, measured: two FULLs of the same unchanged tree with `Quilt yes` into the
-# local directory store, and the bytes each stored (its archive plus the quilt content it
-# uploaded, as its manifest records them). README "Quilting" quotes the figure.
+# local directory store, and the bytes each added to the store (every file it wrote: archive,
+# range hashes, manifest, quilt content). README "Quilting" quotes the figure.
 #
-# The tree: one random (incompressible) file of BENCH_QUILT_MB megabytes and 50 small files of
-# 2,000 random bytes (inline in the archive, under QuiltMinSize).
+# The tree: BENCH_QUILT_MB megabytes of random (incompressible) data in files of 2 MB each
+# (quilted), and 1,000 small files of 2,000 random bytes (inline in the archive, under
+# QuiltMinSize).
 #
 #   usage: scripts/bench-quilt.sh
 #   BENCH_QUILT_MB=N  the large file's size (default 200)
@@ -14,7 +15,8 @@ cd "$(dirname "$0")/.."
 mb=${BENCH_QUILT_MB:-200}
 bin=${S3NAP_BIN:-}
 if [ -z "$bin" ]; then
-    cargo build --release --quiet
+    # Several worktrees may share this machine: one build at a time (as scripts/bench.sh).
+    flock /tmp/s3nap-build.lock cargo build --release --quiet
     bin=${CARGO_TARGET_DIR:-target}/release/s3nap
 fi
 work=$(mktemp -d)
@@ -25,8 +27,8 @@ gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
     --quick-gen-key "Quilt Bench <bench@example.org>" future-default default never 2>/dev/null
 gpg --export bench@example.org >"$work/cert.pgp"
 mkdir -p "$work/tree/d" "$work/store"
-head -c "$((mb * 1000000))" /dev/urandom >"$work/tree/d/big"
-for i in $(seq 1 50); do head -c 2000 /dev/urandom >"$work/tree/small$i"; done
+for i in $(seq 1 $((mb / 2))); do head -c 2000000 /dev/urandom >"$work/tree/d/big$i"; done
+for i in $(seq 1 1000); do head -c 2000 /dev/urandom >"$work/tree/small$i"; done
 (umask 077 && python3 -c "import secrets; print(secrets.token_hex(32))" >"$work/quilt.key")
 cat >"$work/s3nap.conf" <<CONF
 Bucket $work/store
@@ -42,17 +44,19 @@ QuiltKeyFile $work/quilt.key
   Directory $work/tree
 </Cycle>
 CONF
+bytes() { du -sb --apparent-size "$work/store" | cut -f1; }
+empty=$(bytes)
 "$bin" -c "$work/s3nap.conf" --now 2026-11-10T03:00:00Z 2>/dev/null
+after_first=$(bytes)
 "$bin" -c "$work/s3nap.conf" --now 2026-11-11T03:00:00Z 2>/dev/null
+after_second=$(bytes)
 find "$work/store" -name '*.manifest.json' | sort | python3 -c '
 import json, sys
-stored = []
 for path in sys.stdin.read().split():
     m = json.load(open(path))
-    archive, quilt = m["archive"]["stored_size"], m["quilt"]
-    stored.append(archive + quilt["uploaded_bytes"])
-    print("%s: archive %d bytes, quilt content uploaded %d bytes, files reused %d"
-          % (m["run"], archive, quilt["uploaded_bytes"], quilt["reused"]))
-print("second FULL stored %d bytes, %.3f %% of the first (%d)"
-      % (stored[1], 100 * stored[1] / stored[0], stored[0]))
+    q = m["quilt"]
+    print("%s %s: archive %d bytes, quilt content uploaded %d bytes, files reused %d"
+          % (m["run"], m["kind"], m["archive"]["stored_size"], q["uploaded_bytes"], q["reused"]))
 '
+first=$((after_first - empty)); second=$((after_second - after_first))
+python3 -c "import sys; f, s = map(int, sys.argv[1:]); print('second FULL added %d bytes to the store, %.3f %% of the first (%d)' % (s, 100 * s / f, f))" "$first" "$second"
