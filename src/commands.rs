@@ -251,6 +251,31 @@ fn lock(config: &Config, wait: bool) -> Result<RunLock, Error> {
     Ok(RunLock::acquire(&config.diff_dir, wait)?)
 }
 
+/// What prune and quilt gc delete with: the deleting credentials' store (PruneKeyfile), under
+/// the run lock — or, with `-t`, without the lock and recording deletions instead of doing
+/// them.
+fn deleting(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    test: bool,
+    wait: bool,
+) -> Result<(Option<RunLock>, DynStore), Error> {
+    let lock = if test {
+        None
+    } else {
+        Some(lock(config, wait)?)
+    };
+    let store = open_deleting_store(runtime, config)?;
+    Ok((
+        lock,
+        if test {
+            DryRunStore::wrap(store)
+        } else {
+            store
+        },
+    ))
+}
+
 /// The sets a run (or `-t`) works on: SubversionDir and SnapshotsDir expanded into theirs.
 fn run_sets(config: &Config, only: &[String]) -> Result<Vec<backup::FoundSet>, Error> {
     backup::expand_sets(config.selected_sets(only)).map_err(Error::configuration)
@@ -435,18 +460,8 @@ fn prune_command(
     now: DateTime<Utc>,
     only: &[String],
 ) -> Result<ExitStatus, Error> {
-    let _lock = if test {
-        None
-    } else {
-        Some(lock(config, wait)?)
-    };
     // Everything prune does goes through the deleting credentials (PruneKeyfile).
-    let store = open_deleting_store(runtime, config)?;
-    let store = if test {
-        DryRunStore::wrap(store)
-    } else {
-        store
-    };
+    let (_lock, store) = deleting(runtime, config, test, wait)?;
     let mut out = std::io::stdout().lock();
     let mut code = ExitStatus::Ok;
     // A set another configuration took over is left to it (see backup::owner::may_prune).
@@ -508,18 +523,7 @@ fn quilt_gc_command(
     wait: bool,
     grace: chrono::Duration,
 ) -> Result<ExitStatus, Error> {
-    let _lock = if test {
-        None
-    } else {
-        Some(lock(config, wait)?)
-    };
-    // Deletions go through the deleting credentials (PruneKeyfile), as prune's.
-    let store = open_deleting_store(runtime, config)?;
-    let store = if test {
-        DryRunStore::wrap(store)
-    } else {
-        store
-    };
+    let (_lock, store) = deleting(runtime, config, test, wait)?;
     let outcome = runtime.block_on(quilt::gc::collect(&store, grace))?;
     let mut out = std::io::stdout().lock();
     let (verb, abort, done) = if test {

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::quilt::{assert_quilted_recovery, quilt_recover_script, untar_xattrs};
+use common::quilt::{assert_quilted_recovery, assert_s3nap_recovers, quilt_recover_script};
 use common::*;
 use serde_json::Value;
 
@@ -303,21 +303,7 @@ fn a_diff_stores_a_changed_large_file_in_the_quilt_and_references_it() {
 
     // The chain recovers: s3nap splices the FULL's and the DIFF's content back in, and the
     // stock-tool script rebuilds the FULL, then the DIFF (tar -G), from the raw objects.
-    let out = s3nap(
-        &[
-            "-c",
-            conf,
-            "recover",
-            tree.to_str().unwrap(),
-            "--identity",
-            gpg.secret.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "recover failed: {}", stderr(&out));
-    let dest = dir.join("by-s3nap");
-    untar_xattrs(&out.stdout, &dest);
-    assert_same_tree(&tree, &dest.join(tree.strip_prefix("/").unwrap()));
+    assert_s3nap_recovers(Path::new(conf), &tree, &gpg, &dir.join("by-s3nap"));
     let dest = dir.join("by-script");
     for run in &runs {
         let out = quilt_recover_script(

@@ -110,6 +110,25 @@ pub fn untar_xattrs(stream: &[u8], dest: &Path) {
     );
 }
 
+/// `s3nap recover --identity | tar -x` of `tree`'s set through configuration `conf` into
+/// `dest` gives `tree` back exactly.
+pub fn assert_s3nap_recovers(conf: &Path, tree: &Path, gpg: &Gpg, dest: &Path) {
+    let out = s3nap(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "recover",
+            tree.to_str().unwrap(),
+            "--identity",
+            gpg.secret.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "recover failed: {}", stderr(&out));
+    untar_xattrs(&out.stdout, dest);
+    assert_same_tree(tree, &dest.join(tree.strip_prefix("/").unwrap()));
+}
+
 /// Both ways of recovering the latest run of `tree`'s set through configuration `conf` give
 /// `tree` back exactly: `s3nap recover --identity | tar -x`, and `scripts/quilt-recover` from
 /// `s3://bucket_prefix` with the archive's key `archive` (under the bucket). `work` is an
@@ -123,22 +142,8 @@ pub fn assert_quilted_recovery(
     gpg: &Gpg,
     work: &Path,
 ) {
-    let out = s3nap(
-        &[
-            "-c",
-            conf.to_str().unwrap(),
-            "recover",
-            tree.to_str().unwrap(),
-            "--identity",
-            gpg.secret.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "recover failed: {}", stderr(&out));
-    let dest = work.join("by-s3nap");
-    untar_xattrs(&out.stdout, &dest);
+    assert_s3nap_recovers(conf, tree, gpg, &work.join("by-s3nap"));
     let inside = |dest: &Path| dest.join(tree.strip_prefix("/").unwrap());
-    assert_same_tree(tree, &inside(&dest));
 
     let (_, key) = bucket_prefix.split_once('/').unwrap_or((bucket_prefix, ""));
     let relative = archive
