@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::types::ObjectLockMode;
 use chrono::{DateTime, Utc};
-use common::{s3nap, stderr, ConfigBuilder, S3Server};
+use common::{random_bytes, s3nap, stderr, ConfigBuilder, Gpg, S3Server};
 
 const BUCKET: &str = "locked";
 /// Seconds before midnight each run is scheduled at: its slot is reused at midnight.
@@ -359,4 +359,62 @@ fn a_versioned_bucket_without_object_lock_retires_every_version() {
         .filter(|(key, _, _)| key.contains(&run_id(0)))
         .collect();
     assert_eq!(left, vec![], "run 0 left versions or delete markers behind");
+}
+
+/// Quilted content is locked with the run that uploads it, and a later run that reuses it
+/// extends its lock to that run's date: content outlives, locked, every run that references it.
+#[test]
+fn quilt_content_is_locked_until_the_latest_run_that_references_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = S3Server::start();
+    create_locked_bucket(&server, BUCKET);
+    let gpg = Gpg::new(dir);
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("big.bin"), random_bytes(100 << 10, 7)).unwrap();
+    let key = dir.join("quilt.key");
+    fs::write(&key, format!("{}\n", "3c".repeat(32))).unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let conf = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .gpg(&gpg)
+        .line(format!("QuiltKeyFile {}", key.display()))
+        .cycle("c", |c| {
+            c.line(format!(
+                "Diffs 0\nFulls 1\nObjectLock governance\nObjectLockMargin {MARGIN}s\nQuilt yes"
+            ))
+            .directory(&tree)
+        })
+        .build();
+    let conf = conf.to_str().unwrap();
+    let archive_of = |day: u32| {
+        run_keys(&server, day)
+            .into_iter()
+            .find(|k| k.ends_with(".tar.zst.gpg"))
+            .unwrap_or_else(|| panic!("no archive of run {day}"))
+    };
+
+    let out = s3nap(&["-c", conf, "--now", &night(0)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let content: Vec<String> = server
+        .keys(BUCKET)
+        .into_iter()
+        .filter(|k| k.starts_with("quilt/content/"))
+        .collect();
+    assert_eq!(content.len(), 1, "{content:?}");
+    let first = lock_of(&server, &archive_of(0));
+    assert_eq!(lock_of(&server, &content[0]), first);
+
+    // A second later (moto's dates are whole seconds), the next run reuses the content.
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = s3nap(&["-c", conf, "--now", &night(1)], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let second = lock_of(&server, &archive_of(1));
+    assert!(second.1 > first.1, "{second:?} after {first:?}");
+    assert_eq!(
+        lock_of(&server, &content[0]),
+        second,
+        "extended to the later run's date"
+    );
 }
