@@ -380,10 +380,40 @@ fn quilted_runs_store_recover_and_gc_each_with_its_own_policy_and_nothing_more()
     let stored = content(&server);
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(server.keys(BUCKET).contains(&"quilt/secret.id".to_string()));
+    let lock_of = |server: &S3Server| {
+        let head = server
+            .block_on(
+                server
+                    .client
+                    .head_object()
+                    .bucket(BUCKET)
+                    .key(&stored[0])
+                    .send(),
+            )
+            .unwrap();
+        let until = head
+            .object_lock_retain_until_date()
+            .expect("content is locked");
+        until.secs()
+    };
+    let first_lock = lock_of(&server);
+    // The second run keeps its objects an hour longer: the content it reuses gets its lock.
     fs::write(tree.join("small.txt"), b"inline, changed\n").unwrap();
+    fs::write(
+        &backup_conf,
+        fs::read_to_string(&backup_conf)
+            .unwrap()
+            .replace("ObjectLockMargin 60s", "ObjectLockMargin 3660s"),
+    )
+    .unwrap();
     let second = s3nap(&["-c", &backup_conf, "--now", &day(1)], &[]);
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     assert_eq!(content(&server), stored, "the second run uploads nothing");
+    assert!(
+        lock_of(&server) >= first_lock + 3600,
+        "the reused content's lock is extended: {first_lock} -> {}",
+        lock_of(&server)
+    );
     let mut manifests: Vec<String> = server
         .keys(BUCKET)
         .into_iter()
@@ -394,15 +424,12 @@ fn quilted_runs_store_recover_and_gc_each_with_its_own_policy_and_nothing_more()
     let latest: serde_json::Value =
         serde_json::from_slice(&server.get(BUCKET, &manifests[1])).unwrap();
     assert_eq!(latest["format"], 3, "{latest}");
-    assert_eq!(latest["quilt"]["content"], serde_json::json!(stored), "{latest}");
-    assert_eq!(latest["quilt"]["uploaded"], 0, "{latest}");
-    let locked = server
-        .block_on(server.client.head_object().bucket(BUCKET).key(&stored[0]).send())
-        .unwrap();
-    assert!(
-        locked.object_lock_retain_until_date().is_some(),
-        "content is locked: {locked:?}"
+    assert_eq!(
+        latest["quilt"]["content"],
+        serde_json::json!(stored),
+        "{latest}"
     );
+    assert_eq!(latest["quilt"]["uploaded"], 0, "{latest}");
 
     let denied = |r: String| assert_eq!(r, "AccessDenied");
     let put = |client: &aws_sdk_s3::Client, key: &str| {
