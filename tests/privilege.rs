@@ -4,7 +4,9 @@
 //! them reaches beyond its host's prefix — and the host's own files created owner-only. With
 //! `Quilt yes` (and Object Lock), the quilt statements let a backup store and reuse content,
 //! the recover credentials recover and verify it, and `conf/iam-quilt-gc.json` lets
-//! `quilt gc` delete unreferenced content, each refused outside its grant.
+//! `quilt gc` delete unreferenced content (every version on a bucket that keeps them), each
+//! refused outside its grant. moto takes PutObjectRetention for `s3:PutObject` and does not ask
+//! for `s3:GetObjectRetention` on HEAD: those two actions are granted as S3 needs them, untested.
 //!
 //! moto enforces each policy's actions and resource ARNs (bucket calls on
 //! `arn:aws:s3:::BUCKET`, object calls on `arn:aws:s3:::BUCKET/KEY`), not Condition elements
@@ -521,6 +523,57 @@ fn quilted_runs_store_recover_and_gc_each_with_its_own_policy_and_nothing_more()
         .unwrap();
     denied(get(&gc, archive));
     denied(put(&gc, "quilt/content/new"));
+}
+
+#[test]
+fn quilt_gc_deletes_with_its_policy_on_a_plain_and_on_a_versioned_bucket() {
+    // Without ObjectLock gc asks the bucket whether it keeps versions: unversioned it deletes
+    // the key (s3:DeleteObject), versioned every version (s3:DeleteObjectVersion).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let gc_policy = policy("quilt-gc", dir);
+    let server = S3Server::start_with_users(&[("gc", &gc_policy)]);
+    server.create_bucket(BUCKET);
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let text = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .host(Some(HOST))
+        .directory(&tree)
+        .text();
+    let conf = with_keys(&text, dir, "gc", &server.user_keyfile("gc", dir));
+    let orphan = |n: char| format!("quilt/content/{}.zst.gpg", n.to_string().repeat(64));
+    let gc = |expect: &str| {
+        let out = s3nap(&["-c", &conf, "quilt", "gc", "--grace", "0s"], &[]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+        assert!(said.contains(expect), "{said}");
+        let log = stderr(&out);
+        assert!(!log.contains("deletions will not name versions"), "{log}");
+    };
+
+    server.put(BUCKET, &orphan('a'), b"unreferenced".to_vec());
+    gc("1 deleted");
+    assert_eq!(versions(&server, &orphan('a')), 0);
+
+    server
+        .block_on(
+            server
+                .client
+                .put_bucket_versioning()
+                .bucket(BUCKET)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    server.put(BUCKET, &orphan('b'), b"unreferenced".to_vec());
+    server.put(BUCKET, &orphan('b'), b"unreferenced, again".to_vec());
+    gc("1 deleted");
+    assert_eq!(versions(&server, &orphan('b')), 0, "every version");
 }
 
 /// Every directory and file below `root` (and `root` itself) with its permission bits.
