@@ -1,7 +1,12 @@
 //! Least privilege: runs with the shipped IAM policies (conf/iam-*.json) against moto enforcing
 //! them — a backup-only run with `PruneAfterRun no` commits and deletes nothing, the recover
 //! credentials recover it, `prune` retires with its own `PruneKeyfile` credentials, and none of
-//! them reaches beyond its host's prefix — and the host's own files created owner-only.
+//! them reaches beyond its host's prefix — and the host's own files created owner-only. With
+//! `Quilt yes` (and Object Lock), the quilt statements let a backup store and reuse content,
+//! the recover credentials recover and verify it, and `conf/iam-quilt-gc.json` lets
+//! `quilt gc` delete unreferenced content (every version on a bucket that keeps them), each
+//! refused outside its grant. moto takes PutObjectRetention for `s3:PutObject` and does not ask
+//! for `s3:GetObjectRetention` on HEAD: those two actions are granted as S3 needs them, untested.
 //!
 //! moto enforces each policy's actions and resource ARNs (bucket calls on
 //! `arn:aws:s3:::BUCKET`, object calls on `arn:aws:s3:::BUCKET/KEY`), not Condition elements
@@ -20,13 +25,16 @@ const BUCKET: &str = "backups";
 const HOST: &str = "h";
 
 /// The shipped policy `conf/iam-NAME.json` for `BUCKET` and the host prefix `h` (no
-/// configured prefix), written into `dir`.
+/// configured prefix: `PREFIX/HOST` is `h`, `PREFIX/quilt` is `quilt`, `PREFIX/*` is `*`),
+/// written into `dir`.
 fn policy(name: &str, dir: &Path) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("conf/iam-{name}.json"));
     let text = fs::read_to_string(&shipped)
         .unwrap()
         .replace("PREFIX/HOST", HOST)
+        .replace("PREFIX/", "")
         .replace("BUCKET", BUCKET);
+    assert!(!text.contains("PREFIX") && !text.contains("HOST"), "{text}");
     let path = dir.join(format!("{name}.policy.json"));
     fs::write(&path, text).unwrap();
     path
@@ -281,6 +289,291 @@ fn with_backup_only_keys_and_prune_after_run_yes_the_run_commits_and_retention_f
     let log = stderr(&second);
     assert!(log.contains("committed, but pruning failed"), "{log}");
     assert!(log.contains("AccessDenied"), "{log}");
+}
+
+/// Every version (and delete marker) of `key` in the bucket, as the admin sees them.
+fn versions(server: &S3Server, key: &str) -> usize {
+    let out = server
+        .block_on(
+            server
+                .client
+                .list_object_versions()
+                .bucket(BUCKET)
+                .prefix(key)
+                .send(),
+        )
+        .unwrap();
+    out.versions().len() + out.delete_markers().len()
+}
+
+/// The configuration `text` with `keys` as its S3Keyfile, written to `dir/NAME.conf`.
+fn with_keys(text: &str, dir: &Path, name: &str, keys: &Path) -> String {
+    let admin = format!("S3Keyfile {}", dir.join("s3key.txt").display());
+    assert!(text.contains(&admin), "{text}");
+    let path = dir.join(format!("{name}.conf"));
+    fs::write(
+        &path,
+        text.replace(&admin, &format!("S3Keyfile {}", keys.display())),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn quilted_runs_store_recover_and_gc_each_with_its_own_policy_and_nothing_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let users = [
+        ("backup", policy("backup", dir)),
+        ("recover", policy("recover-verify", dir)),
+        ("gc", policy("quilt-gc", dir)),
+    ];
+    let users: Vec<(&str, &Path)> = users.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let server = S3Server::start_with_users(&users);
+    // Object Lock: content is locked (PutObjectRetention), and the bucket keeps versions, so
+    // gc deletes every version of what it removes.
+    server
+        .block_on(
+            server
+                .client
+                .create_bucket()
+                .bucket(BUCKET)
+                .object_lock_enabled_for_bucket(true)
+                .send(),
+        )
+        .expect("create a bucket with Object Lock");
+    let gpg = common::Gpg::new(dir);
+    let key = dir.join("quilt.key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let tree = dir.join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("sub/big.bin"), common::random_bytes(256 << 10, 7)).unwrap();
+    fs::write(tree.join("small.txt"), b"inline\n").unwrap();
+
+    let text = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .gpg(&gpg)
+        .host(Some(HOST))
+        .line(format!("QuiltKeyFile {}", key.display()))
+        .line("PruneAfterRun no")
+        .cycle("c", |c| {
+            c.line("Diffs 0\nFulls 1\nQuilt yes\nObjectLock governance\nObjectLockMargin 60s")
+                .directory(&tree)
+        })
+        .text();
+    let backup_conf = with_keys(&text, dir, "backup", &server.user_keyfile("backup", dir));
+    let recover_conf = with_keys(&text, dir, "recover", &server.user_keyfile("recover", dir));
+    let gc_conf = with_keys(&text, dir, "gc", &server.user_keyfile("gc", dir));
+
+    // Two quilted runs with the backup policy: the first claims the quilt and uploads the
+    // large file's content, the second reuses it (HEAD) and extends its lock.
+    let content = |server: &S3Server| -> Vec<String> {
+        let mut keys: Vec<String> = server
+            .keys(BUCKET)
+            .into_iter()
+            .filter(|k| k.starts_with("quilt/content/"))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let first = s3nap(&["-c", &backup_conf, "--now", &day(0)], &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let stored = content(&server);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(server.keys(BUCKET).contains(&"quilt/secret.id".to_string()));
+    let lock_of = |server: &S3Server| {
+        let head = server
+            .block_on(
+                server
+                    .client
+                    .head_object()
+                    .bucket(BUCKET)
+                    .key(&stored[0])
+                    .send(),
+            )
+            .unwrap();
+        let until = head
+            .object_lock_retain_until_date()
+            .expect("content is locked");
+        until.secs()
+    };
+    let first_lock = lock_of(&server);
+    // The second run keeps its objects an hour longer: the content it reuses gets its lock.
+    fs::write(tree.join("small.txt"), b"inline, changed\n").unwrap();
+    fs::write(
+        &backup_conf,
+        fs::read_to_string(&backup_conf)
+            .unwrap()
+            .replace("ObjectLockMargin 60s", "ObjectLockMargin 3660s"),
+    )
+    .unwrap();
+    let second = s3nap(&["-c", &backup_conf, "--now", &day(1)], &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(content(&server), stored, "the second run uploads nothing");
+    assert!(
+        lock_of(&server) >= first_lock + 3600,
+        "the reused content's lock is extended: {first_lock} -> {}",
+        lock_of(&server)
+    );
+    let mut manifests: Vec<String> = server
+        .keys(BUCKET)
+        .into_iter()
+        .filter(|k| k.starts_with("h/") && k.ends_with(".manifest.json"))
+        .collect();
+    manifests.sort();
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let latest: serde_json::Value =
+        serde_json::from_slice(&server.get(BUCKET, &manifests[1])).unwrap();
+    assert_eq!(latest["format"], 3, "{latest}");
+    assert_eq!(
+        latest["quilt"]["content"],
+        serde_json::json!(stored),
+        "{latest}"
+    );
+    assert_eq!(latest["quilt"]["uploaded"], 0, "{latest}");
+
+    let denied = |r: String| assert_eq!(r, "AccessDenied");
+    let put = |client: &aws_sdk_s3::Client, key: &str| {
+        code(
+            server.block_on(
+                client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .body(b"x".to_vec().into())
+                    .send(),
+            ),
+        )
+    };
+    let delete = |client: &aws_sdk_s3::Client, key: &str| {
+        code(server.block_on(client.delete_object().bucket(BUCKET).key(key).send()))
+    };
+    let get = |client: &aws_sdk_s3::Client, key: &str| {
+        code(server.block_on(client.get_object().bucket(BUCKET).key(key).send()))
+    };
+    // The backup credentials cannot delete content, nor the quilt's secret id.
+    let backup = server.user_client("backup");
+    denied(delete(&backup, &stored[0]));
+    denied(delete(&backup, "quilt/secret.id"));
+
+    // The recover credentials recover the latest run exactly, its content from the quilt, and
+    // verify reads every run whole and finds the content.
+    let out = s3nap(
+        &[
+            "-c",
+            &recover_conf,
+            "recover",
+            tree.to_str().unwrap(),
+            "--identity",
+            gpg.secret.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = dir.join("restored");
+    untar(&out.stdout, &dest);
+    assert_same_tree(&tree, &dest.join(tree.strip_prefix("/").unwrap()));
+    let out = s3nap(&["-c", &recover_conf, "verify", "--read", "--all"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("2 run(s) read whole"), "{said}");
+    assert!(!said.contains("DAMAGED"), "{said}");
+    // Read-only, and only the content under quilt/.
+    let recover = server.user_client("recover");
+    denied(put(&recover, "quilt/content/new"));
+    denied(put(&recover, "quilt/secret.id"));
+    denied(delete(&recover, &stored[0]));
+    denied(get(&recover, "quilt/secret.id"));
+
+    // gc: an unreferenced content object (every version) and a killed run's open content
+    // upload go; the referenced content, the runs and the secret id stay.
+    let orphan = format!("quilt/content/{}.zst.gpg", "0".repeat(64));
+    server.put(BUCKET, &orphan, b"unreferenced".to_vec());
+    server.put(BUCKET, &orphan, b"unreferenced, again".to_vec());
+    assert_eq!(versions(&server, &orphan), 2);
+    let open = format!("quilt/content/{}.zst.gpg", "1".repeat(64));
+    server
+        .block_on(
+            server
+                .client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key(&open)
+                .send(),
+        )
+        .unwrap();
+    let before = server.keys(BUCKET);
+    let out = s3nap(&["-c", &gc_conf, "quilt", "gc", "--grace", "0s"], &[]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    assert!(said.contains("1 deleted"), "{said}");
+    assert_eq!(versions(&server, &orphan), 0, "every version of {orphan}");
+    assert!(!server.open_uploads(BUCKET).contains(&open), "{said}");
+    let after = server.keys(BUCKET);
+    let gone: Vec<&String> = before.iter().filter(|k| !after.contains(k)).collect();
+    assert_eq!(gone, [&orphan], "{said}");
+    // gc reads manifests and the quilt's content, deletes only content.
+    let gc = server.user_client("gc");
+    denied(delete(&gc, &manifests[0]));
+    denied(delete(&gc, "quilt/secret.id"));
+    let archive = before
+        .iter()
+        .find(|k| k.starts_with("h/") && k.contains(".tar"))
+        .unwrap();
+    denied(get(&gc, archive));
+    denied(put(&gc, "quilt/content/new"));
+}
+
+#[test]
+fn quilt_gc_deletes_with_its_policy_on_a_plain_and_on_a_versioned_bucket() {
+    // Without ObjectLock gc asks the bucket whether it keeps versions: unversioned it deletes
+    // the key (s3:DeleteObject), versioned every version (s3:DeleteObjectVersion).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let gc_policy = policy("quilt-gc", dir);
+    let server = S3Server::start_with_users(&[("gc", &gc_policy)]);
+    server.create_bucket(BUCKET);
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let text = ConfigBuilder::new(dir)
+        .s3(&server, BUCKET)
+        .host(Some(HOST))
+        .directory(&tree)
+        .text();
+    let conf = with_keys(&text, dir, "gc", &server.user_keyfile("gc", dir));
+    let orphan = |n: char| format!("quilt/content/{}.zst.gpg", n.to_string().repeat(64));
+    let gc = |expect: &str| {
+        let out = s3nap(&["-c", &conf, "quilt", "gc", "--grace", "0s"], &[]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+        assert!(said.contains(expect), "{said}");
+        let log = stderr(&out);
+        assert!(!log.contains("deletions will not name versions"), "{log}");
+    };
+
+    server.put(BUCKET, &orphan('a'), b"unreferenced".to_vec());
+    gc("1 deleted");
+    assert_eq!(versions(&server, &orphan('a')), 0);
+
+    server
+        .block_on(
+            server
+                .client
+                .put_bucket_versioning()
+                .bucket(BUCKET)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    server.put(BUCKET, &orphan('b'), b"unreferenced".to_vec());
+    server.put(BUCKET, &orphan('b'), b"unreferenced, again".to_vec());
+    gc("1 deleted");
+    assert_eq!(versions(&server, &orphan('b')), 0, "every version");
 }
 
 /// Every directory and file below `root` (and `root` itself) with its permission bits.
