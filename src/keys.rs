@@ -53,6 +53,16 @@ pub fn encryption_keys(
         .for_transport_encryption()
 }
 
+/// The fingerprints of the keys of `certs` that data is encrypted to ([`encryption_keys`], as
+/// the Sealer chooses them): what a quilt content key covers, so that content encrypted before
+/// an encryption key was added, rotated or expired is not reused.
+pub fn encryption_fingerprints(certs: &[Cert]) -> Vec<String> {
+    certs
+        .iter()
+        .flat_map(|c| encryption_keys(c).map(|ka| ka.key().fingerprint().to_hex()))
+        .collect()
+}
+
 /// Does `cert` answer to `query` (fingerprint, key ID, or part of a user ID)?
 pub fn cert_matches(cert: &Cert, query: &str) -> bool {
     let hex: String = query

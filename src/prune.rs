@@ -56,6 +56,7 @@ pub async fn retire<'a>(
             upload_id: String::new(),
             manifest: manifest.clone(),
             others: m.objects().into_iter().skip(1).map(String::from).collect(),
+            kind: crate::uploads::UploadKind::Run,
         };
         // Without a record (DiffDir full or unwritable) the retirement still goes ahead: cut
         // short, it leaves debris for prune's grace period, as a foreign run's would.

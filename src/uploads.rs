@@ -12,6 +12,10 @@
 //! the same way, without an upload id, before its manifest is deleted: killed half-way, it is
 //! finished by the next run or prune (the manifest gone, its objects go too).
 //!
+//! A quilt content upload (`backup::quilt`) is recorded too, as [`UploadKind::Content`]: its
+//! next run only aborts it. Content is never deleted here, even when it exists: completed, it
+//! may be referenced by another run of any host by then (the same content, stored once).
+//!
 //! Uploads are listed (ListMultipartUploads) through [`open_uploads`] only: every use of the
 //! listing is a safeguard a run can do without, and some S3-compatible servers lack the call.
 
@@ -49,6 +53,22 @@ pub struct Upload {
     /// The run's other objects (range hashes, a snapshot's version ids), written before the
     /// manifest.
     pub others: Vec<String>,
+    /// What the upload stores. Records written before there were quilt content uploads have
+    /// none: they are a run's.
+    #[serde(default)]
+    pub kind: UploadKind,
+}
+
+/// What a recorded upload stores, which decides what its clean-up may remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadKind {
+    /// A run's archive: without its manifest, it and the run's other objects are debris.
+    #[default]
+    Run,
+    /// A quilt content object (`manifest` and `others` unused): the upload is aborted, and
+    /// content that completed is kept, whoever stored it.
+    Content,
 }
 
 /// The records of one configuration: the `uploads` directory in its DiffDir.
@@ -172,8 +192,8 @@ pub fn log_left_to_prune(store: &DynStore, records: &Records) {
 
 /// Aborts `upload` and deletes its objects unless its manifest and its archive exist (then the
 /// run is committed after all and nothing is debris). A manifest whose archive is gone goes
-/// first, so that no run is ever listed without its archive. Keeps the record: the caller
-/// clears it.
+/// first, so that no run is ever listed without its archive. A content upload is only
+/// aborted. Keeps the record: the caller clears it.
 pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Result<Finished> {
     // The stores treat an upload that is gone (completed or aborted) as aborted: S3 answers
     // 404 NoSuchUpload. s3s-fs refuses it instead (403): with the archive stored, the upload
@@ -185,6 +205,11 @@ pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Resu
                 return Err(e);
             }
         }
+    }
+    if upload.kind == UploadKind::Content {
+        // Never deleted, whether it exists now or appears later: the same content completed by
+        // another host (or by this upload before the kill) may be referenced by a committed run.
+        return Ok(Finished::CleanedUp);
     }
     if store.head(&upload.manifest).await?.is_some() {
         if store.head(&upload.archive).await?.is_some() {
@@ -214,7 +239,8 @@ pub enum Finished {
     /// The run's manifest and archive exist: it was committed after all (interrupted after its
     /// manifest, or a retirement killed before its first deletion); nothing was touched.
     Committed,
-    /// The upload is aborted and whatever the run stored is gone.
+    /// The upload is aborted and whatever the run stored is gone (a content upload: aborted,
+    /// its content kept).
     CleanedUp,
 }
 
@@ -237,6 +263,7 @@ mod tests {
             upload_id: "u1".into(),
             manifest: "h/s/20261101T030000Z.full.manifest.json".into(),
             others: vec!["h/s/20261101T030000Z.full.sha256".into()],
+            kind: UploadKind::Run,
         };
         // The commit stored the manifest, found the archive gone, and could not remove the
         // manifest before it was stopped.
@@ -275,6 +302,7 @@ mod tests {
             upload_id: "u1".into(),
             manifest: "h/s/20261101T030000Z.full.manifest.json".into(),
             others: vec!["h/s/20261101T030000Z.full.sha256".into()],
+            kind: UploadKind::Run,
         };
         memory.insert(&upload.archive, Bytes::from_static(b"a"), Utc::now());
         memory.insert(&upload.others[0], Bytes::from_static(b"x"), Utc::now());

@@ -154,6 +154,7 @@ impl<'a> ArchiveCommit<'a> {
                 others: std::iter::once(keys.ranges.clone())
                     .chain(keys.refs.clone())
                     .collect(),
+                kind: uploads::UploadKind::Run,
             },
             ranges: keys.ranges.clone(),
             set: set.to_string(),
@@ -596,6 +597,7 @@ mod tests {
                 upload_id: foreign.clone(),
                 manifest: k.manifest.clone(),
                 others: vec![],
+                kind: uploads::UploadKind::Run,
             })
             .unwrap();
         let err = ArchiveCommit::begin(

@@ -427,6 +427,9 @@ pub async fn run_set(
     let (staged, mut problems) =
         local::stage(&config.diff_dir, &Identity::of(set), planned.run, next);
     problems.extend(over_limit);
+    if let Some(q) = &quilt {
+        problems.extend(q.problems());
+    }
     let times = (now, source_started);
     let committed = commit
         .commit(receipts, &stored, |ranges| {

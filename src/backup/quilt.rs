@@ -10,9 +10,12 @@
 //! inline, with a warning. Completion is create-only: `Exists` means another host stored the
 //! same content meanwhile, which is as good (reused).
 //!
-//! Each content upload is recorded in DiffDir (`uploads`) like an archive upload, with the
-//! content key as its own "manifest": an interrupted run's next run aborts the upload and
-//! deletes nothing that completed (a completed content object may be another run's by then).
+//! Each content upload is recorded in DiffDir (`uploads`) like an archive upload, as a content
+//! upload (`UploadKind::Content`): an interrupted run's next run only aborts it, and never
+//! deletes the content object, even when it exists by then (completed before the kill, or by
+//! another host meanwhile: either way a committed run may reference it). An abort that fails
+//! leaves the record for the next run's clean-up; a content upload no record names (its record
+//! could not be written) is aborted by `s3nap quilt gc` once stale.
 //!
 //! Just before the run's manifest is stored, [`QuiltRun::confirm`] HEADs every key the archive
 //! references: a key gone meanwhile (gc) is uploaded again from the file, which must still hold
@@ -20,7 +23,12 @@
 //! run's retention. Any store error fails the run, as an archive upload's would.
 //!
 //! The quilt's uploads take half of `MemoryLimit`, the archive's stream the other half: both
-//! run at once (the archive's part being filled waits while a large file is uploaded).
+//! run at once (the archive's part being filled waits while a large file is uploaded). A file
+//! so large that its parts outgrow that half is a problem of the run, as the archive's would be.
+//!
+//! Content keys cover the keys the content is encrypted to ([`crate::keys::encryption_fingerprints`],
+//! the Sealer's own choice): content stored before an encryption subkey was added or rotated
+//! is not reused, it is stored again for the keys valid now.
 //!
 //! [`claim_secret`] makes sure the bucket's quilt is keyed with this host's secret.
 
@@ -37,7 +45,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
 use super::commit::RunLock;
-use super::stream::produce;
+use super::stream::{over_limit, produce};
 use crate::config::Config;
 use crate::pipeline::budget::MemoryBudget;
 use crate::pipeline::compress::Compression;
@@ -49,7 +57,7 @@ use crate::schema::quilt::{QuiltRef, QuiltSecret, QuiltUse, SECRET_ID_KEY};
 use crate::source::quilt::{Offered, Quilter};
 use crate::source::{Report, Source};
 use crate::store::{DynStore, ErrorKind, ObjectLock, StorageClass, UploadOptions};
-use crate::uploads::{Records, Upload};
+use crate::uploads::{Records, Upload, UploadKind};
 
 /// Bytes read from a file at once when hashing it.
 const READ_BLOCK: usize = 1 << 20;
@@ -172,6 +180,8 @@ struct Tally {
     uploaded: u64,
     uploaded_bytes: u64,
     reused: u64,
+    /// What the run must report (content whose parts went over the quilt's MemoryLimit share).
+    problems: Vec<String>,
 }
 
 /// One quilted set's run (see the module comment). Cloned into the source as its quilter.
@@ -182,6 +192,7 @@ pub(super) struct QuiltRun {
 
 struct Inner {
     settings: QuiltSettings,
+    /// The fingerprints of the keys content is encrypted to, which content keys cover.
     recipients: Vec<String>,
     handle: Handle,
     tally: Mutex<Tally>,
@@ -205,11 +216,7 @@ struct Changed;
 impl QuiltRun {
     /// A quilt run on the current runtime.
     pub fn new(settings: QuiltSettings) -> Self {
-        let recipients = settings
-            .certs
-            .iter()
-            .map(|c| c.fingerprint().to_hex())
-            .collect();
+        let recipients = crate::keys::encryption_fingerprints(&settings.certs);
         QuiltRun {
             inner: Arc::new(Inner {
                 settings,
@@ -222,6 +229,11 @@ impl QuiltRun {
 
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.inner.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The run's problems so far: content uploads whose parts went over the memory limit.
+    pub fn problems(&self) -> Vec<String> {
+        self.tally().problems.clone()
     }
 
     fn remember(&self, key: &str, sha256: [u8; 32], size: u64, path: &Path) {
@@ -299,35 +311,37 @@ impl QuiltRun {
         let upload_id = handle.block_on(store.create_upload(key, &options))?;
         let record = content_record(key, &upload_id);
         if let Err(e) = s.records.record(&record) {
-            let _ = handle.block_on(store.abort_upload(key, &upload_id));
+            if let Err(abort) = handle.block_on(store.abort_upload(key, &upload_id)) {
+                log::warn!(
+                    "cannot abort the upload of {} ({abort}); s3nap quilt gc aborts it once stale",
+                    store.locate(key)
+                );
+            }
             bail!("cannot record the upload of {}: {e}", store.locate(key));
         }
         let outcome = self.send(file, size, sha256, key, &upload_id, lock.as_ref());
-        let stored = match outcome {
-            Ok(stored) => {
-                if let Stored::Exists = stored {
-                    // The completion was refused: the upload is still open.
-                    let _ = handle.block_on(store.abort_upload(key, &upload_id));
-                }
-                stored
+        // Unless it completed, the upload is still open (a refused completion too): aborted
+        // now, or left recorded for the next run's clean-up when the abort fails.
+        let mut forget = true;
+        if !matches!(outcome, Ok(Stored::Uploaded(_))) {
+            if let Err(abort) = handle.block_on(store.abort_upload(key, &upload_id)) {
+                log::warn!(
+                    "cannot abort the upload of {} ({abort}); it stays recorded, and the next \
+                     run aborts it",
+                    store.locate(key)
+                );
+                forget = false;
             }
-            Err(e) => {
-                if let Err(abort) = handle.block_on(store.abort_upload(key, &upload_id)) {
-                    // Left recorded: the next run aborts it.
-                    log::warn!("{abort}; the next run finishes the clean-up");
-                    return Err(e);
-                }
-                if e.downcast_ref::<Changed>().is_none() {
-                    let _ = s.records.clear(key);
-                    return Err(e);
-                }
-                Stored::Changed
-            }
-        };
-        if let Err(e) = s.records.clear(key) {
-            log::warn!("cannot forget the upload of {key}: {e}");
         }
-        Ok(stored)
+        if forget {
+            if let Err(e) = s.records.clear(key) {
+                log::warn!("cannot forget the upload of {}: {e}", store.locate(key));
+            }
+        }
+        match outcome {
+            Err(e) if e.downcast_ref::<Changed>().is_some() => Ok(Stored::Changed),
+            other => other,
+        }
     }
 
     /// The stages and the uploader of one content object, then its completion.
@@ -353,7 +367,7 @@ impl QuiltRun {
         ));
         let schedule = Schedule::new(s.chunk_size, Some(size), s.memory_limit);
         let budget = MemoryBudget::new(s.memory_limit);
-        let parts = PartWriter::new(tx, schedule, budget, manifest::RANGE_SIZE);
+        let parts = PartWriter::new(tx, schedule, budget.clone(), manifest::RANGE_SIZE);
         let content = Content {
             file: file.try_clone().context("reading a file again")?,
             size,
@@ -385,6 +399,12 @@ impl QuiltRun {
                 }
             }
         };
+        if let Some(problem) = over_limit(&stored, budget.limit()) {
+            log::warn!("{}: {problem}", s.store.locate(key));
+            self.tally()
+                .problems
+                .push(format!("quilt content {}: {problem}", s.store.locate(key)));
+        }
         if let Some(lock) = lock {
             handle.block_on(s.store.retain(key, lock))?;
         }
@@ -483,15 +503,15 @@ impl Quilter for QuiltRun {
     }
 }
 
-/// The DiffDir record of a content upload. The content key stands for its own manifest: once
-/// it exists the upload completed, and `uploads::finish_one` deletes nothing (another run may
-/// reference the content by then); otherwise it aborts the upload.
+/// The DiffDir record of a content upload: `uploads::finish_one` only aborts it, and never
+/// deletes the content (another run may reference it, whoever completed it).
 fn content_record(key: &str, upload_id: &str) -> Upload {
     Upload {
         archive: key.to_string(),
         upload_id: upload_id.to_string(),
-        manifest: key.to_string(),
+        manifest: String::new(),
         others: Vec::new(),
+        kind: UploadKind::Content,
     }
 }
 
@@ -499,10 +519,15 @@ fn changed_warning() -> String {
     "file changed as we read it; archived inline instead of in the quilt".to_string()
 }
 
-/// Pass 1: the SHA-256 of the file's `size` bytes, read by position; `None` when the file
-/// did not keep its size and modification time while it was read.
-fn hash_unchanged(file: &File, size: u64) -> io::Result<Option<[u8; 32]>> {
-    let before = file.metadata()?;
+/// Why [`read_hashed`] stopped before the file's end.
+enum Stopped {
+    Reading(io::Error),
+    Writing(io::Error),
+}
+
+/// Reads `file` by position from its start to its end, writing each block to `out`: the bytes
+/// read and their SHA-256. Both passes read through it.
+fn read_hashed(file: &File, out: &mut dyn Write) -> Result<(u64, [u8; 32]), Stopped> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; READ_BLOCK];
     let mut at = 0u64;
@@ -510,19 +535,31 @@ fn hash_unchanged(file: &File, size: u64) -> io::Result<Option<[u8; 32]>> {
         let n = match file.read_at(&mut buffer, at) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(Stopped::Reading(e)),
         };
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
+        out.write_all(&buffer[..n]).map_err(Stopped::Writing)?;
         at += n as u64;
     }
+    Ok((at, hasher.finalize().into()))
+}
+
+/// Pass 1: the SHA-256 of the file's `size` bytes, read by position; `None` when the file
+/// did not keep its size and modification time while it was read.
+fn hash_unchanged(file: &File, size: u64) -> io::Result<Option<[u8; 32]>> {
+    let before = file.metadata()?;
+    let (at, sha256) = match read_hashed(file, &mut io::sink()) {
+        Ok(read) => read,
+        Err(Stopped::Reading(e) | Stopped::Writing(e)) => return Err(e),
+    };
     let after = file.metadata()?;
     let same = at == size
         && after.len() == size
         && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec());
-    Ok(same.then(|| hasher.finalize().into()))
+    Ok(same.then_some(sha256))
 }
 
 /// Pass 2's source: the file's bytes, hashed again as they go; a different SHA-256 (or size)
@@ -539,27 +576,11 @@ impl Source for Content {
     }
 
     fn write_to(&mut self, out: &mut dyn Write) -> anyhow::Result<Report> {
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; READ_BLOCK];
-        let mut at = 0u64;
-        loop {
-            let n = match self.file.read_at(&mut buffer, at) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(Changed.into()),
-            };
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            out.write_all(&buffer[..n])?;
-            at += n as u64;
+        match read_hashed(&self.file, out) {
+            Ok((at, digest)) if at == self.size && digest == self.sha256 => Ok(Report::default()),
+            Ok(_) | Err(Stopped::Reading(_)) => Err(Changed.into()),
+            Err(Stopped::Writing(e)) => Err(e.into()),
         }
-        let digest: [u8; 32] = hasher.finalize().into();
-        if at != self.size || digest != self.sha256 {
-            return Err(Changed.into());
-        }
-        Ok(Report::default())
     }
 }
 
@@ -821,9 +842,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_content_upload_is_aborted_but_completed_content_is_kept() {
-        // The record names the content key as its own manifest: the next run's clean-up
-        // aborts an upload left open, and never deletes content that completed (another run
-        // may reference it by then).
+        // A content record: the next run's clean-up aborts an upload left open, and never
+        // deletes content that completed (another run may reference it by then).
         let f = Fixture::new();
         let records = Records::new(f.dir.path());
         let open = "quilt/content/".to_string() + &"a".repeat(64) + ".zst.gpg";
@@ -894,5 +914,260 @@ mod tests {
         second.confirm().await.unwrap();
         let twenty = until().await;
         assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
+    }
+
+    /// A store in which the object `key` appears right after the first HEAD (another host
+    /// completes the same content while this one looks), and that counts the deletions of
+    /// `key` asked of it.
+    #[derive(Debug)]
+    struct AppearsAfterHead {
+        memory: Arc<MemoryStore>,
+        key: String,
+        heads: std::sync::atomic::AtomicUsize,
+        deletes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::Store for AppearsAfterHead {
+        fn locate(&self, key: &str) -> String {
+            self.memory.locate(key)
+        }
+        async fn put_locked(
+            &self,
+            key: &str,
+            data: bytes::Bytes,
+            lock: Option<&ObjectLock>,
+        ) -> crate::store::Result<()> {
+            self.memory.put_locked(key, data, lock).await
+        }
+        async fn get(&self, key: &str) -> crate::store::Result<bytes::Bytes> {
+            self.memory.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> crate::store::Result<bytes::Bytes> {
+            self.memory.get_range(key, range).await
+        }
+        async fn head(&self, key: &str) -> crate::store::Result<Option<crate::store::ObjectInfo>> {
+            let found = self.memory.head(key).await;
+            if self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                self.memory
+                    .insert(&self.key, &b"theirs"[..], chrono::Utc::now());
+            }
+            found
+        }
+        async fn list(&self, prefix: &str) -> crate::store::Result<Vec<crate::store::ObjectInfo>> {
+            self.memory.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::Result<()> {
+            if key == self.key {
+                self.deletes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.memory.delete(key).await
+        }
+        async fn create_upload(
+            &self,
+            key: &str,
+            options: &UploadOptions,
+        ) -> crate::store::Result<String> {
+            self.memory.create_upload(key, options).await
+        }
+        async fn upload_part(
+            &self,
+            key: &str,
+            upload_id: &str,
+            number: u32,
+            data: bytes::Bytes,
+        ) -> crate::store::Result<crate::store::PartReceipt> {
+            self.memory.upload_part(key, upload_id, number, data).await
+        }
+        async fn complete_upload(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: Vec<crate::store::PartReceipt>,
+        ) -> crate::store::Result<()> {
+            self.memory.complete_upload(key, upload_id, parts).await
+        }
+        async fn abort_upload(&self, key: &str, upload_id: &str) -> crate::store::Result<()> {
+            self.memory.abort_upload(key, upload_id).await
+        }
+        async fn list_uploads(
+            &self,
+            prefix: &str,
+        ) -> crate::store::Result<Vec<crate::store::PendingUpload>> {
+            self.memory.list_uploads(prefix).await
+        }
+        async fn restore(
+            &self,
+            key: &str,
+            days: u32,
+            tier: crate::store::RetrievalTier,
+        ) -> crate::store::Result<()> {
+            self.memory.restore(key, days, tier).await
+        }
+        async fn server_time(&self) -> crate::store::Result<chrono::DateTime<chrono::Utc>> {
+            self.memory.server_time().await
+        }
+        async fn retain(&self, key: &str, lock: &ObjectLock) -> crate::store::Result<()> {
+            self.memory.retain(key, lock).await
+        }
+        async fn locks_enabled(&self) -> crate::store::Result<bool> {
+            self.memory.locks_enabled().await
+        }
+    }
+
+    #[tokio::test]
+    async fn content_completed_by_another_host_during_the_clean_up_is_kept() {
+        // This host was killed during a content upload; while its next run cleans up, another
+        // host completes the same content (and may commit a run referencing it): the clean-up
+        // aborts this host's upload and deletes nothing, whatever its HEADs saw.
+        let f = Fixture::new();
+        let key = "quilt/content/".to_string() + &"c".repeat(64) + ".zst.gpg";
+        let id = f
+            .store
+            .create_upload(&key, &UploadOptions::default())
+            .await
+            .unwrap();
+        let records = Records::new(f.dir.path());
+        records.record(&content_record(&key, &id)).unwrap();
+        let racing = Arc::new(AppearsAfterHead {
+            memory: f.memory.clone(),
+            key: key.clone(),
+            heads: Default::default(),
+            deletes: Default::default(),
+        });
+        let store: DynStore = racing.clone();
+        crate::uploads::finish_interrupted(&store, &records).await;
+        assert!(f.memory.open_uploads().is_empty());
+        assert_eq!(
+            racing.deletes.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "content is never deleted: another host's may be there by now"
+        );
+        assert_eq!(f.records(), 0);
+        // A record written before content records had a kind is a run's.
+        let old: Upload =
+            serde_json::from_str(r#"{"archive":"a","upload_id":"u","manifest":"m","others":[]}"#)
+                .unwrap();
+        assert_eq!(old.kind, UploadKind::Run);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_that_cannot_be_aborted_stays_recorded() {
+        // Another host completed the same content first: the completion is refused and the
+        // upload must be aborted; when the abort fails, its record stays for the next run.
+        use crate::store::faulty::{Fault, FaultyStore, Op, Rule};
+        let f = Fixture::new();
+        let content = data(1 << 20, 7);
+        let path = f.file("a", &content);
+        let no_abort = FaultyStore::new(
+            f.store.clone(),
+            [Rule::new(Op::AbortUpload, Fault::Permanent)],
+        );
+        let plain = f.store.clone();
+        let f = Fixture {
+            store: Arc::new(no_abort),
+            ..f
+        };
+        let run = f.run(secret(1));
+        let sha256: [u8; 32] = Sha256::digest(&content).into();
+        let key = secret(1).content_key(&run.inner.recipients, &sha256);
+        f.memory.insert(&key, &b"theirs"[..], chrono::Utc::now());
+        let (this, k) = (run.clone(), key.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let file = File::open(&path).unwrap();
+            this.upload(&file, 1 << 20, &sha256, &k)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(matches!(stored, Stored::Exists));
+        assert_eq!(f.memory.open_uploads().len(), 1);
+        let left = Records::new(f.dir.path()).list().unwrap();
+        assert_eq!(left.len(), 1, "the upload stays recorded");
+        assert_eq!(
+            (left[0].archive.as_str(), left[0].kind),
+            (key.as_str(), UploadKind::Content)
+        );
+        // The next run's clean-up aborts it, and keeps the other host's content.
+        crate::uploads::finish_interrupted(&plain, &Records::new(f.dir.path())).await;
+        assert!(f.memory.open_uploads().is_empty());
+        assert_eq!(f.memory.object(&key).as_deref(), Some(&b"theirs"[..]));
+        assert_eq!(f.records(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_encryption_subkey_gives_new_content_keys() {
+        // Content encrypted before the certificate got another encryption key (the Sealer
+        // encrypts to every valid one) is not reused: it is stored again for the keys now.
+        use sequoia_openpgp::cert::prelude::KeyBuilder;
+        use sequoia_openpgp::types::KeyFlags;
+        let f = Fixture::new();
+        let path = f.file("a", &data(1 << 20, 6));
+        let before = f.run(secret(1));
+        let Offered::Quilted(old) = offer(&before, &path).await else {
+            panic!("not quilted")
+        };
+        before.confirm().await.unwrap();
+        let cert = &f.certs[0];
+        let valid = cert.with_policy(crate::keys::policy(), None).unwrap();
+        let rotated = KeyBuilder::new(
+            KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+        )
+        .subkey(valid)
+        .unwrap()
+        .attach_cert()
+        .unwrap();
+        assert_eq!(rotated.fingerprint(), cert.fingerprint());
+        assert_eq!(crate::keys::encryption_keys(&rotated).count(), 2);
+        let f = Fixture {
+            certs: Arc::new(vec![rotated]),
+            ..f
+        };
+        let after = f.run(secret(1));
+        let Offered::Quilted(new) = offer(&after, &path).await else {
+            panic!("not quilted")
+        };
+        assert_ne!(new.key, old.key);
+        let used = after.confirm().await.unwrap();
+        assert_eq!((used.uploaded, used.reused), (1, 0));
+        assert_eq!(f.content_keys().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn content_whose_parts_outgrow_the_memory_limit_is_a_problem_of_the_run() {
+        // Parts of 8 MiB under a share of 6 MiB, as the archive's stream would report it.
+        let f = Fixture::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..10 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let path = f.file("big", &noise);
+        let mut run = f.run(secret(1));
+        {
+            let s = &mut Arc::get_mut(&mut run.inner).unwrap().settings;
+            s.chunk_size = 8 << 20;
+            s.memory_limit = 6 << 20;
+        }
+        let Offered::Quilted(r) = offer(&run, &path).await else {
+            panic!("not quilted")
+        };
+        let problems = run.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(&r.key) && problems[0].contains("memory went over the limit"),
+            "{problems:?}"
+        );
     }
 }

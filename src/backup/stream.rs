@@ -153,7 +153,7 @@ pub(super) fn produce(
 
 /// A part larger than the whole limit was held alone, over the limit: the stream outgrew what
 /// MemoryLimit allows (about limit × 10,000 bytes).
-fn over_limit(stored: &Stored, limit: u64) -> Option<String> {
+pub(super) fn over_limit(stored: &Stored, limit: u64) -> Option<String> {
     (stored.largest_part > limit).then(|| {
         format!(
             "a stream of {} bytes needed parts of {} bytes, more than MemoryLimit ({limit} bytes) \

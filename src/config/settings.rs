@@ -146,9 +146,10 @@ impl Globals {
             .ok_or_else(|| err(&top, "missing required directive DiffDir"))?;
         let host = match self.host {
             Some(h) => h,
-            None => nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .map_err(|e| err(&top, format!("cannot read the host name ({e}); set Host")))?,
+            None => machine_host(
+                nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()),
+                &top,
+            )?,
         };
         let mut log = self.log;
         if self.syslog {
@@ -263,6 +264,19 @@ pub(super) fn memory_limit(g: &mut Globals, d: &Directive) -> Applied {
         ));
     }
     Ok(())
+}
+
+/// The host name when `Host` is not set: the machine's, which must be one `Host` could take
+/// (a machine named `quilt` would write under the quilt's prefix).
+fn machine_host(name: nix::Result<String>, top: &Pos) -> Result<String, ConfigError> {
+    let name = name.map_err(|e| err(top, format!("cannot read the host name ({e}); set Host")))?;
+    crate::schema::layout::check_host(&name).map_err(|e| {
+        err(
+            top,
+            format!("Host is not set and the machine's name cannot stand for it: {e}; set Host"),
+        )
+    })?;
+    Ok(name)
 }
 
 pub(super) fn host(g: &mut Globals, d: &Directive) -> Applied {
@@ -726,4 +740,34 @@ pub(super) fn kms_key_id(g: &mut Globals, d: &Directive) -> Applied {
     let w = single(d)?;
     g.access.kms_key_id = Some((w.text.clone(), w.pos.clone()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_name_no_host_could_take_asks_for_host() {
+        let top = Pos {
+            file: Arc::from(Path::new("/etc/s3nap/s3nap.conf")),
+            line: 1,
+            column: 1,
+        };
+        // A machine named after the quilt's prefix would store its sets under it.
+        let e = machine_host(Ok("quilt".into()), &top)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/s3nap/s3nap.conf") && e.contains("'quilt'") && e.contains("set Host"),
+            "{e}"
+        );
+        assert_eq!(machine_host(Ok("box".into()), &top).unwrap(), "box");
+        let e = machine_host(Err(nix::Error::EFAULT), &top)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read the host name") && e.contains("set Host"),
+            "{e}"
+        );
+    }
 }

@@ -5,8 +5,9 @@
 //! `S3NAP.quilt.*` records name the content object, the file's size and its SHA-256
 //! ([`QuiltRef`]). The content object is `OpenPGP(zstd(file))` under
 //! `quilt/content/<HMAC>.zst.gpg`, where the HMAC-SHA-256 is keyed with the quilt secret and
-//! covers the recipient set and the content's SHA-256 ([`QuiltSecret::content_key`]): the
-//! bucket shows no plaintext hash, and content encrypted to other recipients is never reused.
+//! covers the fingerprints of the (sub)keys the content is encrypted to and its SHA-256
+//! ([`QuiltSecret::content_key`]): the bucket shows no plaintext hash, and content encrypted to
+//! other keys (other recipients, or a rotated encryption subkey) is never reused.
 //!
 //! The secret itself never reaches the store. `quilt/secret.id` holds its fingerprint (an HMAC
 //! of a fixed text), so a host configured with another secret is refused instead of filling the
@@ -95,8 +96,10 @@ impl QuiltSecret {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// The content key of a file whose SHA-256 is `sha256`, encrypted to `recipients`
-    /// (certificate fingerprints, in any order: the set is what counts).
+    /// The content key of a file whose SHA-256 is `sha256`, encrypted to `recipients`: the
+    /// fingerprints of the keys it is encrypted to (`keys::encryption_fingerprints`, the
+    /// Sealer's choice, not the certificates' primary fingerprints), in any order: the set is
+    /// what counts.
     pub fn content_key(&self, recipients: &[String], sha256: &[u8; 32]) -> String {
         let mut sorted: Vec<String> = recipients.iter().map(|r| r.to_ascii_uppercase()).collect();
         sorted.sort();

@@ -1021,7 +1021,23 @@ impl<'r, W: Write> Emit<'r, W> {
         stat: &Stat,
         reference: &super::quilt::QuiltRef,
     ) -> io::Result<()> {
-        let mut records = match super::xattr::pax_records_fd(file.as_fd()) {
+        let mut records = self.readable(node, super::xattr::pax_records_fd(file.as_fd()));
+        records.extend(reference.pax_records());
+        let (header, data) = pax_header(&records, &node.name);
+        self.builder.append(&header, &data[..])?;
+        let mut header = self.header(stat, EntryType::Regular);
+        header.set_size(0);
+        self.builder.append_data(&mut header, name, io::empty())
+    }
+
+    /// `node`'s extended attributes as read: none when it has gone (it is reported where its
+    /// data is read), none with a warning when they could not be read.
+    fn readable(
+        &mut self,
+        node: &Node,
+        records: io::Result<Vec<(String, Vec<u8>)>>,
+    ) -> Vec<(String, Vec<u8>)> {
+        match records {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
@@ -1033,29 +1049,11 @@ impl<'r, W: Write> Emit<'r, W> {
                 );
                 Vec::new()
             }
-        };
-        records.extend(reference.pax_records());
-        let (header, data) = pax_header(&records, &node.name);
-        self.builder.append(&header, &data[..])?;
-        let mut header = self.header(stat, EntryType::Regular);
-        header.set_size(0);
-        self.builder.append_data(&mut header, name, io::empty())
+        }
     }
 
     fn pax(&mut self, node: &Node, records: io::Result<Vec<(String, Vec<u8>)>>) -> io::Result<()> {
-        let records = match records {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                warn(
-                    self.report,
-                    &node.path(),
-                    format!("cannot read extended attributes: {e}"),
-                    true,
-                );
-                return Ok(());
-            }
-        };
+        let records = self.readable(node, records);
         if !records.is_empty() {
             let (header, data) = pax_header(&records, &node.name);
             self.builder.append(&header, &data[..])?;
