@@ -13,9 +13,12 @@
 //! header without the quilt's records (dropped when nothing else is left), the member's header
 //! with the real size, the content and its padding. No byte of it goes out before its size and
 //! SHA-256 matched the reference: a small file is held in memory and checked first, a larger
-//! one is read twice, a checking pass and then the output pass, checked again, whose last piece
-//! is held back until it matched (so a second pass that differs ends the stream inside the
-//! member, which tar refuses). Members outside the requested paths cost no fetch.
+//! one is read twice, a checking pass and then the output pass. The source guarantees that the
+//! output pass decodes the very stored bytes the checking pass did (`recover::quilt` checks
+//! each stored range against the first read's SHA-256 before decryption, failing otherwise);
+//! the pass is also checked again here, its last piece held back until it matched (so a second
+//! pass that differs ends the stream inside the member, which tar refuses). Members outside
+//! the requested paths cost no fetch.
 
 use std::io::{self, Read, Write};
 
@@ -38,7 +41,9 @@ pub trait QuiltContent {
     fn locate(&self, key: &str) -> String;
 
     /// The plaintext of the content object `reference` names, for member `name`, from its
-    /// start. Called once for a file of up to [`HELD_IN_MEMORY`] bytes, twice for a larger one.
+    /// start. Called once for a file of up to [`HELD_IN_MEMORY`] bytes, twice for a larger one:
+    /// a later call must give the plaintext of the stored bytes the first call read, or fail
+    /// before it gives any other (the splicer writes the second pass before its end is checked).
     fn open(&mut self, reference: &QuiltRef, name: &[u8]) -> io::Result<Box<dyn Read + '_>>;
 }
 
