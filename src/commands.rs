@@ -765,6 +765,7 @@ fn recover_command(
         &chain,
         &config.retrieval,
         r.wait_retrieval,
+        r.list,
     ))?;
     if r.restore {
         return restore_through(runtime, config, &store, &request, chain, &decrypt);
@@ -905,7 +906,13 @@ fn snapshot_at(
         .expect("a chain is never empty");
     // Its index is read like a recovery's archive: archived, it must be retrieved first.
     let index = std::slice::from_ref(&snapshot);
-    runtime.block_on(recover::ready(store, index, &config.retrieval, false))?;
+    runtime.block_on(recover::ready(
+        store,
+        index,
+        &config.retrieval,
+        false,
+        false,
+    ))?;
     Ok(snapshot)
 }
 

@@ -13,9 +13,12 @@
 //! header without the quilt's records (dropped when nothing else is left), the member's header
 //! with the real size, the content and its padding. No byte of it goes out before its size and
 //! SHA-256 matched the reference: a small file is held in memory and checked first, a larger
-//! one is read twice, a checking pass and then the output pass, checked again, whose last piece
-//! is held back until it matched (so a second pass that differs ends the stream inside the
-//! member, which tar refuses). Members outside the requested paths cost no fetch.
+//! one is read twice, a checking pass and then the output pass. The source guarantees that the
+//! output pass decodes the very stored bytes the checking pass did (`recover::quilt` checks
+//! each stored range against the first read's SHA-256 before decryption, failing otherwise);
+//! the pass is also checked again here, its last piece held back until it matched (so a second
+//! pass that differs ends the stream inside the member, which tar refuses). Members outside
+//! the requested paths cost no fetch.
 
 use std::io::{self, Read, Write};
 
@@ -38,7 +41,9 @@ pub trait QuiltContent {
     fn locate(&self, key: &str) -> String;
 
     /// The plaintext of the content object `reference` names, for member `name`, from its
-    /// start. Called once for a file of up to [`HELD_IN_MEMORY`] bytes, twice for a larger one.
+    /// start. Called once for a file of up to [`HELD_IN_MEMORY`] bytes, twice for a larger one:
+    /// a later call must give the plaintext of the stored bytes the first call read, or fail
+    /// before it gives any other (the splicer writes the second pass before its end is checked).
     fn open(&mut self, reference: &QuiltRef, name: &[u8]) -> io::Result<Box<dyn Read + '_>>;
 }
 
@@ -171,24 +176,14 @@ fn read_block<R: Read>(input: &mut R, block: &mut [u8; BLOCK]) -> io::Result<boo
     Ok(true)
 }
 
-/// Name from PAX records (`path=`), if present.
+/// Name from PAX records (`path=`, the last one if several), if present and the records are
+/// well formed.
 fn pax_path(data: &[u8]) -> Option<Vec<u8>> {
-    let mut rest = data;
-    let mut found = None;
-    while !rest.is_empty() {
-        let space = rest.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
-        if len == 0 || len > rest.len() {
-            return None;
-        }
-        let record = &rest[space + 1..len];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(v) = record.strip_prefix(b"path=") {
-            found = Some(v.to_vec());
-        }
-        rest = &rest[len..];
-    }
-    found
+    pax_records(data)?
+        .into_iter()
+        .rev()
+        .find(|(_, key, _)| *key == b"path")
+        .map(|(_, _, value)| value.to_vec())
 }
 
 /// The size of the member data that follows header `block`, and that size padded to whole
@@ -1202,6 +1197,40 @@ pub(crate) mod tests {
             err.to_string().contains("not an empty regular file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_malformed_pax_record_leaves_the_header_name_and_is_passed_on() {
+        // A record whose length ends inside its own length field ("1 …"): the name comes from
+        // the member's own header, the records pass on as they are, and nothing panics.
+        for records in [
+            b"1 x".as_slice(),
+            b"0 path=y\n",
+            b"9 nokey\n",
+            b"12 path=y\n",
+        ] {
+            let mut pax = tar::Header::new_ustar();
+            pax.set_path("PaxHeaders/file").unwrap();
+            pax.set_entry_type(tar::EntryType::XHeader);
+            pax.set_size(records.len() as u64);
+            pax.set_cksum();
+            let mut b = tar::Builder::new(Vec::new());
+            b.append(&pax, records).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_size(4);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "file", &b"data"[..]).unwrap();
+            let stored = b.into_inner().unwrap();
+            let mut filter = PathFilter::new([b"file".to_vec()]);
+            let mut s = TarSplicer::new(Vec::new());
+            s.append(&stored[..], &mut filter).unwrap();
+            let out = s.finish().unwrap();
+            assert_eq!(out[..stored.len() - 1024], stored[..stored.len() - 1024]);
+            assert!(filter.unmatched().is_empty(), "{records:?}");
+        }
+        // Well formed, the last `path` record names the member.
+        let data = [pax_record("path", b"a"), pax_record("path", b"b")].concat();
+        assert_eq!(pax_path(&data).as_deref(), Some(b"b".as_slice()));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Recovering quilted runs (README, "Quilting: each file's content stored once"): against real
 //! moto, real gpg and GNU tar, `s3nap recover | tar -x` and the stock-tool script
 //! `scripts/quilt-recover` give the tree back exactly; `recover PATH` gives only what it names;
-//! a content object deleted by hand makes `recover` and `verify --deep` fail naming it.
+//! a content object deleted by hand makes `recover` and `verify --deep` fail naming it, while
+//! `recover --list` (the archive alone) still succeeds.
 //!
 //! The quilted run is a real `Quilt yes` run of s3nap.
 
@@ -237,6 +238,13 @@ fn a_content_object_deleted_by_hand_fails_recover_and_deep_verify_naming_it() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("s3://{BUCKET}/{key}")), "{err}");
     assert!(err.contains(&member) && err.contains("missing"), "{err}");
+    // Named up front, before the files that precede it go out.
+    assert!(
+        err.contains(&format!(
+            "s3://{BUCKET}/{key}: quilt content object is missing"
+        )),
+        "{err}"
+    );
     // What did go out is a stream tar refuses, and the file is not among what it extracted.
     let dest = f.dir.join("cut");
     fs::create_dir_all(&dest).unwrap();
@@ -275,6 +283,24 @@ fn a_content_object_deleted_by_hand_fails_recover_and_deep_verify_naming_it() {
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // A listing reads the archive alone: the missing content is no concern of it.
+    let out = s3nap(
+        &[
+            "-c",
+            conf,
+            "recover",
+            f.tree.to_str().unwrap(),
+            "--list",
+            "--identity",
+            secret,
+        ],
+        &[],
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listed.contains(&member), "{member} in {listed}");
+    assert!(!stderr(&out).contains("missing"), "{}", stderr(&out));
 
     let out = s3nap(&["-c", conf, "verify", "--deep", "--identity", secret], &[]);
     let err = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));

@@ -9,14 +9,17 @@
 //! names the object; a failure to write the output (the reader went away) is told apart as the
 //! output's.
 //!
-//! Before any byte is read, [`ready`] HEADs every archive of the chain: archived ones (GLACIER,
-//! DEEP_ARCHIVE, also when a lifecycle rule moved them) have their retrieval requested, and
-//! recovery either stops with `RetrievalPending` (exit status 5, nothing written) or waits.
+//! Before any byte is read, [`ready`] HEADs every archive of the chain, and unless listing,
+//! every quilt content object its manifests list: archived ones (GLACIER, DEEP_ARCHIVE, also
+//! when a lifecycle rule moved them) have their retrieval requested, and recovery either stops
+//! with `RetrievalPending` (exit status 5, nothing written) or waits; missing content objects
+//! are warned about up front, each named.
 //!
 //! A quilted run's archive (manifest format 3) gets the content of its quilted members back
 //! from the quilt's content objects ([`quilt`]), checked by the splicer against each member's
 //! reference; a missing, replaced or undecryptable object fails the recovery naming it and the
-//! member, the stream cut so that tar fails. Runs of earlier formats are read exactly as before.
+//! member, the stream cut so that tar fails. A listing reads the archives only. Runs of earlier
+//! formats are read exactly as before.
 
 mod quilt;
 
@@ -26,6 +29,7 @@ use std::rc::Rc;
 
 use anyhow::{anyhow, bail};
 use chrono::{DateTime, Utc};
+use futures::stream::{self as futures_stream, StreamExt};
 
 use crate::catalog;
 use crate::pipeline::compress::decompressor;
@@ -68,20 +72,34 @@ pub async fn plan(
 
 /// Makes sure every object of `chain` (archives, and their range hashes and refs, which a
 /// lifecycle rule on the whole prefix moves too) can be read before a byte of it is: archived ones have
-/// their retrieval requested (unless it is on its way). Without `wait`, any that cannot be read
-/// yet end the recovery with `RetrievalPending` (exit status 5); with it, the archives are
-/// checked again until they can, each wait said on stderr.
+/// their retrieval requested (unless it is on its way). Unless `list` (a listing reads the
+/// archives only), so do the quilt content objects the manifests list, and each missing one is
+/// warned about now (the recovery fails at the member that needs it, after the others went
+/// out). Without `wait`, any that cannot be read yet end the recovery with `RetrievalPending`
+/// (exit status 5); with it, they are checked again until they can, each wait said on stderr.
 pub async fn ready(
     store: &DynStore,
     chain: &[Manifest],
     retrieval: &Retrieval,
     wait: bool,
+    list: bool,
 ) -> anyhow::Result<()> {
-    let keys: Vec<String> = chain
+    let mut keys: Vec<String> = chain
         .iter()
         .flat_map(|m| m.objects())
         .map(String::from)
         .collect();
+    if !list {
+        let content = head_content(store, chain).await?;
+        for (key, run) in &content.missing {
+            log::warn!(
+                "{}: quilt content object is missing (listed by {run}); recovering the file(s) \
+                 that reference it will fail",
+                store.locate(key)
+            );
+        }
+        keys.extend(content.archived);
+    }
     if !wait {
         return retrieval::require_readable(store, &keys, retrieval).await;
     }
@@ -102,6 +120,49 @@ pub async fn ready(
     .await?;
     log::info!("every archive of the recovery can be read");
     Ok(())
+}
+
+/// HEAD requests of quilt content in flight at once.
+const PARALLEL_HEADS: usize = 16;
+
+/// What HEAD said of the quilt content objects a chain's manifests list.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ContentState {
+    /// Keys of those that must be retrieved before they can be read.
+    archived: Vec<String>,
+    /// Keys of those that do not exist, each with the first run that lists it.
+    missing: Vec<(String, String)>,
+}
+
+/// HEADs every content object `chain`'s manifests list, each once (a chain's runs share them),
+/// in key order. A key that is no content key (a damaged manifest) is left to the splicer,
+/// which refuses what it names.
+async fn head_content(store: &DynStore, chain: &[Manifest]) -> anyhow::Result<ContentState> {
+    let mut listed: std::collections::BTreeMap<&str, String> = Default::default();
+    for m in chain {
+        for key in m.quilt.iter().flat_map(|q| &q.content) {
+            if crate::schema::quilt::is_content_key(key) {
+                listed
+                    .entry(key.as_str())
+                    .or_insert_with(|| format!("run {} of {}", m.run, m.set));
+            }
+        }
+    }
+    let mut heads: Vec<_> = futures_stream::iter(listed.keys().copied())
+        .map(|key| async move { (key, store.head(key).await) })
+        .buffer_unordered(PARALLEL_HEADS)
+        .collect()
+        .await;
+    heads.sort_by_key(|(key, _)| *key);
+    let mut state = ContentState::default();
+    for (key, head) in heads {
+        match head? {
+            None => state.missing.push((key.to_string(), listed[key].clone())),
+            Some(info) if info.needs_retrieval() => state.archived.push(key.to_string()),
+            Some(_) => {}
+        }
+    }
+    Ok(state)
 }
 
 /// The range size and the SHA-256 of each range of `manifest`'s archive, read from its hash
@@ -285,7 +346,7 @@ pub fn stream<W: Write>(
     // Every archive of the chain into the sink; on any failure the tar stream is ended so that
     // tar fails on it too.
     let streamed = chain.iter().try_for_each(|manifest| {
-        stream_archive(handle, store, manifest, decrypt, &mut sink, &written)
+        stream_archive(handle, store, manifest, decrypt, list, &mut sink, &written)
     });
     if let Err(e) = streamed {
         sink.abandon();
@@ -324,18 +385,25 @@ fn open_archive(
 }
 
 /// Downloads, checks and decodes `manifest`'s archive into `sink`, reporting a failure in the
-/// words of whoever caused it: the output, the integrity check, or a later stage.
+/// words of whoever caused it: the output, the integrity check, or a later stage. A listing
+/// (`list`) gets no content source: it reads the archive only, and a quilted member is listed
+/// from its header like any other.
 fn stream_archive<W: Write>(
     handle: &tokio::runtime::Handle,
     store: &DynStore,
     manifest: &Manifest,
     decrypt: Option<&DecryptWith>,
+    list: bool,
     sink: &mut Sink<W>,
     written: &RefCell<Written>,
 ) -> anyhow::Result<()> {
     let target = store.locate(&manifest.archive.key);
     let (reader, failure) = open_archive(handle, store, manifest)?;
-    let mut content = StoreContent::of(handle, store, manifest, decrypt);
+    let mut content = if list {
+        None
+    } else {
+        StoreContent::of(handle, store, manifest, decrypt)
+    };
     let quilt = content.as_mut().map(|c| c as &mut dyn QuiltContent);
     if let Err(e) = decode_into(reader, manifest, decrypt, sink, quilt) {
         if let Some(e) = written.borrow().blame() {
@@ -1020,5 +1088,259 @@ mod tests {
         assert_eq!(got.len(), 4);
         assert_eq!(got[0], ("srv/a".to_string(), A.to_vec()));
         assert_eq!(got[3], ("srv/a".to_string(), changed.to_vec()));
+    }
+
+    /// A store that replaces the object under `key` with `replacement` once the last byte of
+    /// the object was read: an object replaced between the splicer's checking pass and its
+    /// output pass.
+    #[derive(Debug)]
+    struct Swapping {
+        inner: Arc<MemoryStore>,
+        key: String,
+        replacement: std::sync::Mutex<Option<Vec<u8>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::Store for Swapping {
+        fn locate(&self, key: &str) -> String {
+            self.inner.locate(key)
+        }
+        async fn put_locked(
+            &self,
+            key: &str,
+            data: bytes::Bytes,
+            lock: Option<&crate::store::ObjectLock>,
+        ) -> crate::store::Result<()> {
+            self.inner.put_locked(key, data, lock).await
+        }
+        async fn get(&self, key: &str) -> crate::store::Result<bytes::Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            range: std::ops::Range<u64>,
+        ) -> crate::store::Result<bytes::Bytes> {
+            let data = self.inner.get_range(key, range.clone()).await?;
+            if key == self.key {
+                let size = self.inner.head(key).await?.map_or(0, |i| i.size);
+                if range.end >= size {
+                    if let Some(other) = self.replacement.lock().unwrap().take() {
+                        self.inner.insert(key, other, chrono::Utc::now());
+                    }
+                }
+            }
+            Ok(data)
+        }
+        async fn head(&self, key: &str) -> crate::store::Result<Option<crate::store::ObjectInfo>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> crate::store::Result<Vec<crate::store::ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> crate::store::Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn create_upload(
+            &self,
+            key: &str,
+            options: &crate::store::UploadOptions,
+        ) -> crate::store::Result<String> {
+            self.inner.create_upload(key, options).await
+        }
+        async fn upload_part(
+            &self,
+            key: &str,
+            upload_id: &str,
+            number: u32,
+            data: bytes::Bytes,
+        ) -> crate::store::Result<crate::store::PartReceipt> {
+            self.inner.upload_part(key, upload_id, number, data).await
+        }
+        async fn complete_upload(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: Vec<crate::store::PartReceipt>,
+        ) -> crate::store::Result<()> {
+            self.inner.complete_upload(key, upload_id, parts).await
+        }
+        async fn abort_upload(&self, key: &str, upload_id: &str) -> crate::store::Result<()> {
+            self.inner.abort_upload(key, upload_id).await
+        }
+        async fn list_uploads(
+            &self,
+            prefix: &str,
+        ) -> crate::store::Result<Vec<crate::store::PendingUpload>> {
+            self.inner.list_uploads(prefix).await
+        }
+        async fn restore(
+            &self,
+            key: &str,
+            days: u32,
+            tier: crate::store::RetrievalTier,
+        ) -> crate::store::Result<()> {
+            self.inner.restore(key, days, tier).await
+        }
+        async fn server_time(&self) -> crate::store::Result<chrono::DateTime<chrono::Utc>> {
+            self.inner.server_time().await
+        }
+        async fn retain(
+            &self,
+            key: &str,
+            lock: &crate::store::ObjectLock,
+        ) -> crate::store::Result<()> {
+            self.inner.retain(key, lock).await
+        }
+        async fn locks_enabled(&self) -> crate::store::Result<bool> {
+            self.inner.locks_enabled().await
+        }
+    }
+
+    /// `len` bytes no compressor shrinks, different for each `seed`.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_content_object_replaced_between_the_passes_gives_no_byte_of_the_replacement() {
+        // Above HELD_IN_MEMORY the splicer reads the content twice and writes the second pass
+        // before its end is checked: every stored range of that pass must be the one whose
+        // plaintext the first pass checked, else not a byte of it reaches the output.
+        let (cert, decrypt) = identity();
+        let len = crate::tarstream::HELD_IN_MEMORY as usize + 100_000;
+        let (real, other) = (noise(1, len), noise(2, len));
+        let entries = [Entry {
+            name: "srv/big",
+            data: &real,
+            quilted: true,
+            xattr: false,
+        }];
+        let key = key_of(&real);
+        // Replaced by other content of the same stored size (sealed to the same key), and by
+        // one of another size.
+        let cases = [seal(&other, &cert), seal(&other[..len - 1000], &cert)];
+        assert_eq!(cases[0].len(), seal(&real, &cert).len(), "same stored size");
+        for replacement in cases {
+            let memory = Arc::new(MemoryStore::new());
+            put_quilted(&memory, &cert, &entries);
+            let swapping = Arc::new(Swapping {
+                inner: memory,
+                key: key.clone(),
+                replacement: std::sync::Mutex::new(Some(replacement)),
+            });
+            let store: DynStore = swapping.clone();
+            let (out, result) = recover_quilted(store.clone(), &decrypt, vec![]);
+            assert!(swapping.replacement.lock().unwrap().is_none(), "swapped");
+            for at in [0, 1 << 20, len - 70_000] {
+                let piece = &other[at..at + 4096];
+                assert!(
+                    !out.windows(piece.len()).any(|w| w == piece),
+                    "bytes {at}.. of the replacement reached the output"
+                );
+            }
+            let text = integrity(result.err().expect("the recovery fails"));
+            assert!(text.contains(&store.locate(&key)), "{text}");
+            assert!(text.contains("srv/big changed while it was read"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_no_content_and_ready_needs_the_content_only_to_recover() {
+        use crate::store::retrieval::{Retrieval, RetrievalPending};
+        use crate::store::{StorageClass, Store};
+        let (cert, decrypt) = identity();
+        let memory = Arc::new(MemoryStore::new());
+        let m = put_quilted(&memory, &cert, &tree());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // etc/b's content is gone, srv/a's moved to GLACIER by a lifecycle rule.
+        runtime.block_on(memory.delete(&key_of(B))).unwrap();
+        memory.set_storage_class(&key_of(A), StorageClass::Glacier);
+        let faulty = Arc::new(FaultyStore::new(memory.clone(), []));
+        let faults = faulty.faults();
+        let store: DynStore = faulty;
+        let chain = vec![m.clone()];
+        let retrieval = Retrieval::default();
+        let quilt_calls = || {
+            faults
+                .calls()
+                .into_iter()
+                .filter(|c| c.key.starts_with("quilt/"))
+                .count()
+        };
+
+        // A listing needs the archive only: no content is HEADed, retrieved or fetched.
+        runtime
+            .block_on(ready(&store, &chain, &retrieval, false, true))
+            .unwrap();
+        let mut out = Vec::new();
+        let listed = stream(
+            runtime.handle(),
+            &store,
+            chain.clone(),
+            vec![],
+            Some(&decrypt),
+            true,
+            &mut out,
+        );
+        assert_eq!(listed.unwrap().members, 3);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 srv/a\n0 srv/small\n0 etc/b\n"
+        );
+        assert_eq!(quilt_calls(), 0, "{:?}", faults.calls());
+        assert!(memory.restore_requests().is_empty());
+
+        // A recovery has srv/a's content retrieved first (exit status 5, nothing read), and
+        // knows up front that etc/b's is missing.
+        let err = runtime
+            .block_on(ready(&store, &chain, &retrieval, false, false))
+            .unwrap_err();
+        let pending = err.downcast_ref::<RetrievalPending>().expect("pending");
+        let waiting: Vec<&str> = pending
+            .report
+            .waiting
+            .iter()
+            .map(|w| w.target.as_str())
+            .collect();
+        assert_eq!(waiting, [store.locate(&key_of(A))]);
+        let requested: Vec<String> = memory
+            .restore_requests()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+        assert_eq!(requested, [key_of(A)]);
+        let content = runtime.block_on(head_content(&store, &chain)).unwrap();
+        assert_eq!(content.archived, [key_of(A)]);
+        assert_eq!(
+            content.missing,
+            [(key_of(B), format!("run {} of dir/x", m.run))]
+        );
+        // Retrieved, the recovery goes ahead: the missing object fails only its member.
+        memory.finish_retrievals();
+        runtime
+            .block_on(ready(&store, &chain, &retrieval, false, false))
+            .unwrap();
+        let (out, result) = recover_quilted(store, &decrypt, vec![]);
+        let text = integrity(result.err().expect("etc/b cannot be recovered"));
+        assert!(text.contains("etc/b is missing"), "{text}");
+        assert_eq!(files_before_the_cut(&out), ["srv/a", "srv/small"]);
+    }
+
+    /// The names of the members tar reads from a cut stream before it fails.
+    fn files_before_the_cut(stream: &[u8]) -> Vec<String> {
+        tar::Archive::new(stream)
+            .entries()
+            .unwrap()
+            .map_while(|e| e.ok().map(|e| e.path().unwrap().display().to_string()))
+            .collect()
     }
 }

@@ -2,14 +2,24 @@
 //! out (HEAD → ranged GETs → decryption, as the run's archive is decrypted → zstd).
 //!
 //! The splicer (`tarstream`) checks every byte against the member's reference before passing
-//! it on; this only fetches and decodes, and keeps the first typed failure (a store error, a
+//! it on; this fetches and decodes, and keeps the first typed failure (a store error, a
 //! missing object, one that cannot be decrypted or decompressed) with the object and the
 //! member named, so that recovery reports it in those words and with its kind.
+//!
+//! A large file is read twice (the splicer's checking pass, then its output pass), and the
+//! output pass writes before it reaches the end that its SHA-256 covers. So the first read of
+//! an object records its stored size and the SHA-256 of each stored range, and every later
+//! read checks each range against that record before it goes to decryption: the output pass
+//! decrypts exactly the stored bytes whose plaintext was checked (decryption and decompression
+//! are deterministic), and an object replaced in between ends the stream before a byte of the
+//! replacement is decoded.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::pipeline::compress::decompressor;
 use crate::pipeline::decrypt::{decryptor, DecryptWith};
@@ -17,7 +27,7 @@ use crate::schema::compression::Compression;
 use crate::schema::manifest::Manifest;
 use crate::schema::quilt::QuiltRef;
 use crate::schema::IntegrityError;
-use crate::store::{DynStore, StoreError};
+use crate::store::DynStore;
 use crate::tarstream::QuiltContent;
 
 /// Bytes of a content object fetched by one GET.
@@ -30,6 +40,8 @@ pub(super) struct StoreContent<'a> {
     decrypt: Option<&'a DecryptWith>,
     /// The content keys the run's manifest lists: the archive may reference no other.
     listed: std::collections::BTreeSet<String>,
+    /// What the first read of each object saw, which every later read must see again.
+    seen: HashMap<String, Arc<Mutex<Seen>>>,
     /// The first failure, typed, naming the object and the member.
     pub(super) failure: Option<anyhow::Error>,
 }
@@ -48,6 +60,7 @@ impl<'a> StoreContent<'a> {
             store: store.clone(),
             decrypt: if manifest.encrypted() { decrypt } else { None },
             listed: quilt.content.iter().cloned().collect(),
+            seen: HashMap::new(),
             failure: None,
         })
     }
@@ -94,14 +107,40 @@ impl QuiltContent for StoreContent<'_> {
                 )
             }
         };
+        let ranges = match self.seen.get(&reference.key) {
+            Some(seen) => {
+                let then = seen.lock().expect("not poisoned").size;
+                if then != size {
+                    return Err(self.fail(
+                        IntegrityError(format!(
+                            "{target}: the content object of {member} changed while it was \
+                             read: {size} bytes stored now, {then} when it was checked"
+                        ))
+                        .into(),
+                    ));
+                }
+                Ranges::Check(seen.clone())
+            }
+            None => {
+                let seen = Arc::new(Mutex::new(Seen {
+                    size,
+                    ranges: Vec::new(),
+                }));
+                self.seen.insert(reference.key.clone(), seen.clone());
+                Ranges::Record(seen)
+            }
+        };
         let store_failure = Arc::new(Mutex::new(None));
         let stored = StoredReader {
             handle: self.handle.clone(),
             store: self.store.clone(),
             key: reference.key.clone(),
+            target: target.clone(),
+            member: member.clone(),
             size,
             at: 0,
             current: Bytes::new(),
+            ranges,
             failure: store_failure.clone(),
         };
         let decrypted = match self.decrypt {
@@ -126,16 +165,17 @@ impl QuiltContent for StoreContent<'_> {
     }
 }
 
-/// The typed error behind a failed read of decoded content: the store's, when it was the
-/// store that failed, else an integrity error (the object cannot be decrypted or decompressed).
+/// The typed error behind a failed read of decoded content: the stored reader's (the store's,
+/// or a range that differs from its first read), when it failed, else an integrity error (the
+/// object cannot be decrypted or decompressed).
 fn decode_failure(
-    store_failure: &Mutex<Option<StoreError>>,
+    store_failure: &Mutex<Option<anyhow::Error>>,
     target: &str,
     member: &str,
     e: io::Error,
 ) -> anyhow::Error {
     match store_failure.lock().expect("not poisoned").take() {
-        Some(store) => anyhow::Error::from(store).context(format!("the content of {member}")),
+        Some(stored) => stored,
         None => IntegrityError(format!(
             "{target}: the content of {member} cannot be decrypted and decompressed: {e}"
         ))
@@ -148,7 +188,7 @@ struct Decoded<'s, 'a> {
     inner: Box<dyn Read + 'a>,
     target: String,
     member: String,
-    store_failure: Arc<Mutex<Option<StoreError>>>,
+    store_failure: Arc<Mutex<Option<anyhow::Error>>>,
     source: &'s mut StoreContent<'a>,
 }
 
@@ -164,16 +204,77 @@ impl Read for Decoded<'_, '_> {
     }
 }
 
-/// A content object's stored bytes, one ranged GET at a time; the store's error is kept for
-/// [`decode_failure`], since the decryption stage may rewrap it.
+/// What the first read of a content object saw: its stored size and the SHA-256 of each
+/// [`CONTENT_RANGE`] of it (32 bytes per 4 MiB).
+struct Seen {
+    size: u64,
+    ranges: Vec<[u8; 32]>,
+}
+
+/// What a read does with each stored range's SHA-256.
+enum Ranges {
+    /// The object's first read: remember them.
+    Record(Arc<Mutex<Seen>>),
+    /// A later read: each must be what the first read saw.
+    Check(Arc<Mutex<Seen>>),
+}
+
+/// A content object's stored bytes, one ranged GET at a time, each range recorded or checked
+/// ([`Ranges`]) before it is passed on; the failure is kept, typed and naming the object and
+/// the member, for [`decode_failure`], since the decryption stage may rewrap it.
 struct StoredReader {
     handle: tokio::runtime::Handle,
     store: DynStore,
     key: String,
+    target: String,
+    member: String,
     size: u64,
     at: u64,
     current: Bytes,
-    failure: Arc<Mutex<Option<StoreError>>>,
+    ranges: Ranges,
+    failure: Arc<Mutex<Option<anyhow::Error>>>,
+}
+
+impl StoredReader {
+    /// Keeps `error` for [`decode_failure`] and returns its text as an I/O error.
+    fn fail(&self, error: anyhow::Error) -> io::Error {
+        let text = format!("{error:#}");
+        self.failure
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(error);
+        io::Error::new(io::ErrorKind::InvalidData, text)
+    }
+
+    /// Records the SHA-256 of the range at `self.at` holding `data`, or checks it against the
+    /// record of the first read.
+    fn record_or_check(&self, data: &[u8]) -> io::Result<()> {
+        let digest: [u8; 32] = Sha256::digest(data).into();
+        let index = (self.at / CONTENT_RANGE) as usize;
+        match &self.ranges {
+            Ranges::Record(seen) => {
+                let mut seen = seen.lock().expect("not poisoned");
+                if seen.ranges.len() == index {
+                    seen.ranges.push(digest);
+                }
+                Ok(())
+            }
+            Ranges::Check(seen) => {
+                if seen.lock().expect("not poisoned").ranges.get(index) == Some(&digest) {
+                    return Ok(());
+                }
+                let end = self.at + data.len() as u64;
+                Err(self.fail(
+                    IntegrityError(format!(
+                        "{}: the content object of {} changed while it was read: bytes {}..{end} \
+                         differ from those checked before",
+                        self.target, self.member, self.at
+                    ))
+                    .into(),
+                ))
+            }
+        }
+    }
 }
 
 impl Read for StoredReader {
@@ -184,20 +285,21 @@ impl Read for StoredReader {
             }
             let range = self.at..(self.at + CONTENT_RANGE).min(self.size);
             let want = range.end - range.start;
-            let data = self
-                .handle
-                .block_on(self.store.get_range(&self.key, range))
-                .map_err(|e| {
-                    let text = e.to_string();
-                    self.failure.lock().expect("not poisoned").get_or_insert(e);
-                    io::Error::other(text)
-                })?;
+            let data = match self.handle.block_on(self.store.get_range(&self.key, range)) {
+                Ok(data) => data,
+                Err(e) => {
+                    let member = self.member.clone();
+                    return Err(self
+                        .fail(anyhow::Error::from(e).context(format!("the content of {member}"))));
+                }
+            };
             if data.len() as u64 != want {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("short read ({} of {want} bytes)", data.len()),
                 ));
             }
+            self.record_or_check(&data)?;
             self.at += want;
             self.current = data;
         }
