@@ -158,6 +158,7 @@ mod tests {
     use crate::schema::layout::{self, Kind, RunId};
     use crate::schema::manifest::{sample, Manifest};
     use crate::schema::quilt::{QuiltSecret, QuiltUse, QUILTED_FORMAT};
+    use crate::store::faulty::{FaultyStore, Op, Rule};
     use crate::store::memory::MemoryStore;
     use crate::store::Store;
     use crate::uploads::Records;
@@ -238,107 +239,6 @@ mod tests {
         assert!(memory.object(&content(1)).is_none());
     }
 
-    /// The memory store, except that listing the quilt's content first runs `meanwhile` once:
-    /// what a backup committing between gc's first reading and its deletions does.
-    struct Meanwhile {
-        inner: Arc<MemoryStore>,
-        #[allow(clippy::type_complexity)]
-        meanwhile: std::sync::Mutex<Option<Box<dyn FnOnce(&MemoryStore) + Send>>>,
-    }
-
-    impl std::fmt::Debug for Meanwhile {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Meanwhile")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Meanwhile {
-        fn locate(&self, key: &str) -> String {
-            self.inner.locate(key)
-        }
-        async fn put_locked(
-            &self,
-            key: &str,
-            data: bytes::Bytes,
-            lock: Option<&crate::store::ObjectLock>,
-        ) -> store::Result<()> {
-            self.inner.put_locked(key, data, lock).await
-        }
-        async fn get(&self, key: &str) -> store::Result<bytes::Bytes> {
-            self.inner.get(key).await
-        }
-        async fn get_range(
-            &self,
-            key: &str,
-            range: std::ops::Range<u64>,
-        ) -> store::Result<bytes::Bytes> {
-            self.inner.get_range(key, range).await
-        }
-        async fn head(&self, key: &str) -> store::Result<Option<store::ObjectInfo>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> store::Result<Vec<store::ObjectInfo>> {
-            let listed = self.inner.list(prefix).await;
-            if prefix == CONTENT_PREFIX {
-                if let Some(f) = self.meanwhile.lock().unwrap().take() {
-                    f(&self.inner);
-                }
-            }
-            listed
-        }
-        async fn delete(&self, key: &str) -> store::Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn create_upload(
-            &self,
-            key: &str,
-            options: &store::UploadOptions,
-        ) -> store::Result<String> {
-            self.inner.create_upload(key, options).await
-        }
-        async fn upload_part(
-            &self,
-            key: &str,
-            upload_id: &str,
-            number: u32,
-            data: bytes::Bytes,
-        ) -> store::Result<store::PartReceipt> {
-            self.inner.upload_part(key, upload_id, number, data).await
-        }
-        async fn complete_upload(
-            &self,
-            key: &str,
-            upload_id: &str,
-            parts: Vec<store::PartReceipt>,
-        ) -> store::Result<()> {
-            self.inner.complete_upload(key, upload_id, parts).await
-        }
-        async fn abort_upload(&self, key: &str, upload_id: &str) -> store::Result<()> {
-            self.inner.abort_upload(key, upload_id).await
-        }
-        async fn list_uploads(&self, prefix: &str) -> store::Result<Vec<store::PendingUpload>> {
-            self.inner.list_uploads(prefix).await
-        }
-        async fn restore(
-            &self,
-            key: &str,
-            days: u32,
-            tier: store::RetrievalTier,
-        ) -> store::Result<()> {
-            self.inner.restore(key, days, tier).await
-        }
-        async fn server_time(&self) -> store::Result<DateTime<Utc>> {
-            self.inner.server_time().await
-        }
-        async fn retain(&self, key: &str, lock: &store::ObjectLock) -> store::Result<()> {
-            self.inner.retain(key, lock).await
-        }
-        async fn locks_enabled(&self) -> store::Result<bool> {
-            self.inner.locks_enabled().await
-        }
-    }
-
     #[tokio::test]
     async fn content_a_run_committed_after_the_first_reading_references_is_kept() {
         let memory = Arc::new(MemoryStore::new());
@@ -346,12 +246,16 @@ mod tests {
         for n in 1..=2 {
             memory.insert(&content(n), vec![n], old);
         }
-        let store: DynStore = Arc::new(Meanwhile {
-            inner: memory.clone(),
-            meanwhile: std::sync::Mutex::new(Some(Box::new(|m: &MemoryStore| {
-                quilted(m, "late", 3, &[content(1)]);
-            }))),
-        });
+        // A backup commits a run referencing content 1 right after gc's listing of the
+        // content, between its first reading of the manifests and its deletions.
+        let m = memory.clone();
+        let commit = Rule::pass(Op::List)
+            .key(CONTENT_PREFIX)
+            .nth(1)
+            .then(move |_| {
+                quilted(&m, "late", 3, &[content(1)]);
+            });
+        let store: DynStore = Arc::new(FaultyStore::new(memory.clone(), [commit]));
         let outcome = collect(&store, DEFAULT_GRACE).await.unwrap();
         let deleted: Vec<&str> = outcome.deleted.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(deleted, [content(2)]);

@@ -1090,113 +1090,6 @@ mod tests {
         assert_eq!(got[3], ("srv/a".to_string(), changed.to_vec()));
     }
 
-    /// A store that replaces the object under `key` with `replacement` once the last byte of
-    /// the object was read: an object replaced between the splicer's checking pass and its
-    /// output pass.
-    #[derive(Debug)]
-    struct Swapping {
-        inner: Arc<MemoryStore>,
-        key: String,
-        replacement: std::sync::Mutex<Option<Vec<u8>>>,
-    }
-
-    #[async_trait::async_trait]
-    impl crate::store::Store for Swapping {
-        fn locate(&self, key: &str) -> String {
-            self.inner.locate(key)
-        }
-        async fn put_locked(
-            &self,
-            key: &str,
-            data: bytes::Bytes,
-            lock: Option<&crate::store::ObjectLock>,
-        ) -> crate::store::Result<()> {
-            self.inner.put_locked(key, data, lock).await
-        }
-        async fn get(&self, key: &str) -> crate::store::Result<bytes::Bytes> {
-            self.inner.get(key).await
-        }
-        async fn get_range(
-            &self,
-            key: &str,
-            range: std::ops::Range<u64>,
-        ) -> crate::store::Result<bytes::Bytes> {
-            let data = self.inner.get_range(key, range.clone()).await?;
-            if key == self.key {
-                let size = self.inner.head(key).await?.map_or(0, |i| i.size);
-                if range.end >= size {
-                    if let Some(other) = self.replacement.lock().unwrap().take() {
-                        self.inner.insert(key, other, chrono::Utc::now());
-                    }
-                }
-            }
-            Ok(data)
-        }
-        async fn head(&self, key: &str) -> crate::store::Result<Option<crate::store::ObjectInfo>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> crate::store::Result<Vec<crate::store::ObjectInfo>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> crate::store::Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn create_upload(
-            &self,
-            key: &str,
-            options: &crate::store::UploadOptions,
-        ) -> crate::store::Result<String> {
-            self.inner.create_upload(key, options).await
-        }
-        async fn upload_part(
-            &self,
-            key: &str,
-            upload_id: &str,
-            number: u32,
-            data: bytes::Bytes,
-        ) -> crate::store::Result<crate::store::PartReceipt> {
-            self.inner.upload_part(key, upload_id, number, data).await
-        }
-        async fn complete_upload(
-            &self,
-            key: &str,
-            upload_id: &str,
-            parts: Vec<crate::store::PartReceipt>,
-        ) -> crate::store::Result<()> {
-            self.inner.complete_upload(key, upload_id, parts).await
-        }
-        async fn abort_upload(&self, key: &str, upload_id: &str) -> crate::store::Result<()> {
-            self.inner.abort_upload(key, upload_id).await
-        }
-        async fn list_uploads(
-            &self,
-            prefix: &str,
-        ) -> crate::store::Result<Vec<crate::store::PendingUpload>> {
-            self.inner.list_uploads(prefix).await
-        }
-        async fn restore(
-            &self,
-            key: &str,
-            days: u32,
-            tier: crate::store::RetrievalTier,
-        ) -> crate::store::Result<()> {
-            self.inner.restore(key, days, tier).await
-        }
-        async fn server_time(&self) -> crate::store::Result<chrono::DateTime<chrono::Utc>> {
-            self.inner.server_time().await
-        }
-        async fn retain(
-            &self,
-            key: &str,
-            lock: &crate::store::ObjectLock,
-        ) -> crate::store::Result<()> {
-            self.inner.retain(key, lock).await
-        }
-        async fn locks_enabled(&self) -> crate::store::Result<bool> {
-            self.inner.locks_enabled().await
-        }
-    }
-
     /// `len` bytes no compressor shrinks, different for each `seed`.
     fn noise(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -1232,14 +1125,18 @@ mod tests {
         for replacement in cases {
             let memory = Arc::new(MemoryStore::new());
             put_quilted(&memory, &cert, &entries);
-            let swapping = Arc::new(Swapping {
-                inner: memory,
-                key: key.clone(),
-                replacement: std::sync::Mutex::new(Some(replacement)),
-            });
-            let store: DynStore = swapping.clone();
+            // The object is replaced once its last byte was read: between the splicer's
+            // checking pass and its output pass.
+            let last = memory.object(&key).unwrap().len() as u64 - 1;
+            let (m, theirs) = (memory.clone(), replacement.clone());
+            let swap = Rule::pass(Op::GetRange)
+                .key(key.clone())
+                .covering(last)
+                .nth(1)
+                .then(move |c| m.insert(&c.key, theirs.clone(), chrono::Utc::now()));
+            let store: DynStore = Arc::new(FaultyStore::new(memory.clone(), [swap]));
             let (out, result) = recover_quilted(store.clone(), &decrypt, vec![]);
-            assert!(swapping.replacement.lock().unwrap().is_none(), "swapped");
+            assert_eq!(memory.object(&key).unwrap(), replacement, "swapped");
             for at in [0, 1 << 20, len - 70_000] {
                 let piece = &other[at..at + 4096];
                 assert!(

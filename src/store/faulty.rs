@@ -6,8 +6,11 @@
 //! an error before the inner store is called (transient: worth retrying; permanent: not), a
 //! lost reply (the inner operation is performed, then a transient error comes back, as when
 //! the network drops the answer), or for reads a damaged body (cut short, or one bit flipped).
-//! Rules are set at construction and while the test runs, through the [`Faults`] handle, which
-//! also holds the record of every call made.
+//! A rule may also carry no fault ([`Rule::pass`]) and a hook ([`Rule::then`]): a closure run
+//! once each call it hits is done, before its answer returns — what another host does at that
+//! moment (it acts on the inner store through what it captured, e.g. a `MemoryStore`'s sync
+//! helpers). Rules are set at construction and while the test runs, through the [`Faults`]
+//! handle, which also holds the record of every call made.
 
 use std::fmt;
 use std::future::Future;
@@ -111,10 +114,22 @@ pub enum When {
     FirstN(u32),
 }
 
+/// What a rule runs after each call it hits ([`Rule::then`]), given that call.
+#[derive(Clone)]
+struct Hook(Arc<dyn Fn(&Call) + Send + Sync>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     op: Op,
-    fault: Fault,
+    /// `None`: the calls hit pass untouched (a rule for its hook).
+    fault: Option<Fault>,
+    then: Option<Hook>,
     when: When,
     key_prefix: Option<String>,
     covering: Option<u64>,
@@ -132,12 +147,28 @@ impl Rule {
         );
         Rule {
             op,
-            fault,
+            fault: Some(fault),
+            then: None,
             when: When::Always,
             key_prefix: None,
             covering: None,
             seen: 0,
         }
+    }
+
+    /// No fault on the calls of `op`: they pass untouched (give the rule a [`Rule::then`]).
+    pub fn pass(op: Op) -> Self {
+        Rule {
+            fault: None,
+            ..Rule::new(op, Fault::Transient)
+        }
+    }
+
+    /// Runs `hook` after each call this rule hits, once the call is done (its inner call
+    /// performed or its fault met) and before its answer returns to the caller.
+    pub fn then(mut self, hook: impl Fn(&Call) + Send + Sync + 'static) -> Self {
+        self.then = Some(Hook(Arc::new(hook)));
+        self
     }
 
     /// Only the `n`th matching call (from 1).
@@ -216,7 +247,8 @@ impl Faults {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a rule; when several hit one call, the first added wins (all count the call).
+    /// Adds a rule; when several with a fault hit one call, the first added wins (all count
+    /// the call, and the hooks of all run).
     pub fn add(&self, rule: Rule) {
         self.lock().rules.push(rule);
     }
@@ -251,18 +283,22 @@ impl Faults {
         self.lock().calls.clear();
     }
 
-    /// Records `call`; the fault the rules give it, with the offset of the rule that gave it.
-    fn decide(&self, mut call: Call) -> Option<(Fault, Option<u64>)> {
+    /// Records `call`; the fault the rules give it, with the offset of the rule that gave it,
+    /// and the hooks to run once it is done.
+    fn decide(&self, call: &mut Call) -> (Option<(Fault, Option<u64>)>, Vec<Hook>) {
         let mut shared = self.lock();
-        let mut hit = None;
+        let (mut hit, mut hooks) = (None, Vec::new());
         for rule in &mut shared.rules {
-            if rule.hits(&call) && hit.is_none() {
-                hit = Some((rule.fault, rule.covering));
+            if rule.hits(call) {
+                if let (Some(fault), None) = (rule.fault, hit) {
+                    hit = Some((fault, rule.covering));
+                }
+                hooks.extend(rule.then.clone());
             }
         }
         call.fault = hit.map(|(fault, _)| fault);
-        shared.calls.push(call);
-        hit
+        shared.calls.push(call.clone());
+        (hit, hooks)
     }
 }
 
@@ -300,10 +336,13 @@ impl FaultyStore {
     }
 
     /// Runs `inner` for `call` unless an error fault stops it.
-    async fn run<T>(&self, call: Call, inner: impl Future<Output = Result<T>>) -> Result<T> {
-        let (op, key) = (call.op, call.key.clone());
-        let fault = self.faults.decide(call).map(|(fault, _)| fault);
-        self.apply(op, &key, fault, inner).await
+    async fn run<T>(&self, mut call: Call, inner: impl Future<Output = Result<T>>) -> Result<T> {
+        let (hit, hooks) = self.faults.decide(&mut call);
+        let result = self
+            .apply(call.op, &call.key, hit.map(|(fault, _)| fault), inner)
+            .await;
+        done(&call, hooks);
+        result
     }
 
     async fn apply<T>(
@@ -344,26 +383,35 @@ impl FaultyStore {
     /// A read of bytes `start..` of `key`, its body damaged if a rule says so.
     async fn read(
         &self,
-        call: Call,
+        mut call: Call,
         start: u64,
         inner: impl Future<Output = Result<Bytes>>,
     ) -> Result<Bytes> {
-        let (op, key) = (call.op, call.key.clone());
-        match self.faults.decide(call) {
-            Some((Fault::Truncate, _)) => {
-                let data = inner.await?;
-                Ok(data.slice(..data.len() / 2))
-            }
-            Some((Fault::FlipBit, at)) => {
-                let mut data = inner.await?.to_vec();
+        let (hit, hooks) = self.faults.decide(&mut call);
+        let result = match hit {
+            Some((Fault::Truncate, _)) => inner.await.map(|data| data.slice(..data.len() / 2)),
+            Some((Fault::FlipBit, at)) => inner.await.map(|data| {
+                let mut data = data.to_vec();
                 let at = at.unwrap_or(start) - start;
                 if let Some(byte) = data.get_mut(at as usize) {
                     *byte ^= 1;
                 }
-                Ok(data.into())
+                data.into()
+            }),
+            other => {
+                let fault = other.map(|(f, _)| f);
+                self.apply(call.op, &call.key, fault, inner).await
             }
-            other => self.apply(op, &key, other.map(|(f, _)| f), inner).await,
-        }
+        };
+        done(&call, hooks);
+        result
+    }
+}
+
+/// Runs the hooks of the rules that hit `call`, now that it is done.
+fn done(call: &Call, hooks: Vec<Hook>) {
+    for Hook(hook) in hooks {
+        hook(call);
     }
 }
 
@@ -522,6 +570,29 @@ mod tests {
                 (Op::Head, "b/2".into(), None),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_runs_after_the_call_it_hits_and_a_fault_rule_still_wins() {
+        let memory = Arc::new(MemoryStore::new());
+        let m = memory.clone();
+        let store = FaultyStore::new(
+            memory.clone(),
+            [
+                Rule::pass(Op::Head)
+                    .key("a/")
+                    .nth(2)
+                    .then(move |c| m.insert("b/new", c.key.clone().into_bytes(), Utc::now())),
+                Rule::new(Op::Head, Fault::LostReply).nth(2),
+            ],
+        );
+        assert!(store.head("a/1").await.unwrap().is_none());
+        assert!(memory.object("b/new").is_none(), "not yet");
+        let err = store.head("a/2").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transient, "the fault rule still hits");
+        assert_eq!(memory.object("b/new").as_deref(), Some(&b"a/2"[..]));
+        let faults: Vec<Option<Fault>> = store.faults().calls().iter().map(|c| c.fault).collect();
+        assert_eq!(faults, [None, Some(Fault::LostReply)]);
     }
 
     #[tokio::test]
