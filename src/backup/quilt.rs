@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context};
+use futures::{StreamExt, TryStreamExt};
 use sequoia_openpgp::Cert;
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
@@ -58,6 +59,9 @@ use crate::source::quilt::{Offered, Quilter};
 use crate::source::{Report, Source};
 use crate::store::{DynStore, ErrorKind, ObjectLock, StorageClass, UploadOptions};
 use crate::uploads::{Records, Upload, UploadKind};
+
+/// HEAD requests of the commit's check in flight at once.
+const CONFIRM_AT_ONCE: usize = 16;
 
 /// Bytes read from a file at once when hashing it.
 const READ_BLOCK: usize = 1 << 20;
@@ -422,31 +426,41 @@ impl QuiltRun {
             None => None,
         };
         let keys: Vec<String> = self.tally().refs.keys().cloned().collect();
-        for key in &keys {
-            match store.head(key).await? {
-                Some(info) => {
-                    if let Some(lock) = &lock {
-                        if info.lock.is_none_or(|l| l.until < lock.until) {
-                            store.retain(key, lock).await.with_context(|| {
-                                format!("extending the lock of {}", store.locate(key))
-                            })?;
+        // A run may reference thousands of objects: their HEADs (and lock extensions) go
+        // several at a time, as recovery's do; what vanished is uploaded again afterwards.
+        let lock = lock.as_ref();
+        let vanished: Vec<&String> = futures::stream::iter(&keys)
+            .map(|key| async move {
+                match store.head(key).await? {
+                    Some(info) => {
+                        if let Some(lock) = lock {
+                            if info.lock.is_none_or(|l| l.until < lock.until) {
+                                store.retain(key, lock).await.with_context(|| {
+                                    format!("extending the lock of {}", store.locate(key))
+                                })?;
+                            }
                         }
+                        anyhow::Ok(None)
                     }
+                    None => Ok(Some(key)),
                 }
-                None => {
-                    log::warn!(
-                        "{}: {} vanished before the run was committed (removed by gc?); \
-                         uploading it again",
-                        s.set,
-                        store.locate(key)
-                    );
-                    let this = self.clone();
-                    let key = key.clone();
-                    tokio::task::spawn_blocking(move || this.upload_again(&key))
-                        .await
-                        .map_err(|e| anyhow!("quilt upload thread failed: {e}"))??;
-                }
-            }
+            })
+            .buffered(CONFIRM_AT_ONCE)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await?;
+        for key in vanished {
+            log::warn!(
+                "{}: {} vanished before the run was committed (removed by gc?); uploading it \
+                 again",
+                s.set,
+                store.locate(key)
+            );
+            let this = self.clone();
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || this.upload_again(&key))
+                .await
+                .map_err(|e| anyhow!("quilt upload thread failed: {e}"))??;
         }
         let t = self.tally();
         Ok(QuiltUse {
