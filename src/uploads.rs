@@ -206,7 +206,8 @@ pub async fn finish_one(store: &DynStore, upload: &Upload) -> crate::store::Resu
             }
         }
     }
-    if upload.kind == UploadKind::Content {
+    // (A record from before records had a kind names content as its manifest and archive.)
+    if upload.kind == UploadKind::Content || crate::schema::quilt::is_content_key(&upload.archive) {
         // Never deleted, whether it exists now or appears later: the same content completed by
         // another host (or by this upload before the kill) may be referenced by a committed run.
         return Ok(Finished::CleanedUp);

@@ -202,6 +202,27 @@ struct Inner {
     tally: Mutex<Tally>,
 }
 
+/// Whether content `key` is stored; with `lock`, a lock of it that ends earlier is extended to
+/// `lock`'s date (content outlives, locked, every run that references it).
+async fn present_and_locked(
+    store: &DynStore,
+    key: &str,
+    lock: Option<&ObjectLock>,
+) -> anyhow::Result<bool> {
+    let Some(info) = store.head(key).await? else {
+        return Ok(false);
+    };
+    if let Some(lock) = lock {
+        if info.lock.is_none_or(|l| l.until < lock.until) {
+            store
+                .retain(key, lock)
+                .await
+                .with_context(|| format!("extending the lock of {}", store.locate(key)))?;
+        }
+    }
+    Ok(true)
+}
+
 /// How a content upload ended, when it did not fail.
 enum Stored {
     /// This run stored it: its stored bytes.
@@ -431,19 +452,8 @@ impl QuiltRun {
         let lock = lock.as_ref();
         let vanished: Vec<&String> = futures::stream::iter(&keys)
             .map(|key| async move {
-                match store.head(key).await? {
-                    Some(info) => {
-                        if let Some(lock) = lock {
-                            if info.lock.is_none_or(|l| l.until < lock.until) {
-                                store.retain(key, lock).await.with_context(|| {
-                                    format!("extending the lock of {}", store.locate(key))
-                                })?;
-                            }
-                        }
-                        anyhow::Ok(None)
-                    }
-                    None => Ok(Some(key)),
-                }
+                let present = present_and_locked(store, key, lock).await?;
+                anyhow::Ok((!present).then_some(key))
             })
             .buffered(CONFIRM_AT_ONCE)
             .try_filter_map(|found| async move { Ok(found) })
@@ -457,10 +467,18 @@ impl QuiltRun {
                 store.locate(key)
             );
             let this = self.clone();
-            let key = key.clone();
-            tokio::task::spawn_blocking(move || this.upload_again(&key))
+            let again = key.clone();
+            tokio::task::spawn_blocking(move || this.upload_again(&again))
                 .await
                 .map_err(|e| anyhow!("quilt upload thread failed: {e}"))??;
+            // Uploaded with the run's lock — or completed first by another host, with its own:
+            // extended like any reused content.
+            if !present_and_locked(store, key, lock).await? {
+                bail!(
+                    "{} vanished again right after it was uploaded: run not committed",
+                    store.locate(key)
+                );
+            }
         }
         let t = self.tally();
         Ok(QuiltUse {
@@ -878,9 +896,38 @@ mod tests {
                 f.store.complete_upload(key, &id, vec![part]).await.unwrap();
             }
         }
-        crate::uploads::finish_interrupted(&f.store, &records).await;
+        // A record from before records had a kind: a run's, naming the content as its
+        // manifest and archive. The content is never deleted all the same, even when another
+        // host completes it between the clean-up's HEADs.
+        let legacy = "quilt/content/".to_string() + &"c".repeat(64) + ".zst.gpg";
+        let id = f
+            .store
+            .create_upload(&legacy, &UploadOptions::default())
+            .await
+            .unwrap();
+        records
+            .record(&Upload {
+                manifest: legacy.clone(),
+                kind: UploadKind::Run,
+                ..content_record(&legacy, &id)
+            })
+            .unwrap();
+        let (memory, theirs) = (f.memory.clone(), legacy.clone());
+        let racing = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [
+                crate::store::faulty::Rule::pass(crate::store::faulty::Op::Head)
+                    .key(legacy.clone())
+                    .nth(1)
+                    .then(move |_| memory.insert(&theirs, b"theirs".to_vec(), chrono::Utc::now())),
+            ],
+        );
+        let faults = racing.faults();
+        let racing: DynStore = Arc::new(racing);
+        crate::uploads::finish_interrupted(&racing, &records).await;
+        let deletes = faults.calls_of(crate::store::faulty::Op::Delete);
+        assert!(deletes.is_empty(), "content is never deleted: {deletes:?}");
         assert!(f.memory.open_uploads().is_empty());
-        assert_eq!(f.memory.keys(), vec![done.clone()]);
         assert_eq!(f.records(), 0);
     }
 
@@ -928,6 +975,32 @@ mod tests {
         second.confirm().await.unwrap();
         let twenty = until().await;
         assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
+
+        // Referenced, gone before the commit (gc), and while this run uploads it again another
+        // host completes it first, unlocked: its lock is still extended to this run's.
+        let mut third = with_lock(30);
+        let other = f.file("b", &data(1 << 20, 6));
+        let sha256: [u8; 32] = Sha256::digest(std::fs::read(&other).unwrap()).into();
+        let key = secret(1).content_key(&third.inner.recipients, &sha256);
+        third.remember(&key, sha256, 1 << 20, &other);
+        let (memory, theirs) = (f.memory.clone(), key.clone());
+        let racing = crate::store::faulty::FaultyStore::new(
+            f.store.clone(),
+            [
+                crate::store::faulty::Rule::pass(crate::store::faulty::Op::CreateUpload)
+                    .key(key.clone())
+                    .then(move |_| memory.insert(&theirs, b"theirs".to_vec(), chrono::Utc::now())),
+            ],
+        );
+        Arc::get_mut(&mut third.inner).unwrap().settings.store = Arc::new(racing);
+        third.confirm().await.unwrap();
+        assert_eq!(f.memory.object(&key).unwrap(), &b"theirs"[..]);
+        let info = f.store.head(&key).await.unwrap().unwrap();
+        let thirty = info.lock.expect("locked").until;
+        assert!(
+            thirty > twenty + chrono::Duration::days(9),
+            "{twenty} → {thirty}"
+        );
     }
 
     #[tokio::test]
