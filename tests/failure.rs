@@ -271,14 +271,17 @@ fn a_brief_outage_is_retried_and_the_run_commits() {
         &s,
         &server,
         "outage",
-        // Paced so that the upload is still under way when the server stops, however slowly
-        // a loaded machine lets the test see it begin.
-        "Timeout 1\nRetries 8\nParallelUploads 2\nMaxUploadRate 8M",
+        // Paced below what even a loaded machine produces, so that the parts leave at the
+        // rate's steady intervals, shorter than the outage: one is sent while the server is
+        // stopped and waits past Timeout, however late the test sees the upload begin (at
+        // 8M, a CI machine busy with other tests once produced parts so slowly that the
+        // outage fell between two of them).
+        "Timeout 1\nRetries 8\nParallelUploads 2\nMaxUploadRate 4M",
     );
     let out = server.s3nap_with_outage(
         "outage",
         &["-c", conf.to_str().unwrap()],
-        Some(Duration::from_millis(2500)),
+        Some(Duration::from_millis(3000)),
     );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
