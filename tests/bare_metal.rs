@@ -151,20 +151,7 @@ fn a_new_machine_with_the_configuration_and_the_key_recovers_everything_another_
 
     // A versioned bucket protected by a bucket set, its replica in the same bucket.
     server.create_bucket("www");
-    server
-        .block_on(
-            server
-                .client
-                .put_bucket_versioning()
-                .bucket("www")
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
+    server.enable_versioning("www");
     server.put("www", "index.html", b"<h1>v1</h1>".to_vec());
     server.put(
         "www",

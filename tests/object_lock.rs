@@ -326,20 +326,7 @@ fn a_versioned_bucket_without_object_lock_retires_every_version() {
     let dir = tmp.path();
     let server = S3Server::start();
     server.create_bucket(BUCKET);
-    server
-        .block_on(
-            server
-                .client
-                .put_bucket_versioning()
-                .bucket(BUCKET)
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("enable versioning");
+    server.enable_versioning(BUCKET);
     let tree = dir.join("tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("hosts"), b"127.0.0.1 localhost\n").unwrap();

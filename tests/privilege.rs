@@ -556,20 +556,7 @@ fn quilt_gc_deletes_with_its_policy_on_a_plain_and_on_a_versioned_bucket() {
     gc("1 deleted");
     assert_eq!(versions(&server, &orphan('a')), 0);
 
-    server
-        .block_on(
-            server
-                .client
-                .put_bucket_versioning()
-                .bucket(BUCKET)
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
+    server.enable_versioning(BUCKET);
     server.put(BUCKET, &orphan('b'), b"unreferenced".to_vec());
     server.put(BUCKET, &orphan('b'), b"unreferenced, again".to_vec());
     gc("1 deleted");

@@ -63,9 +63,10 @@ pub fn decryptor<'a, R: Read + Send + Sync + 'static>(
             };
             // sequoia holds back up to 25 MiB by default so that a small message's MDC is
             // checked before any of it is released. Recovery has already checked every range
-            // of the stored bytes against its SHA-256 (pipeline/download.rs) before it gets
-            // here, so that copy would only cost memory and time; the MDC is still checked at
-            // the end and its failure is still an error.
+            // of an archive's stored bytes against its SHA-256 (pipeline/download.rs), and the
+            // tar splicer passes no byte of quilt content on before the file's own SHA-256
+            // matched (tarstream, recover/quilt.rs), so that copy would only cost memory and
+            // time; the MDC is still checked at the end and its failure is still an error.
             let decryptor = DecryptorBuilder::from_reader(input)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
                 .buffer_size(HELD_BACK)

@@ -257,6 +257,22 @@ impl S3Server {
             .expect("create bucket");
     }
 
+    /// Turns versioning on for `name`.
+    pub fn enable_versioning(&self, name: &str) {
+        self.block_on(
+            self.client
+                .put_bucket_versioning()
+                .bucket(name)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("enable versioning");
+    }
+
     /// Every object key in the bucket (all pages: a listing returns at most 1,000).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         self.block_on(async {
