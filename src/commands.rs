@@ -21,7 +21,7 @@ use crate::policy::retention::Reason;
 use crate::progress::Progress;
 use crate::store::dry_run::DryRunStore;
 use crate::store::DynStore;
-use crate::{bucket, metrics, notify, prune, quilt, recover, report, verify};
+use crate::{bucket, metrics, notify, process, prune, quilt, recover, report, verify};
 
 /// A panic is a bug, but it still ends as one readable line and a failure status.
 pub fn install_panic_hook(debug: bool) {
@@ -770,6 +770,7 @@ fn recover_command(
     if r.restore {
         return restore_through(runtime, config, &store, &request, chain, &decrypt);
     }
+    process::widen_pipe(&stdout);
     let summary = recover::stream(
         runtime.handle(),
         &store,

@@ -14,7 +14,8 @@
 //!
 //! [`run_to_end`] runs a program whose output is only logged (a set's `Before`/`After`), with a
 //! deadline; [`set_priority`] sets this process's CPU and I/O priority (`Nice`, `IoNice`), which
-//! every child started afterwards inherits.
+//! every child started afterwards inherits; [`widen_pipe`] gives an output pipe (`recover |
+//! tar -x`) a larger buffer.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -534,6 +535,20 @@ impl std::fmt::Display for IoPriority {
     }
 }
 
+/// The buffer [`widen_pipe`] asks for: Linux's default limit for an unprivileged process
+/// (`/proc/sys/fs/pipe-max-size`).
+const WIDE_PIPE: libc::c_int = 1 << 20;
+
+/// Gives `fd`, when it is a pipe, a buffer of 1 MiB instead of 64 KiB, so that the two sides
+/// hand each other a megabyte per wake-up: `s3nap recover | tar -x` spent a tenth of its
+/// time on the switches between them. Anything else (a file, a terminal) or a refusal (the
+/// user's pipe quota is spent) leaves it as it was; the size is only a speed.
+pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    // SAFETY: F_SETPIPE_SZ only changes the size of the pipe's buffer; the descriptor is
+    // borrowed, so it stays open during the call.
+    unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
+}
+
 /// Sets the CPU niceness and the I/O priority of every thread of this process; threads and
 /// children started afterwards inherit them. (Linux keeps both per thread: setting them for
 /// the process id alone would leave the other threads as they were.) Each is set on its own:
@@ -590,6 +605,20 @@ mod tests {
         let mut out = Vec::new();
         let result = reader.read_to_end(&mut out);
         (out, result)
+    }
+
+    #[test]
+    fn a_widened_pipe_holds_a_megabyte_and_other_descriptors_are_left_alone() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        widen_pipe(&writer);
+        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
+        let size = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert_eq!(size, WIDE_PIPE);
+        drop(reader);
+        let file = tempfile::tempfile().unwrap();
+        widen_pipe(&file);
+        let mut file = file;
+        file.write_all(b"still a file").unwrap();
     }
 
     #[test]

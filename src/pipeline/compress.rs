@@ -4,7 +4,7 @@
 //! `OpenPGP(zstd(tar))` and `gpg -d | zstd -d | tar x` reads them. zstd and xz both use every
 //! core; zstd frames carry their checksum so `zstd -d` verifies them too.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 pub use crate::schema::compression::Compression;
 
@@ -89,14 +89,15 @@ impl<W: Write> Write for Compressor<W> {
 }
 
 /// The reverse stage: a `Read` of decompressed bytes. Multi-frame input (concatenated zstd
-/// frames, concatenated xz streams) is read to its end.
-pub fn decompressor<'a, R: Read + 'a>(
+/// frames, concatenated xz streams) is read to its end. The input is a `BufRead` so that the
+/// decoder reads from the previous stage's own buffers (no copy into one of its own).
+pub fn decompressor<'a, R: BufRead + 'a>(
     compression: Compression,
     inner: R,
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
-        Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::new(inner)?),
-        Compression::Xz { .. } => Box::new(xz2::read::XzDecoder::new_multi_decoder(inner)),
+        Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::with_buffer(inner)?),
+        Compression::Xz { .. } => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(inner)),
         Compression::None => Box::new(inner),
     })
 }

@@ -1,7 +1,8 @@
 //! Download stage: an archive object in, its stored bytes out as a blocking `Read`.
 //!
-//! Ranged GETs run in parallel on the async side and arrive in order over a bounded channel
-//! (memory stays below (`QUEUED` + parallel + 1) × range size). When the manifest has a
+//! Ranged GETs run in parallel on the async side (a task each) and arrive in order over a
+//! bounded channel (memory stays below (`QUEUED` + parallel + 1) × range size). When the
+//! manifest has a
 //! SHA-256 per range (format 2), each range is checked before it is handed on — a mismatch is read once
 //! more, then ends the stream with an error naming the object and the range — so no byte that
 //! was not verified ever reaches decryption (and the ranges together prove the whole object). The
@@ -9,13 +10,14 @@
 //! (and, for a format 1 manifest, a SHA-256 mismatch) is an error that names the object — the
 //! last read fails rather than returning a clean end of stream.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
 use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::schema::IntegrityError;
 use crate::store::{DynStore, StoreError};
@@ -137,10 +139,21 @@ impl Download {
         let size = self.size;
         let count = size.div_ceil(step);
         let ranges = (0..count).map(move |i| (i, i * step..((i + 1) * step).min(size)));
+        let this = Arc::new(self);
+        // Each range is read and checked by a task of its own: a future polled only by this
+        // loop would make no progress while the loop waits for room in the queue, so the
+        // reads ahead would stall just when the reader is busiest. The tasks end with this
+        // one (a reader that went away stops them).
         let mut parts = stream::iter(ranges)
-            .map(|(index, range)| self.read_checked(index, range, count))
+            .map(|(index, range)| {
+                let this = this.clone();
+                AbortOnDropHandle::new(tokio::spawn(async move {
+                    this.read_checked(index, range, count).await
+                }))
+            })
             .buffered(parallel);
-        while let Some(part) = parts.next().await {
+        while let Some(joined) = parts.next().await {
+            let part = joined.unwrap_or_else(|e| Err(DownloadError::Other(e.to_string())));
             let failed = part.is_err();
             if tx.send(part).await.is_err() || failed {
                 return;
@@ -311,15 +324,10 @@ impl ObjectReader {
     }
 }
 
-impl Read for ObjectReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.current.is_empty() {
-            if self.done {
-                return Ok(0);
-            }
+/// A `BufRead`, so that the next stage reads straight from the downloaded ranges.
+impl BufRead for ObjectReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.is_empty() && !self.done {
             match self.rx.blocking_recv() {
                 Some(Ok(data)) => {
                     if let Some(hasher) = &mut self.hasher {
@@ -332,13 +340,26 @@ impl Read for ObjectReader {
                 None => {
                     self.verify_end()?;
                     self.done = true;
-                    return Ok(0);
                 }
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current.advance(amount.min(self.current.len()));
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

@@ -10,12 +10,16 @@
 //! write (or its finish) returns that error, so the first failure anywhere stops every stage
 //! and nothing is committed.
 //!
+//! Blocks circulate: the reading side hands each block it is done with back to the writing
+//! side, which fills it again, so a stream of any length allocates at most `DEPTH` + 2 blocks.
+//!
 //! Recovery runs the other way round: [`spawn_reader`] starts a stage that writes into a
-//! [`Pipe`] on its own thread (decryption, decompression), and this thread reads its output.
+//! [`Pipe`] on its own thread (decryption, decompression), filling the blocks in place
+//! ([`Pipe::fill_from`]), and this thread reads its output (a `BufRead`).
 //! The stage's error is passed down the queue and returned by the reader's next read; a
 //! dropped reader makes the stage's next write fail.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::{JoinHandle, Scope};
 
@@ -28,7 +32,12 @@ const DEPTH: usize = 4;
 /// stream; a pipe dropped unfinished cuts it short, which the reading side sees as an error.
 pub struct Pipe {
     tx: SyncSender<Msg>,
+    /// Blocks the reading side is done with, to be filled again: no allocation, no page
+    /// faults and no zeroing per block once the queue is primed.
+    free: Receiver<Vec<u8>>,
+    /// `BLOCK` bytes long; `filled` of them are data.
     block: Vec<u8>,
+    filled: usize,
 }
 
 /// The writing end of a stage running on its own thread, whose result is `R`.
@@ -38,15 +47,18 @@ pub struct StageWriter<R> {
     thread: Option<JoinHandle<io::Result<R>>>,
 }
 
-/// What a stage reads: the blocks written to its [`Pipe`], until it is finished.
+/// What a stage reads: the blocks written to its [`Pipe`], until it is finished. It is a
+/// `BufRead`, so that a decoder reads straight from the blocks.
 pub struct Input {
     rx: Receiver<Msg>,
+    back: SyncSender<Vec<u8>>,
     block: Vec<u8>,
     at: usize,
     ended: bool,
 }
 
 enum Msg {
+    /// Data: the whole of the vector.
     Block(Vec<u8>),
     /// Sent by [`Pipe::finish`] only: the input is whole.
     End,
@@ -57,12 +69,18 @@ enum Msg {
 /// A queue of blocks: its writing and its reading end.
 fn queue() -> (Pipe, Input) {
     let (tx, rx) = sync_channel(DEPTH);
+    // At most DEPTH + 2 blocks exist (the queue's, the one being filled, the one being read):
+    // a new one is made only when none comes back, so this never fills.
+    let (back, free) = sync_channel(DEPTH + 2);
     let pipe = Pipe {
         tx,
-        block: Vec::with_capacity(BLOCK),
+        free,
+        block: vec![0; BLOCK],
+        filled: 0,
     };
     let input = Input {
         rx,
+        back,
         block: Vec::new(),
         at: 0,
         ended: false,
@@ -78,13 +96,37 @@ impl Pipe {
     }
 
     fn send_block(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let mut next = self.free.try_recv().unwrap_or_default();
+        // Zeroes only what a short block left uninitialised (or a new block).
+        next.resize(BLOCK, 0);
+        let mut block = std::mem::replace(&mut self.block, next);
+        block.truncate(std::mem::take(&mut self.filled));
         self.send(Msg::Block(block))
+    }
+
+    /// Reads `from` to its end straight into the blocks (no copy through a buffer of its
+    /// own); returns the number of bytes.
+    pub fn fill_from(&mut self, from: &mut impl Read) -> io::Result<u64> {
+        let mut total = 0;
+        loop {
+            match from.read(&mut self.block[self.filled..]) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.filled += n;
+                    total += n as u64;
+                    if self.filled == BLOCK {
+                        self.send_block()?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends what is left and the end of the stream.
     pub fn finish(mut self) -> io::Result<()> {
-        if !self.block.is_empty() {
+        if self.filled > 0 {
             self.send_block()?;
         }
         self.send(Msg::End)
@@ -99,9 +141,10 @@ impl Pipe {
 
 impl Write for Pipe {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let take = (BLOCK - self.block.len()).min(data.len());
-        self.block.extend_from_slice(&data[..take]);
-        if self.block.len() == BLOCK {
+        let take = (BLOCK - self.filled).min(data.len());
+        self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+        self.filled += take;
+        if self.filled == BLOCK {
             self.send_block()?;
         }
         Ok(take)
@@ -197,75 +240,74 @@ pub fn spawn_reader<'scope>(
     Ok(input)
 }
 
-/// Copies `from` to its end into `to` through one large buffer (the stages' reads and writes
-/// are then a block each, not 8 KiB).
-pub fn pump(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; BLOCK];
-    let mut total = 0;
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => {
-                to.write_all(&buf[..n])?;
-                total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 impl Input {
-    /// The next block, `None` at the end; an error when the writer went away unfinished.
-    fn next_block(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// Moves on to the next block, handing the finished one back to the writer; `false` at
+    /// the end; an error when the writer went away unfinished.
+    fn next_block(&mut self) -> io::Result<bool> {
         if self.ended {
-            return Ok(None);
+            return Ok(false);
         }
-        match self.rx.recv() {
-            Ok(Msg::Block(block)) => Ok(Some(block)),
+        let next = match self.rx.recv() {
+            Ok(Msg::Block(block)) => block,
             Ok(Msg::End) => {
                 self.ended = true;
-                Ok(None)
+                return Ok(false);
             }
             // Not ended: the sender is gone, so any later read fails too.
-            Ok(Msg::Failed(e)) => Err(e),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the stream was cut short (the stage before stopped)",
-            )),
+            Ok(Msg::Failed(e)) => return Err(e),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream was cut short (the stage before stopped)",
+                ))
+            }
+        };
+        let done = std::mem::replace(&mut self.block, next);
+        self.at = 0;
+        if done.capacity() > 0 {
+            // The writer may be gone (it failed or finished): then the block is just freed.
+            let _ = self.back.try_send(done);
         }
+        Ok(true)
     }
 
     /// Writes every remaining block into `out`, whole (no copy through a small buffer).
     pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
         let mut total = 0u64;
-        if self.at < self.block.len() {
-            out.write_all(&self.block[self.at..])?;
-            total += (self.block.len() - self.at) as u64;
-            self.at = self.block.len();
+        loop {
+            if self.at < self.block.len() {
+                out.write_all(&self.block[self.at..])?;
+                total += (self.block.len() - self.at) as u64;
+                self.at = self.block.len();
+            }
+            if !self.next_block()? {
+                return Ok(total);
+            }
         }
-        while let Some(block) = self.next_block()? {
-            out.write_all(&block)?;
-            total += block.len() as u64;
+    }
+}
+
+impl BufRead for Input {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.at == self.block.len() {
+            if !self.next_block()? {
+                break;
+            }
         }
-        Ok(total)
+        Ok(&self.block[self.at..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.at = (self.at + amount).min(self.block.len());
     }
 }
 
 impl Read for Input {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.block.len() {
-            match self.next_block()? {
-                Some(block) => {
-                    self.block = block;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = (self.block.len() - self.at).min(buf.len());
-        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
-        self.at += n;
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -287,6 +329,59 @@ mod tests {
             stage.write_all(chunk).unwrap();
         }
         assert_eq!(stage.finish().unwrap(), data);
+    }
+
+    /// Gives its bytes in reads of odd, varying sizes.
+    struct Ragged<'a> {
+        data: &'a [u8],
+        turn: usize,
+    }
+
+    impl Read for Ragged<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.turn += 1;
+            let n = (self.turn * 7919 % 100_003)
+                .min(buf.len())
+                .min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn blocks_filled_in_place_and_reused_pass_every_byte_once_in_order() {
+        // Many blocks, each of different bytes, cut at odd places: a block handed back and
+        // filled again must never let a byte of its earlier content through.
+        let data: Vec<u8> = (0..40 * BLOCK + 12_345)
+            .map(|i| (i / 1000 % 251) as u8 ^ (i % 7) as u8)
+            .collect();
+        std::thread::scope(|scope| {
+            let mut input = spawn_reader(scope, "source", |out| {
+                let n = out.fill_from(&mut Ragged {
+                    data: &data,
+                    turn: 0,
+                })?;
+                assert_eq!(n, data.len() as u64);
+                // Written bytes after filled ones land behind them.
+                out.write_all(b"tail")
+            })
+            .unwrap();
+            // Read through `BufRead`, a part of each buffer at a time.
+            let mut got = Vec::new();
+            loop {
+                let available = input.fill_buf().unwrap();
+                if available.is_empty() {
+                    break;
+                }
+                let take = available.len().min(got.len() % 50_000 + 1);
+                got.extend_from_slice(&available[..take]);
+                input.consume(take);
+            }
+            assert_eq!(got.len(), data.len() + 4);
+            assert!(got[..data.len()] == data[..], "the bytes differ");
+            assert_eq!(&got[data.len()..], b"tail");
+        });
     }
 
     #[test]

@@ -24,7 +24,7 @@
 mod quilt;
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail};
@@ -541,14 +541,15 @@ fn decode_into<W: Write>(
     };
     let compression = manifest.archive.compression;
     std::thread::scope(|scope| {
-        let compressed: Box<dyn Read + Send> = match how {
+        let compressed: Box<dyn BufRead + Send> = match how {
             Some(how) => Box::new(stage::spawn_reader(scope, "decryption", move |out| {
-                stage::pump(&mut decryptor(reader, how)?, out).map(drop)
+                out.fill_from(&mut decryptor(reader, how)?).map(drop)
             })?),
             None => Box::new(reader),
         };
         let plain = stage::spawn_reader(scope, "decompression", move |out| {
-            stage::pump(&mut decompressor(compression, compressed)?, out).map(drop)
+            out.fill_from(&mut decompressor(compression, compressed)?)
+                .map(drop)
         })?;
         let mut counted = Counted {
             inner: plain,

@@ -147,8 +147,12 @@ impl QuiltContent for StoreContent<'_> {
             Some(how) => decryptor(stored, how),
             None => Ok(Box::new(stored) as Box<dyn Read + Send>),
         };
-        let decoded =
-            decrypted.and_then(|plain| decompressor(Compression::Zstd { level: 3 }, plain));
+        let decoded = decrypted.and_then(|plain| {
+            decompressor(
+                Compression::Zstd { level: 3 },
+                std::io::BufReader::new(plain),
+            )
+        });
         match decoded {
             Ok(inner) => Ok(Box::new(Decoded {
                 inner,
