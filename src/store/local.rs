@@ -50,6 +50,9 @@ type Buffers = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// Range buffers kept for reuse: a recovery's parallel GETs and the ranges queued behind them.
 const KEPT_BUFFERS: usize = 8;
+/// Ranges from this size on are read into kept buffers. A smaller one gets its own: it costs
+/// no mapping, and it would otherwise hold a kept multi-MiB buffer as long as it lives.
+const RECYCLED_FROM: usize = 1 << 20;
 
 /// A range's bytes, whose buffer goes back to the store when the last `Bytes` of it is
 /// dropped. A recovery reads range after range of the same size: a fresh multi-MiB buffer
@@ -316,8 +319,12 @@ impl Store for LocalStore {
         let buffers = self.buffers.clone();
         blocking(move || {
             let len = (range.end - range.start) as usize;
-            let reused = buffers.lock().expect("not poisoned").pop();
-            let mut data = reused.unwrap_or_default();
+            let recycled = len >= RECYCLED_FROM;
+            let mut data = match recycled {
+                true => buffers.lock().expect("not poisoned").pop(),
+                false => None,
+            }
+            .unwrap_or_default();
             data.reserve_exact(len);
             let mut read = || -> io::Result<()> {
                 let mut file = File::open(&path)?;
@@ -326,7 +333,10 @@ impl Store for LocalStore {
                 Ok(())
             };
             read().map_err(|e| io_error("get", &path, e))?;
-            Ok(Bytes::from_owner(Recycled { data, buffers }))
+            Ok(match recycled {
+                true => Bytes::from_owner(Recycled { data, buffers }),
+                false => Bytes::from(data),
+            })
         })
         .await
     }
@@ -684,24 +694,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_read_into_a_reused_buffer_is_exactly_that_range() {
+        const MIB: usize = 1 << 20;
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalStore::new(tmp.path());
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..3 * MIB as u32).map(|i| (i % 251) as u8).collect();
         store.put("obj", Bytes::from(data.clone())).await.unwrap();
-        // A large range, dropped: its buffer is kept, then filled with smaller ranges, one
-        // of them while an earlier one is still held, and with the file's last bytes.
-        let large = store.get_range("obj", 0..90_000).await.unwrap();
-        assert_eq!(large, data[..90_000]);
+        let kept = || store.buffers.lock().unwrap().len();
+        // A large range, dropped: its buffer is kept, then filled with another range while an
+        // earlier one is still held, and with the file's last bytes.
+        let large = store.get_range("obj", 0..2 * MIB as u64).await.unwrap();
+        assert_eq!(large, data[..2 * MIB]);
         drop(large);
-        assert_eq!(store.buffers.lock().unwrap().len(), 1, "kept for reuse");
-        let held = store.get_range("obj", 10..20).await.unwrap();
-        let next = store.get_range("obj", 50_000..50_007).await.unwrap();
-        assert_eq!(held, data[10..20]);
-        assert_eq!(next, data[50_000..50_007]);
+        assert_eq!(kept(), 1, "kept for reuse");
+        let held = store.get_range("obj", 7..MIB as u64 + 7).await.unwrap();
+        assert_eq!(kept(), 0, "reused");
+        let next = store
+            .get_range("obj", MIB as u64 + 3..2 * MIB as u64 + 9)
+            .await
+            .unwrap();
+        assert_eq!(held, data[7..MIB + 7]);
+        assert_eq!(next, data[MIB + 3..2 * MIB + 9]);
+        drop((held, next));
+        assert_eq!(kept(), 2);
         // Past the end: what is there, no byte of an earlier range.
-        let last = store.get_range("obj", 99_990..100_100).await.unwrap();
-        assert_eq!(last, data[99_990..]);
-        drop((held, next, last));
-        assert!(store.buffers.lock().unwrap().len() <= KEPT_BUFFERS);
+        let last = store
+            .get_range("obj", 3 * MIB as u64 - 100..4 * MIB as u64)
+            .await
+            .unwrap();
+        assert_eq!(last, data[3 * MIB - 100..]);
+        // A small range takes no kept buffer and gives none back.
+        drop(last);
+        assert_eq!(kept(), 2);
+        let small = store.get_range("obj", 10..20).await.unwrap();
+        assert_eq!(small, data[10..20]);
+        assert_eq!(kept(), 2, "the small range took no kept buffer");
+        drop(small);
+        assert_eq!(kept(), 2);
     }
 }
