@@ -30,21 +30,6 @@ fn s3nap_ok(args: &[&str]) -> Output {
     out
 }
 
-fn svn_commit(wc: &Path, file: &str, text: &str) {
-    let path = wc.join(file);
-    let new = !path.exists();
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, text).unwrap();
-    if new {
-        run(Command::new("svn")
-            .args(["add", "-q", "--parents"])
-            .arg(&path));
-    }
-    run(Command::new("svn")
-        .args(["commit", "-q", "-m", text])
-        .arg(wc));
-}
-
 /// Each key of `bucket` with its content.
 fn contents(server: &S3Server, bucket: &str) -> BTreeMap<String, Vec<u8>> {
     server

@@ -11,9 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketVersioningStatus, CompletedMultipartUpload, CompletedPart,
-    ExpirationStatus, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
-    VersioningConfiguration,
+    BucketLifecycleConfiguration, CompletedMultipartUpload, CompletedPart, ExpirationStatus,
+    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
 };
 use common::*;
 use futures::stream::{self, StreamExt};
@@ -58,19 +57,7 @@ impl Env {
     }
 
     fn versioned(&self, bucket: &str) {
-        let c = &self.server.client;
-        self.server
-            .block_on(
-                c.put_bucket_versioning()
-                    .bucket(bucket)
-                    .versioning_configuration(
-                        VersioningConfiguration::builder()
-                            .status(BucketVersioningStatus::Enabled)
-                            .build(),
-                    )
-                    .send(),
-            )
-            .unwrap();
+        self.server.enable_versioning(bucket);
     }
 
     /// Puts many small objects, 16 at a time.

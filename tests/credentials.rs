@@ -411,18 +411,7 @@ fn server_side_encryption_is_asked_for_on_a_bucket_sets_copies() {
     let c = &e.server.client;
     e.server.create_bucket("master");
     e.server.create_bucket("replica");
-    e.server
-        .block_on(
-            c.put_bucket_versioning()
-                .bucket("replica")
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
+    e.server.enable_versioning("replica");
     for key in ["a.txt", "dir/b.txt"] {
         e.server.put("master", key, format!("{key}\n").into_bytes());
     }

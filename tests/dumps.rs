@@ -212,21 +212,6 @@ fn postgresql_database_and_cluster_recover() {
     );
 }
 
-fn svn_commit(wc: &Path, file: &str, text: &str) {
-    let path = wc.join(file);
-    let new = !path.exists();
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, text).unwrap();
-    if new {
-        run(Command::new("svn")
-            .args(["add", "-q", "--parents"])
-            .arg(&path));
-    }
-    run(Command::new("svn")
-        .args(["commit", "-q", "-m", text])
-        .arg(wc));
-}
-
 #[test]
 fn subversion_chain_loads_into_a_new_repository() {
     let tmp = tempfile::tempdir().unwrap();

@@ -378,20 +378,7 @@ fn bucket_set_regions_sign_each_buckets_requests() {
     for bucket in ["master-b", "replica-b"] {
         e.server.create_bucket(bucket);
     }
-    e.server
-        .block_on(
-            e.server
-                .client
-                .put_bucket_versioning()
-                .bucket("replica-b")
-                .versioning_configuration(
-                    aws_sdk_s3::types::VersioningConfiguration::builder()
-                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
+    e.server.enable_versioning("replica-b");
     e.server.put("master-b", "a/one.txt", b"one".to_vec());
     let proxy = FaultProxy::start(&e.server);
     let rule = proxy.add(json!({"action": "pass", "times": 0}));

@@ -21,27 +21,6 @@ fn day_time(i: u32) -> String {
     format!("2026-01-{:02}T03:00:00Z", 1 + i)
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setxattr {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
 fn remove_xattr(path: &Path, name: &str) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();

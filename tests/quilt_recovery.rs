@@ -9,7 +9,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -19,21 +18,6 @@ use common::*;
 
 /// Files at or above this are quilted.
 const MIN_SIZE: u64 = 64 << 10;
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "setxattr {}", path.display());
-}
 
 /// Small files kept in the archive, and quilted ones: 5 MiB (read twice when spliced), one
 /// setuid with an xattr, two with the same content, and one deep in a long-named directory.

@@ -488,18 +488,23 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// The S3 store's settings for `server`, its key file written into `dir`.
+fn settings(server: &common::S3Server, dir: &std::path::Path) -> S3Settings {
+    S3Settings {
+        endpoint: Some(server.endpoint.clone()),
+        region: None,
+        keyfile: Some(server.keyfile(dir)),
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn s3_store_against_a_real_server() {
     let server = common::S3Server::start();
     server.create_bucket("conformance");
     let dir = tempfile::tempdir().unwrap();
-    let settings = S3Settings {
-        endpoint: Some(server.endpoint.clone()),
-        region: None,
-        keyfile: Some(server.keyfile(dir.path())),
-        timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
+    let settings = settings(&server, dir.path());
     server.block_on(async {
         let store = S3Store::connect("conformance", "some/prefix", &settings)
             .await
@@ -527,13 +532,7 @@ fn s3_store_against_a_second_server_s3s_fs() {
     let server = common::S3Server::start_s3s_fs();
     server.create_bucket("conformance");
     let dir = tempfile::tempdir().unwrap();
-    let settings = S3Settings {
-        endpoint: Some(server.endpoint.clone()),
-        region: None,
-        keyfile: Some(server.keyfile(dir.path())),
-        timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
+    let settings = settings(&server, dir.path());
     server.block_on(async {
         let s3 = S3Store::connect("conformance", "some/prefix", &settings)
             .await
@@ -575,13 +574,7 @@ fn s3_store_on_a_bucket_with_object_lock() {
         .unwrap();
     server.create_bucket("plain");
     let dir = tempfile::tempdir().unwrap();
-    let settings = S3Settings {
-        endpoint: Some(server.endpoint.clone()),
-        region: None,
-        keyfile: Some(server.keyfile(dir.path())),
-        timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
+    let settings = settings(&server, dir.path());
     server.block_on(async {
         let store = S3Store::connect("locked", "p", &settings).await.unwrap();
         let store: DynStore = Arc::new(store.versioned());

@@ -20,6 +20,23 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes `text` into `file` of Subversion working copy `wc` (added when new) and commits it,
+/// `text` as the message.
+pub fn svn_commit(wc: &Path, file: &str, text: &str) {
+    let path = wc.join(file);
+    let new = !path.exists();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, text).unwrap();
+    if new {
+        run(Command::new("svn")
+            .args(["add", "-q", "--parents"])
+            .arg(&path));
+    }
+    run(Command::new("svn")
+        .args(["commit", "-q", "-m", text])
+        .arg(wc));
+}
+
 /// Waits up to a minute for `ready`.
 pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -20,6 +20,28 @@ pub mod databases;
 pub mod proxy;
 pub mod quilt;
 
+/// Sets extended attribute `name` on `path` itself (not a link's target).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: both strings are NUL-terminated and live across the call; `value` is read only.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
 /// The S3 server of one test (moto by default, s3s-fs from [`S3Server::start_s3s_fs`]). Killed
 /// when dropped.
 pub struct S3Server {
