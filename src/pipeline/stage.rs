@@ -11,7 +11,8 @@
 //! and nothing is committed.
 //!
 //! Blocks circulate: the reading side hands each block it is done with back to the writing
-//! side, which fills it again, so a stream of any length allocates at most `DEPTH` + 2 blocks.
+//! side, which fills it again, so a stream of any length allocates at most the queue's depth
+//! plus 2 blocks.
 //!
 //! Recovery runs the other way round: [`spawn_reader`] starts a stage that writes into a
 //! [`Pipe`] on its own thread (decryption, decompression), filling the blocks in place
@@ -27,6 +28,11 @@ use std::thread::{JoinHandle, Scope};
 const BLOCK: usize = 256 * 1024;
 /// Blocks queued per stage besides the one being filled and the one being processed.
 const DEPTH: usize = 4;
+/// The same for a recovery stage ([`spawn_reader`]). Its reader at the end, `tar -x`, reads in
+/// bursts (it stops while it creates each file): deeper queues let decryption and
+/// decompression go on meanwhile. `recover | tar -x` took about 3 % less time with 16 than with
+/// 4, for 6 MiB more at most; backups keep 4, whose memory is what the target is tight on.
+const READ_DEPTH: usize = 16;
 
 /// The writing end of a queue of blocks into the next stage. Only [`Pipe::finish`] ends the
 /// stream; a pipe dropped unfinished cuts it short, which the reading side sees as an error.
@@ -66,12 +72,12 @@ enum Msg {
     Failed(io::Error),
 }
 
-/// A queue of blocks: its writing and its reading end.
-fn queue() -> (Pipe, Input) {
-    let (tx, rx) = sync_channel(DEPTH);
-    // At most DEPTH + 2 blocks exist (the queue's, the one being filled, the one being read):
+/// A queue of `depth` blocks: its writing and its reading end.
+fn queue(depth: usize) -> (Pipe, Input) {
+    let (tx, rx) = sync_channel(depth);
+    // At most depth + 2 blocks exist (the queue's, the one being filled, the one being read):
     // a new one is made only when none comes back, so this never fills.
-    let (back, free) = sync_channel(DEPTH + 2);
+    let (back, free) = sync_channel(depth + 2);
     let pipe = Pipe {
         tx,
         free,
@@ -161,7 +167,7 @@ impl<R: Send + 'static> StageWriter<R> {
         name: &'static str,
         body: impl FnOnce(&mut Input) -> io::Result<R> + Send + 'static,
     ) -> io::Result<StageWriter<R>> {
-        let (pipe, mut input) = queue();
+        let (pipe, mut input) = queue(DEPTH);
         let thread = std::thread::Builder::new()
             .name(format!("s3nap {name}"))
             .spawn(move || body(&mut input))?;
@@ -226,7 +232,7 @@ pub fn spawn_reader<'scope>(
     name: &'static str,
     body: impl FnOnce(&mut Pipe) -> io::Result<()> + Send + 'scope,
 ) -> io::Result<Input> {
-    let (mut pipe, input) = queue();
+    let (mut pipe, input) = queue(READ_DEPTH);
     std::thread::Builder::new()
         .name(format!("s3nap {name}"))
         .spawn_scoped(scope, move || match body(&mut pipe) {
