@@ -539,14 +539,25 @@ impl std::fmt::Display for IoPriority {
 /// (`/proc/sys/fs/pipe-max-size`).
 const WIDE_PIPE: libc::c_int = 1 << 20;
 
-/// Gives `fd`, when it is a pipe, a buffer of 1 MiB instead of 64 KiB, so that the two sides
+/// Gives `fd`, when it is a pipe with less, a buffer of 1 MiB (instead of 64 KiB), so that the two sides
 /// hand each other a megabyte per wake-up: `s3nap recover | tar -x` spent a tenth of its
 /// time on the switches between them. Anything else (a file, a terminal) or a refusal (the
 /// user's pipe quota is spent) leaves it as it was; the size is only a speed.
 pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
-    // SAFETY: F_SETPIPE_SZ only changes the size of the pipe's buffer; the descriptor is
-    // borrowed, so it stays open during the call.
-    unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
+    widen_pipe_to(fd, WIDE_PIPE);
+}
+
+fn widen_pipe_to(fd: impl std::os::fd::AsFd, wide: libc::c_int) {
+    let fd = fd.as_fd().as_raw_fd();
+    // SAFETY: F_GETPIPE_SZ reads and F_SETPIPE_SZ sets the size of the pipe's buffer, nothing
+    // else; the descriptor is borrowed, so it stays open during the calls.
+    unsafe {
+        // Not a pipe (-1), or one made larger already (by the user): left as it is.
+        let size = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        if (0..wide).contains(&size) {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, wide);
+        }
+    }
 }
 
 /// Sets the CPU niceness and the I/O priority of every thread of this process; threads and
@@ -608,16 +619,31 @@ mod tests {
     }
 
     #[test]
-    fn a_widened_pipe_holds_a_megabyte_and_other_descriptors_are_left_alone() {
-        let (reader, writer) = std::io::pipe().unwrap();
-        widen_pipe(&writer);
-        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
-        let size = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        assert_eq!(size, WIDE_PIPE);
-        drop(reader);
-        let file = tempfile::tempfile().unwrap();
+    fn a_widened_pipe_holds_a_megabyte_and_a_larger_one_or_a_file_is_left_alone() {
+        use std::os::fd::FromRawFd;
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: pipe(2) writes two new descriptors into the array, which the OwnedFds
+            // then own and close.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let [r, w] = fds.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            (r, w)
+        };
+        // SAFETY: F_GETPIPE_SZ and F_SETPIPE_SZ only read and set the pipe's size.
+        let size =
+            |fd: &std::os::fd::OwnedFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        let (_r, w) = pipe();
+        assert!(size(&w) < WIDE_PIPE);
+        widen_pipe(&w);
+        assert_eq!(size(&w), WIDE_PIPE);
+        // Made larger before (by the user): not shrunk. (Above 1 MiB needs a privilege, so a
+        // smaller width stands in for it.)
+        let (_r, w) = pipe();
+        widen_pipe_to(&w, 256 << 10);
+        widen_pipe_to(&w, 128 << 10);
+        assert_eq!(size(&w), 256 << 10);
+        let mut file = tempfile::tempfile().unwrap();
         widen_pipe(&file);
-        let mut file = file;
         file.write_all(b"still a file").unwrap();
     }
 

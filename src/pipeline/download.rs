@@ -153,7 +153,10 @@ impl Download {
             })
             .buffered(parallel);
         while let Some(joined) = parts.next().await {
-            let part = joined.unwrap_or_else(|e| Err(DownloadError::Other(e.to_string())));
+            let part = joined.unwrap_or_else(|e| {
+                let target = this.store.locate(&this.key);
+                Err(DownloadError::Other(format!("reading {target}: {e}")))
+            });
             let failed = part.is_err();
             if tx.send(part).await.is_err() || failed {
                 return;

@@ -102,12 +102,16 @@ impl Pipe {
     }
 
     fn send_block(&mut self) -> io::Result<()> {
+        let mut block = std::mem::take(&mut self.block);
+        block.truncate(std::mem::take(&mut self.filled));
+        // Sent before the next block is taken, so that a writer waiting for room holds no
+        // block of its own besides the one it sends.
+        let sent = self.send(Msg::Block(block));
         let mut next = self.free.try_recv().unwrap_or_default();
         // Zeroes only what a short block left uninitialised (or a new block).
         next.resize(BLOCK, 0);
-        let mut block = std::mem::replace(&mut self.block, next);
-        block.truncate(std::mem::take(&mut self.filled));
-        self.send(Msg::Block(block))
+        self.block = next;
+        sent
     }
 
     /// Reads `from` to its end straight into the blocks (no copy through a buffer of its
@@ -253,7 +257,14 @@ impl Input {
         if self.ended {
             return Ok(false);
         }
-        let next = match self.rx.recv() {
+        // Handed back before waiting, so that a reader waiting for a block holds none.
+        let done = std::mem::take(&mut self.block);
+        self.at = 0;
+        if done.capacity() > 0 {
+            // The writer may be gone (it failed or finished): then the block is just freed.
+            let _ = self.back.try_send(done);
+        }
+        self.block = match self.rx.recv() {
             Ok(Msg::Block(block)) => block,
             Ok(Msg::End) => {
                 self.ended = true;
@@ -268,12 +279,6 @@ impl Input {
                 ))
             }
         };
-        let done = std::mem::replace(&mut self.block, next);
-        self.at = 0;
-        if done.capacity() > 0 {
-            // The writer may be gone (it failed or finished): then the block is just freed.
-            let _ = self.back.try_send(done);
-        }
         Ok(true)
     }
 

@@ -71,7 +71,10 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let mut kept = self.buffers.lock().expect("not poisoned");
+        // A poisoned pool (a panic elsewhere) just keeps nothing: no panic inside a drop.
+        let Ok(mut kept) = self.buffers.lock() else {
+            return;
+        };
         if kept.len() < KEPT_BUFFERS {
             let mut data = std::mem::take(&mut self.data);
             data.clear();
@@ -320,10 +323,13 @@ impl Store for LocalStore {
         blocking(move || {
             let len = (range.end - range.start) as usize;
             let recycled = len >= RECYCLED_FROM;
+            // A kept buffer much larger than the range (one of a larger range size) is let
+            // go rather than held by a small range.
             let mut data = match recycled {
                 true => buffers.lock().expect("not poisoned").pop(),
                 false => None,
             }
+            .filter(|kept| kept.capacity() <= 2 * len)
             .unwrap_or_default();
             data.reserve_exact(len);
             let mut read = || -> io::Result<()> {
@@ -730,5 +736,20 @@ mod tests {
         assert_eq!(kept(), 2, "the small range took no kept buffer");
         drop(small);
         assert_eq!(kept(), 2);
+        // A kept buffer of more than twice a range's size is let go, not filled.
+        let whole = store.get_range("obj", 0..3 * MIB as u64).await.unwrap();
+        assert_eq!(whole, data);
+        drop(whole);
+        let one = store.get_range("obj", 0..MIB as u64).await.unwrap();
+        assert_eq!(one, data[..MIB]);
+        drop(one);
+        let largest = store
+            .buffers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Vec::capacity)
+            .max();
+        assert!(largest < Some(3 * MIB), "{largest:?}");
     }
 }

@@ -3,10 +3,9 @@
 //! Keys are placed under `s3://BUCKET/PREFIX/`. Parts travel as in-memory `Bytes`, which keeps
 //! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject.
 //! Every part and object carries its `Content-MD5`, which the server checks on receipt
-//! ([`content_md5`]), and goes as `UNSIGNED-PAYLOAD` (that check makes signing the body's
-//! SHA-256 a needless third hash); the SDK's default `x-amz-checksum-*` values are only sent
-//! where the service requires them (integrity at rest is checked end to end by the SHA-256s in
-//! each manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
+//! ([`content_md5`]); the SDK's default `x-amz-checksum-*` values are only sent where the
+//! service requires them (integrity at rest is checked end to end by the SHA-256s in each
+//! manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
 //! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
 //! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
 //! not delete cannot destroy a stored object by replacing it either.
@@ -541,9 +540,9 @@ impl S3Store {
 /// takes it on PutObject and UploadPart alike, it satisfies Object Lock's demand for a
 /// checksum, and it needs nothing at CreateMultipartUpload or CompleteMultipartUpload.
 ///
-/// The MD5 is also why a body's SHA-256 is not signed (`UNSIGNED-PAYLOAD`, which the SDK
-/// otherwise computes for plain-HTTP endpoints): it would be a third hash of every byte
-/// (besides the manifest's SHA-256s) for the same check on the way.
+/// The SDK still signs each body's SHA-256 (about 3 % of an S3 backup's CPU time): servers
+/// that ignore Content-MD5 on UploadPart (s3s-fs) may check that instead, and on S3 it is a
+/// second check independent of the first.
 ///
 /// A part is up to hundreds of MiB: hashed off the runtime's threads, which carry the other
 /// parts' requests. Small bodies (manifests) are hashed in place.
@@ -588,8 +587,6 @@ impl Store for S3Store {
             // Checked by S3 on receipt (and required for a locked object): see `content_md5`.
             .content_md5(md5)
             .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.error("put", key, e))?;
@@ -727,8 +724,6 @@ impl Store for S3Store {
             .part_number(number as i32)
             .content_md5(md5)
             .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.error("upload part", key, e))?;
