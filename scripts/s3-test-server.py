@@ -18,8 +18,8 @@ matches a request.
 
 Where moto's answers differ from S3's in ways s3nap depends on, the server is patched (each
 patch below says why): GetBucketVersioning's root element, ListObjectVersions' key markers,
-ListMultipartUploads' initiation times, the Content-MD5 check of PutObject and UploadPart,
-AssumeRole's ExternalId condition, AssumeRoleWithWebIdentity taken unsigned.
+ListMultipartUploads' initiation times, the Content-MD5 and signed SHA-256 checks of PutObject
+and UploadPart, AssumeRole's ExternalId condition, AssumeRoleWithWebIdentity taken unsigned.
 
 Prints one JSON line {"endpoint", "access_key", "secret_key", "pid", "users", "roles"} on stdout, then
 serves until its stdin closes (the test process ended) or it is terminated.
@@ -263,8 +263,10 @@ _uploads_stamped_when_initiated()
 
 def _content_md5_checked_as_s3_does() -> None:
     """Refuse a PutObject or UploadPart whose body does not match its Content-MD5 with S3's
-    400 BadDigest; moto 5.2.5 stores the bytes whatever the header says, so a byte damaged on
-    the way (scripts/fault-proxy.py's corrupt_body) would be stored."""
+    400 BadDigest, or the SHA-256 its signature covers (`x-amz-content-sha256`, when it is a
+    hash) with S3's 400 XAmzContentSHA256Mismatch; moto 5.2.5 stores the bytes whatever the
+    headers say, so a byte damaged on the way (scripts/fault-proxy.py's corrupt_body) would
+    be stored."""
     import base64
     import hashlib
 
@@ -281,6 +283,15 @@ def _content_md5_checked_as_s3_does() -> None:
                 {"Content-Type": "application/xml"},
                 "<Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did "
                 "not match what we received.</Message></Error>",
+            )
+        signed = self.headers.get("x-amz-content-sha256", "")
+        if len(signed) == 64 and hashlib.sha256(body).hexdigest() != signed.lower():
+            return (
+                400,
+                {"Content-Type": "application/xml"},
+                "<Error><Code>XAmzContentSHA256Mismatch</Code><Message>The provided "
+                "'x-amz-content-sha256' header does not match what was computed."
+                "</Message></Error>",
             )
         return original(self, query, key_name)
 

@@ -2,10 +2,10 @@
 //!
 //! Keys are placed under `s3://BUCKET/PREFIX/`. Parts travel as in-memory `Bytes`, which keeps
 //! the SDK from switching to `aws-chunked` bodies that several S3-compatible servers reject.
-//! Every part and object carries its `Content-MD5`, which the server checks on receipt
-//! ([`content_md5`]); the SDK's default `x-amz-checksum-*` values are only sent where the
-//! service requires them (integrity at rest is checked end to end by the SHA-256s in each
-//! manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
+//! Every part and object carries its `Content-MD5`, which the server checks on receipt, and
+//! its signature covers its SHA-256 ([`digests`]); the SDK's default `x-amz-checksum-*` values
+//! are only sent where the service requires them (integrity at rest is checked end to end by
+//! the SHA-256s in each manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
 //! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
 //! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
 //! not delete cannot destroy a stored object by replacing it either.
@@ -540,22 +540,58 @@ impl S3Store {
 /// takes it on PutObject and UploadPart alike, it satisfies Object Lock's demand for a
 /// checksum, and it needs nothing at CreateMultipartUpload or CompleteMultipartUpload.
 ///
-/// The SDK still signs each body's SHA-256 (about 3 % of an S3 backup's CPU time): servers
-/// that ignore Content-MD5 on UploadPart (s3s-fs) may check that instead, and on S3 it is a
-/// second check independent of the first.
+/// The body's SHA-256 is also signed (SigV4's `x-amz-content-sha256`), which S3 checks as well
+/// (`XAmzContentSHA256Mismatch`): a second check independent of the first, on servers that
+/// ignore Content-MD5 on UploadPart (s3s-fs) too. The SDK would hash the body itself, on the
+/// runtime thread that sends the request, stalling the other parts' requests for as long
+/// (and S3 uploads varied by half from run to run); it is hashed here instead, with the MD5,
+/// and handed to the signer ([`SignedBody`]).
 ///
 /// A part is up to hundreds of MiB: hashed off the runtime's threads, which carry the other
 /// parts' requests. Small bodies (manifests) are hashed in place.
-async fn content_md5(data: &Bytes) -> std::result::Result<String, tokio::task::JoinError> {
-    fn digest(data: &[u8]) -> String {
+async fn digests(data: &Bytes) -> std::result::Result<Digests, tokio::task::JoinError> {
+    fn digest(data: &[u8]) -> Digests {
         use md5::Digest;
-        aws_smithy_types::base64::encode(md5::Md5::digest(data))
+        Digests {
+            md5: aws_smithy_types::base64::encode(md5::Md5::digest(data)),
+            sha256: SignedBody(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))),
+        }
     }
     if data.len() < 1 << 20 {
         return Ok(digest(data));
     }
     let data = data.clone();
     tokio::task::spawn_blocking(move || digest(&data)).await
+}
+
+/// A body's digests: the Content-MD5 (base64) and its SHA-256 for the signature.
+struct Digests {
+    md5: String,
+    sha256: SignedBody,
+}
+
+/// Hands the signer a body's SHA-256 (lowercase hex) computed beforehand, so that it does not
+/// hash the body on the runtime thread ([`digests`]).
+#[derive(Debug)]
+struct SignedBody(String);
+
+impl aws_sdk_s3::config::Intercept for SignedBody {
+    fn name(&self) -> &'static str {
+        "SignedBody"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(
+                self.0.clone(),
+            ));
+        Ok(())
+    }
 }
 
 fn body_error(target: String, e: impl std::fmt::Display) -> StoreError {
@@ -574,7 +610,7 @@ impl Store for S3Store {
     }
 
     async fn put_locked(&self, key: &str, data: Bytes, lock: Option<&ObjectLock>) -> Result<()> {
-        let md5 = content_md5(&data)
+        let digests = digests(&data)
             .await
             .map_err(|e| StoreError::new(ErrorKind::Other, "put", self.locate(key), e))?;
         self.client
@@ -584,9 +620,11 @@ impl Store for S3Store {
             .if_none_match("*")
             .set_object_lock_mode(lock.map(|l| ObjectLockMode::from(l.mode.as_s3())))
             .set_object_lock_retain_until_date(lock.map(|l| s3_time(l.until)))
-            // Checked by S3 on receipt (and required for a locked object): see `content_md5`.
-            .content_md5(md5)
+            // Checked by S3 on receipt (and required for a locked object): see `digests`.
+            .content_md5(digests.md5)
             .body(ByteStream::from(data))
+            .customize()
+            .interceptor(digests.sha256)
             .send()
             .await
             .map_err(|e| self.error("put", key, e))?;
@@ -711,8 +749,8 @@ impl Store for S3Store {
         data: Bytes,
     ) -> Result<PartReceipt> {
         // Checked by S3 on receipt (and required for a part of a locked upload): see
-        // `content_md5`.
-        let md5 = content_md5(&data)
+        // `digests`.
+        let digests = digests(&data)
             .await
             .map_err(|e| StoreError::new(ErrorKind::Other, "upload part", self.locate(key), e))?;
         let out = self
@@ -722,8 +760,10 @@ impl Store for S3Store {
             .key(self.full(key))
             .upload_id(upload_id)
             .part_number(number as i32)
-            .content_md5(md5)
+            .content_md5(digests.md5)
             .body(ByteStream::from(data))
+            .customize()
+            .interceptor(digests.sha256)
             .send()
             .await
             .map_err(|e| self.error("upload part", key, e))?;
