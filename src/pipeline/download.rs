@@ -2,12 +2,12 @@
 //!
 //! Ranged GETs run in parallel on the async side (a task each) and arrive in order over a
 //! bounded channel (memory stays below (`QUEUED` + parallel + 1) × range size). When the
-//! manifest has a
-//! SHA-256 per range (format 2), each range is checked before it is handed on — a mismatch is read once
-//! more, then ends the stream with an error naming the object and the range — so no byte that
-//! was not verified ever reaches decryption (and the ranges together prove the whole object). The
-//! reader also checks the whole stream against the manifest: a short object or an extra byte
-//! (and, for a format 1 manifest, a SHA-256 mismatch) is an error that names the object — the
+//! manifest has a SHA-256 per range (format 2), each range is checked before it is handed on —
+//! a mismatch is read once more, then ends the stream with an error naming the object and the
+//! range — so no byte that was not verified ever reaches decryption (and the ranges together
+//! prove the whole object). The reader also checks the whole stream against the manifest: a
+//! short object or an extra byte (and, for a format 1 manifest, a SHA-256 mismatch) is an
+//! error that names the object — the
 //! last read fails rather than returning a clean end of stream.
 
 use std::io::{self, BufRead, Read};

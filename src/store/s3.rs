@@ -5,8 +5,9 @@
 //! Every part and object carries its `Content-MD5`, which the server checks on receipt, and
 //! its signature covers its SHA-256 ([`digests`]); the SDK's default `x-amz-checksum-*` values
 //! are only sent where the service requires them (integrity at rest is checked end to end by
-//! the SHA-256s in each manifest). With `ServerSideEncryption`, every object written asks for it ([`Encryption`]). The SDK's own retries are off: retrying is the
-//! job of [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
+//! the SHA-256s in each manifest). With `ServerSideEncryption`, every object written asks for
+//! it ([`Encryption`]). The SDK's own retries are off: retrying is the job of
+//! [`super::retry::RetryStore`], so every store behaves the same way. Every PUT and
 //! CompleteMultipartUpload is conditional (`If-None-Match: *`): credentials that may write but
 //! not delete cannot destroy a stored object by replacing it either.
 //!
