@@ -17,7 +17,8 @@
 //! stored: the archive asks for its lock at CreateMultipartUpload and gets it (again) with a
 //! retention set after completion — a run whose archive cannot be locked never commits —, the
 //! range hashes and the manifest are stored locked, and a bucket snapshot's refs get a
-//! retention too. The date is counted on the server's clock (it enforces the lock).
+//! retention too. The date is counted on the server's clock (it enforces the lock), once per
+//! run ([`ArchiveCommit::run_lock`]): the quilted content the manifest references gets it too.
 
 use std::path::Path;
 
@@ -96,6 +97,8 @@ pub(super) struct ArchiveCommit<'a> {
     /// The set, for messages.
     set: String,
     lock: Option<RunLock>,
+    /// The lock of the run's objects, once [`ArchiveCommit::run_lock`] fixed it.
+    fixed: tokio::sync::OnceCell<ObjectLock>,
 }
 
 impl<'a> ArchiveCommit<'a> {
@@ -159,6 +162,7 @@ impl<'a> ArchiveCommit<'a> {
             ranges: keys.ranges.clone(),
             set: set.to_string(),
             lock,
+            fixed: tokio::sync::OnceCell::new(),
         };
         // Recorded before any part is sent, so that an interrupted run's next run finds it.
         if let Err(e) = commit.records.record(&commit.upload) {
@@ -188,6 +192,21 @@ impl<'a> ArchiveCommit<'a> {
 
     pub fn upload_id(&self) -> &str {
         &self.upload.upload_id
+    }
+
+    /// With ObjectLock: the lock of every object the run commits, counted from the store's
+    /// time of the first call and the same afterwards. Whatever else the manifest names
+    /// (quilted content) is locked to this date before the manifest is stored, so nothing it
+    /// references is locked for less long than the run itself.
+    pub async fn run_lock(&self) -> anyhow::Result<Option<ObjectLock>> {
+        let Some(run_lock) = &self.lock else {
+            return Ok(None);
+        };
+        let lock = self
+            .fixed
+            .get_or_try_init(|| run_lock.now(self.store))
+            .await?;
+        Ok(Some(*lock))
     }
 
     /// Commits the uploaded parts: the manifest `build` makes (given the archive's range
@@ -316,10 +335,9 @@ impl<'a> ArchiveCommit<'a> {
     /// With ObjectLock: locks the completed archive (servers that ignore the lock asked for
     /// at its creation get it here), and returns the lock for the run's other objects.
     async fn lock_stored(&self) -> anyhow::Result<Option<ObjectLock>> {
-        let Some(run_lock) = &self.lock else {
+        let Some(lock) = self.run_lock().await? else {
             return Ok(None);
         };
-        let lock = run_lock.now(self.store).await?;
         let archive = self.archive();
         self.store.retain(archive, &lock).await.with_context(|| {
             format!("locking {}; run not committed", self.store.locate(archive))
@@ -764,6 +782,10 @@ mod tests {
         .await
         .unwrap();
         store.put(&refs, Bytes::from_static(b"refs")).await.unwrap();
+        // The lock fixed before the manifest (quilted content got it) is every object's, by
+        // however long the commit takes after.
+        assert_eq!(commit.run_lock().await.unwrap(), Some(want));
+        clock.advance(chrono::Duration::seconds(5));
         let receipt = store
             .upload_part(
                 commit.archive(),
@@ -777,7 +799,10 @@ mod tests {
             .commit(vec![receipt], &stored(), manifest)
             .await
             .unwrap();
-        assert_eq!(store.head(&refs).await.unwrap().unwrap().lock, Some(want));
+        for key in [&refs, &k.archive, &k.manifest] {
+            let info = store.head(key).await.unwrap().unwrap();
+            assert_eq!(info.lock, Some(want), "{key}");
+        }
 
         // The archive's retention cannot be set: no manifest, the run does not commit (and
         // its locked archive stays for a later prune).

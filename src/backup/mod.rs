@@ -382,10 +382,11 @@ pub async fn run_set(
             return Err(e);
         }
     };
-    // Every content key the archive references must exist when the manifest is stored.
+    // Every content key the archive references must exist when the manifest is stored, and
+    // with ObjectLock be locked at least as long as the run's own objects.
     let quilt_use = match &quilt {
         None => None,
-        Some(q) => match q.confirm().await {
+        Some(q) => match async { q.confirm(commit.run_lock().await?.as_ref()).await }.await {
             Ok(quilt_use) => {
                 log::info!(
                     "{} [{}]: quilt: {} content object(s) uploaded ({} bytes), {} file(s) \

@@ -19,8 +19,8 @@
 //!
 //! Just before the run's manifest is stored, [`QuiltRun::confirm`] HEADs every key the archive
 //! references: a key gone meanwhile (gc) is uploaded again from the file, which must still hold
-//! the same content; with ObjectLock, reused content locked for less long than the run gets the
-//! run's retention. Any store error fails the run, as an archive upload's would.
+//! the same content; with ObjectLock, content locked for less long than the run's archive gets
+//! the archive's very lock. Any store error fails the run, as an archive upload's would.
 //!
 //! The quilt's uploads take half of `MemoryLimit`, the archive's stream the other half: both
 //! run at once (the archive's part being filled waits while a large file is uploaded). A file
@@ -437,19 +437,15 @@ impl QuiltRun {
     }
 
     /// Just before the manifest: every referenced key is HEADed; one that is gone is uploaded
-    /// again from its file (which must still hold that content), and with ObjectLock reused
-    /// content gets at least the run's retention. Returns what the manifest records.
-    pub async fn confirm(&self) -> anyhow::Result<QuiltUse> {
+    /// again from its file (which must still hold that content), and with ObjectLock (`lock`:
+    /// the run's own, that of its archive) content locked for less long gets that lock.
+    /// Returns what the manifest records.
+    pub async fn confirm(&self, lock: Option<&ObjectLock>) -> anyhow::Result<QuiltUse> {
         let s = &self.inner.settings;
         let store = &s.store;
-        let lock = match &s.lock {
-            Some(l) => Some(l.now(store).await?),
-            None => None,
-        };
         let keys: Vec<String> = self.tally().refs.keys().cloned().collect();
         // A run may reference thousands of objects: their HEADs (and lock extensions) go
         // several at a time, as recovery's do; what vanished is uploaded again afterwards.
-        let lock = lock.as_ref();
         let vanished: Vec<&String> = futures::stream::iter(&keys)
             .map(|key| async move {
                 let present = present_and_locked(store, key, lock).await?;
@@ -626,6 +622,16 @@ mod tests {
     use crate::schema::quilt::{is_content_key, CONTENT_PREFIX, SECRET_LEN};
     use crate::store::memory::MemoryStore;
 
+    /// Confirms as a run does: with the lock its settings give, counted from now.
+    async fn confirm(run: &QuiltRun) -> anyhow::Result<QuiltUse> {
+        let s = &run.inner.settings;
+        let lock = match &s.lock {
+            Some(l) => Some(l.now(&s.store).await?),
+            None => None,
+        };
+        run.confirm(lock.as_ref()).await
+    }
+
     fn secret(b: u8) -> QuiltSecret {
         QuiltSecret::from_bytes([b; SECRET_LEN])
     }
@@ -727,7 +733,7 @@ mod tests {
             ra.sha256,
             <[u8; 32]>::from(Sha256::digest(data(3 << 20, 1)))
         );
-        let used = run.confirm().await.unwrap();
+        let used = confirm(&run).await.unwrap();
         assert_eq!((used.uploaded, used.reused), (1, 1));
         assert_eq!(used.content, vec![ra.key.clone()]);
         assert_eq!(f.content_keys(), vec![ra.key.clone()]);
@@ -752,7 +758,7 @@ mod tests {
         };
         let again = f.run(secret(1));
         assert!(matches!(offer(&again, &a).await, Offered::Quilted(r) if r == ra));
-        let used = again.confirm().await.unwrap();
+        let used = confirm(&again).await.unwrap();
         assert_eq!((used.uploaded, used.reused), (0, 1));
         assert_eq!(f.content_keys().len(), 1);
     }
@@ -820,14 +826,14 @@ mod tests {
             panic!("not quilted")
         };
         f.store.delete(&r.key).await.unwrap();
-        let used = run.confirm().await.unwrap();
+        let used = confirm(&run).await.unwrap();
         assert!(f.memory.object(&r.key).is_some(), "uploaded again");
         assert_eq!(used.uploaded, 2);
 
         // Gone again, and the file no longer holds that content: the run fails, naming both.
         f.store.delete(&r.key).await.unwrap();
         std::fs::write(&path, data(1 << 20, 4)).unwrap();
-        let e = format!("{:#}", run.confirm().await.unwrap_err());
+        let e = format!("{:#}", confirm(&run).await.unwrap_err());
         assert!(
             e.contains(&r.key) && e.contains(&path.display().to_string()),
             "{e}"
@@ -959,7 +965,7 @@ mod tests {
         let Offered::Quilted(r) = offer(&first, &path).await else {
             panic!("not quilted")
         };
-        first.confirm().await.unwrap();
+        confirm(&first).await.unwrap();
         let until = || {
             let (store, key) = (f.store.clone(), r.key.clone());
             async move { store.head(&key).await.unwrap().unwrap().lock.unwrap().until }
@@ -972,7 +978,7 @@ mod tests {
         // A later run that keeps its objects longer extends the reused content's lock.
         let second = with_lock(20);
         offer(&second, &path).await;
-        second.confirm().await.unwrap();
+        confirm(&second).await.unwrap();
         let twenty = until().await;
         assert!(twenty > ten + chrono::Duration::days(9), "{ten} → {twenty}");
 
@@ -993,7 +999,7 @@ mod tests {
             ],
         );
         Arc::get_mut(&mut third.inner).unwrap().settings.store = Arc::new(racing);
-        third.confirm().await.unwrap();
+        confirm(&third).await.unwrap();
         assert_eq!(f.memory.object(&key).unwrap(), &b"theirs"[..]);
         let info = f.store.head(&key).await.unwrap().unwrap();
         let thirty = info.lock.expect("locked").until;
@@ -1097,7 +1103,7 @@ mod tests {
         let Offered::Quilted(old) = offer(&before, &path).await else {
             panic!("not quilted")
         };
-        before.confirm().await.unwrap();
+        confirm(&before).await.unwrap();
         let cert = &f.certs[0];
         let valid = cert.with_policy(crate::keys::policy(), None).unwrap();
         let rotated = KeyBuilder::new(
@@ -1120,7 +1126,7 @@ mod tests {
             panic!("not quilted")
         };
         assert_ne!(new.key, old.key);
-        let used = after.confirm().await.unwrap();
+        let used = confirm(&after).await.unwrap();
         assert_eq!((used.uploaded, used.reused), (1, 0));
         assert_eq!(f.content_keys().len(), 2);
     }
