@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::client::BucketClient;
+use super::client::{BucketClient, VersionPage};
 use super::Version;
 use crate::store::{ErrorKind, Result, StoreError};
 
@@ -43,9 +43,23 @@ struct Task {
 
 struct Range {
     prefix: String,
-    /// The last key listed; `None` before the first page.
+    /// Where the owner's next page starts: it lists every key up to here. `None` before the
+    /// first page and from the last one on: nothing to split then.
     position: Option<String>,
     until: Option<String>,
+}
+
+impl Range {
+    /// Takes `page`, listed from the position: moves the position to where the next page
+    /// starts and returns the range's end as of now, in one step under the range's lock. A
+    /// thief then splits above every key of the page, which the owner emits up to that end
+    /// (splitting from the old position, it could take part of the page the owner was
+    /// emitting, and list it twice).
+    fn take_page(range: &Mutex<Range>, page: &VersionPage) -> Option<String> {
+        let mut range = range.lock().unwrap();
+        range.position = page.next.as_ref().map(|(key, _)| key.clone());
+        range.until.clone()
+    }
 }
 
 #[derive(Default)]
@@ -212,7 +226,7 @@ async fn run_task(
                 .list_page(&task.prefix, Some("/"), marker.as_ref())
                 .await?;
             shared.requests.fetch_add(1, Ordering::Relaxed);
-            let until = range.lock().unwrap().until.clone();
+            let until = Range::take_page(&range, &page);
             let beyond = |key: &str| until.as_deref().is_some_and(|u| key > u);
             let mut batch = Vec::with_capacity(page.entries.len());
             let mut past_end = false;
@@ -237,7 +251,6 @@ async fn run_task(
                     if done {
                         return Ok(());
                     }
-                    range.lock().unwrap().position = Some(next.0.clone());
                     marker = Some(next);
                 }
                 _ => return Ok(()),
@@ -395,6 +408,33 @@ mod tests {
             }
         }
         assert_eq!(split_point("p/", "p/z", Some("p/a")), None);
+    }
+
+    #[test]
+    fn a_thief_splits_above_the_page_its_owner_is_emitting() {
+        let shared = Shared::default();
+        let range = Arc::new(Mutex::new(Range {
+            prefix: "flat/".into(),
+            position: Some("flat/k00010".into()),
+            until: None,
+        }));
+        shared.active.lock().unwrap().push(range.clone());
+        let page = |last: &str, next: bool| VersionPage {
+            entries: vec![crate::bucket::version(last, "v", "e", 1, true)],
+            prefixes: vec![],
+            next: next.then(|| (last.to_string(), None)),
+        };
+        // The owner took a page up to k00500 and is emitting it: a thief's range starts above.
+        assert_eq!(Range::take_page(&range, &page("flat/k00500", true)), None);
+        let stolen = shared.steal().expect("splittable");
+        let after = stolen.after.unwrap();
+        assert!(after.as_str() > "flat/k00500", "{after}");
+        assert_eq!(range.lock().unwrap().until.as_ref(), Some(&after));
+        // The owner's next page ends within its shortened range, and is its last: no thief
+        // may take anything of it.
+        let until = Range::take_page(&range, &page("flat/k00900", false));
+        assert_eq!(until, Some(after));
+        assert!(shared.steal().is_none());
     }
 
     #[test]
