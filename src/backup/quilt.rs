@@ -293,7 +293,12 @@ impl QuiltRun {
         if !known {
             let head = self.inner.handle.block_on(s.store.head(&key))?;
             if head.is_none() {
-                match self.upload(file, size, &sha256, &key)? {
+                // Locked as of now; the commit extends it to the run's lock.
+                let lock = match &s.lock {
+                    Some(l) => Some(self.inner.handle.block_on(l.now(&s.store))?),
+                    None => None,
+                };
+                match self.upload(file, size, &sha256, &key, lock)? {
                     Stored::Uploaded(bytes) => {
                         let mut t = self.tally();
                         t.uploaded += 1;
@@ -313,21 +318,19 @@ impl QuiltRun {
     }
 
     /// Uploads `file` (`size` bytes, expected to hash to `sha256`) as the content object
-    /// `key`, through the archive's stages. Blocks; called on a blocking thread.
+    /// `key`, locked with `lock`, through the archive's stages. Blocks; called on a blocking
+    /// thread.
     fn upload(
         &self,
         file: &File,
         size: u64,
         sha256: &[u8; 32],
         key: &str,
+        lock: Option<ObjectLock>,
     ) -> anyhow::Result<Stored> {
         let s = &self.inner.settings;
         let handle = &self.inner.handle;
         let store = &s.store;
-        let lock = match &s.lock {
-            Some(l) => Some(handle.block_on(l.now(store))?),
-            None => None,
-        };
         let options = UploadOptions {
             // Content is shared and read by every recovery of every host: never archived.
             storage_class: StorageClass::Standard,
@@ -464,7 +467,8 @@ impl QuiltRun {
             );
             let this = self.clone();
             let again = key.clone();
-            tokio::task::spawn_blocking(move || this.upload_again(&again))
+            let run_lock = lock.copied();
+            tokio::task::spawn_blocking(move || this.upload_again(&again, run_lock))
                 .await
                 .map_err(|e| anyhow!("quilt upload thread failed: {e}"))??;
             // Uploaded with the run's lock — or completed first by another host, with its own:
@@ -487,8 +491,9 @@ impl QuiltRun {
         })
     }
 
-    /// Uploads the content `key` again from one of the files it was found in.
-    fn upload_again(&self, key: &str) -> anyhow::Result<()> {
+    /// Uploads the content `key` again from one of the files it was found in, locked with
+    /// `lock` (the run's).
+    fn upload_again(&self, key: &str, lock: Option<ObjectLock>) -> anyhow::Result<()> {
         let (sha256, size, paths) = {
             let t = self.tally();
             let r = &t.refs[key];
@@ -500,7 +505,7 @@ impl QuiltRun {
             if file.metadata().map(|m| m.len()).ok() != Some(size) {
                 continue;
             }
-            match self.upload(&file, size, &sha256, key)? {
+            match self.upload(&file, size, &sha256, key, lock)? {
                 Stored::Uploaded(bytes) => {
                     let mut t = self.tally();
                     t.uploaded += 1;
@@ -774,7 +779,7 @@ mod tests {
         let (this, k) = (run.clone(), key.clone());
         let stored = tokio::task::spawn_blocking(move || {
             let file = File::open(&path).unwrap();
-            this.upload(&file, 6 << 20, &[9; 32], &k)
+            this.upload(&file, 6 << 20, &[9; 32], &k, None)
         })
         .await
         .unwrap()
@@ -1071,7 +1076,7 @@ mod tests {
         let (this, k) = (run.clone(), key.clone());
         let stored = tokio::task::spawn_blocking(move || {
             let file = File::open(&path).unwrap();
-            this.upload(&file, 1 << 20, &sha256, &k)
+            this.upload(&file, 1 << 20, &sha256, &k, None)
         })
         .await
         .unwrap()
