@@ -101,12 +101,18 @@ impl Pipe {
         })
     }
 
-    fn send_block(&mut self) -> io::Result<()> {
+    /// Sends the filled part of the block, leaving the pipe without one.
+    fn send_filled(&mut self) -> io::Result<()> {
         let mut block = std::mem::take(&mut self.block);
         block.truncate(std::mem::take(&mut self.filled));
+        self.send(Msg::Block(block))
+    }
+
+    /// Sends the full block and takes the next one to fill.
+    fn send_block(&mut self) -> io::Result<()> {
         // Sent before the next block is taken, so that a writer waiting for room holds no
         // block of its own besides the one it sends.
-        let sent = self.send(Msg::Block(block));
+        let sent = self.send_filled();
         let mut next = self.free.try_recv().unwrap_or_default();
         // Zeroes only what a short block left uninitialised (or a new block).
         next.resize(BLOCK, 0);
@@ -136,8 +142,9 @@ impl Pipe {
 
     /// Sends what is left and the end of the stream.
     pub fn finish(mut self) -> io::Result<()> {
+        // The last block goes without a next one taken (and zeroed) for nothing.
         if self.filled > 0 {
-            self.send_block()?;
+            self.send_filled()?;
         }
         self.send(Msg::End)
     }
