@@ -289,8 +289,15 @@ fn two_configurations_on_one_host_keep_their_own_sets() {
             .arg(&b)
             .stdin(Stdio::null()),
     );
+    // The held set's upload (B's directory set, first, may come and go before it).
+    let held_open = || {
+        server
+            .open_uploads("shared")
+            .iter()
+            .any(|k| k.contains("/inflight/"))
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.open_uploads("shared").is_empty() {
+    while !held_open() {
         assert!(Instant::now() < deadline, "B's upload never started");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -299,7 +306,7 @@ fn two_configurations_on_one_host_keep_their_own_sets() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     assert!(
-        !server.open_uploads("shared").is_empty(),
+        held_open(),
         "B's upload was still in flight during A's run and prune"
     );
     fs::write(&flag, b"").unwrap();

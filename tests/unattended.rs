@@ -200,13 +200,20 @@ fn exit_status_4_while_another_run_holds_the_lock_and_wait_waits() {
 
     // A lock left by a killed run never blocks: the kernel drops flock with the process.
     // (-o: only flock itself holds the lock, not its sleeping child.)
+    let ready = l.dir.join("holder-ready");
     let mut holder = Command::new("flock")
         .arg("-o")
         .arg(&lock)
-        .args(["sleep", "30"])
+        .args(["sh", "-c", r#"touch "$0"; exec sleep 30"#])
+        .arg(&ready)
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // flock runs its command only once it holds the lock.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(l.run(&["-f"]).status.code(), Some(4));
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -269,8 +276,23 @@ fn log_file_syslog_json_summary_and_notification() {
     let socket_path = tmp.path().join("log.sock");
     let syslog = UnixDatagram::bind(&socket_path).unwrap();
     syslog
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
+    // Read while s3nap runs, as syslogd does: a datagram socket queues only a few messages
+    // (net.unix.max_dgram_qlen), and a full queue blocks the sender.
+    let received = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while let Ok(n) = syslog.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            // What follows the summary is read until s3nap has been quiet a while.
+            if got.last().is_some_and(|m| m.contains("committed run")) {
+                let quiet = Some(Duration::from_secs(2));
+                syslog.set_read_timeout(quiet).unwrap();
+            }
+        }
+        got
+    });
     let log_file = tmp.path().join("s3nap.log");
     let notified = tmp.path().join("notified.txt");
     let l = local(&format!(
@@ -319,14 +341,7 @@ fn log_file_syslog_json_summary_and_notification() {
     assert!(!stderr(&out).contains("committed run"), "{}", stderr(&out));
 
     // Syslog got RFC 3164 lines: local3 (19) × 8 + info (6) = 158.
-    let mut buf = [0u8; 4096];
-    let mut got = Vec::new();
-    while let Ok(n) = syslog.recv(&mut buf) {
-        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        if got.iter().any(|m| m.contains("committed run")) {
-            break;
-        }
-    }
+    let got = received.join().unwrap();
     let summary = got
         .iter()
         .find(|m| m.contains("committed run"))
