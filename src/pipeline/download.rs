@@ -7,8 +7,8 @@
 //! range — so no byte that was not verified ever reaches decryption (and the ranges together
 //! prove the whole object). The reader also checks the whole stream against the manifest: a
 //! short object or an extra byte (and, for a format 1 manifest, a SHA-256 mismatch) is an
-//! error that names the object — the
-//! last read fails rather than returning a clean end of stream.
+//! error that names the object — the last read fails rather than returning a clean end of
+//! stream.
 
 use std::io::{self, BufRead, Read};
 use std::sync::{Arc, Mutex};
@@ -313,7 +313,9 @@ impl ObjectReader {
                 self.target, self.seen, self.expected.size
             ))));
         }
-        let Some(hasher) = self.hasher.take() else {
+        // Finalised from a copy: a reader that reads again after the error gets it again,
+        // never a clean end.
+        let Some(hasher) = self.hasher.clone() else {
             return Ok(());
         };
         let digest = hex::encode(hasher.finalize());
@@ -416,6 +418,11 @@ mod tests {
                 Err(e) => break Err(e),
             }
         };
+        if end.is_err() {
+            // A failed stream stays failed: reading on gives no clean end.
+            let again = reader.read(&mut [0u8; 300]);
+            assert!(again.is_err(), "read again after {end:?}: {again:?}");
+        }
         if !format1 {
             assert_eq!(&out[..], &data[..out.len()], "only original bytes pass");
         }
