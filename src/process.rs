@@ -539,9 +539,9 @@ impl std::fmt::Display for IoPriority {
 /// (`/proc/sys/fs/pipe-max-size`).
 const WIDE_PIPE: libc::c_int = 1 << 20;
 
-/// Gives `fd`, when it is a pipe with less, a buffer of 1 MiB (instead of 64 KiB), so that the two sides
-/// hand each other a megabyte per wake-up: `s3nap recover | tar -x` spent a tenth of its
-/// time on the switches between them. Anything else (a file, a terminal) or a refusal (the
+/// Gives `fd`, when it is a pipe with less, a buffer of 1 MiB (instead of 64 KiB), so that
+/// the two sides hand each other a megabyte per wake-up: `s3nap recover | tar -x` spent a
+/// tenth of its time on the switches between them. Anything else (a file, a terminal) or a refusal (the
 /// user's pipe quota is spent) leaves it as it was; the size is only a speed.
 pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
     widen_pipe_to(fd, WIDE_PIPE);

@@ -42,6 +42,7 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
         std::io::Error::last_os_error()
     );
 }
+
 /// The S3 server of one test (moto by default, s3s-fs from [`S3Server::start_s3s_fs`]). Killed
 /// when dropped.
 pub struct S3Server {
