@@ -56,10 +56,6 @@ impl Env {
         s3nap(&all, &[])
     }
 
-    fn versioned(&self, bucket: &str) {
-        self.server.enable_versioning(bucket);
-    }
-
     /// Puts many small objects, 16 at a time.
     fn put_many(&self, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
         let c = &self.server.client;
@@ -267,7 +263,7 @@ fn snapshots_restore_every_point_in_time_exactly() {
     let e = env();
     e.server.create_bucket("master");
     e.server.create_bucket("replica");
-    e.versioned("replica");
+    e.server.enable_versioning("replica");
     let conf = e.config(
         "<Bucket data>\n  Master s3://master\n  Replica s3://replica\n  Mode copy\n  Workers 6\n</Bucket>\n",
     );
@@ -531,7 +527,7 @@ fn gc_after_slot_retention_deletes_exactly_what_no_kept_snapshot_needs() {
         stderr(&out)
     );
     assert!(e.current("backups").is_empty());
-    e.versioned("master");
+    e.server.enable_versioning("master");
 
     // Days 1 and 3 share a slot of the two: the day-3 run retires snapshot 1 and gc follows.
     let h = history(&e, &conf, [1, 2, 3]);
@@ -620,7 +616,7 @@ fn gc_after_slot_retention_deletes_exactly_what_no_kept_snapshot_needs() {
 fn gc_after_snapshots_stopped_keeps_what_the_newest_need() {
     let e = env();
     e.server.create_bucket("master");
-    e.versioned("master");
+    e.server.enable_versioning("master");
     let conf = e.config(
         "<Bucket data>\n  Master s3://master\n  Replica s3://master\n  Fulls 30\n  \
          RetentionPolicy 2\n  MinimumRedundancy 1\n</Bucket>\n",
@@ -693,7 +689,7 @@ fn gc_after_snapshots_stopped_keeps_what_the_newest_need() {
 fn pending_changes(e: &Env, big: usize) -> BTreeSet<(String, String)> {
     e.server.create_bucket("master");
     e.server.create_bucket("replica");
-    e.versioned("replica");
+    e.server.enable_versioning("replica");
     e.put_many(
         "master",
         (0..50)
