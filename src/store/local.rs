@@ -325,12 +325,14 @@ impl Store for LocalStore {
             let recycled = len >= RECYCLED_FROM;
             // A kept buffer much larger than the range (one of a larger range size) is let
             // go rather than held by a small range.
-            let mut data = match recycled {
-                true => buffers.lock().expect("not poisoned").pop(),
+            let kept = match recycled {
+                // A poisoned pool (a panic elsewhere) just gives nothing, as in `Recycled`.
+                true => buffers.lock().ok().and_then(|mut kept| kept.pop()),
                 false => None,
-            }
-            .filter(|kept| kept.capacity() <= 2 * len)
-            .unwrap_or_default();
+            };
+            let mut data = kept
+                .filter(|kept| kept.capacity() <= 2 * len)
+                .unwrap_or_default();
             data.reserve_exact(len);
             let mut read = || -> io::Result<()> {
                 let mut file = File::open(&path)?;
