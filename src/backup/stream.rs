@@ -18,7 +18,7 @@ use crate::pipeline::compress::{Compression, Compressor};
 use crate::pipeline::encrypt::Sealer;
 use crate::pipeline::parts::{PartWriter, Stored};
 use crate::pipeline::schedule::Schedule;
-use crate::pipeline::stage::StageWriter;
+use crate::pipeline::stage::{self, StageWriter};
 use crate::pipeline::upload::upload_parts;
 use crate::pipeline::Counter;
 use crate::progress::Progress;
@@ -127,7 +127,7 @@ pub(super) fn produce(
     on_read: Box<dyn FnMut(u64) + Send>,
 ) -> anyhow::Result<(Report, u64, Stored)> {
     let to_parts = StageWriter::spawn("parts", move |input| {
-        input.copy_to(&mut parts)?;
+        stage::copy_buffered(input, &mut parts)?;
         parts.finish()
     })
     .context("starting the part writer")?;
@@ -135,7 +135,7 @@ pub(super) fn produce(
         let mut to_parts = to_parts;
         let mut sealer = Sealer::new(&mut to_parts, &certs)
             .map_err(|e| io::Error::other(format!("starting encryption: {e}")))?;
-        input.copy_to(&mut sealer)?;
+        stage::copy_buffered(input, &mut sealer)?;
         sealer.finish()?;
         to_parts.finish()
     })

@@ -2,7 +2,7 @@
 //! thread, over a bounded queue of blocks — as a pipe joins two processes of a shell pipeline.
 //!
 //! A [`StageWriter`] is the writing end: `write` fills a block and queues it (blocking while
-//! the queue is full, which bounds memory at `DEPTH` blocks per stage); [`StageWriter::finish`]
+//! the queue is full, which bounds memory per stage: see below); [`StageWriter::finish`]
 //! marks the end and waits for the stage's result. The stage's body reads its [`Input`] to the
 //! end and finishes its own output explicitly. Only a finished writer ends the input cleanly:
 //! a writer dropped unfinished (the stage before it failed) makes the input fail, so no stage
@@ -113,8 +113,9 @@ impl Pipe {
         // Sent before the next block is taken, so that a writer waiting for room holds no
         // block of its own besides the one it sends.
         let sent = self.send_filled();
-        let mut next = self.free.try_recv().unwrap_or_default();
-        // Zeroes only what a short block left uninitialised (or a new block).
+        let mut next = self.free.try_recv().unwrap_or_else(|_| vec![0; BLOCK]);
+        // Blocks come back whole (only `finish` sends a short one, and nothing is filled
+        // after it): this only guards the slicing in `write` and `fill_from`.
         next.resize(BLOCK, 0);
         self.block = next;
         sent
@@ -288,21 +289,34 @@ impl Input {
         };
         Ok(true)
     }
+}
 
-    /// Writes every remaining block into `out`, whole (no copy through a small buffer).
-    pub fn copy_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
-        let mut total = 0u64;
-        loop {
-            if self.at < self.block.len() {
-                out.write_all(&self.block[self.at..])?;
-                total += (self.block.len() - self.at) as u64;
-                self.at = self.block.len();
-            }
-            if !self.next_block()? {
-                return Ok(total);
-            }
+/// Writes everything `from` gives into `out`, a buffer of it at a time: from an [`Input`],
+/// whole blocks (`io::copy` would cut them into 8 KiB writes). Returns the number of bytes.
+pub fn copy_buffered(from: &mut impl BufRead, out: &mut impl Write) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let available = from.fill_buf()?;
+        if available.is_empty() {
+            return Ok(total);
         }
+        out.write_all(available)?;
+        let n = available.len();
+        from.consume(n);
+        total += n as u64;
     }
+}
+
+/// `Read::read` of a `BufRead`: a copy out of its buffer.
+pub fn read_buffered(from: &mut impl BufRead, buf: &mut [u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    let available = from.fill_buf()?;
+    let n = available.len().min(buf.len());
+    buf[..n].copy_from_slice(&available[..n]);
+    from.consume(n);
+    Ok(n)
 }
 
 impl BufRead for Input {
@@ -322,11 +336,7 @@ impl BufRead for Input {
 
 impl Read for Input {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
 }
 
@@ -338,7 +348,7 @@ mod tests {
     fn bytes_pass_through_a_stage_in_order_and_its_result_comes_back() {
         let mut stage = StageWriter::spawn("test", |input| {
             let mut got = Vec::new();
-            input.copy_to(&mut got)?;
+            copy_buffered(input, &mut got)?;
             Ok(got)
         })
         .unwrap();
@@ -423,7 +433,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut stage = StageWriter::spawn("next", move |input| {
             let mut got = Vec::new();
-            let result = input.copy_to(&mut got);
+            let result = copy_buffered(input, &mut got);
             tx.send(result.map_err(|e| e.kind())).unwrap();
             Ok(())
         })

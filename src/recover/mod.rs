@@ -276,7 +276,7 @@ impl<W: Write> Sink<W> {
     /// One decoded archive in; `quilt` gives a quilted run's content back.
     fn append(
         &mut self,
-        mut data: impl Read,
+        mut data: impl BufRead,
         quilt: Option<&mut dyn QuiltContent>,
     ) -> anyhow::Result<()> {
         match self {
@@ -284,7 +284,7 @@ impl<W: Write> Sink<W> {
                 splicer.append_with(data, filter, quilt).map_err(typed)?
             }
             Sink::Raw(w) => {
-                std::io::copy(&mut data, w)?;
+                stage::copy_buffered(&mut data, w)?;
             }
         }
         Ok(())
@@ -452,7 +452,8 @@ pub fn check_archive(
     let (mut reader, failure) = open_archive(handle, store, manifest)?;
     let mut content = None;
     let checked = match how {
-        Check::Read => std::io::copy(&mut reader, &mut std::io::sink())
+        // Each checked range is dropped as it comes, never copied.
+        Check::Read => stage::copy_buffered(&mut reader, &mut std::io::sink())
             .map(drop)
             .map_err(anyhow::Error::from),
         Check::Decode(decrypt) => {
@@ -509,17 +510,26 @@ fn is_tar(manifest: &Manifest) -> bool {
     manifest.archive.format == "tar"
 }
 
-/// A reader counting the bytes read through it.
+/// A reader counting the bytes read through it (consumed from its buffer).
 struct Counted<R> {
     inner: R,
     bytes: u64,
 }
 
-impl<R: Read> Read for Counted<R> {
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+        self.bytes += amount as u64;
+    }
+}
+
+impl<R: BufRead> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
+        stage::read_buffered(self, buf)
     }
 }
 
