@@ -15,7 +15,7 @@
 //! [`run_to_end`] runs a program whose output is only logged (a set's `Before`/`After`), with a
 //! deadline; [`set_priority`] sets this process's CPU and I/O priority (`Nice`, `IoNice`), which
 //! every child started afterwards inherits; [`widen_pipe`] gives an output pipe (`recover |
-//! tar -x`) a larger buffer.
+//! tar -x`, a restore command's stdin) a larger buffer.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -288,6 +288,10 @@ impl ChildWriter {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name}: {e}")))?;
         let stdin = child.stdin.take();
+        // A restore command is fed as `recover`'s stdout is (see `widen_pipe`).
+        if let Some(pipe) = &stdin {
+            widen_pipe(pipe);
+        }
         Ok(ChildWriter { child, stdin })
     }
 
@@ -818,6 +822,10 @@ mod tests {
         let file = tmp.path().join("restored");
         let cmd = sh(&format!("cat > '{}'", file.display()));
         let mut writer = ChildWriter::spawn(cmd, "restore").unwrap();
+        let stdin = writer.stdin.as_ref().unwrap().as_raw_fd();
+        // SAFETY: F_GETPIPE_SZ only reads the size of the open pipe's buffer.
+        let size = unsafe { libc::fcntl(stdin, libc::F_GETPIPE_SZ) };
+        assert_eq!(size, WIDE_PIPE, "the restore command's stdin is widened");
         writer.write_all(b"rows").unwrap();
         assert!(writer.finish().unwrap().success());
         assert_eq!(std::fs::read(&file).unwrap(), b"rows");
