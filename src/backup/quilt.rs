@@ -293,7 +293,7 @@ impl QuiltRun {
         if !known {
             let head = self.inner.handle.block_on(s.store.head(&key))?;
             if head.is_none() {
-                // Locked as of now; the commit extends it to the run's lock.
+                // Locked as of now: `confirm` extends it to the run's lock, fixed later.
                 let lock = match &s.lock {
                     Some(l) => Some(self.inner.handle.block_on(l.now(&s.store))?),
                     None => None,
